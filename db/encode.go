@@ -1,0 +1,190 @@
+package db
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// TimeLayout is how every timestamp meshbox sends is written: UTC with milliseconds.
+const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// encodeItem writes the item's JSON by hand: it runs once per item on the writer's hot path.
+func encodeItem(it Item) []byte {
+	b := make([]byte, 0, 96+len(it.Name)+len(it.Node)+payloadLen(it.Payload)+16*len(it.Data))
+	b = append(b, `{"cursor":`...)
+	b = strconv.AppendInt(b, it.Cursor, 10)
+	b = append(b, `,"kind":`...)
+	b = appendString(b, it.Kind)
+	if it.Node != "" {
+		b = append(b, `,"node":`...)
+		b = appendString(b, it.Node)
+	}
+	if it.Name != "" {
+		b = append(b, `,"name":`...)
+		b = appendString(b, it.Name)
+	}
+	if it.Payload != nil {
+		b = append(b, `,"payload":`...)
+		b = appendString(b, *it.Payload)
+	}
+	if it.OrderKey != "" {
+		b = append(b, `,"orderKey":`...)
+		b = appendString(b, it.OrderKey)
+	}
+	if it.Data != nil {
+		b = append(b, `,"data":{`...)
+		keys := make([]string, 0, len(it.Data))
+		for k := range it.Data {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = appendString(b, it.Data[k])
+		}
+		b = append(b, '}')
+	}
+	if it.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, it.Reason)
+	}
+	b = append(b, `,"at":"`...)
+	b = it.At.UTC().AppendFormat(b, TimeLayout)
+	b = append(b, `"}`...)
+	return b
+}
+
+func payloadLen(p *string) int {
+	if p == nil {
+		return 0
+	}
+	return len(*p)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string; invalid UTF-8 becomes U+FFFD as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		// U+2028 and U+2029 break JavaScript parsers that eval JSON.
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// DecodeItem parses an item as stored; the JSON is kept so it can be served again as-is.
+func DecodeItem(body []byte) (Item, error) {
+	var it Item
+	if err := json.Unmarshal(body, &it); err != nil {
+		return it, fmt.Errorf("decode item: %w", err)
+	}
+	it.JSON = body
+	return it, nil
+}
+
+func encodeData(d map[string]string) string {
+	b, _ := json.Marshal(d) // a map of strings always marshals
+	return string(b)
+}
+
+func decodeData(s string) (map[string]string, error) {
+	d := map[string]string{}
+	if s == "" {
+		return d, nil
+	}
+	if err := json.Unmarshal([]byte(s), &d); err != nil {
+		return nil, fmt.Errorf("decode data: %w", err)
+	}
+	return d, nil
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijkmnpqrstuvwxyz23456789").WithPadding(base32.NoPadding)
+
+// newID returns a random id that is easy to read aloud and type (no 0/o, 1/l).
+func newID(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // crypto/rand never fails on supported platforms
+	return idEncoding.EncodeToString(b)
+}
+
+// newToken returns a node token "<node>.<secret>" and the hash of the secret that is stored.
+// The secret has 192 bits.
+func newToken(node string) (token string, hash []byte) {
+	b := make([]byte, 24)
+	rand.Read(b)
+	secret := base64.RawURLEncoding.EncodeToString(b)
+	h := sha256.Sum256([]byte(secret))
+	return node + "." + secret, h[:]
+}
+
+// splitToken returns the node id and the secret's hash of a token.
+func splitToken(token string) (node string, hash []byte, ok bool) {
+	i := strings.LastIndexByte(token, '.')
+	if i <= 0 || i == len(token)-1 {
+		return "", nil, false
+	}
+	h := sha256.Sum256([]byte(token[i+1:]))
+	return token[:i], h[:], true
+}
+
+func tokenMatches(stored, presented []byte) bool {
+	return len(stored) == len(presented) && subtle.ConstantTimeCompare(stored, presented) == 1
+}
+
+// FormatTime writes t the way every meshbox timestamp is written.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }

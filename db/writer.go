@@ -1,0 +1,231 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// maxBatchOps bounds one group-commit transaction so a flood of writers cannot make one commit,
+// and so every acknowledgement, wait for long.
+const maxBatchOps = 512
+
+// op is one write request: fn runs inside the writer's shared transaction.
+type op struct {
+	fn   func(t *txn) error
+	done chan error
+}
+
+// statements are prepared once on the writer connection; every batch reuses them.
+type statements struct {
+	insertItem *sql.Stmt
+}
+
+const insertItemSQL = `INSERT INTO items(cursor, group_id, at, body) VALUES (?, ?, ?, ?)`
+
+func (st *statements) prepare(ctx context.Context, conn *sql.Conn) error {
+	var err error
+	if st.insertItem, err = conn.PrepareContext(ctx, insertItemSQL); err != nil {
+		return fmt.Errorf("prepare insert item: %w", err)
+	}
+	return nil
+}
+
+func (st *statements) close() {
+	if st.insertItem != nil {
+		st.insertItem.Close()
+	}
+}
+
+// txn is what an op sees of the shared transaction. An op must check its preconditions before
+// its first write: a failed write fails the whole batch.
+type txn struct {
+	s     *Store
+	ctx   context.Context
+	now   time.Time
+	items []Item
+	err   error // the first failed write; the batch is rolled back
+}
+
+// fatalError marks a failure of the transaction itself rather than of one op's preconditions.
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string { return e.err.Error() }
+func (e fatalError) Unwrap() error { return e.err }
+
+func (t *txn) exec(ctx context.Context, query string, args ...any) error {
+	if t.err != nil {
+		return t.err
+	}
+	if _, err := t.s.wconn.ExecContext(ctx, query, args...); err != nil {
+		t.err = fatalError{fmt.Errorf("exec: %w", err)}
+		return t.err
+	}
+	return nil
+}
+
+// append adds an item to the group's stream, assigning its cursor and time.
+func (t *txn) append(group string, it Item) (int64, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
+	s := t.s
+	at := t.now.UnixMilli()
+	if at < s.lastAt { // keep time monotonic in cursor order so purge by age can walk cursors
+		at = s.lastAt
+	}
+	s.lastAt = at
+	s.lastCursor++
+	it.Cursor = s.lastCursor
+	it.At = fromMillis(at)
+	it.Group = group
+	it.JSON = encodeItem(it)
+	if _, err := s.stmts.insertItem.ExecContext(t.ctx, it.Cursor, group, at, it.JSON); err != nil {
+		t.err = fatalError{fmt.Errorf("insert item: %w", err)}
+		return 0, t.err
+	}
+	t.items = append(t.items, it)
+	return it.Cursor, nil
+}
+
+// do runs fn in the writer's next transaction and returns once that transaction committed (nil,
+// or fn's own error) or failed (the commit's error).
+func (s *Store) do(ctx context.Context, fn func(t *txn) error) error {
+	o := &op{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, the op will run: wait for its outcome even if the caller gives up, so an
+	// acknowledged write is never reported as failed and vice versa.
+	return <-o.done
+}
+
+func (s *Store) writeLoop() {
+	defer close(s.stopped)
+	batch := make([]*op, 0, maxBatchOps)
+	for {
+		select {
+		case o := <-s.ops:
+			batch = append(batch[:0], o)
+		case <-s.stop:
+			s.drain()
+			return
+		}
+	fill:
+		for len(batch) < maxBatchOps {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.runBatch(batch)
+	}
+}
+
+// drain commits whatever was queued before Close.
+func (s *Store) drain() {
+	for {
+		batch := make([]*op, 0, maxBatchOps)
+	fill:
+		for len(batch) < maxBatchOps {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		s.runBatch(batch)
+	}
+}
+
+func (s *Store) runBatch(batch []*op) {
+	start := time.Now()
+	ctx := context.Background()
+	t := &txn{s: s, ctx: ctx, now: s.now()}
+	results := make([]error, len(batch))
+	prevCursor, prevAt := s.lastCursor, s.lastAt
+	err := t.exec(ctx, "BEGIN IMMEDIATE")
+	if err == nil {
+		for i, o := range batch {
+			results[i] = s.runOp(o, t)
+			if t.err != nil {
+				break
+			}
+		}
+		err = t.err
+	}
+	if err == nil && s.commitHook != nil {
+		err = s.commitHook()
+	}
+	if err == nil {
+		if _, cerr := s.wconn.ExecContext(ctx, "COMMIT"); cerr != nil {
+			err = fmt.Errorf("commit: %w", cerr)
+		}
+	}
+	if err != nil {
+		s.abort(ctx, err, prevCursor, prevAt)
+		for _, o := range batch {
+			o.done <- fmt.Errorf("write failed, nothing was saved: %w", err)
+		}
+		return
+	}
+	s.committed.Store(s.lastCursor)
+	if len(t.items) > 0 {
+		s.hooks.OnCommit(t.items)
+		kinds := map[string]int{}
+		for _, it := range t.items {
+			kinds[it.Kind]++
+		}
+		for k, n := range kinds {
+			s.obs.ObserveAppended(k, n)
+		}
+	}
+	s.obs.ObserveCommit(len(batch), len(t.items), time.Since(start))
+	for i, o := range batch {
+		o.done <- results[i]
+	}
+}
+
+// runOp runs one op, turning a panic into that op's error so a bug in one request never takes
+// the writer, and with it the server, down.
+func (s *Store) runOp(o *op, t *txn) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error: %v", r)
+			if t.err == nil {
+				t.err = fatalError{err}
+			}
+		}
+	}()
+	return o.fn(t)
+}
+
+// abort rolls back a failed batch and reloads the in-memory state, which the batch's ops may
+// already have changed.
+func (s *Store) abort(ctx context.Context, cause error, prevCursor, prevAt int64) {
+	s.log.Error("write batch failed", "err", cause)
+	if _, err := s.wconn.ExecContext(ctx, "ROLLBACK"); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		s.log.Debug("rollback", "err", err)
+	}
+	if err := s.loadState(ctx); err != nil {
+		s.log.Error("reload state after failed batch", "err", err)
+	}
+	s.mu.Lock()
+	// Cursors of the rolled-back items were never seen by anyone; still, never hand out a
+	// cursor lower than one already used.
+	s.lastCursor = max(s.lastCursor, prevCursor)
+	s.lastAt = max(s.lastAt, prevAt)
+	s.mu.Unlock()
+}
