@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -71,10 +72,15 @@ func (s *Store) touch(g *groupState, n *nodeState, now time.Time) {
 	s.mu.Unlock()
 }
 
-func (g *groupState) snapshot() Group { return g.Group }
+func (g *groupState) snapshot() Group {
+	c := g.Group
+	c.CreatedAt, c.ExpiresAt, c.HostSeenAt = ms(c.CreatedAt), ms(c.ExpiresAt), ms(c.HostSeenAt)
+	return c
+}
 
 func (n *nodeState) snapshot() Node {
 	c := n.Node
+	c.JoinedAt, c.LastSeen, c.ExpiresAt, c.DataAt = ms(c.JoinedAt), ms(c.LastSeen), ms(c.ExpiresAt), ms(c.DataAt)
 	c.Data = make(map[string]string, len(n.Data))
 	for k, v := range n.Data {
 		c.Data[k] = v
@@ -282,6 +288,10 @@ func (s *Store) dissolve(t *txn, g *groupState, reason string) error {
 	}
 	s.mu.Lock()
 	g.endedAt, g.endReason = t.now, reason
+	g.former = make(map[string][]byte, len(g.nodes))
+	for id, n := range g.nodes {
+		g.former[id] = n.tokenHash
+	}
 	g.nodes = map[string]*nodeState{}
 	g.Nodes = 0
 	s.mu.Unlock()
@@ -428,4 +438,28 @@ func (s *Store) Authenticate(gid, token string) (Node, error) {
 		return Node{}, ErrUnauthorized
 	}
 	return n.snapshot(), nil
+}
+
+// AuthenticateReader is Authenticate for readers: the members of a group that was dissolved
+// (not yet forgotten) may still read its final items. ended tells that the group is over.
+func (s *Store) AuthenticateReader(gid, token string) (n Node, ended bool, err error) {
+	n, err = s.Authenticate(gid, token)
+	if !errors.Is(err, ErrGroupEnded) {
+		return n, false, err
+	}
+	nid, hash, ok := splitToken(token)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	g := s.groups[gid]
+	if g == nil || !ok {
+		return Node{}, true, ErrUnauthorized
+	}
+	if stored, found := g.former[nid]; found && tokenMatches(stored, hash) {
+		return Node{ID: nid, Group: gid, Host: nid == g.Host}, true, nil
+	}
+	if n := g.nodes[nid]; n != nil && tokenMatches(n.tokenHash, hash) {
+		// Expired but not yet purged: the purge will append its dissolve item.
+		return n.snapshot(), true, nil
+	}
+	return Node{}, true, err
 }

@@ -170,6 +170,7 @@ func (s *Store) Snapshot(ctx context.Context, gid string) (Snapshot, error) {
 		if live, err := s.Node(gid, n.ID); err == nil {
 			n.LastSeen, n.ExpiresAt = live.LastSeen, live.ExpiresAt
 		}
+		n.JoinedAt, n.LastSeen, n.ExpiresAt, n.DataAt = ms(n.JoinedAt), ms(n.LastSeen), ms(n.ExpiresAt), ms(n.DataAt)
 		snap.Nodes = append(snap.Nodes, n)
 	}
 	if err := rows.Err(); err != nil {

@@ -89,6 +89,9 @@ type groupState struct {
 	endedAt   time.Time
 	endReason string
 	nodes     map[string]*nodeState
+	// former holds the token hashes of the nodes of an ended group, so their streams can still
+	// read the final items.
+	former map[string][]byte
 }
 
 type nodeState struct {
@@ -330,7 +333,21 @@ func (s *Store) loadState(ctx context.Context) error {
 	return nil
 }
 
-func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+// fromMillis turns a stored time back into a time; 0 is "never" (the zero time).
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// ms is t as clients see it: UTC, millisecond precision.
+func ms(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.Truncate(time.Millisecond).UTC()
+}
 
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {

@@ -61,7 +61,7 @@ type Node struct {
 	LastSeen  time.Time         `json:"lastSeen"`
 	ExpiresAt time.Time         `json:"expiresAt"`
 	Data      map[string]string `json:"data"`
-	DataAt    time.Time         `json:"dataAt"`
+	DataAt    time.Time         `json:"dataAt,omitzero"`
 	Host      bool              `json:"host"`
 }
 

@@ -1,0 +1,339 @@
+// Package hub serves committed stream items to live readers. It keeps a bounded in-memory tail
+// of recent items per group with a wake-up signal, falls back to the store for readers behind
+// the tail, and tracks which nodes have a stream open (presence). Readers hold only a cursor, so
+// a slow reader costs no memory and never slows the others.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"meshbox/db"
+)
+
+// ErrCursorAhead reports a cursor newer than anything committed: the client holds a cursor of
+// another server or database.
+var ErrCursorAhead = errors.New("cursor is ahead of the stream")
+
+// Store is what the hub needs of the store: reads for readers behind the tail.
+type Store interface {
+	ReadAfter(ctx context.Context, gid string, since int64, limit int) ([]db.Item, bool, error)
+	LastCursor() int64
+}
+
+// Options configure a Hub.
+type Options struct {
+	// TailItems bounds the items kept in memory per group.
+	TailItems int
+	// GlobalItems bounds the feed of all groups' items (for the dashboard).
+	GlobalItems int
+	// IdleTail is how long a group's tail is kept after its last reader left.
+	IdleTail time.Duration
+}
+
+// Hub fans committed items out to readers.
+type Hub struct {
+	store Store
+	opts  Options
+
+	mu     sync.Mutex // guards groups, last
+	groups map[string]*tail
+	last   int64 // the newest cursor handed to the hub
+	global *tail
+
+	pmu      sync.RWMutex
+	presence map[string]map[string]map[string]int // group → node → transport → open streams
+}
+
+// tail holds a group's most recent items. Items are never changed once appended, so readers
+// may keep the slices they were given after releasing the lock.
+type tail struct {
+	mu     sync.RWMutex
+	start  int64 // every item of the group with cursor > start is in items
+	items  []db.Item
+	wake   chan struct{}
+	max    int
+	subs   int       // guarded by Hub.mu
+	idleAt time.Time // guarded by Hub.mu
+}
+
+// New returns a hub whose tails start at the store's newest cursor. Connect Publish to the
+// store's commit hook before the store starts writing.
+func New(store Store, opts Options) *Hub {
+	if opts.TailItems <= 0 {
+		opts.TailItems = 4096
+	}
+	if opts.GlobalItems <= 0 {
+		opts.GlobalItems = 500
+	}
+	if opts.IdleTail <= 0 {
+		opts.IdleTail = 2 * time.Minute
+	}
+	last := store.LastCursor()
+	return &Hub{
+		store: store, opts: opts, groups: map[string]*tail{}, last: last,
+		global:   newTail(last, opts.GlobalItems),
+		presence: map[string]map[string]map[string]int{},
+	}
+}
+
+func newTail(start int64, max int) *tail {
+	return &tail{start: start, wake: make(chan struct{}), max: max}
+}
+
+func (t *tail) append(items []db.Item) {
+	t.mu.Lock()
+	t.items = append(t.items, items...)
+	if over := len(t.items) - t.max; over > 0 {
+		// Drop a quarter at once so trimming is rare; readers behind go to the store.
+		drop := min(len(t.items), over+t.max/4)
+		t.start = t.items[drop-1].Cursor
+		t.items = append([]db.Item(nil), t.items[drop:]...)
+	}
+	close(t.wake)
+	t.wake = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// after returns up to limit items with cursor > since, whether since is inside the tail, and the
+// channel closed by the next append.
+func (t *tail) after(since int64, limit int) (items []db.Item, inside bool, wake <-chan struct{}) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if since < t.start {
+		return nil, false, t.wake
+	}
+	i := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > since })
+	end := min(len(t.items), i+limit)
+	return t.items[i:end:end], true, t.wake
+}
+
+func (t *tail) lastCursor() int64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if len(t.items) == 0 {
+		return t.start
+	}
+	return t.items[len(t.items)-1].Cursor
+}
+
+// Publish hands a committed batch (in cursor order) to the readers. It never blocks on readers.
+func (h *Hub) Publish(items []db.Item) {
+	if len(items) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// Items of one group are contiguous runs in most batches; append each run at once.
+	for i := 0; i < len(items); {
+		j := i + 1
+		for j < len(items) && items[j].Group == items[i].Group {
+			j++
+		}
+		if t := h.groups[items[i].Group]; t != nil {
+			t.append(items[i:j:j])
+		}
+		i = j
+	}
+	h.global.append(items)
+	h.last = items[len(items)-1].Cursor
+}
+
+// Batch is what one read returns.
+type Batch struct {
+	Items []db.Item
+	// Next is the cursor to read after next time.
+	Next int64
+	// Truncated reports that items after the cursor were purged: take a fresh snapshot.
+	Truncated bool
+	// Ended reports that the batch holds the group's dissolve item: the stream is over.
+	Ended bool
+}
+
+// Sub is one reader of one group: a stream, or one long-poll request. While it is open the
+// node counts as present.
+type Sub struct {
+	h         *Hub
+	t         *tail
+	group     string
+	node      string
+	transport string
+	closeOnce sync.Once
+}
+
+// Subscribe opens a reader of group gid for node nid over a transport.
+func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
+	h.mu.Lock()
+	t := h.groups[gid]
+	if t == nil {
+		t = newTail(h.last, h.opts.TailItems)
+		h.groups[gid] = t
+	}
+	t.subs++
+	h.mu.Unlock()
+	h.pmu.Lock()
+	nodes := h.presence[gid]
+	if nodes == nil {
+		nodes = map[string]map[string]int{}
+		h.presence[gid] = nodes
+	}
+	tr := nodes[nid]
+	if tr == nil {
+		tr = map[string]int{}
+		nodes[nid] = tr
+	}
+	tr[transport]++
+	h.pmu.Unlock()
+	return &Sub{h: h, t: t, group: gid, node: nid, transport: transport}
+}
+
+// Close ends the reader.
+func (s *Sub) Close() {
+	s.closeOnce.Do(func() {
+		h := s.h
+		h.mu.Lock()
+		s.t.subs--
+		if s.t.subs == 0 {
+			s.t.idleAt = time.Now()
+		}
+		h.mu.Unlock()
+		h.pmu.Lock()
+		if tr := h.presence[s.group][s.node]; tr != nil {
+			if tr[s.transport]--; tr[s.transport] <= 0 {
+				delete(tr, s.transport)
+			}
+			if len(tr) == 0 {
+				delete(h.presence[s.group], s.node)
+			}
+			if len(h.presence[s.group]) == 0 {
+				delete(h.presence, s.group)
+			}
+		}
+		h.pmu.Unlock()
+	})
+}
+
+// Read returns up to limit items after since without waiting: from memory when since is inside
+// the tail, otherwise from the store.
+func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
+	if since > s.h.store.LastCursor() {
+		return Batch{}, fmt.Errorf("cursor %d: %w", since, ErrCursorAhead)
+	}
+	b := Batch{Next: since}
+	items, inside, _ := s.t.after(since, limit)
+	if !inside {
+		last := s.h.store.LastCursor()
+		var err error
+		items, b.Truncated, err = s.h.store.ReadAfter(ctx, s.group, since, limit)
+		if err != nil {
+			return Batch{}, err
+		}
+		if len(items) == 0 {
+			// Nothing of the group exists in (since, last]: skip ahead, so a reader told of
+			// truncation is not told again.
+			b.Next = max(since, last)
+		}
+	}
+	b.Items = items
+	if n := len(items); n > 0 {
+		b.Next = items[n-1].Cursor
+		b.Ended = items[n-1].Kind == db.KindDissolve
+	}
+	return b, nil
+}
+
+// Wait blocks until an item after since is committed, or ctx ends.
+func (s *Sub) Wait(ctx context.Context, since int64) error {
+	for {
+		items, inside, wake := s.t.after(since, 1)
+		if len(items) > 0 || !inside {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// ReadAll returns up to limit items of every group after since from the bounded global feed;
+// truncated reports that older items were dropped from it. The dashboard uses it.
+func (h *Hub) ReadAll(since int64, limit int) (items []db.Item, next int64, truncated bool) {
+	items, inside, _ := h.global.after(since, limit)
+	if !inside {
+		items, _, _ = h.global.after(h.global.startCursor(), limit)
+		truncated = true
+	}
+	next = since
+	if len(items) > 0 {
+		next = items[len(items)-1].Cursor
+	}
+	return items, next, truncated
+}
+
+// WaitAll blocks until the global feed has an item after since, or ctx ends.
+func (h *Hub) WaitAll(ctx context.Context, since int64) error {
+	for {
+		items, inside, wake := h.global.after(since, 1)
+		if len(items) > 0 || !inside {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (t *tail) startCursor() int64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.start
+}
+
+// Active reports whether a node has any stream open; the store counts that as activity.
+func (h *Hub) Active(gid, nid string) bool {
+	h.pmu.RLock()
+	defer h.pmu.RUnlock()
+	return len(h.presence[gid][nid]) > 0
+}
+
+// Transports returns the transports each node of a group has open.
+func (h *Hub) Transports(gid string) map[string][]string {
+	h.pmu.RLock()
+	defer h.pmu.RUnlock()
+	out := map[string][]string{}
+	for nid, tr := range h.presence[gid] {
+		for name := range tr {
+			out[nid] = append(out[nid], name)
+		}
+		sort.Strings(out[nid])
+	}
+	return out
+}
+
+// Run drops the tails of groups nobody has read for a while, until ctx ends.
+func (h *Hub) Run(ctx context.Context) {
+	tick := time.NewTicker(h.opts.IdleTail / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			h.mu.Lock()
+			for gid, t := range h.groups {
+				if t.subs == 0 && now.Sub(t.idleAt) > h.opts.IdleTail {
+					delete(h.groups, gid)
+				}
+			}
+			h.mu.Unlock()
+		}
+	}
+}

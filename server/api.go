@@ -1,0 +1,280 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+
+	"meshbox/db"
+)
+
+func (s *Server) getDomain(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"domain": s.domainFor(r)})
+	return nil
+}
+
+// domainParam is the domain a request names, or the one the server assigns the caller.
+func (s *Server) domainParam(r *http.Request, named string) (string, error) {
+	if named == "" {
+		return s.domainFor(r), nil
+	}
+	if !db.ValidDomain(named) {
+		return "", errorf(http.StatusBadRequest, "invalid", "domain must be 1-256 characters of A-Z a-z 0-9 . _ -")
+	}
+	return named, nil
+}
+
+func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) error {
+	domain, err := s.domainParam(r, r.URL.Query().Get("domain"))
+	if err != nil {
+		return err
+	}
+	groups := s.store.Groups(domain)
+	if groups == nil {
+		groups = []db.Group{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"domain": domain, "groups": groups})
+	return nil
+}
+
+// joinedResponse is the answer to create and join: the caller's node, its token, the cursor to
+// read after, and how often to send heartbeats.
+type joinedResponse struct {
+	db.Joined
+	HeartbeatIntervalSeconds int `json:"heartbeatIntervalSeconds"`
+}
+
+func (s *Server) joined(j db.Joined) joinedResponse {
+	iv := s.cfg.MemberHeartbeatInterval
+	if j.Node.Host {
+		iv = s.cfg.HostHeartbeatInterval
+	}
+	return joinedResponse{Joined: j, HeartbeatIntervalSeconds: int(iv.Seconds())}
+}
+
+func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Domain                   string `json:"domain"`
+		Name                     string `json:"name"`
+		NodeName                 string `json:"nodeName"`
+		MaxConnectionTimeSeconds int    `json:"maxConnectionTimeSeconds"`
+	}
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	domain, err := s.domainParam(r, req.Domain)
+	if err != nil {
+		return err
+	}
+	if req.MaxConnectionTimeSeconds < 0 {
+		return errorf(http.StatusBadRequest, "invalid", "maxConnectionTimeSeconds must not be negative")
+	}
+	j, err := s.store.CreateGroup(r.Context(), db.NewGroup{
+		Domain: domain, Name: req.Name, HostName: req.NodeName, UseWebSocket: !s.cfg.NoWebSocket,
+		Lifetime: time.Duration(req.MaxConnectionTimeSeconds) * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s.joined(j))
+	return nil
+}
+
+func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) error {
+	snap, err := s.store.Snapshot(r.Context(), chi.URLParam(r, "gid"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, snap)
+	return nil
+}
+
+func (s *Server) joinGroup(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if r.ContentLength != 0 {
+		if err := s.decode(w, r, &req); err != nil {
+			return err
+		}
+	}
+	j, err := s.store.Join(r.Context(), chi.URLParam(r, "gid"), db.NewNode{Name: req.Name})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s.joined(j))
+	return nil
+}
+
+func (s *Server) leaveGroup(w http.ResponseWriter, r *http.Request) error {
+	gid, nid := chi.URLParam(r, "gid"), chi.URLParam(r, "nid")
+	c, err := s.auth(r, gid, true)
+	if err != nil {
+		return err
+	}
+	reason := db.ReasonRemoved
+	switch {
+	case c.admin:
+	case c.node.ID == nid:
+		reason = db.ReasonLeft
+	case c.node.Host:
+	default:
+		return errorf(http.StatusForbidden, "forbidden", "only the node itself, the group's host or an admin may remove a node")
+	}
+	if err := s.store.Leave(r.Context(), gid, nid, reason); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) dissolveGroup(w http.ResponseWriter, r *http.Request) error {
+	gid := chi.URLParam(r, "gid")
+	c, err := s.auth(r, gid, true)
+	if err != nil {
+		return err
+	}
+	reason := db.ReasonAdmin
+	if !c.admin {
+		if !c.node.Host {
+			return errorf(http.StatusForbidden, "forbidden", "only the group's host or an admin may dissolve it")
+		}
+		reason = db.ReasonHost
+	}
+	if err := s.store.Dissolve(r.Context(), gid, reason); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
+	gid := chi.URLParam(r, "gid")
+	c, err := s.auth(r, gid, false)
+	if err != nil {
+		return err
+	}
+	g, n, err := s.store.Heartbeat(r.Context(), gid, c.node.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"group": g, "node": n})
+	return nil
+}
+
+func (s *Server) setData(w http.ResponseWriter, r *http.Request) error {
+	gid := chi.URLParam(r, "gid")
+	c, err := s.auth(r, gid, false)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	cursor, err := s.setNodeData(r.Context(), c.node, req.Data)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"cursor": cursor})
+	return nil
+}
+
+// setNodeData checks a data change against the limits and stores it; HTTP and WebSocket share it.
+func (s *Server) setNodeData(ctx context.Context, n db.Node, data map[string]string) (int64, error) {
+	if len(data) == 0 {
+		return 0, errorf(http.StatusBadRequest, "invalid", "data must name at least one key")
+	}
+	if len(data) > s.cfg.MaxDataKeys {
+		return 0, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("at most %d data keys per node", s.cfg.MaxDataKeys))
+	}
+	for k, v := range data {
+		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return 0, errorf(http.StatusBadRequest, "invalid", "data keys must be non-empty and keys and values valid UTF-8")
+		}
+		if len(k) > s.cfg.MaxDataKeyBytes {
+			return 0, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("data key %.32q… is longer than %d bytes", k, s.cfg.MaxDataKeyBytes))
+		}
+		if len(v) > s.cfg.MaxDataValueBytes {
+			return 0, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("value of data key %.32q is longer than %d bytes", k, s.cfg.MaxDataValueBytes))
+		}
+	}
+	if ok, wait := s.pubRate.allow(n.Group+"/"+n.ID, 1, time.Now()); !ok {
+		return 0, rateLimited("too many updates from node "+n.ID, wait)
+	}
+	return s.store.SetData(ctx, n.Group, n.ID, data, false)
+}
+
+// eventIn is one event as clients send it.
+type eventIn struct {
+	Name    string  `json:"name"`
+	Payload *string `json:"payload"`
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
+	gid := chi.URLParam(r, "gid")
+	c, err := s.auth(r, gid, false)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Events []eventIn `json:"events"`
+	}
+	if err := s.decode(w, r, &req); err != nil {
+		s.obs.ObservePublish("rejected")
+		return err
+	}
+	cursors, err := s.publishEvents(r.Context(), c.node, req.Events)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"cursors": cursors, "next": cursors[len(cursors)-1]})
+	return nil
+}
+
+// publishEvents checks a publish against the limits and appends it; HTTP and WebSocket share it.
+// It returns once the events are committed.
+func (s *Server) publishEvents(ctx context.Context, n db.Node, events []eventIn) (cursors []int64, err error) {
+	defer func() {
+		switch {
+		case err == nil:
+			s.obs.ObservePublish("ok")
+		case errorStatusCode(err) < 500:
+			s.obs.ObservePublish("rejected")
+		default:
+			s.obs.ObservePublish("error")
+		}
+	}()
+	if len(events) == 0 {
+		return nil, errorf(http.StatusBadRequest, "invalid", "events must hold at least one event")
+	}
+	if len(events) > s.cfg.MaxEventsPerPublish {
+		return nil, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("at most %d events per publish", s.cfg.MaxEventsPerPublish))
+	}
+	in := make([]db.EventIn, len(events))
+	for i, e := range events {
+		if e.Name == "" || len(e.Name) > 256 || !utf8.ValidString(e.Name) {
+			return nil, errorf(http.StatusBadRequest, "invalid", "event "+strconv.Itoa(i)+": name must be 1-256 characters")
+		}
+		if e.Payload != nil && len(*e.Payload) > s.cfg.MaxPayloadBytes {
+			return nil, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("event %d: payload is larger than %d bytes", i, s.cfg.MaxPayloadBytes))
+		}
+		in[i] = db.EventIn{Name: e.Name, Payload: e.Payload}
+	}
+	if ok, wait := s.pubRate.allow(n.Group+"/"+n.ID, 1, time.Now()); !ok {
+		return nil, rateLimited("too many publishes from node "+n.ID, wait)
+	}
+	return s.store.Publish(ctx, n.Group, n.ID, in)
+}
+
+func errorStatusCode(err error) int {
+	status, _, _ := errorStatus(err)
+	return status
+}

@@ -1,0 +1,335 @@
+// Package server is meshbox's HTTP face: the native JSON API under /api/v1 with its long-poll,
+// Server-Sent Events and WebSocket streams, authentication, limits, health checks, and the
+// mounting point of the other HTTP parts (dashboard, Mesh v2, metrics).
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"meshbox/config"
+	"meshbox/db"
+	"meshbox/hub"
+)
+
+// Observer receives the server's measurements; package metrics implements it.
+type Observer interface {
+	ConnOpened(transport string)
+	ConnClosed(transport string)
+	ObserveDelivered(transport string, n int, committedAt time.Time)
+	ObservePublish(outcome string)
+	ObserveRejected(reason string)
+}
+
+type noopObserver struct{}
+
+func (noopObserver) ConnOpened(string)                       {}
+func (noopObserver) ConnClosed(string)                       {}
+func (noopObserver) ObserveDelivered(string, int, time.Time) {}
+func (noopObserver) ObservePublish(string)                   {}
+func (noopObserver) ObserveRejected(string)                  {}
+
+// Deps are what the server is built from.
+type Deps struct {
+	Store    *db.Store
+	Hub      *hub.Hub
+	Logger   *slog.Logger
+	Observer Observer
+	// Middleware wraps every request (metrics instrumentation); may be nil.
+	Middleware func(http.Handler) http.Handler
+	// Mounts add the other HTTP parts (dashboard, Mesh v2, /metrics) to the router.
+	Mounts []func(r chi.Router)
+}
+
+// Server serves the native API.
+type Server struct {
+	cfg     config.Config
+	store   *db.Store
+	hub     *hub.Hub
+	log     *slog.Logger
+	obs     Observer
+	deps    Deps
+	ctx     context.Context // ends every stream when cancelled (shutdown)
+	ipRate  *limiter
+	pubRate *limiter
+	ipConns *counter
+	handler http.Handler
+}
+
+// New builds the server. Streams end when ctx is cancelled, which is how shutdown reaches
+// connections that http.Server.Shutdown does not wait for (hijacked WebSockets, SSE).
+func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Observer == nil {
+		deps.Observer = noopObserver{}
+	}
+	s := &Server{
+		cfg: cfg, store: deps.Store, hub: deps.Hub, log: deps.Logger.With("component", "server"),
+		obs: deps.Observer, deps: deps, ctx: ctx,
+		ipRate:  newLimiter(cfg.IPRate, 2*cfg.IPRate),
+		pubRate: newLimiter(cfg.PublishRate, 2*cfg.PublishRate),
+		ipConns: newCounter(cfg.MaxConnsPerIP),
+	}
+	s.handler = s.routes()
+	return s
+}
+
+// Handler is the root HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Context is the server context: cancelled on shutdown.
+func (s *Server) Context() context.Context { return s.ctx }
+
+// handlerFunc is a handler that returns its error; adapt turns it into an http.HandlerFunc
+// that answers errors in one way.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) adapt(h handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.recoverer)
+	if s.deps.Middleware != nil {
+		r.Use(s.deps.Middleware)
+	}
+	r.Get("/healthz", s.adapt(s.healthz))
+	r.Get("/readyz", s.adapt(s.readyz))
+	r.Route("/api/v1", func(r chi.Router) {
+		r.Use(s.cors, s.limitIP)
+		r.Get("/domain", s.adapt(s.getDomain))
+		r.Get("/groups", s.adapt(s.listGroups))
+		r.Post("/groups", s.adapt(s.createGroup))
+		r.Get("/groups/{gid}", s.adapt(s.getGroup))
+		r.Delete("/groups/{gid}", s.adapt(s.dissolveGroup))
+		r.Post("/groups/{gid}/nodes", s.adapt(s.joinGroup))
+		r.Delete("/groups/{gid}/nodes/{nid}", s.adapt(s.leaveGroup))
+		r.Post("/groups/{gid}/heartbeat", s.adapt(s.heartbeat))
+		r.Put("/groups/{gid}/data", s.adapt(s.setData))
+		r.Post("/groups/{gid}/events", s.adapt(s.publish))
+		r.Get("/groups/{gid}/events", s.adapt(s.poll))
+		r.Get("/groups/{gid}/stream", s.adapt(s.sse))
+		r.Get("/groups/{gid}/ws", s.adapt(s.websocket))
+		r.Options("/*", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	})
+	if s.cfg.Pprof {
+		r.HandleFunc("/debug/pprof/*", pprof.Index)
+		r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	for _, m := range s.deps.Mounts {
+		m(r)
+	}
+	r.NotFound(s.adapt(func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
+	}))
+	r.MethodNotAllowed(s.adapt(func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
+	}))
+	return r
+}
+
+// recoverer turns a panic in one request into a 500 for that request only.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic in handler", "path", r.URL.Path, "panic", v)
+				s.writeError(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cors lets pages on other origins (a class project on a teacher's site, the Scratch editor)
+// call the API. Access is controlled by tokens, never by cookies, so any origin is fine.
+func (s *Server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		if origin := r.Header.Get("Origin"); origin != "" {
+			h.Set("Access-Control-Allow-Origin", "*")
+			h.Set("Access-Control-Expose-Headers", "Retry-After")
+			if r.Method == http.MethodOptions {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+				h.Set("Access-Control-Max-Age", "600")
+				if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+					h.Set("Access-Control-Allow-Private-Network", "true")
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		return &apiError{status: http.StatusServiceUnavailable, code: "not_ready", msg: "database is not writable: " + err.Error()}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+// writeJSON marshals before writing, so a marshal error never leaves half a body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	writeRaw(w, status, append(b, '\n'))
+}
+
+func writeRaw(w http.ResponseWriter, status int, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// decode reads a JSON request body into v: one value, within the body size limit.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errorf(http.StatusBadRequest, "bad_json", "request body must hold exactly one JSON value")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var tooBig *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &tooBig):
+		return errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		return errorf(http.StatusBadRequest, "bad_json", fmt.Sprintf("%s must be a %s, not %s", field, jsonType(typeErr.Type.Kind().String()), typeErr.Value))
+	case errors.As(err, &syntaxErr):
+		return errorf(http.StatusBadRequest, "bad_json", fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err))
+	case errors.Is(err, io.EOF):
+		return errorf(http.StatusBadRequest, "bad_json", "request body is empty; send a JSON object")
+	}
+	return errorf(http.StatusBadRequest, "bad_json", "malformed JSON: "+err.Error())
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "map", "struct":
+		return "object"
+	case "slice", "array":
+		return "array"
+	case "bool":
+		return "boolean"
+	}
+	return "number"
+}
+
+// token is the bearer token of a request, from the header or, for EventSource and browser
+// WebSocket which cannot set headers, the query.
+func token(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("token")
+}
+
+// caller is who a request acts for: a node of the group, or the admin.
+type caller struct {
+	node  db.Node
+	admin bool
+}
+
+// auth identifies the caller of a group call. Tokens are checked against the group named in
+// the path, so a token never reaches another group.
+func (s *Server) auth(r *http.Request, gid string, allowAdmin bool) (caller, error) {
+	tok := token(r)
+	if tok == "" {
+		return caller{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
+	}
+	if allowAdmin && s.isAdmin(tok) {
+		return caller{admin: true}, nil
+	}
+	n, err := s.store.Authenticate(gid, tok)
+	if err != nil {
+		return caller{}, err
+	}
+	return caller{node: n}, nil
+}
+
+func (s *Server) isAdmin(tok string) bool {
+	return s.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken)) == 1
+}
+
+// clientIP is the caller's address; behind a reverse proxy (trust-proxy) the first
+// X-Forwarded-For entry.
+func (s *Server) clientIP(r *http.Request) string {
+	if s.cfg.TrustProxy {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			first, _, _ := strings.Cut(xff, ",")
+			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
+				return ip.String()
+			}
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// domainFor is the domain the server assigns a caller that names none.
+func (s *Server) domainFor(r *http.Request) string {
+	if s.cfg.DomainMode == "ip" {
+		return fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(s.cfg.DomainSecret+s.clientIP(r))))
+	}
+	return s.cfg.SharedDomain
+}
+
+// DomainFor is the domain the server assigns the caller of r (Mesh v2 createDomain uses it).
+func (s *Server) DomainFor(r *http.Request) string { return s.domainFor(r) }
