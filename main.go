@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"net"
+	"net/http"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"meshbox/app"
 	"meshbox/config"
@@ -28,6 +31,9 @@ func main() {
 
 // run is meshbox's whole life: it returns when ctx ends (after a graceful shutdown) or on error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(ctx, args[1:], getenv, stdout)
+	}
 	cfg, err := config.Parse(args, getenv, stdout, version)
 	if errors.Is(err, config.ErrHelp) {
 		return nil
@@ -48,4 +54,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return a.Shutdown(sctx)
+}
+
+// healthcheck asks the local meshbox (at the configured address) whether it is up; a container
+// health check runs it, as distroless images have no curl.
+func healthcheck(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.Parse(args, getenv, stdout, version)
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", cfg.Addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: status %d", resp.StatusCode)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
 }

@@ -130,7 +130,6 @@ func (s *Server) routes() http.Handler {
 		r.Get("/groups/{gid}/events", s.adapt(s.poll))
 		r.Get("/groups/{gid}/stream", s.adapt(s.sse))
 		r.Get("/groups/{gid}/ws", s.adapt(s.websocket))
-		r.Options("/*", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	})
 	if s.cfg.Pprof {
 		r.HandleFunc("/debug/pprof/*", pprof.Index)
@@ -180,6 +179,8 @@ func (s *Server) cors(next http.Handler) http.Handler {
 				if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
 					h.Set("Access-Control-Allow-Private-Network", "true")
 				}
+				w.WriteHeader(http.StatusNoContent)
+				return
 			}
 		}
 		next.ServeHTTP(w, r)
