@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -117,32 +118,34 @@ func (s *Store) writeLoop() {
 			s.drain()
 			return
 		}
-	fill:
-		for len(batch) < maxBatchOps {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-			default:
-				break fill
-			}
+		batch = s.fill(batch)
+		if len(batch) < maxBatchOps {
+			// Writers that were just acknowledged are about to submit again: let them run once
+			// so their ops share this commit instead of each paying for one.
+			runtime.Gosched()
+			batch = s.fill(batch)
 		}
 		s.runBatch(batch)
 	}
 }
 
+// fill adds queued ops to batch without waiting.
+func (s *Store) fill(batch []*op) []*op {
+	for len(batch) < maxBatchOps {
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
 // drain commits whatever was queued before Close.
 func (s *Store) drain() {
 	for {
-		batch := make([]*op, 0, maxBatchOps)
-	fill:
-		for len(batch) < maxBatchOps {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-			default:
-				break fill
-			}
-		}
+		batch := s.fill(make([]*op, 0, maxBatchOps))
 		if len(batch) == 0 {
 			return
 		}
