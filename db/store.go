@@ -69,6 +69,8 @@ type Store struct {
 	started bool
 	start   sync.Once
 	close   sync.Once
+	closeMu sync.RWMutex
+	closed  bool
 
 	// Writer-owned state. mu guards it against concurrent readers; only the writer goroutine
 	// changes it.
@@ -227,6 +229,9 @@ func (s *Store) Close() error {
 	var err error
 	s.close.Do(func() {
 		s.start.Do(func() {}) // a store closed before Start never gets a writer
+		s.closeMu.Lock()
+		s.closed = true
+		s.closeMu.Unlock()
 		close(s.stop)
 		if s.started {
 			<-s.stopped

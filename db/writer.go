@@ -95,11 +95,18 @@ func (t *txn) append(group string, it Item) (int64, error) {
 // or fn's own error) or failed (the commit's error).
 func (s *Store) do(ctx context.Context, fn func(t *txn) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
+	// The read lock keeps Close from stopping the writer between the check and the send, so
+	// every queued op is run by the writer's final drain.
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
 	select {
 	case s.ops <- o:
-	case <-s.stop:
-		return ErrClosed
+		s.closeMu.RUnlock()
 	case <-ctx.Done():
+		s.closeMu.RUnlock()
 		return ctx.Err()
 	}
 	// Once queued, the op will run: wait for its outcome even if the caller gives up, so an
