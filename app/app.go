@@ -19,7 +19,9 @@ import (
 	"meshbox/config"
 	"meshbox/db"
 	"meshbox/hub"
+	"meshbox/metrics"
 	"meshbox/server"
+	"meshbox/web"
 )
 
 // App is a running meshbox.
@@ -29,6 +31,7 @@ type App struct {
 	Store    *db.Store
 	Hub      *hub.Hub
 	Server   *server.Server
+	Metrics  *metrics.Metrics
 	http     *http.Server
 	ln       net.Listener
 	cancel   context.CancelFunc // ends streams and background loops
@@ -58,23 +61,41 @@ func NewLogger(cfg config.Config, out io.Writer) *slog.Logger {
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version string) (*App, error) {
 	a := &App{cfg: cfg, log: log, started: time.Now(), version: version, serveErr: make(chan error, 1)}
 	var err error
+	a.Metrics = metrics.New(version, nil)
 	a.Store, err = db.Open(ctx, cfg.DB, db.Options{
 		Synchronous: cfg.Synchronous, EventTTL: cfg.EventTTL, MaxGroupLifetime: cfg.MaxGroupLifetime,
 		HostTTL: cfg.HostTTL, MemberTTL: cfg.MemberTTL, MaxNodesPerGroup: cfg.MaxNodesPerGroup,
 		MaxGroupsPerDomain: cfg.MaxGroupsPerDomain, MaxDataKeys: cfg.MaxDataKeys,
-		Logger: log.With("component", "db"),
+		Logger: log.With("component", "db"), Observer: a.Metrics,
 	})
 	if err != nil {
 		return nil, err
 	}
+	// The store both reports to the metrics and is read by them at scrape time.
+	if err := errors.Join(
+		a.Metrics.RegisterStats(web.StatsSource(a.Store)),
+		a.Metrics.RegisterDB(a.Store.WriterDB(), "writer"),
+		a.Metrics.RegisterDB(a.Store.ReaderDB(), "reader"),
+	); err != nil {
+		a.Store.Close()
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems})
 	a.Store.Start(db.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active})
 
+	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
+	if err != nil {
+		a.Store.Close()
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.Server = server.New(loopCtx, cfg, server.Deps{
-		Store: a.Store, Hub: a.Hub, Logger: log,
-		Mounts: []func(chi.Router){},
+		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP,
+		Mounts: []func(chi.Router){
+			dash.Routes,
+			func(r chi.Router) { r.Method(http.MethodGet, "/metrics", a.Metrics.Handler()) },
+		},
 	})
 	a.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -89,9 +110,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	a.loops.Add(2)
+	a.loops.Add(3)
 	go func() { defer a.loops.Done(); a.Store.RunPurge(loopCtx, cfg.PurgeInterval) }()
 	go func() { defer a.loops.Done(); a.Hub.Run(loopCtx) }()
+	go func() { defer a.loops.Done(); dash.Run(loopCtx) }()
 	go func() { a.serveErr <- a.http.Serve(a.ln) }()
 	log.Info("meshbox listening", "addr", a.URL(), "db", cfg.DB, "version", version)
 	return a, nil

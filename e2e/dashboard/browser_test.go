@@ -1,0 +1,310 @@
+package dashboard_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+)
+
+// tab is one page of a fresh headless Chromium, recording console errors and exceptions.
+type tab struct {
+	t   *testing.T
+	ctx context.Context
+
+	mu       sync.Mutex
+	problems []chromedp.ConsoleMessage
+}
+
+func newTab(t *testing.T) *tab {
+	t.Helper()
+	path := requireTool(t, "apt-get install -y chromium", "chromium", "chromium-browser", "google-chrome")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	tb := &tab{t: t, ctx: ctx}
+	msgs := chromedp.Console(ctx)
+	go func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() {
+				tb.mu.Lock()
+				tb.problems = append(tb.problems, m)
+				tb.mu.Unlock()
+			}
+		}
+	}()
+	return tb
+}
+
+// do runs steps with a timeout so a broken page fails the test instead of hanging it.
+func (tb *tab) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		tb.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// waitFor polls a JavaScript predicate until it is true.
+func (tb *tab) waitFor(what, predicate string) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](predicate, chromedp.WithPollingInterval(100*time.Millisecond))); err != nil {
+		tb.t.Fatalf("waiting for %s (%s): %v", what, predicate, err)
+	}
+}
+
+func (tb *tab) eval(expr string) string {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		tb.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// viewport sets the window size and whether the page prefers a dark color scheme.
+func (tb *tab) viewport(w, h int64, mobile, dark bool) {
+	tb.t.Helper()
+	scheme := "light"
+	if dark {
+		scheme = "dark"
+	}
+	var vp chromedp.Action[chromedp.Void]
+	if mobile {
+		vp = chromedp.EmulateViewport(w, h, chromedp.EmulateMobile, chromedp.EmulateScale(2))
+	} else {
+		vp = chromedp.EmulateViewport(w, h)
+	}
+	tb.do("set viewport", vp, func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}},
+		})
+		return chromedp.Void{}, err
+	})
+}
+
+// screenshot writes a full-page PNG into the git-ignored screenshots directory.
+func (tb *tab) screenshot(name string) string {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		tb.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(screenshotDir(tb.t), name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		tb.t.Fatal(err)
+	}
+	return path
+}
+
+// consoleProblems returns the errors the page logged, except the browser's own network lines
+// for admin calls the test expects to be refused (the page reports those to the user).
+func (tb *tab) consoleProblems() []string {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	var out []string
+	for _, m := range tb.problems {
+		if m.Source == "network" && strings.Contains(m.URL, "/api/v1/admin/") && strings.Contains(m.Text, "401") {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %s (%s)", m.Type, m.Text, m.URL))
+	}
+	return out
+}
+
+// overview reads the dashboard API directly, to check what the server (not the page) holds.
+func (b *box) overview() (groups int, nodes map[string]bool) {
+	b.t.Helper()
+	var o struct {
+		GroupsLive int `json:"groupsLive"`
+		Domains    []struct {
+			Groups []struct {
+				Nodes []struct {
+					ID string `json:"id"`
+				} `json:"nodes"`
+			} `json:"groups"`
+		} `json:"domains"`
+	}
+	b.call(http.MethodGet, "/api/v1/dashboard/overview", "", nil, http.StatusOK, &o)
+	nodes = map[string]bool{}
+	for _, d := range o.Domains {
+		for _, g := range d.Groups {
+			for _, n := range g.Nodes {
+				nodes[n.ID] = true
+			}
+		}
+	}
+	return o.GroupsLive, nodes
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// TestDashboardLive opens the dashboard on a real meshbox, drives a class through the API and
+// watches groups, nodes, data and items appear without a reload; then it is refused an admin
+// action without the token and performs two with it. Screenshots at desktop and phone widths,
+// light and dark, are written to e2e/dashboard/screenshots.
+func TestDashboardLive(t *testing.T) {
+	t.Parallel()
+	const adminToken = "teacher-secret-42"
+	b := startBox(t, "--admin-token", adminToken)
+	tb := newTab(t)
+	tb.viewport(1366, 900, false, false)
+	tb.do("open dashboard", chromedp.Navigate(b.base+"/"))
+	tb.waitFor("live stream", `document.getElementById("live-text").textContent === "live"`)
+	tb.waitFor("empty state", `!document.getElementById("no-groups").hidden`)
+	if v := tb.eval(`document.getElementById("admin-state").textContent`); v != "admin locked" {
+		t.Errorf("admin state = %q, want %q", v, "admin locked")
+	}
+
+	// A class arrives while the page is open.
+	host := b.createGroup("room-12", "robotics", "teacher")
+	ada := b.join(host.Group.ID, "ada")
+	bob := b.join(host.Group.ID, "bob")
+	b.openSSE(ada)
+	b.setData(ada, map[string]string{"color": "red", "score": "3"})
+	b.publish(host, "start", "go")
+
+	group := `document.querySelector('[data-testid=group][data-gid=` + jsString(host.Group.ID) + `]')`
+	tb.waitFor("group card", group+` !== null`)
+	tb.waitFor("three members", group+`.querySelectorAll('[data-testid=node]').length === 3`)
+	adaRow := group + `.querySelector('tr[data-nid=` + jsString(ada.Node.ID) + `]')`
+	tb.waitFor("ada's transport", adaRow+`.textContent.includes("sse")`)
+	tb.waitFor("ada's data", adaRow+`.textContent.includes("color=red") && `+adaRow+`.textContent.includes("score=3")`)
+	feed := group + `.querySelector('[data-testid=feed]').textContent`
+	tb.waitFor("events in the feed", feed+`.includes("event start") && `+feed+`.includes("event go")`)
+	tb.waitFor("domain heading", `document.querySelector('[data-domain="room-12"] h3').textContent.includes("room-12")`)
+	tb.waitFor("overview counters", `document.getElementById("groups-live").textContent === "1" && document.getElementById("nodes-live").textContent === "3"`)
+	tb.waitFor("join URL and QR code", `document.getElementById("join-text").textContent.startsWith("http") && document.getElementById("join-qr").naturalWidth > 0`)
+
+	// Live, not only on load: later items and data changes show up too.
+	b.publish(bob, "late-arrival")
+	b.setData(ada, map[string]string{"score": "4"})
+	tb.waitFor("a later event", feed+`.includes("event late-arrival")`)
+	tb.waitFor("changed data", adaRow+`.textContent.includes("score=4")`)
+	tb.waitFor("the rate chart", `document.getElementById("line-events").getAttribute("points").split(" ").length > 1`)
+
+	tb.screenshot("dashboard-desktop")
+	tb.viewport(1366, 900, false, true)
+	tb.screenshot("dashboard-desktop-dark")
+	tb.viewport(390, 844, true, false)
+	tb.waitFor("no horizontal scrolling on a phone", `document.documentElement.scrollWidth <= window.innerWidth`)
+	tb.screenshot("dashboard-phone")
+	tb.viewport(390, 844, true, true)
+	tb.screenshot("dashboard-phone-dark")
+	tb.viewport(1366, 900, false, false)
+
+	// Without the token: the removal is refused, the page says so, bob stays.
+	bobRemove := `tr[data-nid="` + bob.Node.ID + `"] button[data-action=remove]`
+	tb.do("click remove twice without token", chromedp.Click(chromedp.CSS(bobRemove)), chromedp.Click(chromedp.CSS(bobRemove)))
+	tb.waitFor("refusal message", `!document.getElementById("toast").hidden && document.getElementById("toast").textContent.includes("refused")`)
+	if _, nodes := b.overview(); !nodes[bob.Node.ID] {
+		t.Fatal("bob was removed although the dashboard had no admin token")
+	}
+
+	// A wrong token is refused at unlock.
+	tb.do("enter wrong token", chromedp.SendKeys(chromedp.CSS("#admin-token"), "guess"), chromedp.Click(chromedp.CSS("#admin-unlock")))
+	tb.waitFor("wrong token refused", `document.getElementById("toast").textContent.includes("refused") && document.getElementById("admin-state").textContent === "admin locked"`)
+
+	// With the token: remove bob, then dissolve the group.
+	tb.waitFor("refused token cleared", `document.getElementById("admin-token").value === ""`)
+	tb.do("unlock", chromedp.SendKeys(chromedp.CSS("#admin-token"), adminToken), chromedp.Click(chromedp.CSS("#admin-unlock")))
+	tb.waitFor("admin unlocked", `document.getElementById("admin-state").textContent === "admin"`)
+	tb.do("remove bob", chromedp.Click(chromedp.CSS(bobRemove)), chromedp.Click(chromedp.CSS(bobRemove)))
+	tb.waitFor("bob gone from the page", adaRow+` !== null && `+group+`.querySelector('tr[data-nid=`+jsString(bob.Node.ID)+`]') === null`)
+	tb.waitFor("bob's leave in the feed", feed+`.includes("left (removed)")`)
+	if _, nodes := b.overview(); nodes[bob.Node.ID] {
+		t.Fatal("the page shows bob removed but the server still has him")
+	}
+	dissolve := `[data-gid="` + host.Group.ID + `"] button[data-action=dissolve]`
+	tb.do("dissolve", chromedp.Click(chromedp.CSS(dissolve)), chromedp.Click(chromedp.CSS(dissolve)))
+	tb.waitFor("group gone from the page", group+` === null && !document.getElementById("no-groups").hidden`)
+	if groups, _ := b.overview(); groups != 0 {
+		t.Fatalf("server still has %d live groups after dissolve", groups)
+	}
+
+	if p := tb.consoleProblems(); len(p) > 0 {
+		t.Errorf("console errors:\n%s", strings.Join(p, "\n"))
+	}
+}
+
+// TestDashboardReadOnly checks a box without an admin token: the page says it is read-only,
+// shows no admin buttons, and its QR code decodes to the address it prints.
+func TestDashboardReadOnly(t *testing.T) {
+	t.Parallel()
+	b := startBox(t)
+	tb := newTab(t)
+	tb.viewport(1280, 800, false, false)
+	tb.do("open dashboard", chromedp.Navigate(b.base+"/"))
+	tb.waitFor("live stream", `document.getElementById("live-text").textContent === "live"`)
+	host := b.createGroup("", "art", "teacher")
+	b.join(host.Group.ID, "cy")
+	tb.waitFor("group card", `document.querySelectorAll('[data-testid=node]').length === 2`)
+	tb.waitFor("read-only banner", `!document.getElementById("readonly-banner").hidden && document.getElementById("admin-state").textContent === "read-only"`)
+	if v := tb.eval(`[...document.querySelectorAll("button[data-action]")].filter(b => b.getClientRects().length > 0).length + ""`); v != "0" {
+		t.Errorf("%s admin buttons visible on a read-only box", v)
+	}
+	if v := tb.eval(`getComputedStyle(document.getElementById("admin-token")).display`); v != "none" {
+		t.Errorf("token field shown on a read-only box (display %s)", v)
+	}
+	tb.waitFor("QR code", `document.getElementById("join-qr").complete && document.getElementById("join-qr").naturalWidth > 0`)
+	tb.screenshot("dashboard-readonly")
+
+	// The QR code must scan to the printed address: decode the rendered image with zbarimg.
+	text := tb.eval(`document.getElementById("join-text").textContent`)
+	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#join-qr")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zbar := requireTool(t, "apt-get install -y zbar-tools", "zbarimg")
+	file := filepath.Join(t.TempDir(), "qr.png")
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(zbar, "--quiet", "--raw", "-Sbinary", file).Output()
+	if err != nil {
+		t.Fatalf("zbarimg could not read the dashboard's QR code: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != text || !strings.HasPrefix(got, "http://") {
+		t.Errorf("QR code says %q, page says %q", got, text)
+	}
+	if p := tb.consoleProblems(); len(p) > 0 {
+		t.Errorf("console errors:\n%s", strings.Join(p, "\n"))
+	}
+}

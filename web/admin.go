@@ -1,0 +1,89 @@
+package web
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"meshbox/db"
+)
+
+// admin guards a handler with the admin token. Without a configured token admin actions are
+// disabled (403), so a box set up without one is read-only rather than open.
+func (h *Handler) admin(next http.HandlerFunc) http.HandlerFunc {
+	want := sha256.Sum256([]byte(h.cfg.AdminToken))
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h.cfg.AdminToken == "" {
+			writeError(w, http.StatusForbidden, "admin_disabled", "no admin token is configured; the dashboard is read-only")
+			return
+		}
+		tok, ok := bearer(r)
+		// Hash both sides so the comparison is constant-time whatever the lengths.
+		got := sha256.Sum256([]byte(tok))
+		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			h.meter.ObserveRejected("unauthorized")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="meshbox admin"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "a valid admin token is required")
+			return
+		}
+		next(w, r)
+	}
+}
+
+func bearer(r *http.Request) (string, bool) {
+	v := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+func (h *Handler) adminCheck(w http.ResponseWriter, _ *http.Request) {
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) adminDissolve(w http.ResponseWriter, r *http.Request) {
+	gid := chi.URLParam(r, "gid")
+	if err := h.store.Dissolve(r.Context(), gid, db.ReasonAdmin); err != nil {
+		h.storeError(w, err)
+		return
+	}
+	h.log.Info("admin dissolved group", "group", gid)
+	h.hub.poke()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) adminRemoveNode(w http.ResponseWriter, r *http.Request) {
+	gid, nid := chi.URLParam(r, "gid"), chi.URLParam(r, "nid")
+	// Removing the host ends the group (reason admin), as the store's rules say.
+	if err := h.store.Leave(r.Context(), gid, nid, db.ReasonRemoved); err != nil {
+		h.storeError(w, err)
+		return
+	}
+	h.log.Info("admin removed node", "group", gid, "node", nid)
+	h.hub.poke()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// storeError maps the store's sentinels to the native API's statuses and codes.
+func (h *Handler) storeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, db.ErrGroupNotFound):
+		writeError(w, http.StatusNotFound, "group_not_found", "no such group")
+	case errors.Is(err, db.ErrGroupEnded):
+		writeError(w, http.StatusGone, "group_ended", "the group has ended")
+	case errors.Is(err, db.ErrNodeNotFound):
+		writeError(w, http.StatusNotFound, "node_not_found", "no such node in this group")
+	case errors.Is(err, db.ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
+	default:
+		h.log.Error("admin action", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "internal error")
+	}
+}

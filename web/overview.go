@@ -1,0 +1,245 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"meshbox/metrics"
+)
+
+// Overview is the dashboard's snapshot of the whole box; web/API.md documents each field.
+type Overview struct {
+	Version       string           `json:"version"`
+	Now           time.Time        `json:"now"`
+	StartedAt     time.Time        `json:"startedAt"`
+	UptimeSeconds float64          `json:"uptimeSeconds"`
+	AdminEnabled  bool             `json:"adminEnabled"`
+	JoinURLs      []string         `json:"joinURLs,omitempty"`
+	Connections   map[string]int64 `json:"connections"`
+	Accepted      int64            `json:"connectionsAccepted"`
+	Totals        TotalsView       `json:"totals"`
+	Rates         RatesView        `json:"rates"`
+	Storage       StorageView      `json:"storage"`
+	Purge         PurgeView        `json:"purge"`
+	GroupsLive    int              `json:"groupsLive"`
+	NodesLive     int              `json:"nodesLive"`
+	Domains       []DomainView     `json:"domains"`
+}
+
+// TotalsView are counters since the process started.
+type TotalsView struct {
+	Items     int64 `json:"items"`
+	Events    int64 `json:"events"`
+	Delivered int64 `json:"delivered"`
+	Publishes int64 `json:"publishes"`
+	Rejected  int64 `json:"rejected"`
+}
+
+// RatesView are per-second rates, oldest first, one sample per IntervalSeconds.
+type RatesView struct {
+	IntervalSeconds float64   `json:"intervalSeconds"`
+	Events          []float64 `json:"events"`
+	Deliveries      []float64 `json:"deliveries"`
+}
+
+// StorageView describes the SQLite files and what they retain.
+type StorageView struct {
+	DatabaseBytes    int64   `json:"databaseBytes"`
+	WALBytes         int64   `json:"walBytes"`
+	RetainedItems    int64   `json:"retainedItems"`
+	OldestItemAgeSec float64 `json:"oldestItemAgeSeconds"`
+	Cursor           int64   `json:"cursor"`
+	WriterQueue      int     `json:"writerQueue"`
+}
+
+// PurgeView is the retention activity since start.
+type PurgeView struct {
+	Runs           int64      `json:"runs"`
+	Items          int64      `json:"items"`
+	Groups         int64      `json:"groups"`
+	Nodes          int64      `json:"nodes"`
+	LastAt         *time.Time `json:"lastAt"`
+	LastDurationMs float64    `json:"lastDurationMs"`
+}
+
+// DomainView lists the live groups of one domain.
+type DomainView struct {
+	Domain string      `json:"domain"`
+	Groups []GroupView `json:"groups"`
+}
+
+// GroupView is one live group with its members.
+type GroupView struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Domain    string     `json:"domain"`
+	Host      string     `json:"host"`
+	CreatedAt time.Time  `json:"createdAt"`
+	ExpiresAt time.Time  `json:"expiresAt"`
+	Nodes     []NodeView `json:"nodes"`
+}
+
+// NodeView is one member as the dashboard shows it.
+type NodeView struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Host       bool              `json:"host"`
+	JoinedAt   time.Time         `json:"joinedAt"`
+	LastSeen   time.Time         `json:"lastSeen"`
+	ExpiresAt  time.Time         `json:"expiresAt"`
+	Transports []string          `json:"transports"`
+	Data       map[string]string `json:"data"`
+}
+
+// rateWindow is how many one-second samples the chart keeps: five minutes.
+const rateWindow = 300
+
+// rates turns counter totals sampled about once a second into per-second rates.
+type rates struct {
+	mu         sync.Mutex
+	lastAt     time.Time
+	lastEvents int64
+	lastDeliv  int64
+	events     []float64
+	deliveries []float64
+}
+
+func (r *rates) sample(now time.Time, t metrics.Totals) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ev, dv := t.Appended["event"], t.Delivered
+	if !r.lastAt.IsZero() {
+		dt := now.Sub(r.lastAt).Seconds()
+		if dt <= 0 {
+			return
+		}
+		r.events = appendWindow(r.events, float64(ev-r.lastEvents)/dt)
+		r.deliveries = appendWindow(r.deliveries, float64(dv-r.lastDeliv)/dt)
+	}
+	r.lastAt, r.lastEvents, r.lastDeliv = now, ev, dv
+}
+
+func appendWindow(s []float64, v float64) []float64 {
+	if len(s) >= rateWindow {
+		s = append(s[:0], s[len(s)-rateWindow+1:]...)
+	}
+	return append(s, v)
+}
+
+func (r *rates) view() RatesView {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return RatesView{
+		IntervalSeconds: 1,
+		Events:          append([]float64{}, r.events...),
+		Deliveries:      append([]float64{}, r.deliveries...),
+	}
+}
+
+// overview assembles the snapshot; it reads the store's in-memory state plus one small query.
+func (h *Handler) overview(ctx context.Context) Overview {
+	now := time.Now()
+	t := h.meter.Totals()
+	st := h.store.Stats(ctx)
+	o := Overview{
+		Version:       h.cfg.Version,
+		Now:           now.UTC(),
+		StartedAt:     h.cfg.StartedAt.UTC(),
+		UptimeSeconds: now.Sub(h.cfg.StartedAt).Seconds(),
+		AdminEnabled:  h.cfg.AdminToken != "",
+		Connections:   t.Connections,
+		Accepted:      t.Accepted,
+		Totals: TotalsView{
+			Events: t.Appended["event"], Delivered: t.Delivered, Rejected: t.Rejected,
+			Publishes: t.Publishes["ok"] + t.Publishes["rejected"] + t.Publishes["error"],
+		},
+		Rates: h.hub.rates.view(),
+		Storage: StorageView{
+			DatabaseBytes: st.DBBytes, WALBytes: st.WALBytes, RetainedItems: st.RetainedItems,
+			OldestItemAgeSec: st.OldestItemAge.Seconds(), Cursor: st.Cursor, WriterQueue: st.QueueDepth,
+		},
+		Purge: PurgeView{
+			Runs: t.PurgeRuns, Items: t.PurgedItems, Groups: t.PurgedGroups, Nodes: t.PurgedNodes,
+			LastDurationMs: float64(t.LastPurgeTook) / float64(time.Millisecond),
+		},
+		Domains: []DomainView{},
+	}
+	for _, n := range t.Appended {
+		o.Totals.Items += n
+	}
+	if !t.LastPurgeAt.IsZero() {
+		at := t.LastPurgeAt.UTC()
+		o.Purge.LastAt = &at
+	}
+
+	byDomain := map[string]*DomainView{}
+	for _, g := range h.store.Groups("") {
+		nodes, err := h.store.Nodes(g.ID)
+		if err != nil {
+			continue // ended between the two reads
+		}
+		transports := h.feed.Transports(g.ID)
+		gv := GroupView{
+			ID: g.ID, Name: g.Name, Domain: g.Domain, Host: g.Host,
+			CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt, Nodes: make([]NodeView, 0, len(nodes)),
+		}
+		for _, n := range nodes {
+			nv := NodeView{
+				ID: n.ID, Name: n.Name, Host: n.Host || n.ID == g.Host, JoinedAt: n.JoinedAt,
+				LastSeen: n.LastSeen, ExpiresAt: n.ExpiresAt, Data: n.Data, Transports: []string{},
+			}
+			if nv.Data == nil {
+				nv.Data = map[string]string{}
+			}
+			if ts := transports[n.ID]; len(ts) > 0 {
+				nv.Transports = ts
+			}
+			gv.Nodes = append(gv.Nodes, nv)
+		}
+		d := byDomain[g.Domain]
+		if d == nil {
+			d = &DomainView{Domain: g.Domain}
+			byDomain[g.Domain] = d
+		}
+		d.Groups = append(d.Groups, gv)
+		o.GroupsLive++
+		o.NodesLive += len(gv.Nodes)
+	}
+	for _, d := range byDomain {
+		o.Domains = append(o.Domains, *d)
+	}
+	sort.Slice(o.Domains, func(i, j int) bool { return o.Domains[i].Domain < o.Domains[j].Domain })
+	return o
+}
+
+func (h *Handler) overviewJSON(w http.ResponseWriter, r *http.Request) {
+	o := h.overview(r.Context())
+	o.JoinURLs = joinURLs(r, h.cfg.PublicURL)
+	writeJSON(w, http.StatusOK, o)
+}
+
+// writeJSON marshals before writing so an encoding failure can still become a clean 500.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "could not encode the response")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeError answers in the native API's error shape.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	b, _ := json.Marshal(map[string]map[string]string{"error": {"code": code, "message": msg}})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

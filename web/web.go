@@ -1,0 +1,133 @@
+// Package web serves what a browser opens: the teacher dashboard at /, the /try page, the
+// /meshbox.js client and the other embedded files (with ETags, so reloads are 304s), plus the
+// dashboard's JSON API: an overview snapshot, one live stream for the whole dashboard, a QR
+// code of the box's address and the admin actions. web/API.md documents that API.
+package web
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"meshbox/db"
+	"meshbox/metrics"
+)
+
+// Store is the part of *db.Store the dashboard reads and the admin actions change.
+type Store interface {
+	Groups(domain string) []db.Group
+	Nodes(gid string) ([]db.Node, error)
+	Stats(ctx context.Context) db.Stats
+	Dissolve(ctx context.Context, gid, reason string) error
+	Leave(ctx context.Context, gid, nid, reason string) error
+	LastCursor() int64
+}
+
+// Hub is the part of *hub.Hub the dashboard reads: presence and the global feed of every
+// group's committed items.
+type Hub interface {
+	// Transports returns, per node of a group, the streaming transports it has open now.
+	Transports(gid string) map[string][]string
+	// ReadAll returns up to limit items of every group after since, in cursor order;
+	// truncated reports that items after since were dropped from the bounded feed.
+	ReadAll(since int64, limit int) (items []db.Item, next int64, truncated bool)
+	// WaitAll blocks until an item after since is committed, or ctx ends.
+	WaitAll(ctx context.Context, since int64) error
+}
+
+// Meter is the part of *metrics.Metrics the dashboard charts and reports refusals to.
+type Meter interface {
+	Totals() metrics.Totals
+	ObserveRejected(reason string)
+}
+
+// Config holds the settings the web handlers need.
+type Config struct {
+	// AdminToken enables admin actions when non-empty; without it the dashboard is read-only.
+	AdminToken string
+	// Version is shown on the dashboard.
+	Version string
+	// StartedAt is when the process started, for uptime.
+	StartedAt time.Time
+	// PublicURL, when set, is the address the join helper offers first (for example behind a
+	// reverse proxy); otherwise the addresses are guessed from the request and the interfaces.
+	PublicURL string
+	// MaxStreams bounds concurrent dashboard streams; 0 means 64.
+	MaxStreams int
+}
+
+// Handler serves the dashboard, the static files and the dashboard API.
+type Handler struct {
+	cfg    Config
+	store  Store
+	feed   Hub
+	meter  Meter
+	log    *slog.Logger
+	assets *assets
+	hub    *broadcaster
+}
+
+// New builds the handlers. Run must be running for the dashboard stream and the rate chart.
+func New(cfg Config, store Store, hub Hub, meter Meter, log *slog.Logger) (*Handler, error) {
+	if cfg.StartedAt.IsZero() {
+		cfg.StartedAt = time.Now()
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 64
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a, err := loadAssets()
+	if err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
+	h := &Handler{
+		cfg: cfg, store: store, feed: hub, meter: meter,
+		log: log.With("component", "web"), assets: a,
+	}
+	h.hub = newBroadcaster(h)
+	return h, nil
+}
+
+// Run samples the counters for the rate chart and feeds the dashboard streams until ctx ends.
+func (h *Handler) Run(ctx context.Context) {
+	h.hub.run(ctx)
+}
+
+// Routes registers every route of the package on r, with absolute paths.
+func (h *Handler) Routes(r chi.Router) {
+	static := func(pattern string, fn http.HandlerFunc) {
+		r.Get(pattern, fn)
+		r.Head(pattern, fn) // monitoring probes and link checkers use HEAD
+	}
+	static("/", h.serveAsset("index.html", true))
+	static("/try", h.serveAsset("try.html", false))
+	static("/meshbox.js", h.serveAsset("meshbox.js", false))
+	static("/favicon.svg", h.serveAsset("favicon.svg", false))
+	static("/assets/*", h.serveAssetDir)
+
+	r.Get("/api/v1/dashboard/overview", h.overviewJSON)
+	r.Get("/api/v1/dashboard/stream", h.stream)
+	r.Get("/api/v1/dashboard/qr.svg", h.qrSVG)
+
+	r.Get("/api/v1/admin/check", h.admin(h.adminCheck))
+	r.Delete("/api/v1/admin/groups/{gid}", h.admin(h.adminDissolve))
+	r.Delete("/api/v1/admin/groups/{gid}/nodes/{nid}", h.admin(h.adminRemoveNode))
+}
+
+// StatsSource adapts the store to metrics.StatsSource, for metrics.Metrics.RegisterStats.
+func StatsSource(store Store) metrics.StatsSource {
+	return metrics.StatsFunc(func(ctx context.Context) (metrics.Stats, error) {
+		st := store.Stats(ctx)
+		return metrics.Stats{
+			GroupsLive: st.Groups, NodesLive: st.Nodes, RetainedItems: st.RetainedItems,
+			OldestRetainedAge: st.OldestItemAge, DatabaseBytes: st.DBBytes, WALBytes: st.WALBytes,
+			WriterQueueDepth: st.QueueDepth,
+		}, nil
+	})
+}
