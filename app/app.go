@@ -19,6 +19,7 @@ import (
 	"meshbox/config"
 	"meshbox/db"
 	"meshbox/hub"
+	"meshbox/meshv2"
 	"meshbox/metrics"
 	"meshbox/server"
 	"meshbox/web"
@@ -32,6 +33,7 @@ type App struct {
 	Hub      *hub.Hub
 	Server   *server.Server
 	Metrics  *metrics.Metrics
+	mesh     *meshv2.Handler
 	http     *http.Server
 	ln       net.Listener
 	cancel   context.CancelFunc // ends streams and background loops
@@ -88,15 +90,29 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		a.Store.Close()
 		return nil, fmt.Errorf("dashboard: %w", err)
 	}
+	// Mesh v2 clients must land in the same domains as native ones: the server's rule decides.
+	var srv *server.Server
+	a.mesh, err = meshv2.New(meshv2.Config{
+		APIKey: cfg.APIKey, HostHeartbeatInterval: cfg.HostHeartbeatInterval,
+		MemberHeartbeatInterval: cfg.MemberHeartbeatInterval, PollingInterval: cfg.PollingInterval,
+		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes,
+		DomainFor: func(r *http.Request) string { return srv.DomainFor(r) },
+	}, meshv2.NewStoreBackend(a.Store, a.Hub), log.With("component", "meshv2"))
+	if err != nil {
+		a.Store.Close()
+		return nil, fmt.Errorf("mesh v2: %w", err)
+	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.Server = server.New(loopCtx, cfg, server.Deps{
+	srv = server.New(loopCtx, cfg, server.Deps{
 		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP,
 		Mounts: []func(chi.Router){
 			dash.Routes,
+			a.mesh.Routes,
 			func(r chi.Router) { r.Method(http.MethodGet, "/metrics", a.Metrics.Handler()) },
 		},
 	})
+	a.Server = srv
 	a.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		cancel()
@@ -138,7 +154,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.stopOnce.Do(func() {
 		start := time.Now()
 		a.cancel() // streams end (WebSocket closes with 1012), background loops stop
-		err := a.http.Shutdown(ctx)
+		err := a.mesh.Close(ctx)
+		err = errors.Join(err, a.http.Shutdown(ctx))
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = errors.Join(err, a.http.Close())
 		}

@@ -1,0 +1,204 @@
+package meshv2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"meshbox/db"
+	"meshbox/hub"
+)
+
+// transportName is how Mesh v2 subscriptions and polls show up in the hub's presence.
+const transportName = "meshv2"
+
+// StoreBackend is the Backend over meshbox's store and hub, so Mesh v2 clients share groups,
+// nodes and the stream with native clients.
+type StoreBackend struct {
+	store *db.Store
+	hub   *hub.Hub
+}
+
+var _ Backend = (*StoreBackend)(nil)
+
+// NewStoreBackend returns the Backend over store and h.
+func NewStoreBackend(store *db.Store, h *hub.Hub) *StoreBackend {
+	return &StoreBackend{store: store, hub: h}
+}
+
+// mapErr wraps a store error with the meshv2 sentinel it means, keeping the original text.
+func mapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var kind error
+	switch {
+	case errors.Is(err, db.ErrGroupNotFound):
+		kind = ErrGroupNotFound
+	case errors.Is(err, db.ErrGroupEnded):
+		kind = ErrGroupEnded
+	case errors.Is(err, db.ErrNodeNotFound):
+		kind = ErrNodeNotFound
+	case errors.Is(err, db.ErrForbidden), errors.Is(err, db.ErrUnauthorized):
+		kind = ErrForbidden
+	case errors.Is(err, db.ErrInvalid), errors.Is(err, db.ErrGroupFull), errors.Is(err, db.ErrDomainFull),
+		errors.Is(err, db.ErrConflict), errors.Is(err, hub.ErrCursorAhead):
+		kind = ErrInvalid
+	default:
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, kind, err)
+}
+
+func groupOf(g db.Group) Group {
+	return Group{ID: g.ID, Domain: g.Domain, Name: g.Name, HostID: g.Host, CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt, UseWebSocket: g.UseWebSocket}
+}
+
+func nodeOf(n db.Node) Node {
+	return Node{ID: n.ID, Name: n.Name, JoinedAt: n.JoinedAt, LastSeen: n.LastSeen, ExpiresAt: n.ExpiresAt, DataAt: n.DataAt, Data: n.Data}
+}
+
+func groupsOf(gs []db.Group) []Group {
+	out := make([]Group, len(gs))
+	for i, g := range gs {
+		out[i] = groupOf(g)
+	}
+	return out
+}
+
+// CreateGroup implements Backend; the host's node id doubles as its name, as in the cloud.
+func (b *StoreBackend) CreateGroup(ctx context.Context, g NewGroup) (Group, error) {
+	j, err := b.store.CreateGroup(ctx, db.NewGroup{
+		Domain: g.Domain, Name: g.Name, HostID: g.HostID, HostName: g.HostID, Lifetime: g.Lifetime, UseWebSocket: g.UseWebSocket,
+	})
+	if err != nil {
+		return Group{}, mapErr("create group", err)
+	}
+	return groupOf(j.Group), nil
+}
+
+// Join implements Backend.
+func (b *StoreBackend) Join(ctx context.Context, groupID, nodeID string) (Group, Node, error) {
+	j, err := b.store.Join(ctx, groupID, db.NewNode{ID: nodeID, Name: nodeID})
+	if err != nil {
+		return Group{}, Node{}, mapErr("join", err)
+	}
+	return groupOf(j.Group), nodeOf(j.Node), nil
+}
+
+// Leave implements Backend.
+func (b *StoreBackend) Leave(ctx context.Context, groupID, nodeID string) error {
+	return mapErr("leave", b.store.Leave(ctx, groupID, nodeID, db.ReasonLeft))
+}
+
+// Dissolve implements Backend.
+func (b *StoreBackend) Dissolve(ctx context.Context, groupID string) error {
+	return mapErr("dissolve", b.store.Dissolve(ctx, groupID, db.ReasonHost))
+}
+
+// Heartbeat implements Backend.
+func (b *StoreBackend) Heartbeat(ctx context.Context, groupID, nodeID string) (Group, Node, error) {
+	g, n, err := b.store.Heartbeat(ctx, groupID, nodeID)
+	if err != nil {
+		return Group{}, Node{}, mapErr("heartbeat", err)
+	}
+	return groupOf(g), nodeOf(n), nil
+}
+
+// ReplaceData implements Backend.
+func (b *StoreBackend) ReplaceData(ctx context.Context, groupID, nodeID string, data map[string]string) (int64, error) {
+	c, err := b.store.SetData(ctx, groupID, nodeID, data, true)
+	return c, mapErr("set data", err)
+}
+
+// Publish implements Backend. An empty payload is stored as none, as the cloud stores null.
+func (b *StoreBackend) Publish(ctx context.Context, groupID, nodeID string, events []EventIn) ([]int64, error) {
+	in := make([]db.EventIn, len(events))
+	for i, e := range events {
+		in[i] = db.EventIn{Name: e.Name, OrderKey: e.OrderKey}
+		if e.Payload != "" {
+			p := e.Payload
+			in[i].Payload = &p
+		}
+	}
+	cs, err := b.store.Publish(ctx, groupID, nodeID, in)
+	return cs, mapErr("publish", err)
+}
+
+// Snapshot implements Backend.
+func (b *StoreBackend) Snapshot(ctx context.Context, groupID string) (Snapshot, error) {
+	s, err := b.store.Snapshot(ctx, groupID)
+	if err != nil {
+		return Snapshot{}, mapErr("snapshot", err)
+	}
+	out := Snapshot{Group: groupOf(s.Group), Cursor: s.Cursor, Nodes: make([]Node, len(s.Nodes))}
+	for i, n := range s.Nodes {
+		out.Nodes[i] = nodeOf(n)
+	}
+	return out, nil
+}
+
+// Groups implements Backend.
+func (b *StoreBackend) Groups(_ context.Context, domain string) ([]Group, error) {
+	if domain == "" {
+		return nil, nil
+	}
+	return groupsOf(b.store.Groups(domain)), nil
+}
+
+// SearchGroups implements Backend.
+func (b *StoreBackend) SearchGroups(_ context.Context, prefix string, limit int) ([]Group, error) {
+	if prefix == "" {
+		return nil, nil
+	}
+	return groupsOf(b.store.SearchGroups(prefix, limit)), nil
+}
+
+// FindNode implements Backend.
+func (b *StoreBackend) FindNode(_ context.Context, nodeID string) (Group, Node, error) {
+	n, err := b.store.FindNode(nodeID)
+	if err != nil {
+		return Group{}, Node{}, mapErr("find node", err)
+	}
+	g, err := b.store.Group(n.Group)
+	if err != nil {
+		return Group{}, Node{}, mapErr("find node", err)
+	}
+	return groupOf(g), nodeOf(n), nil
+}
+
+// CursorAt implements Backend.
+func (b *StoreBackend) CursorAt(ctx context.Context, groupID string, t time.Time) (int64, error) {
+	c, err := b.store.CursorAt(ctx, groupID, t)
+	return c, mapErr("cursor at", err)
+}
+
+// Open implements Backend with a hub reader that is not tied to a node.
+func (b *StoreBackend) Open(groupID string) Reader {
+	return hubReader{b.hub.Subscribe(groupID, "", transportName)}
+}
+
+type hubReader struct{ sub *hub.Sub }
+
+func (r hubReader) Close() { r.sub.Close() }
+
+func (r hubReader) Wait(ctx context.Context, since int64) error { return r.sub.Wait(ctx, since) }
+
+func (r hubReader) Read(ctx context.Context, since int64, limit int) (ReadResult, error) {
+	bt, err := r.sub.Read(ctx, since, limit)
+	if err != nil {
+		return ReadResult{}, mapErr("read", err)
+	}
+	out := ReadResult{Next: bt.Next, Truncated: bt.Truncated, Items: make([]Item, len(bt.Items))}
+	for i, it := range bt.Items {
+		out.Items[i] = Item{
+			Cursor: it.Cursor, Kind: it.Kind, Node: it.Node, Name: it.Name, OrderKey: it.OrderKey,
+			At: it.At, Data: it.Data, Reason: it.Reason,
+		}
+		if it.Payload != nil {
+			out.Items[i].Payload = *it.Payload
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,95 @@
+package meshv2
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"meshbox/db"
+	"meshbox/hub"
+)
+
+// testClock is a settable clock shared by the store and the resolvers.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// newStoreBackend opens a real SQLite store in t.TempDir() with a hub, wired as main does.
+func newStoreBackend(t *testing.T, now func() time.Time) (*StoreBackend, *db.Store) {
+	t.Helper()
+	ctx := context.Background()
+	opts := db.Options{HostTTL: 150 * time.Second, MemberTTL: 600 * time.Second, MaxGroupLifetime: time.Hour, EventTTL: 10 * time.Minute, Now: now}
+	store, err := db.Open(ctx, filepath.Join(t.TempDir(), "meshbox.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hub.New(store, hub.Options{})
+	store.Start(db.Hooks{OnCommit: h.Publish, Active: h.Active})
+	t.Cleanup(func() {
+		if err := store.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return NewStoreBackend(store, h), store
+}
+
+// backends runs a test against the in-memory fake and against the real store.
+func backends(t *testing.T, test func(t *testing.T, b Backend)) {
+	t.Run("fake", func(t *testing.T) { t.Parallel(); test(t, newFakeBackend()) })
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		b, _ := newStoreBackend(t, nil)
+		test(t, b)
+	})
+}
+
+func TestStoreBackendLifetimes(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{t: time.Now()}
+	b, store := newStoreBackend(t, clock.Now)
+	s := newTestServer(t, Config{MaxConnectionTime: time.Hour}, b)
+	s.h.root.now = clock.Now
+	gid := s.group(t, true)
+	s.join(t, gid, "m1")
+
+	// A member silent past its TTL is removed; the host heartbeat keeps the group.
+	for range 5 {
+		clock.Add(130 * time.Second)
+		s.ok(t, "renewHeartbeat", qRenew, map[string]any{"groupId": gid, "domain": "classroom", "hostId": "host"})
+	}
+	if _, err := store.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.fails(t, errNodeNotFound, qMemberHB, map[string]any{"groupId": gid, "domain": "classroom", "nodeId": "m1"})
+
+	// The host's heartbeat lapsing ends the group.
+	clock.Add(151 * time.Second)
+	s.fails(t, errGroupNotFound, qRenew, map[string]any{"groupId": gid, "domain": "classroom", "hostId": "host"})
+
+	// expiresAt is absolute: heartbeats do not move it.
+	g2 := obj(t, s.ok(t, "createGroup", qCreateGroup, map[string]any{
+		"name": "h2", "hostId": "h2", "domain": "classroom", "maxConnectionTimeSeconds": 100, "useWebSocket": true,
+	}))
+	clock.Add(60 * time.Second)
+	hb := obj(t, s.ok(t, "renewHeartbeat", qRenew, map[string]any{"groupId": g2["id"], "domain": "classroom", "hostId": "h2"}))
+	if hb["expiresAt"] != g2["expiresAt"] {
+		t.Fatalf("heartbeat moved expiresAt from %v to %v", g2["expiresAt"], hb["expiresAt"])
+	}
+	clock.Add(41 * time.Second)
+	s.fails(t, errGroupNotFound, qRenew, map[string]any{"groupId": g2["id"], "domain": "classroom", "hostId": "h2"})
+}

@@ -1,0 +1,293 @@
+package meshv2
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// fakeBackend is an in-memory Backend for the protocol tests; the adapter over the real
+// store has its own tests against SQLite.
+type fakeBackend struct {
+	mu     sync.Mutex
+	groups map[string]*fakeGroup
+	items  []fakeItem
+	cursor int64
+	wake   chan struct{}
+	seq    int
+	ttl    time.Duration
+}
+
+type fakeItem struct {
+	gid string
+	Item
+}
+
+type fakeGroup struct {
+	g     Group
+	nodes map[string]*Node
+	ended bool
+}
+
+func newFakeBackend() *fakeBackend {
+	return &fakeBackend{groups: map[string]*fakeGroup{}, wake: make(chan struct{}), ttl: 10 * time.Minute}
+}
+
+func (f *fakeBackend) appendLocked(gid string, it Item) int64 {
+	f.cursor++
+	it.Cursor = f.cursor
+	it.At = time.Now()
+	f.items = append(f.items, fakeItem{gid, it})
+	close(f.wake)
+	f.wake = make(chan struct{})
+	return f.cursor
+}
+
+func (f *fakeBackend) liveLocked(gid string) (*fakeGroup, error) {
+	fg := f.groups[gid]
+	if fg == nil {
+		return nil, fmt.Errorf("fake: %w", ErrGroupNotFound)
+	}
+	if fg.ended {
+		return nil, fmt.Errorf("fake: %w", ErrGroupEnded)
+	}
+	return fg, nil
+}
+
+func (f *fakeBackend) CreateGroup(_ context.Context, ng NewGroup) (Group, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fg := range f.groups {
+		if !fg.ended && fg.g.HostID == ng.HostID && fg.g.Domain == ng.Domain {
+			return fg.g, nil
+		}
+	}
+	f.seq++
+	now := time.Now()
+	g := Group{ID: fmt.Sprintf("g%d", f.seq), Domain: ng.Domain, Name: ng.Name, HostID: ng.HostID,
+		CreatedAt: now, ExpiresAt: now.Add(ng.Lifetime), UseWebSocket: ng.UseWebSocket}
+	fg := &fakeGroup{g: g, nodes: map[string]*Node{}}
+	fg.nodes[ng.HostID] = &Node{ID: ng.HostID, Name: ng.HostID, JoinedAt: now, LastSeen: now, ExpiresAt: now.Add(f.ttl), Data: map[string]string{}}
+	f.groups[g.ID] = fg
+	f.appendLocked(g.ID, Item{Kind: KindJoin, Node: ng.HostID, Name: ng.HostID})
+	return g, nil
+}
+
+func (f *fakeBackend) Join(_ context.Context, gid, nid string) (Group, Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fg, err := f.liveLocked(gid)
+	if err != nil {
+		return Group{}, Node{}, err
+	}
+	now := time.Now()
+	n := fg.nodes[nid]
+	if n == nil {
+		n = &Node{ID: nid, Name: nid, JoinedAt: now, Data: map[string]string{}}
+		fg.nodes[nid] = n
+		f.appendLocked(gid, Item{Kind: KindJoin, Node: nid, Name: nid})
+	}
+	n.LastSeen, n.ExpiresAt = now, now.Add(f.ttl)
+	return fg.g, copyNode(n), nil
+}
+
+func copyNode(n *Node) Node {
+	c := *n
+	c.Data = maps.Clone(n.Data)
+	return c
+}
+
+func (f *fakeBackend) Leave(_ context.Context, gid, nid string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fg, err := f.liveLocked(gid)
+	if err != nil {
+		return err
+	}
+	if fg.nodes[nid] == nil {
+		return fmt.Errorf("fake: %w", ErrNodeNotFound)
+	}
+	delete(fg.nodes, nid)
+	f.appendLocked(gid, Item{Kind: KindLeave, Node: nid, Reason: "left"})
+	return nil
+}
+
+func (f *fakeBackend) Dissolve(_ context.Context, gid string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fg, err := f.liveLocked(gid)
+	if err != nil {
+		return err
+	}
+	fg.ended = true
+	f.appendLocked(gid, Item{Kind: KindDissolve, Reason: "host"})
+	return nil
+}
+
+func (f *fakeBackend) Heartbeat(_ context.Context, gid, nid string) (Group, Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fg, err := f.liveLocked(gid)
+	if err != nil {
+		return Group{}, Node{}, err
+	}
+	n := fg.nodes[nid]
+	if n == nil {
+		return Group{}, Node{}, fmt.Errorf("fake: %w", ErrNodeNotFound)
+	}
+	now := time.Now()
+	n.LastSeen, n.ExpiresAt = now, now.Add(f.ttl)
+	return fg.g, copyNode(n), nil
+}
+
+func (f *fakeBackend) ReplaceData(_ context.Context, gid, nid string, data map[string]string) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fg, err := f.liveLocked(gid)
+	if err != nil {
+		return 0, err
+	}
+	n := fg.nodes[nid]
+	if n == nil {
+		return 0, fmt.Errorf("fake: %w", ErrNodeNotFound)
+	}
+	changed := map[string]string{}
+	for k := range n.Data {
+		if _, ok := data[k]; !ok {
+			changed[k] = ""
+		}
+	}
+	maps.Copy(changed, data)
+	n.Data = maps.Clone(data)
+	n.DataAt = time.Now()
+	return f.appendLocked(gid, Item{Kind: KindData, Node: nid, Data: changed}), nil
+}
+
+func (f *fakeBackend) Publish(_ context.Context, gid, nid string, events []EventIn) ([]int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fg, err := f.liveLocked(gid)
+	if err != nil {
+		return nil, err
+	}
+	if fg.nodes[nid] == nil {
+		return nil, fmt.Errorf("fake: %w", ErrNodeNotFound)
+	}
+	var cs []int64
+	for _, e := range events {
+		cs = append(cs, f.appendLocked(gid, Item{Kind: KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey}))
+	}
+	return cs, nil
+}
+
+func (f *fakeBackend) Snapshot(_ context.Context, gid string) (Snapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fg, err := f.liveLocked(gid)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	s := Snapshot{Group: fg.g, Cursor: f.cursor}
+	for _, n := range fg.nodes {
+		s.Nodes = append(s.Nodes, copyNode(n))
+	}
+	sort.Slice(s.Nodes, func(i, j int) bool { return s.Nodes[i].ID < s.Nodes[j].ID })
+	return s, nil
+}
+
+func (f *fakeBackend) listLocked(keep func(Group) bool, limit int) []Group {
+	var out []Group
+	for _, fg := range f.groups {
+		if !fg.ended && keep(fg.g) {
+			out = append(out, fg.g)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+func (f *fakeBackend) Groups(_ context.Context, domain string) ([]Group, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.listLocked(func(g Group) bool { return g.Domain == domain }, 0), nil
+}
+
+func (f *fakeBackend) SearchGroups(_ context.Context, prefix string, limit int) ([]Group, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.listLocked(func(g Group) bool { return strings.HasPrefix(g.Name, prefix) }, limit), nil
+}
+
+func (f *fakeBackend) FindNode(_ context.Context, nid string) (Group, Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fg := range f.groups {
+		if n := fg.nodes[nid]; n != nil && !fg.ended {
+			return fg.g, copyNode(n), nil
+		}
+	}
+	return Group{}, Node{}, fmt.Errorf("fake: %w", ErrNodeNotFound)
+}
+
+func (f *fakeBackend) CursorAt(_ context.Context, gid string, t time.Time) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.cursor
+	for _, it := range f.items {
+		if it.gid == gid && it.At.After(t) {
+			return it.Cursor - 1, nil
+		}
+	}
+	return c, nil
+}
+
+func (f *fakeBackend) Open(gid string) Reader { return &fakeReader{f: f, gid: gid} }
+
+type fakeReader struct {
+	f   *fakeBackend
+	gid string
+}
+
+func (r *fakeReader) Close() {}
+
+func (r *fakeReader) after(since int64, limit int) ([]Item, <-chan struct{}) {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	var items []Item
+	for _, it := range r.f.items {
+		if it.Cursor > since && len(items) < limit && it.gid == r.gid {
+			items = append(items, it.Item)
+		}
+	}
+	return items, r.f.wake
+}
+
+func (r *fakeReader) Read(_ context.Context, since int64, limit int) (ReadResult, error) {
+	items, _ := r.after(since, limit)
+	res := ReadResult{Items: items, Next: since}
+	if len(items) > 0 {
+		res.Next = items[len(items)-1].Cursor
+	}
+	return res, nil
+}
+
+func (r *fakeReader) Wait(ctx context.Context, since int64) error {
+	for {
+		items, wake := r.after(since, 1)
+		if len(items) > 0 {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,307 @@
+// Package meshv2 serves the Smalruby Mesh v2 protocol (AppSync GraphQL over HTTP and the
+// AppSync real-time WebSocket protocol) as an adapter over meshbox's groups, nodes and
+// stream, so the unmodified Smalruby Mesh extension can use a meshbox in place of the cloud.
+package meshv2
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	graphql "github.com/graph-gophers/graphql-go"
+	gqlerrors "github.com/graph-gophers/graphql-go/errors"
+)
+
+// Config holds the settings of the Mesh v2 layer. Zero values take the cloud service's
+// defaults (see withDefaults).
+type Config struct {
+	// APIKey, when set, must be sent as x-api-key (HTTP) or in the real-time header;
+	// when empty any key is accepted, as a classroom box on a LAN usually wants.
+	APIKey string
+	// HostHeartbeatInterval and MemberHeartbeatInterval are told to clients, who send
+	// heartbeats that often; the store enforces the matching TTLs.
+	HostHeartbeatInterval   time.Duration
+	MemberHeartbeatInterval time.Duration
+	// PollingInterval is told to clients that cannot use WebSocket.
+	PollingInterval time.Duration
+	// MaxConnectionTime caps maxConnectionTimeSeconds (a group's absolute lifetime).
+	MaxConnectionTime time.Duration
+	// DefaultConnectionTime is a group's lifetime when the client names none.
+	DefaultConnectionTime time.Duration
+	// KeepAliveInterval is how often the real-time endpoint sends "ka".
+	KeepAliveInterval time.Duration
+	// ConnectionTimeout is reported as connectionTimeoutMs: a client that hears no "ka"
+	// for this long reconnects.
+	ConnectionTimeout time.Duration
+	// WriteTimeout bounds every WebSocket write; a client slower than that is dropped.
+	WriteTimeout time.Duration
+	// MaxBodyBytes bounds a GraphQL request body.
+	MaxBodyBytes int64
+	// DomainFor answers createDomain for a request; it should be the rule the native API
+	// uses, so Mesh v2 and native clients of one classroom share a domain. When nil, a
+	// domain is derived from the connection's remote IP.
+	DomainFor func(r *http.Request) string
+	// FiredAtEntries bounds how many recent firedAt times are remembered (see firedAtCache).
+	FiredAtEntries int
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HostHeartbeatInterval, 60*time.Second)
+	def(&c.MemberHeartbeatInterval, 120*time.Second)
+	def(&c.PollingInterval, 2*time.Second)
+	def(&c.MaxConnectionTime, 1500*time.Second)
+	def(&c.DefaultConnectionTime, 1500*time.Second)
+	def(&c.KeepAliveInterval, 60*time.Second)
+	def(&c.ConnectionTimeout, 300*time.Second)
+	def(&c.WriteTimeout, 10*time.Second)
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 8 << 20
+	}
+	if c.DomainFor == nil {
+		c.DomainFor = remoteIPDomain
+	}
+	if c.FiredAtEntries <= 0 {
+		c.FiredAtEntries = 1 << 16
+	}
+	return c
+}
+
+// remoteIPDomain is the fallback createDomain rule: a hex CRC32 of the remote IP, as the
+// cloud service does (without its secret).
+func remoteIPDomain(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(host)))
+}
+
+// Handler serves POST /graphql and GET /graphql/realtime.
+type Handler struct {
+	cfg    Config
+	schema *graphql.Schema
+	// rtSchema serves start messages: subscriptions (and harmless queries) only.
+	rtSchema *graphql.Schema
+	root     *root
+	log      *slog.Logger
+
+	// ctx ends every real-time connection on Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+	conns  sync.WaitGroup
+}
+
+// New builds the handler over backend. The schema is parsed and checked against the
+// resolvers here, so a mismatch fails at start-up rather than on the first request.
+func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	logger = logger.With("component", "meshv2")
+	r := &root{cfg: cfg, backend: backend, log: logger, fired: newFiredAtCache(cfg.FiredAtEntries), now: time.Now}
+	opts := []graphql.SchemaOpt{
+		graphql.UseFieldResolvers(),
+		graphql.MaxDepth(12),
+		graphql.MaxQueryLength(64 << 10),
+		// Each subscription message is handed to the writer within this time or dropped by
+		// the library, so it is well above WriteTimeout: a writer that stalls that long
+		// closes the connection first, and nothing is dropped silently.
+		graphql.SubscribeResolverTimeout(cfg.WriteTimeout * 3),
+	}
+	schema, err := graphql.ParseSchema(schemaSDL, r, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("parse mesh v2 schema: %w", err)
+	}
+	// The real-time endpoint gets the schema without its mutation root, so a mutation sent
+	// as a start message fails validation instead of being executed, as on AppSync.
+	rtSDL := strings.Replace(schemaSDL, "  mutation: Mutation\n", "", 1)
+	if rtSDL == schemaSDL {
+		return nil, errors.New("mesh v2 schema has no mutation root to remove")
+	}
+	rtSchema, err := graphql.ParseSchema(rtSDL, r, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("parse mesh v2 real-time schema: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel}, nil
+}
+
+// Routes mounts both endpoints on r.
+func (h *Handler) Routes(r chi.Router) {
+	r.Handle("/graphql", h.GraphQL())
+	r.Handle("/graphql/realtime", h.Realtime())
+}
+
+// GraphQL returns the handler of POST /graphql (and its CORS preflight).
+func (h *Handler) GraphQL() http.Handler { return http.HandlerFunc(h.serveGraphQL) }
+
+// Realtime returns the handler of GET /graphql/realtime (and its CORS preflight).
+func (h *Handler) Realtime() http.Handler { return http.HandlerFunc(h.serveRealtime) }
+
+// Close ends every real-time connection (with status 1012, so clients reconnect) and waits
+// for their goroutines, or until ctx ends.
+func (h *Handler) Close(ctx context.Context) error {
+	h.cancel()
+	done := make(chan struct{})
+	go func() {
+		h.conns.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close mesh v2 connections: %w", ctx.Err())
+	}
+}
+
+// corsAllowHeaders are the request headers the aws-appsync client and its auth links send.
+const corsAllowHeaders = "Content-Type, X-Api-Key, X-Amz-Date, X-Amz-User-Agent, X-Amz-Security-Token, " +
+	"Authorization, Host, Accept, Cache-Control, X-Requested-With"
+
+// cors writes the CORS headers; it reports true when the request was a preflight and has
+// been answered. The editor runs on another origin (often a public one calling a LAN box,
+// hence Private Network Access).
+func cors(w http.ResponseWriter, r *http.Request, methods string) bool {
+	hd := w.Header()
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		hd.Set("Access-Control-Allow-Origin", "*")
+	} else {
+		hd.Set("Access-Control-Allow-Origin", origin)
+		hd.Add("Vary", "Origin")
+	}
+	if r.Method != http.MethodOptions {
+		return false
+	}
+	hd.Set("Access-Control-Allow-Methods", methods)
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+		// Echoing what was asked keeps custom AppSync headers working without a list
+		// that has to follow every client release; the fixed list documents the usual ones.
+		hd.Set("Access-Control-Allow-Headers", corsAllowHeaders+", "+req)
+	} else {
+		hd.Set("Access-Control-Allow-Headers", corsAllowHeaders)
+	}
+	hd.Set("Access-Control-Allow-Private-Network", "true")
+	hd.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}
+
+// keyOK checks an API key in constant time; any key passes when none is configured.
+func (h *Handler) keyOK(key string) bool {
+	if h.cfg.APIKey == "" {
+		return true
+	}
+	return subtle.ConstantTimeCompare([]byte(key), []byte(h.cfg.APIKey)) == 1
+}
+
+// gqlError is one error as AppSync writes it: errorType at the top level, where the
+// Smalruby client reads graphQLErrors[0].errorType.
+type gqlError struct {
+	Path      []any                `json:"path,omitempty"`
+	Data      any                  `json:"data"`
+	ErrorType string               `json:"errorType"`
+	ErrorInfo any                  `json:"errorInfo"`
+	Locations []gqlerrors.Location `json:"locations,omitempty"`
+	Message   string               `json:"message"`
+}
+
+type gqlResponse struct {
+	Data   json.RawMessage `json:"data"`
+	Errors []gqlError      `json:"errors,omitempty"`
+}
+
+func convertErrors(errs []*gqlerrors.QueryError) []gqlError {
+	out := make([]gqlError, 0, len(errs))
+	for _, e := range errs {
+		kind := errValidation
+		var me *meshError
+		if errors.As(e.ResolverError, &me) {
+			kind = me.kind
+		} else if e.ResolverError != nil {
+			kind = errInternal
+		}
+		out = append(out, gqlError{Path: e.Path, ErrorType: kind, Locations: e.Locations, Message: e.Message})
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"errors":[{"errorType":"InternalFailure","message":"encode response"}]}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func writeHTTPError(w http.ResponseWriter, status int, kind, msg string) {
+	writeJSON(w, status, gqlResponse{Data: json.RawMessage("null"), Errors: []gqlError{{ErrorType: kind, Message: msg}}})
+}
+
+type gqlRequest struct {
+	Query         string         `json:"query"`
+	OperationName string         `json:"operationName"`
+	Variables     map[string]any `json:"variables"`
+}
+
+func (h *Handler) serveGraphQL(w http.ResponseWriter, r *http.Request) {
+	if cors(w, r, "POST, OPTIONS") {
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST, OPTIONS")
+		writeHTTPError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use POST")
+		return
+	}
+	if !h.keyOK(r.Header.Get("X-Api-Key")) {
+		writeHTTPError(w, http.StatusUnauthorized, errUnauthenticated, "You are not authorized to make this call.")
+		return
+	}
+	var req gqlRequest
+	body := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	if err := json.NewDecoder(body).Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeHTTPError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", "request body too large")
+			return
+		}
+		writeHTTPError(w, http.StatusBadRequest, "MalformedHttpRequestException", "request body is not a GraphQL JSON request")
+		return
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		writeHTTPError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", "request body too large")
+		return
+	}
+	if strings.TrimSpace(req.Query) == "" {
+		writeHTTPError(w, http.StatusBadRequest, "MalformedHttpRequestException", "query is missing")
+		return
+	}
+	ctx := withCallerDomain(r.Context(), h.cfg.DomainFor(r))
+	resp := h.schema.Exec(ctx, req.Query, req.OperationName, req.Variables)
+	out := gqlResponse{Data: resp.Data, Errors: convertErrors(resp.Errors)}
+	if len(out.Data) == 0 {
+		out.Data = json.RawMessage("null")
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,451 @@
+package meshv2
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	graphql "github.com/graph-gophers/graphql-go"
+)
+
+// AppSync real-time protocol limits.
+const (
+	rtSubprotocol    = "graphql-ws"
+	rtReadLimit      = 256 << 10
+	rtMaxSubs        = 100
+	rtMaxIDLen       = 128
+	rtInitTimeout    = 30 * time.Second
+	rtOutQueueFrames = 64
+)
+
+// rtMessage is every message of the protocol, both ways.
+type rtMessage struct {
+	ID      string          `json:"id,omitempty"`
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// rtStartPayload is a start message's payload: the GraphQL request as a JSON string, and
+// the auth headers the client would have sent over HTTP.
+type rtStartPayload struct {
+	Data       string `json:"data"`
+	Extensions struct {
+		Authorization map[string]string `json:"authorization"`
+	} `json:"extensions"`
+}
+
+type rtError struct {
+	ErrorType string `json:"errorType"`
+	Message   string `json:"message"`
+	ErrorCode int    `json:"errorCode,omitempty"`
+}
+
+type rtConn struct {
+	h      *Handler
+	ws     *websocket.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	out    chan []byte
+	// headerKey is the x-api-key of the connection's header query parameter.
+	headerKey string
+	acked     atomic.Bool
+
+	mu   sync.Mutex
+	subs map[string]*rtSub
+	wg   sync.WaitGroup
+}
+
+type rtSub struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startedKey marks, in a subscription's context, a flag the resolver sets once the
+// subscription is live, so start_ack is sent only for subscriptions that really started.
+type startedKey struct{}
+
+func markStarted(ctx context.Context) {
+	if f, ok := ctx.Value(startedKey{}).(*atomic.Bool); ok {
+		f.Store(true)
+	}
+}
+
+// serveRealtime speaks the AppSync real-time protocol. The upgrade is accepted without
+// credentials because the Smalruby client probes reachability with a bare connection;
+// the API key is checked at connection_init and at each start.
+func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
+	if cors(w, r, "GET, OPTIONS") {
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: []string{rtSubprotocol},
+		// The editor is served from another origin by design; access is governed by the
+		// API key, not by the page's origin.
+		InsecureSkipVerify: true,
+	})
+	if err != nil {
+		return
+	}
+	h.conns.Add(1)
+	defer h.conns.Done()
+	ws.SetReadLimit(rtReadLimit)
+
+	// The connection lives until the client goes, the server shuts down (h.ctx, or the
+	// request context tied to the server's base context) or a write fails. Reads do not
+	// use this context: coder/websocket drops the connection without a close frame when a
+	// read's context ends, and clients should get 1012 on shutdown so they reconnect.
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(h.ctx, cancel)
+	defer stop()
+	c := &rtConn{h: h, ws: ws, ctx: ctx, cancel: cancel, out: make(chan []byte, rtOutQueueFrames), subs: map[string]*rtSub{}}
+	c.headerKey = headerAPIKey(r.URL.Query().Get("header"))
+
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		<-ctx.Done()
+		if h.ctx.Err() != nil || r.Context().Err() != nil {
+			_ = ws.Close(websocket.StatusServiceRestart, "server restarting")
+			return
+		}
+		_ = ws.CloseNow()
+	}()
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		defer cancel()
+		c.writeLoop()
+	}()
+	c.readLoop()
+	cancel()
+	c.wg.Wait()
+	<-writerDone
+	<-closed
+}
+
+// headerAPIKey decodes the base64 JSON of the header query parameter and returns its key.
+func headerAPIKey(param string) string {
+	if param == "" {
+		return ""
+	}
+	raw, err := base64.StdEncoding.DecodeString(param)
+	if err != nil {
+		if raw, err = base64.URLEncoding.DecodeString(param); err != nil {
+			return ""
+		}
+	}
+	var hdr map[string]any
+	if json.Unmarshal(raw, &hdr) != nil {
+		return ""
+	}
+	for k, v := range hdr {
+		if s, ok := v.(string); ok && equalFoldASCII(k, "x-api-key") {
+			return s
+		}
+	}
+	return ""
+}
+
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// writeLoop is the connection's only writer: queued frames, keep-alives and pings.
+func (c *rtConn) writeLoop() {
+	ka := time.NewTicker(c.h.cfg.KeepAliveInterval)
+	defer ka.Stop()
+	initDeadline := time.NewTimer(rtInitTimeout)
+	defer initDeadline.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case b := <-c.out:
+			if !c.write(b) {
+				return
+			}
+		case <-initDeadline.C:
+			if !c.acked.Load() {
+				c.h.log.Debug("realtime connection without connection_init closed")
+				return
+			}
+		case <-ka.C:
+			if !c.acked.Load() {
+				continue
+			}
+			if !c.write([]byte(`{"type":"ka"}`)) {
+				return
+			}
+			// A ping finds a dead peer that would otherwise hold its subscriptions until
+			// TCP gives up; browsers answer pings on their own.
+			pctx, cancel := context.WithTimeout(c.ctx, c.h.cfg.WriteTimeout)
+			err := c.ws.Ping(pctx)
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (c *rtConn) write(b []byte) bool {
+	ctx, cancel := context.WithTimeout(c.ctx, c.h.cfg.WriteTimeout)
+	defer cancel()
+	return c.ws.Write(ctx, websocket.MessageText, b) == nil
+}
+
+// send queues a message for the writer; false when the connection is gone.
+func (c *rtConn) send(m rtMessage) bool {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return false
+	}
+	select {
+	case c.out <- b:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+func payloadOf(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func (c *rtConn) sendError(id, kind, msg string) bool {
+	return c.send(rtMessage{ID: id, Type: "error", Payload: payloadOf(map[string]any{
+		"errors": []rtError{{ErrorType: kind, Message: msg}},
+	})})
+}
+
+func (c *rtConn) readLoop() {
+	for {
+		typ, b, err := c.ws.Read(context.Background())
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageText {
+			c.sendError("", "UnsupportedOperation", "binary messages are not supported")
+			continue
+		}
+		var m rtMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			c.sendError("", "MessageParsingError", "message is not valid JSON")
+			continue
+		}
+		if !c.handle(m) {
+			return
+		}
+	}
+}
+
+// handle answers one client message; false ends the connection.
+func (c *rtConn) handle(m rtMessage) bool {
+	switch m.Type {
+	case "connection_init":
+		if !c.h.keyOK(c.headerKey) {
+			c.send(rtMessage{Type: "connection_error", Payload: payloadOf(map[string]any{
+				"errors": []rtError{{ErrorType: errUnauthenticated, Message: "You are not authorized to make this call.", ErrorCode: 401}},
+			})})
+			// Let the writer flush the error before the connection goes.
+			time.Sleep(50 * time.Millisecond)
+			return false
+		}
+		c.acked.Store(true)
+		ok := c.send(rtMessage{Type: "connection_ack", Payload: payloadOf(map[string]int64{
+			"connectionTimeoutMs": c.h.cfg.ConnectionTimeout.Milliseconds(),
+		})})
+		// The client arms its keep-alive timer on the first ka, so one comes at once.
+		return ok && c.send(rtMessage{Type: "ka"})
+	case "start":
+		c.start(m)
+		return true
+	case "stop":
+		c.stop(m.ID)
+		return true
+	case "ka", "connection_terminate":
+		if m.Type == "connection_terminate" {
+			return false
+		}
+		return true
+	case "":
+		c.sendError(m.ID, "MessageParsingError", "message has no type")
+		return true
+	default:
+		c.sendError(m.ID, "UnsupportedOperation", "unknown message type "+truncate(m.Type, 40))
+		return true
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (c *rtConn) start(m rtMessage) {
+	if !c.acked.Load() {
+		c.sendError(m.ID, "UnsupportedOperation", "send connection_init first")
+		return
+	}
+	if m.ID == "" || len(m.ID) > rtMaxIDLen {
+		c.sendError("", "MessageParsingError", "start needs an id of 1 to 128 characters")
+		return
+	}
+	var p rtStartPayload
+	if err := json.Unmarshal(m.Payload, &p); err != nil || p.Data == "" {
+		c.sendError(m.ID, "MessageParsingError", "start payload must hold data: a GraphQL request as a JSON string")
+		return
+	}
+	var req gqlRequest
+	if err := json.Unmarshal([]byte(p.Data), &req); err != nil || req.Query == "" {
+		c.sendError(m.ID, "MessageParsingError", "start payload data is not a GraphQL request")
+		return
+	}
+	key := c.headerKey
+	for k, v := range p.Extensions.Authorization {
+		if equalFoldASCII(k, "x-api-key") {
+			key = v
+		}
+	}
+	if !c.h.keyOK(key) {
+		c.sendError(m.ID, errUnauthenticated, "You are not authorized to make this call.")
+		return
+	}
+
+	c.mu.Lock()
+	if _, dup := c.subs[m.ID]; dup {
+		c.mu.Unlock()
+		c.sendError(m.ID, "DuplicatedOperation", "a subscription with this id is already running")
+		return
+	}
+	if len(c.subs) >= rtMaxSubs {
+		c.mu.Unlock()
+		c.sendError(m.ID, "LimitExceeded", "too many subscriptions on this connection")
+		return
+	}
+	started := new(atomic.Bool)
+	sctx, cancel := context.WithCancel(context.WithValue(c.ctx, startedKey{}, started))
+	sub := &rtSub{cancel: cancel, done: make(chan struct{})}
+	c.subs[m.ID] = sub
+	c.mu.Unlock()
+
+	ch, err := c.h.rtSchema.Subscribe(sctx, req.Query, req.OperationName, req.Variables)
+	if err != nil {
+		c.drop(m.ID)
+		c.sendError(m.ID, errInternal, "subscriptions unavailable")
+		return
+	}
+	if !started.Load() {
+		// The resolver did not start (validation or a resolver error such as
+		// GroupNotFound, or a query or mutation sent here): report the library's answer.
+		msg := "only subscriptions can be started on this endpoint"
+		kind := "UnsupportedOperation"
+		if resp, ok := <-ch; ok {
+			if errs := responseErrors(resp); len(errs) > 0 {
+				kind, msg = errs[0].ErrorType, errs[0].Message
+			}
+		}
+		c.drop(m.ID)
+		c.sendError(m.ID, kind, msg)
+		return
+	}
+	if !c.send(rtMessage{ID: m.ID, Type: "start_ack"}) {
+		c.drop(m.ID)
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(sub.done)
+		c.forward(sctx, m.ID, ch)
+	}()
+}
+
+// drop forgets a subscription and cancels it.
+func (c *rtConn) drop(id string) *rtSub {
+	c.mu.Lock()
+	sub := c.subs[id]
+	delete(c.subs, id)
+	c.mu.Unlock()
+	if sub != nil {
+		sub.cancel()
+	}
+	return sub
+}
+
+// forward sends each subscription message as a data message, and complete when the
+// subscription ends on its own (the group ended).
+func (c *rtConn) forward(ctx context.Context, id string, ch <-chan any) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case resp, ok := <-ch:
+			if !ok {
+				if ctx.Err() == nil && c.drop(id) != nil {
+					c.send(rtMessage{ID: id, Type: "complete"})
+				}
+				return
+			}
+			payload := map[string]any{"data": responseData(resp)}
+			if errs := responseErrors(resp); len(errs) > 0 {
+				payload["errors"] = errs
+			}
+			if !c.send(rtMessage{ID: id, Type: "data", Payload: payloadOf(payload)}) {
+				return
+			}
+		}
+	}
+}
+
+// stop ends a subscription; complete is sent after its forwarder has finished, so no data
+// message follows it.
+func (c *rtConn) stop(id string) {
+	if id == "" {
+		c.sendError("", "MessageParsingError", "stop needs an id")
+		return
+	}
+	// A stop for a subscription that already ended (a dissolved group) still gets complete:
+	// the aws-appsync link fails on an error for an id it has forgotten.
+	if sub := c.drop(id); sub != nil {
+		<-sub.done
+	}
+	c.send(rtMessage{ID: id, Type: "complete"})
+}
+
+func responseData(resp any) json.RawMessage {
+	if r, ok := resp.(*graphql.Response); ok && len(r.Data) > 0 {
+		return r.Data
+	}
+	return json.RawMessage("null")
+}
+
+func responseErrors(resp any) []gqlError {
+	if r, ok := resp.(*graphql.Response); ok && len(r.Errors) > 0 {
+		return convertErrors(r.Errors)
+	}
+	return nil
+}

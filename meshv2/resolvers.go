@@ -1,0 +1,716 @@
+package meshv2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	graphql "github.com/graph-gophers/graphql-go"
+)
+
+// Limits of the Mesh v2 protocol, as the cloud service validates them.
+const (
+	maxDomainLen     = 256
+	maxIDLen         = 256
+	maxNameLen       = 256
+	maxPrefixRunes   = 6
+	defaultSearchMax = 10
+	maxSearchLimit   = 100
+	maxPolledEvents  = 100
+	pollReadPages    = 20
+)
+
+// root resolves every field of Query, Mutation and Subscription.
+type root struct {
+	cfg     Config
+	backend Backend
+	log     *slog.Logger
+	fired   *firedAtCache
+	now     func() time.Time
+}
+
+type ctxKey int
+
+const domainKey ctxKey = iota
+
+// withCallerDomain stores the domain createDomain answers for this request.
+func withCallerDomain(ctx context.Context, domain string) context.Context {
+	return context.WithValue(ctx, domainKey, domain)
+}
+
+func validDomain(d string) error {
+	if d == "" || len(d) > maxDomainLen {
+		return newError(errValidation, "domain must be 1 to %d characters", maxDomainLen)
+	}
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return newError(errValidation, "domain may only contain A-Z, a-z, 0-9, '.', '_' and '-'")
+		}
+	}
+	return nil
+}
+
+func validID(what string, id graphql.ID) error {
+	if id == "" || len(id) > maxIDLen {
+		return newError(errValidation, "%s must be 1 to %d characters", what, maxIDLen)
+	}
+	return nil
+}
+
+// toMeshError turns a backend error into the GraphQL error the client expects. Unknown errors
+// are logged once here and reported without their details.
+func (r *root) toMeshError(op string, err error) error {
+	var me *meshError
+	switch {
+	case errors.As(err, &me):
+		return err
+	case errors.Is(err, ErrGroupNotFound):
+		return newError(errGroupNotFound, "Group not found")
+	case errors.Is(err, ErrGroupEnded):
+		// The cloud's three messages; the client only looks at the type.
+		switch msg := err.Error(); {
+		case strings.Contains(msg, "heartbeat"):
+			return newError(errGroupNotFound, "Group host heartbeat expired")
+		case strings.Contains(msg, "dissolved"):
+			return newError(errGroupNotFound, "Group not found")
+		}
+		return newError(errGroupNotFound, "Group expired")
+	case errors.Is(err, ErrNodeNotFound):
+		return newError(errNodeNotFound, "Node not found")
+	case errors.Is(err, ErrForbidden):
+		return newError(errUnauthorized, "Unauthorized")
+	case errors.Is(err, ErrInvalid):
+		return newError(errValidation, "%s", err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	r.log.Error("mesh v2 operation failed", "op", op, "err", err)
+	return newError(errInternal, "internal error")
+}
+
+// liveGroup loads a group and checks it is alive and in the named domain; a group in another
+// domain is reported as missing so domains stay separate namespaces.
+func (r *root) liveGroup(ctx context.Context, op string, groupID graphql.ID, domain string) (Snapshot, error) {
+	if err := validDomain(domain); err != nil {
+		return Snapshot{}, err
+	}
+	if err := validID("groupId", groupID); err != nil {
+		return Snapshot{}, err
+	}
+	snap, err := r.backend.Snapshot(ctx, string(groupID))
+	if err != nil {
+		return Snapshot{}, r.toMeshError(op, err)
+	}
+	if snap.Group.Domain != domain {
+		return Snapshot{}, newError(errGroupNotFound, "Group not found")
+	}
+	if !snap.Group.ExpiresAt.IsZero() && !r.now().Before(snap.Group.ExpiresAt) {
+		return Snapshot{}, newError(errGroupNotFound, "Group expired")
+	}
+	return snap, nil
+}
+
+func (r *root) groupOut(g Group) *groupOut {
+	out := &groupOut{
+		ID:                       graphql.ID(g.ID),
+		Domain:                   g.Domain,
+		FullID:                   g.ID + "@" + g.Domain,
+		Name:                     g.Name,
+		HostID:                   graphql.ID(g.HostID),
+		ExpiresAt:                dt(g.ExpiresAt),
+		HeartbeatIntervalSeconds: int32p(r.cfg.HostHeartbeatInterval),
+		UseWebSocket:             g.UseWebSocket,
+	}
+	if !g.UseWebSocket {
+		out.PollingIntervalSeconds = int32p(r.cfg.PollingInterval)
+	}
+	return out
+}
+
+func (r *root) groupsOut(gs []Group) []*groupOut {
+	now := r.now()
+	out := make([]*groupOut, 0, len(gs))
+	for _, g := range gs {
+		if !g.ExpiresAt.IsZero() && !now.Before(g.ExpiresAt) {
+			continue
+		}
+		out = append(out, r.groupOut(g))
+	}
+	return out
+}
+
+// statusOf reports a node's whole data list, sorted by key so repeated answers compare equal.
+func statusOf(g Group, n Node) nodeStatus {
+	data := make([]sensorData, 0, len(n.Data))
+	for k, v := range n.Data {
+		data = append(data, sensorData{Key: k, Value: v})
+	}
+	slices.SortFunc(data, func(a, b sensorData) int { return strings.Compare(a.Key, b.Key) })
+	ts := n.DataAt
+	if ts.IsZero() {
+		ts = n.JoinedAt
+	}
+	return nodeStatus{NodeID: graphql.ID(n.ID), GroupID: graphql.ID(g.ID), Domain: g.Domain, Data: data, Timestamp: dt(ts)}
+}
+
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// eventOf turns a stream item into a Mesh v2 Event. The timestamp is the client's firedAt
+// when this process saw the publish, because receivers replay events with their original
+// gaps; otherwise the server time.
+func (r *root) eventOf(g Group, it Item) eventOut {
+	ts := it.At
+	if t, ok := r.fired.get(g.ID, it.Node, it.Name, it.Payload, it.OrderKey); ok {
+		ts = t
+	}
+	cur := strconv.FormatInt(it.Cursor, 10)
+	return eventOut{
+		Name:          it.Name,
+		FiredByNodeID: graphql.ID(it.Node),
+		GroupID:       graphql.ID(g.ID),
+		Domain:        g.Domain,
+		Payload:       optString(it.Payload),
+		Timestamp:     dt(ts),
+		Cursor:        &cur,
+		OrderKey:      optString(it.OrderKey),
+	}
+}
+
+// ---- Query ----
+
+// ListGroupsByDomain resolves Query.listGroupsByDomain.
+func (r *root) ListGroupsByDomain(ctx context.Context, args struct{ Domain string }) ([]*groupOut, error) {
+	if err := validDomain(args.Domain); err != nil {
+		return nil, err
+	}
+	gs, err := r.backend.Groups(ctx, args.Domain)
+	if err != nil {
+		return nil, r.toMeshError("listGroupsByDomain", err)
+	}
+	return r.groupsOut(gs), nil
+}
+
+// GetNodeStatus resolves Query.getNodeStatus; an unknown node is null, not an error.
+func (r *root) GetNodeStatus(ctx context.Context, args struct{ NodeID graphql.ID }) (*nodeStatus, error) {
+	if err := validID("nodeId", args.NodeID); err != nil {
+		return nil, err
+	}
+	g, n, err := r.backend.FindNode(ctx, string(args.NodeID))
+	if errors.Is(err, ErrNodeNotFound) || errors.Is(err, ErrGroupNotFound) || errors.Is(err, ErrGroupEnded) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, r.toMeshError("getNodeStatus", err)
+	}
+	st := statusOf(g, n)
+	return &st, nil
+}
+
+type groupArgs struct {
+	GroupID graphql.ID
+	Domain  string
+}
+
+// ListGroupStatuses resolves Query.listGroupStatuses: every member's data.
+func (r *root) ListGroupStatuses(ctx context.Context, args groupArgs) ([]nodeStatus, error) {
+	snap, err := r.liveGroup(ctx, "listGroupStatuses", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	return statusesOf(snap), nil
+}
+
+func statusesOf(snap Snapshot) []nodeStatus {
+	out := make([]nodeStatus, 0, len(snap.Nodes))
+	for _, n := range snap.Nodes {
+		out = append(out, statusOf(snap.Group, n))
+	}
+	return out
+}
+
+// ListNodesInGroup resolves Query.listNodesInGroup.
+func (r *root) ListNodesInGroup(ctx context.Context, args groupArgs) ([]nodeOut, error) {
+	snap, err := r.liveGroup(ctx, "listNodesInGroup", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]nodeOut, 0, len(snap.Nodes))
+	for _, n := range snap.Nodes {
+		out = append(out, r.nodeOut(snap.Group, n, nil))
+	}
+	return out, nil
+}
+
+func (r *root) nodeOut(g Group, n Node, useWebSocket *bool) nodeOut {
+	gid := graphql.ID(g.ID)
+	domain := g.Domain
+	ws := g.UseWebSocket
+	if useWebSocket != nil {
+		ws = *useWebSocket
+	}
+	out := nodeOut{
+		ID:           graphql.ID(n.ID),
+		Name:         n.Name,
+		GroupID:      &gid,
+		Domain:       &domain,
+		UseWebSocket: &ws,
+	}
+	if !n.ExpiresAt.IsZero() {
+		exp := dt(n.ExpiresAt)
+		out.ExpiresAt = &exp
+	}
+	interval := r.cfg.MemberHeartbeatInterval
+	if n.ID == g.HostID {
+		interval = r.cfg.HostHeartbeatInterval
+	}
+	out.HeartbeatIntervalSeconds = int32p(interval)
+	if !ws {
+		out.PollingIntervalSeconds = int32p(r.cfg.PollingInterval)
+	}
+	return out
+}
+
+// SearchGroupsByNamePrefix resolves Query.searchGroupsByNamePrefix.
+func (r *root) SearchGroupsByNamePrefix(ctx context.Context, args struct {
+	NamePrefix string
+	Limit      *int32
+}) ([]*groupOut, error) {
+	n := utf8.RuneCountInString(args.NamePrefix)
+	if n < 1 || n > maxPrefixRunes {
+		return nil, newError(errValidation, "namePrefix must be 1 to %d characters", maxPrefixRunes)
+	}
+	limit := defaultSearchMax
+	if args.Limit != nil {
+		if *args.Limit < 1 || *args.Limit > maxSearchLimit {
+			return nil, newError(errValidation, "limit must be 1 to %d", maxSearchLimit)
+		}
+		limit = int(*args.Limit)
+	}
+	gs, err := r.backend.SearchGroups(ctx, args.NamePrefix, limit)
+	if err != nil {
+		return nil, r.toMeshError("searchGroupsByNamePrefix", err)
+	}
+	return r.groupsOut(gs), nil
+}
+
+type sinceArgs struct {
+	GroupID graphql.ID
+	Domain  string
+	Since   string
+}
+
+// GetEventsSince resolves Query.getEventsSince.
+func (r *root) GetEventsSince(ctx context.Context, args sinceArgs) ([]eventOut, error) {
+	snap, err := r.liveGroup(ctx, "getEventsSince", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	return r.eventsSince(ctx, snap, args.Since)
+}
+
+// PollGroupData resolves Query.pollGroupData: events and every member's data in one call.
+func (r *root) PollGroupData(ctx context.Context, args sinceArgs) (*pollGroupData, error) {
+	snap, err := r.liveGroup(ctx, "pollGroupData", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	events, err := r.eventsSince(ctx, snap, args.Since)
+	if err != nil {
+		return nil, err
+	}
+	return &pollGroupData{Events: events, NodeStatuses: statusesOf(snap)}, nil
+}
+
+// sinceCursor reads `since`: a cursor as the server handed it out, or an ISO time (the
+// client's first poll), meaning everything after that moment.
+func (r *root) sinceCursor(ctx context.Context, snap Snapshot, since string) (int64, error) {
+	since = strings.TrimSpace(since)
+	if since == "" {
+		return snap.Cursor, nil
+	}
+	if c, err := strconv.ParseInt(since, 10, 64); err == nil {
+		if c < 0 {
+			return 0, newError(errValidation, "since must not be negative")
+		}
+		return c, nil
+	}
+	t, err := parseTime(since)
+	if err != nil {
+		return 0, newError(errValidation, "since must be a cursor or an ISO-8601 time")
+	}
+	c, err := r.backend.CursorAt(ctx, snap.Group.ID, t)
+	if err != nil {
+		return 0, r.toMeshError("cursorAt", err)
+	}
+	return c, nil
+}
+
+// eventsSince returns up to maxPolledEvents events after since, ascending, skipping the
+// group's other item kinds, which polling clients learn about through nodeStatuses.
+func (r *root) eventsSince(ctx context.Context, snap Snapshot, since string) ([]eventOut, error) {
+	cursor, err := r.sinceCursor(ctx, snap, since)
+	if err != nil {
+		return nil, err
+	}
+	// A cursor from the future (the server's database was replaced) reads from now on
+	// rather than failing every poll of a client that only logs errors.
+	cursor = min(cursor, snap.Cursor)
+	rd := r.backend.Open(snap.Group.ID)
+	defer rd.Close()
+	events := []eventOut{}
+	for range pollReadPages {
+		res, err := rd.Read(ctx, cursor, maxPolledEvents)
+		if err != nil {
+			return nil, r.toMeshError("read", err)
+		}
+		for _, it := range res.Items {
+			if it.Kind != KindEvent {
+				continue
+			}
+			events = append(events, r.eventOf(snap.Group, it))
+			if len(events) == maxPolledEvents {
+				return events, nil
+			}
+		}
+		if len(res.Items) < maxPolledEvents || res.Next <= cursor {
+			break
+		}
+		cursor = res.Next
+	}
+	return events, nil
+}
+
+// ---- Mutation ----
+
+// CreateDomain resolves Mutation.createDomain with the domain the server assigns the caller.
+func (r *root) CreateDomain(ctx context.Context) (string, error) {
+	d, _ := ctx.Value(domainKey).(string)
+	if d == "" {
+		return "", newError(errInternal, "no domain for this caller")
+	}
+	return d, nil
+}
+
+// CreateGroup resolves Mutation.createGroup; it is idempotent per host and domain while the
+// group lives, and expiresAt is fixed at creation.
+func (r *root) CreateGroup(ctx context.Context, args struct {
+	Name                     string
+	HostID                   graphql.ID
+	Domain                   string
+	MaxConnectionTimeSeconds *int32
+	UseWebSocket             bool
+}) (*groupOut, error) {
+	if err := validDomain(args.Domain); err != nil {
+		return nil, err
+	}
+	if err := validID("hostId", args.HostID); err != nil {
+		return nil, err
+	}
+	if args.Name == "" || len(args.Name) > maxNameLen {
+		return nil, newError(errValidation, "name must be 1 to %d characters", maxNameLen)
+	}
+	maxSecs := int64(r.cfg.MaxConnectionTime / time.Second)
+	lifetime := min(r.cfg.DefaultConnectionTime, r.cfg.MaxConnectionTime)
+	if args.MaxConnectionTimeSeconds != nil {
+		s := int64(*args.MaxConnectionTimeSeconds)
+		if s < 1 || s > maxSecs {
+			return nil, newError(errValidation, "maxConnectionTimeSeconds must be between 1 and %d", maxSecs)
+		}
+		lifetime = time.Duration(s) * time.Second
+	}
+	g, err := r.backend.CreateGroup(ctx, NewGroup{
+		Domain:       args.Domain,
+		Name:         args.Name,
+		HostID:       string(args.HostID),
+		Lifetime:     lifetime,
+		UseWebSocket: args.UseWebSocket,
+	})
+	if err != nil {
+		return nil, r.toMeshError("createGroup", err)
+	}
+	return r.groupOut(g), nil
+}
+
+// JoinGroup resolves Mutation.joinGroup. meshbox serves every transport from one stream, so a
+// member's own useWebSocket wins over the host's choice.
+func (r *root) JoinGroup(ctx context.Context, args struct {
+	GroupID      graphql.ID
+	Domain       string
+	NodeID       graphql.ID
+	UseWebSocket *bool
+}) (*nodeOut, error) {
+	if err := validID("nodeId", args.NodeID); err != nil {
+		return nil, err
+	}
+	if _, err := r.liveGroup(ctx, "joinGroup", args.GroupID, args.Domain); err != nil {
+		return nil, err
+	}
+	g, n, err := r.backend.Join(ctx, string(args.GroupID), string(args.NodeID))
+	if err != nil {
+		return nil, r.toMeshError("joinGroup", err)
+	}
+	out := r.nodeOut(g, n, args.UseWebSocket)
+	return &out, nil
+}
+
+type nodeArgs struct {
+	GroupID graphql.ID
+	Domain  string
+	NodeID  graphql.ID
+}
+
+type hostArgs struct {
+	GroupID graphql.ID
+	Domain  string
+	HostID  graphql.ID
+}
+
+// LeaveGroup resolves Mutation.leaveGroup. Unlike the cloud service, the leave is an item
+// of the group stream, so native clients see it.
+func (r *root) LeaveGroup(ctx context.Context, args nodeArgs) (*leaveGroupPayload, error) {
+	if err := validID("nodeId", args.NodeID); err != nil {
+		return nil, err
+	}
+	snap, err := r.liveGroup(ctx, "leaveGroup", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.backend.Leave(ctx, snap.Group.ID, string(args.NodeID)); err != nil {
+		return nil, r.toMeshError("leaveGroup", err)
+	}
+	return &leaveGroupPayload{PeerID: args.NodeID, GroupID: args.GroupID, Domain: args.Domain, Message: "Successfully left group"}, nil
+}
+
+const dissolveMessage = "Group dissolved by host"
+
+// DissolveGroup resolves Mutation.dissolveGroup; only the host may.
+func (r *root) DissolveGroup(ctx context.Context, args hostArgs) (*meshMessage, error) {
+	snap, err := r.liveGroup(ctx, "dissolveGroup", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	if string(args.HostID) != snap.Group.HostID {
+		return nil, newError(errUnauthorized, "Only the host can dissolve the group")
+	}
+	if err := r.backend.Dissolve(ctx, snap.Group.ID); err != nil {
+		return nil, r.toMeshError("dissolveGroup", err)
+	}
+	return &meshMessage{
+		GroupID:       args.GroupID,
+		Domain:        args.Domain,
+		GroupDissolve: &groupDissolve{GroupID: args.GroupID, Domain: args.Domain, Message: dissolveMessage},
+	}, nil
+}
+
+// RenewHeartbeat resolves Mutation.renewHeartbeat; host only, and expiresAt stays as created.
+func (r *root) RenewHeartbeat(ctx context.Context, args hostArgs) (*heartbeatPayload, error) {
+	snap, err := r.liveGroup(ctx, "renewHeartbeat", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	if string(args.HostID) != snap.Group.HostID {
+		return nil, newError(errUnauthorized, "Only the host can renew the group heartbeat")
+	}
+	g, _, err := r.backend.Heartbeat(ctx, snap.Group.ID, string(args.HostID))
+	if err != nil {
+		return nil, r.toMeshError("renewHeartbeat", err)
+	}
+	return &heartbeatPayload{
+		GroupID:                  args.GroupID,
+		Domain:                   args.Domain,
+		ExpiresAt:                dt(g.ExpiresAt),
+		HeartbeatIntervalSeconds: int32p(r.cfg.HostHeartbeatInterval),
+	}, nil
+}
+
+// SendMemberHeartbeat resolves Mutation.sendMemberHeartbeat and reports the member's expiry.
+func (r *root) SendMemberHeartbeat(ctx context.Context, args nodeArgs) (*memberHeartbeatPayload, error) {
+	if err := validID("nodeId", args.NodeID); err != nil {
+		return nil, err
+	}
+	snap, err := r.liveGroup(ctx, "sendMemberHeartbeat", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	_, n, err := r.backend.Heartbeat(ctx, snap.Group.ID, string(args.NodeID))
+	if err != nil {
+		return nil, r.toMeshError("sendMemberHeartbeat", err)
+	}
+	return &memberHeartbeatPayload{
+		NodeID:                   args.NodeID,
+		GroupID:                  args.GroupID,
+		Domain:                   args.Domain,
+		ExpiresAt:                dt(n.ExpiresAt),
+		HeartbeatIntervalSeconds: int32p(r.cfg.MemberHeartbeatInterval),
+	}, nil
+}
+
+// ReportDataByNode resolves Mutation.reportDataByNode: the list replaces the node's data.
+func (r *root) ReportDataByNode(ctx context.Context, args struct {
+	GroupID graphql.ID
+	Domain  string
+	NodeID  graphql.ID
+	Data    []sensorData
+}) (*meshMessage, error) {
+	if err := validID("nodeId", args.NodeID); err != nil {
+		return nil, err
+	}
+	snap, err := r.liveGroup(ctx, "reportDataByNode", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	data := make(map[string]string, len(args.Data))
+	list := make([]sensorData, 0, len(args.Data))
+	for _, d := range args.Data {
+		if d.Key == "" {
+			return nil, newError(errValidation, "data keys must not be empty")
+		}
+		if _, dup := data[d.Key]; dup {
+			// A later entry for the same key wins, as a map update would.
+			i := slices.IndexFunc(list, func(s sensorData) bool { return s.Key == d.Key })
+			list[i].Value = d.Value
+		} else {
+			list = append(list, d)
+		}
+		data[d.Key] = d.Value
+	}
+	if _, err := r.backend.ReplaceData(ctx, snap.Group.ID, string(args.NodeID), data); err != nil {
+		return nil, r.toMeshError("reportDataByNode", err)
+	}
+	return &meshMessage{
+		GroupID: args.GroupID,
+		Domain:  args.Domain,
+		NodeStatus: &nodeStatus{
+			NodeID: args.NodeID, GroupID: args.GroupID, Domain: args.Domain, Data: list, Timestamp: dt(r.now()),
+		},
+	}, nil
+}
+
+type eventInput struct {
+	EventName string
+	Payload   *string
+	FiredAt   DateTime
+	OrderKey  *string
+}
+
+type eventsArgs struct {
+	GroupID graphql.ID
+	Domain  string
+	NodeID  graphql.ID
+	Events  []eventInput
+}
+
+// publish appends the events to the group stream; fire and record differ only in what
+// they answer, since every transport reads the one stream.
+func (r *root) publish(ctx context.Context, op string, args eventsArgs) (Snapshot, []int64, error) {
+	if err := validID("nodeId", args.NodeID); err != nil {
+		return Snapshot{}, nil, err
+	}
+	snap, err := r.liveGroup(ctx, op, args.GroupID, args.Domain)
+	if err != nil {
+		return Snapshot{}, nil, err
+	}
+	if len(args.Events) == 0 {
+		return snap, nil, nil
+	}
+	in := make([]EventIn, len(args.Events))
+	for i, e := range args.Events {
+		if e.EventName == "" {
+			return Snapshot{}, nil, newError(errValidation, "eventName must not be empty")
+		}
+		in[i] = EventIn{Name: e.EventName, Payload: deref(e.Payload), OrderKey: deref(e.OrderKey)}
+	}
+	// Remembered before publishing: live readers may see the items before Publish returns.
+	for i, e := range in {
+		r.fired.put(snap.Group.ID, string(args.NodeID), e.Name, e.Payload, e.OrderKey, args.Events[i].FiredAt.Time)
+	}
+	cursors, err := r.backend.Publish(ctx, snap.Group.ID, string(args.NodeID), in)
+	if err != nil {
+		return Snapshot{}, nil, r.toMeshError(op, err)
+	}
+	if len(cursors) != len(in) {
+		return Snapshot{}, nil, r.toMeshError(op, fmt.Errorf("publish returned %d cursors for %d events", len(cursors), len(in)))
+	}
+	return snap, cursors, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// FireEventsByNode resolves Mutation.fireEventsByNode.
+func (r *root) FireEventsByNode(ctx context.Context, args eventsArgs) (*meshMessage, error) {
+	snap, cursors, err := r.publish(ctx, "fireEventsByNode", args)
+	if err != nil {
+		return nil, err
+	}
+	events := make([]eventOut, len(cursors))
+	for i, c := range cursors {
+		e := args.Events[i]
+		cur := strconv.FormatInt(c, 10)
+		p := e.Payload
+		if p != nil && *p == "" {
+			p = nil
+		}
+		events[i] = eventOut{
+			Name: e.EventName, FiredByNodeID: args.NodeID, GroupID: args.GroupID, Domain: snap.Group.Domain,
+			Payload: p, Timestamp: e.FiredAt, Cursor: &cur, OrderKey: e.OrderKey,
+		}
+	}
+	return &meshMessage{
+		GroupID: args.GroupID,
+		Domain:  args.Domain,
+		BatchEvent: &batchEvent{
+			Events: events, FiredByNodeID: args.NodeID, GroupID: args.GroupID, Domain: args.Domain, Timestamp: dt(r.now()),
+		},
+	}, nil
+}
+
+// RecordEventsByNode resolves Mutation.recordEventsByNode; nextSince is the cursor of the
+// last recorded event (the current cursor when nothing was recorded).
+func (r *root) RecordEventsByNode(ctx context.Context, args eventsArgs) (*recordEventsPayload, error) {
+	snap, cursors, err := r.publish(ctx, "recordEventsByNode", args)
+	if err != nil {
+		return nil, err
+	}
+	next := snap.Cursor
+	if len(cursors) > 0 {
+		next = cursors[len(cursors)-1]
+	}
+	return &recordEventsPayload{
+		GroupID:       args.GroupID,
+		Domain:        args.Domain,
+		RecordedCount: int32(len(cursors)),
+		NextSince:     strconv.FormatInt(next, 10),
+	}, nil
+}
+
+// ---- Subscription ----
+
+// OnMessageInGroup resolves Subscription.onMessageInGroup: the group's stream from now on,
+// turned into batchEvent, nodeStatus and groupDissolve messages.
+func (r *root) OnMessageInGroup(ctx context.Context, args groupArgs) (<-chan *meshMessage, error) {
+	snap, err := r.liveGroup(ctx, "onMessageInGroup", args.GroupID, args.Domain)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *meshMessage)
+	go r.follow(ctx, snap, out)
+	markStarted(ctx)
+	return out, nil
+}
