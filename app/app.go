@@ -97,6 +97,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		MemberHeartbeatInterval: cfg.MemberHeartbeatInterval, PollingInterval: cfg.PollingInterval,
 		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes,
 		DomainFor: func(r *http.Request) string { return srv.DomainFor(r) },
+		Observer:  a.Metrics,
 	}, meshv2.NewStoreBackend(a.Store, a.Hub), log.With("component", "meshv2"))
 	if err != nil {
 		a.Store.Close()

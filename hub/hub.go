@@ -310,6 +310,9 @@ func (h *Hub) Transports(gid string) map[string][]string {
 	defer h.pmu.RUnlock()
 	out := map[string][]string{}
 	for nid, tr := range h.presence[gid] {
+		if nid == "" {
+			continue // readers that are not a node (Mesh v2 subscriptions)
+		}
 		for name := range tr {
 			out[nid] = append(out[nid], name)
 		}

@@ -54,7 +54,20 @@ type Config struct {
 	DomainFor func(r *http.Request) string
 	// FiredAtEntries bounds how many recent firedAt times are remembered (see firedAtCache).
 	FiredAtEntries int
+	// Observer counts real-time connections (transport graphql_ws); nil counts nothing.
+	Observer Observer
 }
+
+// Observer receives connection counts; package metrics implements it.
+type Observer interface {
+	ConnOpened(transport string)
+	ConnClosed(transport string)
+}
+
+type noopObserver struct{}
+
+func (noopObserver) ConnOpened(string) {}
+func (noopObserver) ConnClosed(string) {}
 
 func (c Config) withDefaults() Config {
 	def := func(d *time.Duration, v time.Duration) {
@@ -114,6 +127,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
+	if cfg.Observer == nil {
+		cfg.Observer = noopObserver{}
+	}
 	logger = logger.With("component", "meshv2")
 	r := &root{cfg: cfg, backend: backend, log: logger, fired: newFiredAtCache(cfg.FiredAtEntries), now: time.Now}
 	opts := []graphql.SchemaOpt{

@@ -93,6 +93,8 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	}
 	h.conns.Add(1)
 	defer h.conns.Done()
+	h.cfg.Observer.ConnOpened("graphql_ws")
+	defer h.cfg.Observer.ConnClosed("graphql_ws")
 	ws.SetReadLimit(rtReadLimit)
 
 	// The connection lives until the client goes, the server shuts down (h.ctx, or the

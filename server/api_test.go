@@ -273,7 +273,7 @@ func TestBadInputGets4xxJSON(t *testing.T) {
 	gp := "/api/v1/groups/" + g.Group.ID
 	cases := []struct {
 		name, method, path, token, body string
-		want                             int
+		want                            int
 	}{
 		{"malformed JSON", "POST", "/api/v1/groups", "", `{"name":`, 400},
 		{"not an object", "POST", "/api/v1/groups", "", `[1,2]`, 400},

@@ -113,10 +113,11 @@ func (s *Server) routes() http.Handler {
 	if s.deps.Middleware != nil {
 		r.Use(s.deps.Middleware)
 	}
+	r.Use(s.limitIP) // every route, the Mesh v2 endpoints and the dashboard included
 	r.Get("/healthz", s.adapt(s.healthz))
 	r.Get("/readyz", s.adapt(s.readyz))
 	r.Route("/api/v1", func(r chi.Router) {
-		r.Use(s.cors, s.limitIP)
+		r.Use(s.cors)
 		r.Get("/domain", s.adapt(s.getDomain))
 		r.Get("/groups", s.adapt(s.listGroups))
 		r.Post("/groups", s.adapt(s.createGroup))
