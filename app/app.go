@@ -83,7 +83,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems})
-	a.Store.Start(db.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active})
+	a.Store.Start(db.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active, OnPurge: a.Hub.Purged})
 
 	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {

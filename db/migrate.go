@@ -48,6 +48,9 @@ var migrations = []string{
 		key   TEXT PRIMARY KEY,
 		value INTEGER NOT NULL
 	);`,
+	// Per group, the newest of its items that the purge deleted: only a reader behind it has
+	// missed anything.
+	`ALTER TABLE groups ADD COLUMN purged_through INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the schema version this binary writes.

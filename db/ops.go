@@ -140,10 +140,10 @@ func (s *Store) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 		g := &groupState{Group: Group{
 			ID: gid, Domain: ng.Domain, Name: ng.Name, Host: nid, CreatedAt: now.Truncate(time.Millisecond).UTC(),
 			ExpiresAt: now.Add(lifetime).Truncate(time.Millisecond).UTC(), HostSeenAt: now, UseWebSocket: ng.UseWebSocket,
-			FirstCursor: s.lastCursor, Nodes: 0,
+			Nodes: 0,
 		}, nodes: map[string]*nodeState{}}
 		if err := t.exec(t.ctx, `INSERT INTO groups(id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, first_cursor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			g.ID, g.Domain, g.Name, g.Host, g.CreatedAt.UnixMilli(), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.UseWebSocket, g.FirstCursor); err != nil {
+			g.ID, g.Domain, g.Name, g.Host, g.CreatedAt.UnixMilli(), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.UseWebSocket, s.lastCursor); err != nil {
 			return err
 		}
 		s.mu.Lock()

@@ -117,15 +117,30 @@ func (s *Store) purgeItems(t *txn) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
+	perGroup, err := s.newestPerGroup(t, through.Int64)
+	if err != nil {
+		return 0, err
+	}
 	if err := t.exec(t.ctx, `DELETE FROM items WHERE cursor <= ?`, through.Int64); err != nil {
 		return 0, err
+	}
+	for gid, c := range perGroup {
+		if err := t.exec(t.ctx, `UPDATE groups SET purged_through = ? WHERE id = ?`, c, gid); err != nil {
+			return 0, err
+		}
 	}
 	if err := t.exec(t.ctx, `INSERT INTO meta(key, value) VALUES('purged_through', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, through.Int64); err != nil {
 		return 0, err
 	}
 	s.mu.Lock()
 	s.purgedThrough = through.Int64
+	for gid, c := range perGroup {
+		if g := s.groups[gid]; g != nil {
+			g.purged = c
+		}
+	}
 	s.mu.Unlock()
+	t.purged = through.Int64
 	return n, nil
 }
 
@@ -150,4 +165,29 @@ func (s *Store) RunPurge(ctx context.Context, every time.Duration) {
 			}
 		}
 	}
+}
+
+// newestPerGroup returns, per group, its newest item at or below through.
+func (s *Store) newestPerGroup(t *txn, through int64) (map[string]int64, error) {
+	rows, err := s.wconn.QueryContext(t.ctx, `SELECT group_id, max(cursor) FROM items WHERE cursor <= ? GROUP BY group_id`, through)
+	if err != nil {
+		t.err = fatalError{fmt.Errorf("group purge marks: %w", err)}
+		return nil, t.err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var gid string
+		var c int64
+		if err := rows.Scan(&gid, &c); err != nil {
+			t.err = fatalError{fmt.Errorf("group purge marks: %w", err)}
+			return nil, t.err
+		}
+		out[gid] = c
+	}
+	if err := rows.Err(); err != nil {
+		t.err = fatalError{fmt.Errorf("group purge marks: %w", err)}
+		return nil, t.err
+	}
+	return out, nil
 }

@@ -204,15 +204,15 @@ func (s *Store) ReadAfter(ctx context.Context, gid string, since int64, limit in
 	if err := rows.Err(); err != nil {
 		return nil, false, fmt.Errorf("read %s after %d: %w", gid, since, err)
 	}
-	// Read the purge mark after the items: a purge that ran meanwhile then shows as truncated.
+	// Read the purge marks after the items: a purge that ran meanwhile then shows as truncated.
 	s.mu.RLock()
-	purged := s.purgedThrough
-	first := int64(-1)
 	if g := s.groups[gid]; g != nil {
-		first = g.FirstCursor
+		// Only a reader behind the group's own newest purged item has missed something.
+		truncated = since < g.purged
+	} else {
+		truncated = since < s.purgedThrough
 	}
 	s.mu.RUnlock()
-	truncated = since < purged && first < purged
 	return items, truncated, nil
 }
 

@@ -49,6 +49,9 @@ type Hooks struct {
 	OnCommit func(items []Item)
 	// Active reports whether a node has a stream open, which counts as activity.
 	Active func(group, node string) bool
+	// OnPurge is told, after the commit, that every item up to a cursor was deleted, so
+	// in-memory copies can go too and readers behind it learn of the truncation.
+	OnPurge func(through int64)
 }
 
 // Store is the SQLite-backed state of every group, node and stream.
@@ -90,7 +93,9 @@ type groupState struct {
 	Group
 	endedAt   time.Time
 	endReason string
-	nodes     map[string]*nodeState
+	// purged is the newest cursor of this group's items that the purge deleted.
+	purged int64
+	nodes  map[string]*nodeState
 	// former holds the token hashes of the nodes of an ended group, so their streams can still
 	// read the final items.
 	former map[string][]byte
@@ -218,6 +223,9 @@ func (s *Store) Start(h Hooks) {
 		if h.Active == nil {
 			h.Active = func(string, string) bool { return false }
 		}
+		if h.OnPurge == nil {
+			h.OnPurge = func(int64) {}
+		}
 		s.hooks = h
 		s.started = true
 		go s.writeLoop()
@@ -267,7 +275,7 @@ func (s *Store) Ping(ctx context.Context) error {
 
 func (s *Store) loadState(ctx context.Context) error {
 	groups := make(map[string]*groupState)
-	rows, err := s.wconn.QueryContext(ctx, `SELECT id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, first_cursor, ended_at, end_reason FROM groups`)
+	rows, err := s.wconn.QueryContext(ctx, `SELECT id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, ended_at, end_reason, purged_through FROM groups`)
 	if err != nil {
 		return fmt.Errorf("load groups: %w", err)
 	}
@@ -275,7 +283,7 @@ func (s *Store) loadState(ctx context.Context) error {
 	for rows.Next() {
 		g := &groupState{nodes: make(map[string]*nodeState)}
 		var created, expires, hostSeen, ended int64
-		if err := rows.Scan(&g.ID, &g.Domain, &g.Name, &g.Host, &created, &expires, &hostSeen, &g.UseWebSocket, &g.FirstCursor, &ended, &g.endReason); err != nil {
+		if err := rows.Scan(&g.ID, &g.Domain, &g.Name, &g.Host, &created, &expires, &hostSeen, &g.UseWebSocket, &ended, &g.endReason, &g.purged); err != nil {
 			rows.Close()
 			return fmt.Errorf("load groups: %w", err)
 		}

@@ -322,3 +322,37 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+func TestTruncationIsPerGroup(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := newClock()
+	s, _ := newStore(t, Options{Now: clk.Now, EventTTL: time.Minute, HostTTL: time.Hour, MemberTTL: time.Hour})
+	quiet := mustCreate(t, s)
+	busy := mustCreate(t, s)
+	for i := 0; i < 3; i++ {
+		if _, err := s.Publish(ctx, busy.Group.ID, busy.Node.ID, []EventIn{{Name: "x"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Add(2 * time.Minute)
+	if _, err := s.Publish(ctx, busy.Group.ID, busy.Node.ID, []EventIn{{Name: "fresh"}}); err != nil {
+		t.Fatal(err)
+	}
+	purged := 0
+	s.hooks.OnPurge = func(through int64) { purged = int(through) }
+	if _, err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if purged == 0 {
+		t.Fatal("OnPurge was not called")
+	}
+	// The quiet group's reader saw its only item; other groups' purged items are no loss to it.
+	if _, truncated, err := s.ReadAfter(ctx, quiet.Group.ID, quiet.Cursor, 10); err != nil || truncated {
+		t.Fatalf("quiet group: truncated=%v err=%v", truncated, err)
+	}
+	items, truncated, err := s.ReadAfter(ctx, busy.Group.ID, busy.Cursor, 10)
+	if err != nil || !truncated || len(items) != 1 || items[0].Name != "fresh" {
+		t.Fatalf("busy group: truncated=%v items=%v err=%v", truncated, items, err)
+	}
+}

@@ -48,8 +48,6 @@ type Group struct {
 	HostSeenAt   time.Time `json:"hostSeenAt"`
 	UseWebSocket bool      `json:"useWebSocket"`
 	Nodes        int       `json:"nodes"`
-	// FirstCursor is the last cursor before the group existed; no item of the group is at or below it.
-	FirstCursor int64 `json:"-"`
 }
 
 // Node is a member of one group.

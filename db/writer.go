@@ -43,11 +43,12 @@ func (st *statements) close() {
 // txn is what an op sees of the shared transaction. An op must check its preconditions before
 // its first write: a failed write fails the whole batch.
 type txn struct {
-	s     *Store
-	ctx   context.Context
-	now   time.Time
-	items []Item
-	err   error // the first failed write; the batch is rolled back
+	s      *Store
+	ctx    context.Context
+	now    time.Time
+	items  []Item
+	purged int64 // items up to this cursor were deleted in this transaction
+	err    error // the first failed write; the batch is rolled back
 }
 
 // fatalError marks a failure of the transaction itself rather than of one op's preconditions.
@@ -192,6 +193,9 @@ func (s *Store) runBatch(batch []*op) {
 		return
 	}
 	s.committed.Store(s.lastCursor)
+	if t.purged > 0 {
+		s.hooks.OnPurge(t.purged)
+	}
 	if len(t.items) > 0 {
 		s.hooks.OnCommit(t.items)
 		kinds := map[string]int{}

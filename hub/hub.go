@@ -143,6 +143,29 @@ func (h *Hub) Publish(items []db.Item) {
 	h.last = items[len(items)-1].Cursor
 }
 
+// Purged drops every in-memory item up to through, which the store has deleted: a reader
+// whose cursor is older must go to the store and learn of the truncation there, exactly as if
+// the tail had never held them.
+func (h *Hub) Purged(through int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range h.groups {
+		t.dropThrough(through)
+	}
+	h.global.dropThrough(through)
+}
+
+func (t *tail) dropThrough(through int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if through <= t.start {
+		return
+	}
+	i := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > through })
+	t.items = append([]db.Item(nil), t.items[i:]...)
+	t.start = through
+}
+
 // Batch is what one read returns.
 type Batch struct {
 	Items []db.Item

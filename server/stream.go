@@ -126,14 +126,16 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		defer s.obs.ConnClosed("longpoll")
 		ctx, cancel := s.streamContext(r)
 		ctx, cancelWait := context.WithTimeout(ctx, wait)
-		err = sub.Wait(ctx, rd.since)
+		// b.Next, not rd.since: nothing of the group is up to b.Next, and an older cursor
+		// behind the tail would end the wait at once.
+		err = sub.Wait(ctx, b.Next)
 		cancelWait()
 		cancel()
 		if r.Context().Err() != nil {
 			return r.Context().Err()
 		}
 		if err == nil {
-			if b, err = sub.Read(r.Context(), rd.since, limit); err != nil {
+			if b, err = sub.Read(r.Context(), b.Next, limit); err != nil {
 				return err
 			}
 		}
@@ -182,6 +184,9 @@ func (s *Server) follow(ctx context.Context, sub *hub.Sub, since int64, idleEver
 			}
 			continue
 		}
+		// Nothing of the group up to b.Next: wait after it. Waiting after an older cursor that
+		// is behind the tail would return at once, and the loop would spin on the store.
+		since = b.Next
 		wctx, cancel := context.WithTimeout(ctx, idleEvery)
 		err = sub.Wait(wctx, since)
 		cancel()
@@ -399,7 +404,8 @@ func (s *Server) wsReadLoop(ctx context.Context, c *websocket.Conn, n db.Node, s
 		}
 		var m wsIn
 		if err := json.Unmarshal(data, &m); err != nil {
-			fail(nil, decodeError(err))
+			// A field of the wrong type still leaves the id decoded: answer with it.
+			fail(m.ID, decodeError(err))
 			continue
 		}
 		switch m.Type {
