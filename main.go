@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"meshbox/app"
+	"meshbox/bench"
 	"meshbox/config"
 )
 
@@ -31,8 +32,13 @@ func main() {
 
 // run is meshbox's whole life: it returns when ctx ends (after a graceful shutdown) or on error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if len(args) > 0 && args[0] == "healthcheck" {
-		return healthcheck(ctx, args[1:], getenv, stdout)
+	if len(args) > 0 {
+		switch args[0] {
+		case "healthcheck":
+			return healthcheck(ctx, args[1:], getenv, stdout)
+		case "bench":
+			return bench.Run(ctx, args[1:], stdout)
+		}
 	}
 	cfg, err := config.Parse(args, getenv, stdout, version)
 	if errors.Is(err, config.ErrHelp) {

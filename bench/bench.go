@@ -1,0 +1,244 @@
+// Package bench is meshbox's load tool (`meshbox bench`): a pure HTTP,
+// WebSocket and SSE client that drives a running meshbox through the native
+// API and reports publish and delivery rates, publish→receive latency and
+// loss, so anyone can check what their own box carries (DESIGN.md §7).
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Scenario names.
+const (
+	scenarioFanout    = "fanout"
+	scenarioPublish   = "publish"
+	scenarioSaturate  = "saturate"
+	scenarioClassroom = "classroom"
+	scenarioIdle      = "idle"
+)
+
+// settings holds the parsed flags.
+type settings struct {
+	url        string
+	scenario   string
+	transport  string
+	readers    int
+	rate       float64
+	duration   time.Duration
+	publishers int
+	batch      int
+	perNode    int
+	payload    int
+	groups     int
+	nodes      int
+	dataRate   float64
+	eventRate  float64
+	eventBatch int
+	window     int
+	pid        int
+	cpuprofile string
+	json       bool
+	warmup     time.Duration
+	drain      time.Duration
+	dial       int
+	domain     string
+	keep       bool
+}
+
+// Run parses args (the words after `meshbox bench`), runs one scenario
+// against a running meshbox and writes the report to stdout.
+func Run(ctx context.Context, args []string, stdout io.Writer) error {
+	cfg, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	conns := max(cfg.readers, cfg.groups*cfg.nodes) + cfg.publishers + 64
+	c, err := newClient(cfg.url, conns)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	b := &bench{cfg: cfg, c: c, run: runID()}
+	busy := machineBusy(ctx, 300*time.Millisecond)
+	if b.cfg.domain == "" {
+		b.cfg.domain = "bench-" + b.run
+	}
+	res, err := b.scenario(ctx)
+	if cerr := b.cleanup(ctx); cerr != nil && res != nil {
+		res.Notes = append(res.Notes, cerr.Error())
+	}
+	if res != nil {
+		// A partial result (say, some connections refused) still tells
+		// the user what the server carried before it failed.
+		res.Scenario, res.Server = cfg.scenario, cfg.url
+		res.MachineBusy, res.CPUs = round3(busy), runtime.NumCPU()
+		if werr := writeResult(stdout, res, cfg.json); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bench %s: %w", cfg.scenario, err)
+	}
+	return nil
+}
+
+// parseFlags reads the command line; scenario-dependent defaults are filled
+// in for counts left at zero.
+func parseFlags(args []string, out io.Writer) (settings, error) {
+	var cfg settings
+	fs := flag.NewFlagSet("meshbox bench", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&cfg.url, "url", "http://127.0.0.1:8080", "meshbox server base URL")
+	fs.StringVar(&cfg.scenario, "scenario", scenarioFanout, "fanout | publish | saturate | classroom | idle")
+	fs.StringVar(&cfg.transport, "transport", transportWS, "reader transport: ws | sse | poll")
+	fs.IntVar(&cfg.readers, "readers", 0, "stream readers (default 1000; idle: 10000 connections)")
+	fs.Float64Var(&cfg.rate, "rate", 50, "fanout: events published per second")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to apply load")
+	fs.IntVar(&cfg.publishers, "publishers", 0, "concurrent publishers (default publish: 32, saturate: 8)")
+	fs.IntVar(&cfg.batch, "batch", 0, "publish, saturate: events per publish request (default publish: 1, saturate: 10)")
+	fs.IntVar(&cfg.perNode, "streams-per-node", 50, "streams opened with one node token (keeps node counts under group limits)")
+	fs.IntVar(&cfg.payload, "payload", 64, "event payload size in bytes")
+	fs.IntVar(&cfg.groups, "groups", 10, "classroom: groups")
+	fs.IntVar(&cfg.nodes, "nodes", 40, "classroom: nodes per group, each with one stream; idle: max nodes per group")
+	fs.Float64Var(&cfg.dataRate, "data-rate", 15, "classroom: data updates per second per group")
+	fs.Float64Var(&cfg.eventRate, "event-rate", 2, "classroom: event batches per second per group")
+	fs.IntVar(&cfg.eventBatch, "event-batch", 5, "classroom: events per batch")
+	fs.IntVar(&cfg.window, "window", 2000, "saturate: max items published ahead of the slowest reader")
+	fs.IntVar(&cfg.pid, "pid", 0, "server process id on this machine: report its CPU time and RSS")
+	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the server during the load to this file (server needs /debug/pprof)")
+	fs.BoolVar(&cfg.json, "json", false, "print the result as JSON")
+	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "pause after readers connect, before publishing")
+	fs.DurationVar(&cfg.drain, "drain", 10*time.Second, "max wait for readers to catch up after publishing stops")
+	fs.IntVar(&cfg.dial, "dial-concurrency", 64, "connections being opened at once")
+	fs.StringVar(&cfg.domain, "domain", "", "domain for the bench groups (default a fresh bench-RUNID)")
+	fs.BoolVar(&cfg.keep, "keep", false, "leave the bench groups instead of dissolving them")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: meshbox bench [flags]
+
+Load-test a running meshbox over its native API and report rates,
+publish→receive latency and loss (every reader must get every item once,
+in order). Scenarios:
+  fanout     one group, -readers over -transport, -rate events/s
+  publish    -publishers posting single events as fast as acks come
+  saturate   -readers while -publishers post batches as fast as acks allow
+  classroom  -groups × -nodes, each group -data-rate updates/s and
+             -event-rate batches/s, every node subscribed
+  idle       -readers idle WebSocket connections; server RSS per connection
+
+The server's per-node and per-IP limits protect classrooms and would
+throttle the tool; start the server under test with them lifted, e.g.
+  meshbox -publish-rate 0 -ip-rate 0 -max-conns-per-ip 0 -pprof
+and give its process id with -pid to see its CPU time and memory.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	switch cfg.scenario {
+	case scenarioFanout, scenarioSaturate, scenarioClassroom:
+		cfg.readers = defaultInt(cfg.readers, 1000)
+	case scenarioIdle:
+		cfg.readers = defaultInt(cfg.readers, 10000)
+	case scenarioPublish:
+	default:
+		return cfg, fmt.Errorf("bench: unknown scenario %q", cfg.scenario)
+	}
+	switch cfg.scenario {
+	case scenarioPublish:
+		cfg.publishers = defaultInt(cfg.publishers, 32)
+	case scenarioSaturate:
+		cfg.publishers = defaultInt(cfg.publishers, 8)
+	}
+	// Saturation publishes batches so acks do not cap the offered load
+	// below what readers can take.
+	if cfg.scenario == scenarioSaturate {
+		cfg.batch = defaultInt(cfg.batch, 10)
+	}
+	cfg.batch = defaultInt(cfg.batch, 1)
+	switch cfg.transport {
+	case transportWS, transportSSE, transportPoll:
+	default:
+		return cfg, fmt.Errorf("bench: unknown transport %q (ws, sse or poll)", cfg.transport)
+	}
+	if cfg.rate <= 0 || cfg.duration <= 0 || cfg.perNode < 1 || cfg.batch < 1 || cfg.dial < 1 ||
+		cfg.groups < 1 || cfg.nodes < 1 || cfg.eventBatch < 1 || cfg.window < 1 || cfg.dataRate < 0 || cfg.eventRate < 0 {
+		return cfg, fmt.Errorf("bench: counts, rates and durations must be positive")
+	}
+	return cfg, nil
+}
+
+// defaultInt returns def when v is unset.
+func defaultInt(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// runID returns a short random id that tags this run's groups and payloads.
+func runID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+// bench is one run of the tool.
+type bench struct {
+	cfg    settings
+	c      *client
+	run    string
+	groups []member // host credentials of every group created, for cleanup
+}
+
+// scenario dispatches to the selected scenario.
+func (b *bench) scenario(ctx context.Context) (*Result, error) {
+	switch b.cfg.scenario {
+	case scenarioFanout:
+		return b.fanout(ctx)
+	case scenarioPublish:
+		return b.publishLoad(ctx)
+	case scenarioSaturate:
+		return b.saturate(ctx)
+	case scenarioClassroom:
+		return b.classroom(ctx)
+	default:
+		return b.idle(ctx)
+	}
+}
+
+// cleanup dissolves the groups the run created, even after ctx ended.
+func (b *bench) cleanup(ctx context.Context) error {
+	if b.cfg.keep || len(b.groups) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var failed []string
+	for _, g := range b.groups {
+		if err := b.c.dissolve(ctx, g); err != nil {
+			failed = append(failed, g.Group+": "+err.Error())
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("cleanup: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}

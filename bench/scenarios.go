@@ -1,0 +1,431 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// maxInflight bounds the paced publishes awaiting their ack. Paced
+// publishes are sent on schedule without waiting for the previous ack, so a
+// slow server shows up as latency instead of silently lowering the offered
+// rate; the bound only keeps a stalled server from piling up goroutines.
+const maxInflight = 256
+
+// inflight runs functions concurrently, at most n at once.
+type inflight struct {
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+// newInflight allows n concurrent calls.
+func newInflight(n int) *inflight { return &inflight{sem: make(chan struct{}, n)} }
+
+// Go runs fn in a goroutine, first waiting for a free slot.
+func (f *inflight) Go(fn func()) {
+	f.sem <- struct{}{}
+	f.wg.Go(func() {
+		defer func() { <-f.sem }()
+		fn()
+	})
+}
+
+// Wait waits for every call to return.
+func (f *inflight) Wait() { f.wg.Wait() }
+
+// publisher publishes stamped events and tallies acks.
+type publisher struct {
+	b      *bench
+	acked  *atomic.Int64 // items acknowledged, the readers' expectation
+	ack    *histogram
+	errors *errorTally
+}
+
+// publish sends n stamped events as m and waits for the ack.
+func (p *publisher) publish(ctx context.Context, m member, n int) error {
+	sent := time.Now()
+	ev := make([]event, n)
+	payload := stamp(p.b.run, sent, p.b.cfg.payload)
+	for i := range ev {
+		ev[i] = event{Name: "bench", Payload: payload}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cursors, err := p.b.c.publish(rctx, m, ev)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.errors.add(err)
+		}
+		return err
+	}
+	p.ack.Record(time.Since(sent))
+	p.acked.Add(int64(len(cursors)))
+	return nil
+}
+
+// setData sets a stamped data value as m and waits for the ack.
+func (p *publisher) setData(ctx context.Context, m member) error {
+	sent := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := p.b.c.putData(rctx, m, map[string]string{"bench": stamp(p.b.run, sent, 0)}); err != nil {
+		if ctx.Err() == nil {
+			p.errors.add(err)
+		}
+		return err
+	}
+	p.ack.Record(time.Since(sent))
+	p.acked.Add(1)
+	return nil
+}
+
+// fillPublish puts a publisher's tallies into res.
+func (p *publisher) fillPublish(res *Result, elapsed time.Duration) {
+	res.Published = p.acked.Load()
+	res.Seconds = round3(elapsed.Seconds())
+	res.PublishRate = math.Round(float64(res.Published) / elapsed.Seconds())
+	res.PublishErrors = p.errors.snapshot()
+	res.AckLatency = p.ack.Summary()
+}
+
+// fanout: one group, N readers, one publisher at a fixed rate.
+func (b *bench) fanout(ctx context.Context) (*Result, error) {
+	g, err := b.newGroup(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := b.joinNodes(ctx, g, ceilDiv(b.cfg.readers, b.cfg.perNode), "reader")
+	if err != nil {
+		return nil, err
+	}
+	var acked atomic.Int64
+	stats := &streamStats{}
+	readers := b.newReaders(nodes, b.cfg.readers, &acked, stats)
+	setReady(readers, nodes, []member{g})
+	stop, ready, err := b.startReaders(ctx, readers, b.cfg.transport)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	sleep(ctx, b.cfg.warmup)
+
+	p := &publisher{b: b, acked: &acked, ack: &histogram{}, errors: &errorTally{}}
+	srv := b.startSampling(ctx)
+	start := time.Now()
+	fl := newInflight(maxInflight)
+	pace(ctx, b.cfg.rate, b.cfg.duration, func(int) { fl.Go(func() { _ = p.publish(ctx, g, 1) }) })
+	fl.Wait()
+	published := time.Since(start)
+	end := b.waitCaughtUp(ctx, readers)
+	stop()
+
+	res := &Result{Transport: b.cfg.transport, Groups: 1, Readers: len(readers), Publishers: 1, ReadySeconds: round3(ready.Seconds())}
+	p.fillPublish(res, published)
+	collect(res, readers, stats)
+	res.DeliveryRate = math.Round(float64(res.Delivered) / end.Sub(start).Seconds())
+	srv.finish(res, 0)
+	return res, ctx.Err()
+}
+
+// publishLoad: C publishers, each its own node, publishing as fast as acks
+// come back; no readers.
+func (b *bench) publishLoad(ctx context.Context) (*Result, error) {
+	g, err := b.newGroup(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := b.joinNodes(ctx, g, b.cfg.publishers, "publisher")
+	if err != nil {
+		return nil, err
+	}
+	var acked atomic.Int64
+	p := &publisher{b: b, acked: &acked, ack: &histogram{}, errors: &errorTally{}}
+	srv := b.startSampling(ctx)
+	start := time.Now()
+	b.flood(ctx, nodes, p, func() bool { return true })
+	res := &Result{Groups: 1, Publishers: len(nodes)}
+	p.fillPublish(res, time.Since(start))
+	srv.finish(res, 0)
+	return res, ctx.Err()
+}
+
+// flood runs one goroutine per node publishing batches back to back for
+// the configured duration, while may() allows. A publish in flight at the
+// end is awaited rather than cancelled: cancelling could lose the ack of an
+// item the server committed, which readers would then report as unexpected.
+func (b *bench) flood(ctx context.Context, nodes []member, p *publisher, may func() bool) {
+	fctx, cancel := context.WithTimeout(ctx, b.cfg.duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, m := range nodes {
+		wg.Go(func() {
+			for fctx.Err() == nil {
+				if !may() {
+					sleep(fctx, 200*time.Microsecond)
+					continue
+				}
+				if err := p.publish(ctx, m, b.cfg.batch); err != nil && fctx.Err() == nil {
+					sleep(fctx, retryAfter(err))
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// saturate: N readers while publishers publish as fast as acks allow, kept
+// at most cfg.window items ahead of the slowest reader so the run measures
+// the delivery rate the server sustains rather than an ever-growing backlog.
+func (b *bench) saturate(ctx context.Context) (*Result, error) {
+	g, err := b.newGroup(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := b.joinNodes(ctx, g, ceilDiv(b.cfg.readers, b.cfg.perNode), "reader")
+	if err != nil {
+		return nil, err
+	}
+	pubs, err := b.joinNodes(ctx, g, b.cfg.publishers, "publisher")
+	if err != nil {
+		return nil, err
+	}
+	var acked atomic.Int64
+	stats := &streamStats{}
+	readers := b.newReaders(nodes, b.cfg.readers, &acked, stats)
+	setReady(readers, nodes, pubs, []member{g})
+	stop, ready, err := b.startReaders(ctx, readers, b.cfg.transport)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	sleep(ctx, b.cfg.warmup)
+
+	// A watcher keeps the slowest reader's count, so publishers need not
+	// scan every reader before each publish.
+	var slowest atomic.Int64
+	wctx, wcancel := context.WithCancel(ctx)
+	var wwg sync.WaitGroup
+	wwg.Go(func() {
+		for wctx.Err() == nil {
+			low := int64(math.MaxInt64)
+			for _, r := range readers {
+				low = min(low, r.track.matched.Load())
+			}
+			slowest.Store(low)
+			sleep(wctx, time.Millisecond)
+		}
+	})
+	p := &publisher{b: b, acked: &acked, ack: &histogram{}, errors: &errorTally{}}
+	srv := b.startSampling(ctx)
+	start := time.Now()
+	window := int64(b.cfg.window)
+	b.flood(ctx, pubs, p, func() bool { return acked.Load()-slowest.Load() < window })
+	published := time.Since(start)
+	end := b.waitCaughtUp(ctx, readers)
+	wcancel()
+	wwg.Wait()
+	stop()
+
+	res := &Result{Transport: b.cfg.transport, Groups: 1, Readers: len(readers), Publishers: len(pubs), ReadySeconds: round3(ready.Seconds())}
+	p.fillPublish(res, published)
+	collect(res, readers, stats)
+	res.DeliveryRate = math.Round(float64(res.Delivered) / end.Sub(start).Seconds())
+	srv.finish(res, 0)
+	return res, ctx.Err()
+}
+
+// classroom: G groups of N nodes, every node subscribed, each group with a
+// steady trickle of data updates and event batches from its nodes.
+func (b *bench) classroom(ctx context.Context) (*Result, error) {
+	type class struct {
+		members []member
+		acked   atomic.Int64
+	}
+	classes := make([]*class, b.cfg.groups)
+	stats := &streamStats{}
+	var readers []*reader
+	for i := range classes {
+		g, err := b.newGroup(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := b.joinNodes(ctx, g, b.cfg.nodes-1, fmt.Sprintf("g%d-node", i))
+		if err != nil {
+			return nil, err
+		}
+		cl := &class{members: append([]member{g}, nodes...)}
+		classes[i] = cl
+		var rs []*reader
+		for _, m := range cl.members {
+			rs = append(rs, &reader{run: b.run, m: m, stats: stats, expected: &cl.acked})
+		}
+		setReady(rs, cl.members)
+		readers = append(readers, rs...)
+	}
+	stop, ready, err := b.startReaders(ctx, readers, b.cfg.transport)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	sleep(ctx, b.cfg.warmup)
+
+	ack, perrs := &histogram{}, &errorTally{}
+	srv := b.startSampling(ctx)
+	start := time.Now()
+	var wg sync.WaitGroup
+	fl := newInflight(maxInflight)
+	for _, cl := range classes {
+		p := &publisher{b: b, acked: &cl.acked, ack: ack, errors: perrs}
+		n := len(cl.members)
+		wg.Go(func() {
+			pace(ctx, b.cfg.dataRate, b.cfg.duration, func(i int) {
+				fl.Go(func() { _ = p.setData(ctx, cl.members[i%n]) })
+			})
+		})
+		wg.Go(func() {
+			// A different stride than the data updates, so event senders
+			// are not always the nodes that just set data.
+			pace(ctx, b.cfg.eventRate, b.cfg.duration, func(i int) {
+				fl.Go(func() { _ = p.publish(ctx, cl.members[(i*7+3)%n], b.cfg.eventBatch) })
+			})
+		})
+	}
+	wg.Wait()
+	fl.Wait()
+	published := time.Since(start)
+	end := b.waitCaughtUp(ctx, readers)
+	res := &Result{Transport: b.cfg.transport, Groups: len(classes), Readers: len(readers), Publishers: len(readers), ReadySeconds: round3(ready.Seconds())}
+	srv.finish(res, 0) // before the readers close, so the window holds only the load
+	stop()
+
+	var total int64
+	for _, cl := range classes {
+		total += cl.acked.Load()
+	}
+	res.Published = total
+	res.Seconds = round3(published.Seconds())
+	res.PublishRate = math.Round(float64(total) / published.Seconds())
+	res.PublishErrors = perrs.snapshot()
+	res.AckLatency = ack.Summary()
+	collect(res, readers, stats)
+	res.DeliveryRate = math.Round(float64(res.Delivered) / end.Sub(start).Seconds())
+	return res, ctx.Err()
+}
+
+// idle: open N WebSocket connections that only answer pings, hold them,
+// and report the server's memory growth per connection.
+func (b *bench) idle(ctx context.Context) (*Result, error) {
+	res := &Result{Transport: transportWS}
+	if lim, err := raiseFileLimit(); err != nil {
+		res.Notes = append(res.Notes, err.Error())
+	} else if lim < uint64(b.cfg.readers)+256 {
+		res.Notes = append(res.Notes, fmt.Sprintf("open-file limit %d is below %d connections; raise it (ulimit -n)", lim, b.cfg.readers))
+	}
+	if lo, hi, err := portRange(); err == nil && hi-lo+1 < b.cfg.readers {
+		res.Notes = append(res.Notes, fmt.Sprintf("ephemeral port range %d-%d has fewer ports than %d connections", lo, hi, b.cfg.readers))
+	}
+
+	// Enough nodes for perNode connections each, at most cfg.nodes per group.
+	need := ceilDiv(b.cfg.readers, b.cfg.perNode)
+	var members []member
+	for gi := 0; len(members) < need; gi++ {
+		g, err := b.newGroup(ctx, gi)
+		if err != nil {
+			return nil, err
+		}
+		members = append(members, g)
+		more := min(need-len(members), b.cfg.nodes-1)
+		if more > 0 {
+			nodes, err := b.joinNodes(ctx, g, more, fmt.Sprintf("g%d-idle", gi))
+			if err != nil {
+				return nil, err
+			}
+			members = append(members, nodes...)
+		}
+		res.Groups++
+	}
+	sleep(ctx, time.Second) // let the joins settle before the baseline
+	srv := b.startSampling(ctx)
+
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := &errorTally{}
+	conns := make([]*websocket.Conn, b.cfg.readers)
+	sem := make(chan struct{}, b.cfg.dial)
+	var wg, readWG sync.WaitGroup
+	start := time.Now()
+	for i := range conns {
+		m := members[i/b.cfg.perNode]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			// No since: a fresh idle client starts from now, so this
+			// measures holding connections, not catching up on history.
+			u := "ws" + trimHTTP(b.c.base+"/api/v1/groups/"+url.PathEscape(m.Group)+"/ws")
+			dctx, dcancel := context.WithTimeout(cctx, 30*time.Second)
+			defer dcancel()
+			c, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{
+				HTTPClient: b.c.http,
+				HTTPHeader: map[string][]string{"Authorization": {"Bearer " + m.Token}},
+			})
+			if err != nil {
+				errs.add(err)
+				return
+			}
+			conns[i] = c
+			c.SetReadLimit(64 << 20)
+			// Read (and discard) so pings are answered and the
+			// connection stays a well-behaved idle client.
+			readWG.Go(func() {
+				for {
+					if _, _, err := c.Read(cctx); err != nil {
+						return
+					}
+				}
+			})
+		})
+	}
+	wg.Wait()
+	res.ConnectSeconds = round3(time.Since(start).Seconds())
+	open := 0
+	for _, c := range conns {
+		if c != nil {
+			open++
+		}
+	}
+	res.Connections, res.Readers = open, open
+	res.ReaderErrors = errs.snapshot()
+	sleep(ctx, b.cfg.duration)
+	res.Seconds = round3(b.cfg.duration.Seconds())
+	srv.finish(res, open)
+	cancel()
+	for _, c := range conns {
+		if c != nil {
+			c.CloseNow()
+		}
+	}
+	readWG.Wait()
+	if open < b.cfg.readers {
+		return res, fmt.Errorf("only %d of %d connections opened (%s)", open, b.cfg.readers, tally(res.ReaderErrors))
+	}
+	return res, ctx.Err()
+}
+
+// trimHTTP drops the leading "http" so "ws" can be prefixed ("https" → "wss").
+func trimHTTP(u string) string { return u[len("http"):] }
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
