@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,10 +65,15 @@ type Store struct {
 	writer *sql.DB
 	wconn  *sql.Conn
 	read   *sql.DB
+	ckpt   *sql.DB // the checkpointer's connection
 
 	ops     chan *op
 	stop    chan struct{}
 	stopped chan struct{}
+	// ckptStopped is closed when the checkpoint loop has ended.
+	ckptStopped chan struct{}
+	// ckptReq asks the writer to finish a checkpoint between two batches (see checkpointLoop).
+	ckptReq chan struct{}
 	hooks   Hooks
 	started bool
 	start   sync.Once
@@ -158,7 +164,9 @@ func dsn(path, synchronous string, readOnly bool) string {
 	if readOnly {
 		q.Add("_pragma", "query_only(ON)")
 	} else {
-		q.Add("_txlock", "immediate")
+		// Checkpoints (with their fsyncs) run on their own connection, never inside a
+		// commit that writers are waiting for.
+		q.Add("_pragma", "wal_autocheckpoint(0)")
 	}
 	return "file:" + path + "?" + q.Encode()
 }
@@ -169,7 +177,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	opts.defaults()
 	s := &Store{
 		opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now, path: path,
-		ops: make(chan *op, 4096), stop: make(chan struct{}), stopped: make(chan struct{}),
+		ops: make(chan *op, 4096), stop: make(chan struct{}), stopped: make(chan struct{}), ckptStopped: make(chan struct{}), ckptReq: make(chan struct{}, 1),
 		groups: make(map[string]*groupState),
 	}
 	var err error
@@ -184,6 +192,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.writer.Close()
 		if s.read != nil {
 			s.read.Close()
+		}
+		if s.ckpt != nil {
+			s.ckpt.Close()
 		}
 		return nil, err
 	}
@@ -203,6 +214,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if s.read, err = sql.Open("sqlite", dsn(path, strings.ToUpper(opts.Synchronous), true)); err != nil {
 		return fail(fmt.Errorf("open reader pool: %w", err))
 	}
+	if s.ckpt, err = sql.Open("sqlite", dsn(path, strings.ToUpper(opts.Synchronous), false)); err != nil {
+		return fail(fmt.Errorf("open checkpointer: %w", err))
+	}
+	s.ckpt.SetMaxOpenConns(1)
 	s.read.SetMaxOpenConns(8)
 	s.read.SetMaxIdleConns(8)
 	if err := s.stmts.prepare(ctx, s.wconn); err != nil {
@@ -229,6 +244,7 @@ func (s *Store) Start(h Hooks) {
 		s.hooks = h
 		s.started = true
 		go s.writeLoop()
+		go s.checkpointLoop()
 	})
 }
 
@@ -243,15 +259,53 @@ func (s *Store) Close() error {
 		close(s.stop)
 		if s.started {
 			<-s.stopped
+			<-s.ckptStopped
 		}
 		ctx := context.Background()
 		s.stmts.close()
 		if _, cerr := s.wconn.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); cerr != nil {
 			err = fmt.Errorf("checkpoint: %w", cerr)
 		}
-		err = errors.Join(err, s.wconn.Close(), s.read.Close(), s.writer.Close())
+		err = errors.Join(err, s.wconn.Close(), s.read.Close(), s.ckpt.Close(), s.writer.Close())
 	})
 	return err
+}
+
+// checkpointInterval is how often the WAL is copied back into the database file, and
+// walRestartBytes how large the WAL may grow before the writer restarts it.
+const (
+	checkpointInterval = time.Second
+	walRestartBytes    = 8 << 20
+)
+
+// checkpointLoop copies the WAL into the database file in the background (PASSIVE: it never
+// waits for, nor blocks, the writer), so commits rarely pay for a checkpoint's fsyncs. Under
+// steady writes a background checkpoint never catches the last frames, and SQLite only starts
+// the WAL over when a writer finds it fully copied; so once the WAL is large the writer is asked
+// to copy the few frames left between two batches, and the WAL starts over.
+func (s *Store) checkpointLoop() {
+	defer close(s.ckptStopped)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			var busy, logFrames, done int
+			if err := s.ckpt.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done); err != nil {
+				s.log.Warn("checkpoint", "err", err)
+				continue
+			}
+			s.log.Debug("checkpoint", "busy", busy, "wal_frames", logFrames, "copied", done)
+			if fi, err := os.Stat(s.path + "-wal"); err == nil && fi.Size() > walRestartBytes {
+				select {
+				case s.ckptReq <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
 }
 
 // ReaderDB is the read pool, exposed for pool statistics.

@@ -122,6 +122,11 @@ func (s *Store) writeLoop() {
 		select {
 		case o := <-s.ops:
 			batch = append(batch[:0], o)
+		case <-s.ckptReq:
+			if _, err := s.wconn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+				s.log.Warn("writer checkpoint", "err", err)
+			}
+			continue
 		case <-s.stop:
 			s.drain()
 			return
