@@ -127,7 +127,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	a.loops.Add(3)
+	a.loops.Add(4)
+	go func() { defer a.loops.Done(); srv.Run(loopCtx) }()
 	go func() { defer a.loops.Done(); a.Store.RunPurge(loopCtx, cfg.PurgeInterval) }()
 	go func() { defer a.loops.Done(); a.Hub.Run(loopCtx) }()
 	go func() { defer a.loops.Done(); dash.Run(loopCtx) }()

@@ -180,7 +180,8 @@ func (s *Store) Snapshot(ctx context.Context, gid string) (Snapshot, error) {
 	return snap, nil
 }
 
-// ReadAfter reads up to limit items of a group with cursor > since, in cursor order.
+// ReadAfter reads up to limit items of a group with cursor > since, in cursor order, stopping
+// early once MaxReadBytes of items are read.
 // truncated reports that items after since may have been purged: the reader must take a new
 // snapshot. It is meant for readers behind the in-memory tail; package hub serves the rest.
 func (s *Store) ReadAfter(ctx context.Context, gid string, since int64, limit int) (items []Item, truncated bool, err error) {
@@ -189,11 +190,13 @@ func (s *Store) ReadAfter(ctx context.Context, gid string, since int64, limit in
 		return nil, false, fmt.Errorf("read %s after %d: %w", gid, since, err)
 	}
 	defer rows.Close()
-	for rows.Next() {
+	size := 0
+	for size < s.opts.MaxReadBytes && rows.Next() {
 		var body []byte
 		if err := rows.Scan(&body); err != nil {
 			return nil, false, fmt.Errorf("read %s after %d: %w", gid, since, err)
 		}
+		size += len(body)
 		it, err := DecodeItem(body)
 		if err != nil {
 			return nil, false, err

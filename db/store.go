@@ -30,8 +30,11 @@ type Options struct {
 	MaxNodesPerGroup   int
 	MaxGroupsPerDomain int
 	MaxDataKeys        int
-	Logger             *slog.Logger
-	Observer           Observer
+	// MaxReadBytes bounds the encoded items one ReadAfter returns (at least one item), so a
+	// reader far behind never pulls thousands of large payloads into memory at once.
+	MaxReadBytes int
+	Logger       *slog.Logger
+	Observer     Observer
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
 }
@@ -142,6 +145,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxDataKeys <= 0 {
 		o.MaxDataKeys = 100
+	}
+	if o.MaxReadBytes <= 0 {
+		o.MaxReadBytes = 256 << 10
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

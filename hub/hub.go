@@ -33,6 +33,9 @@ type Options struct {
 	GlobalItems int
 	// IdleTail is how long a group's tail is kept after its last reader left.
 	IdleTail time.Duration
+	// MaxBatchBytes bounds the encoded items one read returns (at least one item), so a
+	// reader far behind holds a bounded frame rather than thousands of large payloads.
+	MaxBatchBytes int
 }
 
 // Hub fans committed items out to readers.
@@ -44,6 +47,8 @@ type Hub struct {
 	groups map[string]*tail
 	last   int64 // the newest cursor handed to the hub
 	global *tail
+
+	ready chan struct{} // always closed: what Changed returns when there is something to read
 
 	pmu      sync.RWMutex
 	presence map[string]map[string]map[string]int // group → node → transport → open streams
@@ -59,6 +64,9 @@ type tail struct {
 	max    int
 	subs   int       // guarded by Hub.mu
 	idleAt time.Time // guarded by Hub.mu
+	// notify holds the callbacks of readers that want a call rather than a channel (WebSocket
+	// connections, which then need no goroutine while idle). Guarded by Hub.mu.
+	notify map[*Sub]func()
 }
 
 // New returns a hub whose tails start at the store's newest cursor. Connect Publish to the
@@ -73,8 +81,14 @@ func New(store Store, opts Options) *Hub {
 	if opts.IdleTail <= 0 {
 		opts.IdleTail = 2 * time.Minute
 	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 256 << 10
+	}
 	last := store.LastCursor()
+	ready := make(chan struct{})
+	close(ready)
 	return &Hub{
+		ready: ready,
 		store: store, opts: opts, groups: map[string]*tail{}, last: last,
 		global:   newTail(last, opts.GlobalItems),
 		presence: map[string]map[string]map[string]int{},
@@ -136,6 +150,9 @@ func (h *Hub) Publish(items []db.Item) {
 		}
 		if t := h.groups[items[i].Group]; t != nil {
 			t.append(items[i:j:j])
+			for _, fn := range t.notify {
+				fn()
+			}
 		}
 		i = j
 	}
@@ -214,11 +231,23 @@ func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	return &Sub{h: h, t: t, group: gid, node: nid, transport: transport}
 }
 
+// Notify has fn called after every append to the group's tail, until Close. fn runs while the
+// hub publishes, so it must return at once (start a goroutine, set a flag).
+func (s *Sub) Notify(fn func()) {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	if s.t.notify == nil {
+		s.t.notify = map[*Sub]func(){}
+	}
+	s.t.notify[s] = fn
+}
+
 // Close ends the reader.
 func (s *Sub) Close() {
 	s.closeOnce.Do(func() {
 		h := s.h
 		h.mu.Lock()
+		delete(s.t.notify, s)
 		s.t.subs--
 		if s.t.subs == 0 {
 			s.t.idleAt = time.Now()
@@ -261,7 +290,8 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 			b.Next = max(since, last)
 		}
 	}
-	b.Items = items
+	b.Items = capBytes(items, s.h.opts.MaxBatchBytes)
+	items = b.Items
 	if n := len(items); n > 0 {
 		b.Next = items[n-1].Cursor
 		b.Ended = items[n-1].Kind == db.KindDissolve
@@ -269,19 +299,41 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 	return b, nil
 }
 
+// capBytes keeps the longest prefix of items whose encodings fit in max bytes (at least one).
+func capBytes(items []db.Item, max int) []db.Item {
+	n := 0
+	for i, it := range items {
+		n += len(it.JSON)
+		if n > max && i > 0 {
+			return items[:i:i]
+		}
+	}
+	return items
+}
+
 // Wait blocks until an item after since is committed, or ctx ends.
 func (s *Sub) Wait(ctx context.Context, since int64) error {
 	for {
-		items, inside, wake := s.t.after(since, 1)
-		if len(items) > 0 || !inside {
-			return nil
-		}
 		select {
-		case <-wake:
+		case <-s.Changed(since):
+			if items, inside, _ := s.t.after(since, 1); len(items) > 0 || !inside {
+				return nil
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// Changed returns a channel that is ready once there may be items after since: at once when
+// there are, or when since is behind the tail (the store has them); otherwise at the next
+// append. A reader selects on it together with its own timers.
+func (s *Sub) Changed(since int64) <-chan struct{} {
+	items, inside, wake := s.t.after(since, 1)
+	if len(items) > 0 || !inside {
+		return s.h.ready
+	}
+	return wake
 }
 
 // ReadAll returns up to limit items of every group after since from the bounded global feed;

@@ -66,6 +66,7 @@ type Server struct {
 	ipRate  *limiter
 	pubRate *limiter
 	ipConns *counter
+	wsConns wsRegistry
 	handler http.Handler
 }
 

@@ -3,11 +3,12 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -167,8 +168,11 @@ func itemsLen(items []db.Item) int {
 }
 
 // follow delivers the group's items after since to emit, waiting for new ones, until the group
-// ends (nil), ctx ends, or emit fails. idle is called when nothing arrived for idleEvery.
+// ends (nil), ctx ends, or emit fails. idle is called every idleEvery (comment heartbeats).
 func (s *Server) follow(ctx context.Context, sub *hub.Sub, since int64, idleEvery time.Duration, emit func(hub.Batch) error, idle func() error) error {
+	// One timer for the whole stream: a timer per wait would cost more than the items.
+	timer := time.NewTimer(idleEvery)
+	defer timer.Stop()
 	for {
 		b, err := sub.Read(ctx, since, streamBatch)
 		if err != nil {
@@ -187,16 +191,15 @@ func (s *Server) follow(ctx context.Context, sub *hub.Sub, since int64, idleEver
 		// Nothing of the group up to b.Next: wait after it. Waiting after an older cursor that
 		// is behind the tail would return at once, and the loop would spin on the store.
 		since = b.Next
-		wctx, cancel := context.WithTimeout(ctx, idleEvery)
-		err = sub.Wait(wctx, since)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil && idle != nil {
+		select {
+		case <-sub.Changed(since):
+		case <-timer.C:
 			if err := idle(); err != nil {
 				return err
 			}
+			timer.Reset(idleEvery)
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
@@ -277,6 +280,26 @@ type wsIn struct {
 	Data   map[string]string `json:"data"`
 }
 
+// wsConn is one WebSocket reader. While idle it costs no goroutine of its own besides the
+// handler's, which reads the client's messages: the hub calls wake on new items, which starts a
+// short-lived flush goroutine that sends everything pending in as few frames as it can.
+type wsConn struct {
+	s    *Server
+	c    *websocket.Conn
+	sub  *hub.Sub
+	ctx  context.Context // ends when the connection is done
+	stop context.CancelFunc
+
+	since   int64       // owned by the flusher that holds running
+	running atomic.Bool // a flusher is running
+	pending atomic.Bool // items arrived since the flusher last looked
+	flushes sync.WaitGroup
+	// writeStart is when the current write began (unix nanos, 0 when none): the pinger drops a
+	// peer whose writes stall, without a timer per write.
+	writeStart atomic.Int64
+	closeOnce  sync.Once
+}
+
 func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.NoWebSocket {
 		return errorf(http.StatusForbidden, "websocket_disabled", "WebSocket is disabled on this server: use SSE or long-poll")
@@ -298,84 +321,177 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return nil // Accept has answered the client
 	}
-	defer c.CloseNow()
 	c.SetReadLimit(s.cfg.MaxBodyBytes)
 	s.obs.ConnOpened("ws")
 	defer s.obs.ConnClosed("ws")
-	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
-	defer sub.Close()
-	ctx, cancel := s.streamContext(r)
-	defer cancel()
 
-	send := func(b []byte) error {
-		wctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
-		defer cancel()
-		return c.Write(wctx, websocket.MessageText, b)
+	ctx, stop := context.WithCancel(context.Background())
+	wc := &wsConn{s: s, c: c, ctx: ctx, stop: stop, since: rd.since}
+	wc.sub = s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
+	defer wc.sub.Close()
+	s.wsConns.add(wc)
+	defer s.wsConns.remove(wc)
+	// On shutdown tell the client to reconnect (1012); no goroutine waits for it meanwhile.
+	stopShutdown := context.AfterFunc(s.ctx, func() { wc.close(websocket.StatusServiceRestart, "server restarting, reconnect") })
+	defer stopShutdown()
+
+	wc.sub.Notify(wc.wake)
+	wc.wake() // the backlog after the client's cursor
+	s.wsReadLoop(ctx, c, rd.node, wc.send)
+	wc.close(websocket.StatusGoingAway, "connection closed")
+	wc.sub.Close() // no wake after this, so no flusher can start while we wait for them
+	wc.flushes.Wait()
+	return nil
+}
+
+// wake makes sure a flusher runs; it never blocks (the hub calls it while publishing).
+func (wc *wsConn) wake() {
+	wc.pending.Store(true)
+	if wc.ctx.Err() == nil && wc.running.CompareAndSwap(false, true) {
+		wc.flushes.Add(1)
+		go wc.flush()
 	}
-	// The read loop and pinger get their own context: cancelling a Read closes the connection,
-	// and on shutdown the close must carry status 1012, sent below.
-	rctx, rcancel := context.WithCancel(r.Context())
-	done := make(chan struct{})
-	defer func() { rcancel(); <-done }()
-	go func() {
-		defer close(done)
-		defer cancel() // the peer is gone: stop following
-		s.wsReadLoop(rctx, c, rd.node, send)
-	}()
-	go func() {
-		t := time.NewTicker(wsPingEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-t.C:
-				pctx, pcancel := context.WithTimeout(rctx, wsPingTimeout)
-				err := c.Ping(pctx)
-				pcancel()
-				if err != nil {
-					cancel() // a dead peer: drop it
-					return
-				}
-			}
-		}
-	}()
+}
 
+func (wc *wsConn) flush() {
+	defer wc.flushes.Done()
+	for {
+		wc.pending.Store(false)
+		done, err := wc.sendPending()
+		if err != nil || done {
+			switch {
+			case done:
+				wc.close(websocket.StatusNormalClosure, "group dissolved")
+			case wc.ctx.Err() == nil:
+				wc.s.log.Debug("websocket flush", "err", err)
+				wc.close(websocket.StatusInternalError, "stream failed")
+			}
+			return // running stays set: no flusher starts again
+		}
+		wc.running.Store(false)
+		// Items that arrived after the last read but before running was cleared would
+		// otherwise wait for the next wake.
+		if !wc.pending.Load() || !wc.running.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// sendPending sends everything after the cursor; done reports the group's end was sent.
+func (wc *wsConn) sendPending() (done bool, err error) {
 	var buf []byte
-	err = s.follow(ctx, sub, rd.since, time.Hour, func(b hub.Batch) error {
+	for {
+		b, err := wc.sub.Read(wc.ctx, wc.since, streamBatch)
+		if err != nil {
+			return false, err
+		}
+		if len(b.Items) == 0 && !b.Truncated {
+			wc.since = b.Next
+			return false, nil
+		}
 		if b.Truncated {
 			buf = append(buf[:0], `{"type":"reset","next":`...)
 			buf = strconv.AppendInt(buf, b.Next, 10)
 			buf = append(buf, '}')
-			if err := send(buf); err != nil {
-				return err
+			if err := wc.send(buf); err != nil {
+				return false, err
 			}
 		}
-		if len(b.Items) == 0 {
-			return nil
+		if len(b.Items) > 0 {
+			buf = append(buf[:0], `{"type":"items","items":`...)
+			buf = appendItems(buf, b.Items)
+			buf = append(buf, `,"next":`...)
+			buf = strconv.AppendInt(buf, b.Next, 10)
+			buf = append(buf, '}')
+			if err := wc.send(buf); err != nil {
+				return false, err
+			}
+			wc.s.delivered("ws", b.Items)
 		}
-		buf = append(buf[:0], `{"type":"items","items":`...)
-		buf = appendItems(buf, b.Items)
-		buf = append(buf, `,"next":`...)
-		buf = strconv.AppendInt(buf, b.Next, 10)
-		buf = append(buf, '}')
-		if err := send(buf); err != nil {
-			return err
+		wc.since = b.Next
+		if b.Ended {
+			return true, nil
 		}
-		s.delivered("ws", b.Items)
-		return nil
-	}, nil)
-	switch {
-	case err == nil:
-		c.Close(websocket.StatusNormalClosure, "group dissolved")
-	case s.ctx.Err() != nil:
-		c.Close(websocket.StatusServiceRestart, "server restarting, reconnect")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		c.Close(websocket.StatusGoingAway, "connection dropped")
-	default:
-		c.Close(websocket.StatusInternalError, "stream failed")
 	}
-	return nil
+}
+
+func (wc *wsConn) send(b []byte) error {
+	wc.writeStart.Store(time.Now().UnixNano())
+	defer wc.writeStart.Store(0)
+	return wc.c.Write(wc.ctx, websocket.MessageText, b)
+}
+
+// close ends the connection once, with a close frame carrying code and reason.
+func (wc *wsConn) close(code websocket.StatusCode, reason string) {
+	wc.closeOnce.Do(func() {
+		wc.c.Close(code, reason)
+		wc.stop()
+		wc.c.CloseNow()
+	})
+}
+
+// stalled reports a write that has been blocked for longer than d.
+func (wc *wsConn) stalled(now time.Time, d time.Duration) bool {
+	start := wc.writeStart.Load()
+	return start != 0 && now.Sub(time.Unix(0, start)) > d
+}
+
+// wsRegistry holds the open WebSocket readers for the pinger.
+type wsRegistry struct {
+	mu    sync.Mutex
+	conns map[*wsConn]struct{}
+}
+
+func (r *wsRegistry) add(c *wsConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conns == nil {
+		r.conns = map[*wsConn]struct{}{}
+	}
+	r.conns[c] = struct{}{}
+}
+
+func (r *wsRegistry) remove(c *wsConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.conns, c)
+}
+
+func (r *wsRegistry) snapshot() []*wsConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*wsConn, 0, len(r.conns))
+	for c := range r.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Run pings every WebSocket peer from one goroutine and drops those that do not answer or
+// whose writes stall, until ctx ends. A dead peer is gone within about a minute.
+func (s *Server) Run(ctx context.Context) {
+	t := time.NewTicker(wsPingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, wc := range s.wsConns.snapshot() {
+				if wc.stalled(now, writeTimeout) {
+					wc.close(websocket.StatusPolicyViolation, "not reading")
+					continue
+				}
+				go func() {
+					pctx, cancel := context.WithTimeout(wc.ctx, wsPingTimeout)
+					defer cancel()
+					if err := wc.c.Ping(pctx); err != nil && wc.ctx.Err() == nil {
+						wc.close(websocket.StatusGoingAway, "no answer to ping")
+					}
+				}()
+			}
+		}
+	}
 }
 
 // wsReadLoop answers the client's messages, each after its write committed.
