@@ -157,7 +157,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		start := time.Now()
 		a.cancel() // streams end (WebSocket closes with 1012), background loops stop
 		err := a.mesh.Close(ctx)
-		err = errors.Join(err, a.http.Shutdown(ctx))
+		err = errors.Join(err, a.http.Shutdown(ctx), a.Server.Wait(ctx))
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = errors.Join(err, a.http.Close())
 		}

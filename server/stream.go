@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -312,36 +313,46 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer release()
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		// Pages of any origin may connect: access is by token, never by cookie.
 		InsecureSkipVerify: true,
 		CompressionMode:    websocket.CompressionDisabled,
 	})
 	if err != nil {
+		release()
 		return nil // Accept has answered the client
 	}
 	c.SetReadLimit(s.cfg.MaxBodyBytes)
-	s.obs.ConnOpened("ws")
-	defer s.obs.ConnClosed("ws")
-
 	ctx, stop := context.WithCancel(context.Background())
 	wc := &wsConn{s: s, c: c, ctx: ctx, stop: stop, since: rd.since}
 	wc.sub = s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
-	defer wc.sub.Close()
 	s.wsConns.add(wc)
-	defer s.wsConns.remove(wc)
+	// The connection is hijacked: the handler returns and a fresh goroutine, with a small
+	// stack rather than the deep one of the HTTP stack, serves it. The registry owns it.
+	go func() {
+		defer s.wsConns.remove(wc)
+		defer release()
+		wc.serve(rd.node)
+	}()
+	return nil
+}
+
+// serve runs the connection until the peer or the server ends it.
+func (wc *wsConn) serve(n db.Node) {
+	s := wc.s
+	s.obs.ConnOpened("ws")
+	defer s.obs.ConnClosed("ws")
+	defer wc.sub.Close()
 	// On shutdown tell the client to reconnect (1012); no goroutine waits for it meanwhile.
 	stopShutdown := context.AfterFunc(s.ctx, func() { wc.close(websocket.StatusServiceRestart, "server restarting, reconnect") })
 	defer stopShutdown()
 
 	wc.sub.Notify(wc.wake)
 	wc.wake() // the backlog after the client's cursor
-	s.wsReadLoop(ctx, c, rd.node, wc.send)
+	s.wsReadLoop(wc.ctx, wc.c, n, wc.send)
 	wc.close(websocket.StatusGoingAway, "connection closed")
 	wc.sub.Close() // no wake after this, so no flusher can start while we wait for them
 	wc.flushes.Wait()
-	return nil
 }
 
 // wake makes sure a flusher runs; it never blocks (the hub calls it while publishing).
@@ -436,10 +447,12 @@ func (wc *wsConn) stalled(now time.Time, d time.Duration) bool {
 	return start != 0 && now.Sub(time.Unix(0, start)) > d
 }
 
-// wsRegistry holds the open WebSocket readers for the pinger.
+// wsRegistry holds the open WebSocket connections: the pinger visits them and shutdown waits
+// for them.
 type wsRegistry struct {
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
+	wg    sync.WaitGroup
 }
 
 func (r *wsRegistry) add(c *wsConn) {
@@ -449,12 +462,27 @@ func (r *wsRegistry) add(c *wsConn) {
 		r.conns = map[*wsConn]struct{}{}
 	}
 	r.conns[c] = struct{}{}
+	r.wg.Add(1)
 }
 
 func (r *wsRegistry) remove(c *wsConn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.conns, c)
+	r.wg.Done()
+}
+
+// Wait blocks until every WebSocket connection has ended (they end when the server context
+// is cancelled), or ctx ends.
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.wsConns.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("websocket connections still open: %w", ctx.Err())
+	}
 }
 
 func (r *wsRegistry) snapshot() []*wsConn {
