@@ -41,6 +41,11 @@ func encodeItem(it Item) []byte {
 		b = append(b, `,"orderKey":`...)
 		b = appendString(b, it.OrderKey)
 	}
+	if !it.FiredAt.IsZero() {
+		b = append(b, `,"firedAt":"`...)
+		b = it.FiredAt.UTC().AppendFormat(b, TimeLayout)
+		b = append(b, '"')
+	}
 	if it.Data != nil {
 		b = append(b, `,"data":{`...)
 		keys := make([]string, 0, len(it.Data))

@@ -410,7 +410,7 @@ func (s *Store) Publish(ctx context.Context, gid, nid string, events []EventIn) 
 		}
 		s.touch(g, n, t.now)
 		for _, e := range events {
-			c, err := t.append(gid, Item{Kind: KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey})
+			c, err := t.append(gid, Item{Kind: KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey, FiredAt: e.FiredAt})
 			if err != nil {
 				return err
 			}

@@ -66,17 +66,20 @@ type Node struct {
 // Item is one entry of a group's stream. JSON holds its encoding, made once by the writer and
 // served as-is by every transport.
 type Item struct {
-	Cursor   int64             `json:"cursor"`
-	Kind     string            `json:"kind"`
-	Node     string            `json:"node,omitempty"`
-	Name     string            `json:"name,omitempty"`
-	Payload  *string           `json:"payload,omitempty"`
-	OrderKey string            `json:"orderKey,omitempty"`
-	Data     map[string]string `json:"data,omitempty"`
-	Reason   string            `json:"reason,omitempty"`
-	At       time.Time         `json:"at"`
-	Group    string            `json:"-"`
-	JSON     []byte            `json:"-"`
+	Cursor   int64   `json:"cursor"`
+	Kind     string  `json:"kind"`
+	Node     string  `json:"node,omitempty"`
+	Name     string  `json:"name,omitempty"`
+	Payload  *string `json:"payload,omitempty"`
+	OrderKey string  `json:"orderKey,omitempty"`
+	// FiredAt is when the client says the event happened (Mesh v2 clients replay events
+	// with their original gaps); zero when it did not say.
+	FiredAt time.Time         `json:"firedAt,omitzero"`
+	Data    map[string]string `json:"data,omitempty"`
+	Reason  string            `json:"reason,omitempty"`
+	At      time.Time         `json:"at"`
+	Group   string            `json:"-"`
+	JSON    []byte            `json:"-"`
 }
 
 // Joined is the answer to creating or joining a group: the caller's node and its token.
@@ -116,4 +119,5 @@ type EventIn struct {
 	Name     string
 	Payload  *string
 	OrderKey string
+	FiredAt  time.Time // optional: the client's own time of the event
 }

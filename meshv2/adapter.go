@@ -116,7 +116,7 @@ func (b *StoreBackend) ReplaceData(ctx context.Context, groupID, nodeID string, 
 func (b *StoreBackend) Publish(ctx context.Context, groupID, nodeID string, events []EventIn) ([]int64, error) {
 	in := make([]db.EventIn, len(events))
 	for i, e := range events {
-		in[i] = db.EventIn{Name: e.Name, OrderKey: e.OrderKey}
+		in[i] = db.EventIn{Name: e.Name, OrderKey: e.OrderKey, FiredAt: e.FiredAt}
 		if e.Payload != "" {
 			p := e.Payload
 			in[i].Payload = &p
@@ -194,7 +194,7 @@ func (r hubReader) Read(ctx context.Context, since int64, limit int) (ReadResult
 	for i, it := range bt.Items {
 		out.Items[i] = Item{
 			Cursor: it.Cursor, Kind: it.Kind, Node: it.Node, Name: it.Name, OrderKey: it.OrderKey,
-			At: it.At, Data: it.Data, Reason: it.Reason,
+			At: it.At, FiredAt: it.FiredAt, Data: it.Data, Reason: it.Reason,
 		}
 		if it.Payload != nil {
 			out.Items[i].Payload = *it.Payload

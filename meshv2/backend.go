@@ -67,6 +67,7 @@ type EventIn struct {
 	Name     string
 	Payload  string
 	OrderKey string
+	FiredAt  time.Time
 }
 
 // Item kinds of the group stream.
@@ -87,6 +88,8 @@ type Item struct {
 	Payload  string
 	OrderKey string
 	At       time.Time
+	// FiredAt is the publishing client's own time of an event; zero when it gave none.
+	FiredAt time.Time
 	// Data holds the changed keys of a data item; "" means the key was deleted.
 	Data   map[string]string
 	Reason string

@@ -179,7 +179,7 @@ func (f *fakeBackend) Publish(_ context.Context, gid, nid string, events []Event
 	}
 	var cs []int64
 	for _, e := range events {
-		cs = append(cs, f.appendLocked(gid, Item{Kind: KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey}))
+		cs = append(cs, f.appendLocked(gid, Item{Kind: KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey, FiredAt: e.FiredAt}))
 	}
 	return cs, nil
 }

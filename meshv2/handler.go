@@ -52,8 +52,6 @@ type Config struct {
 	// uses, so Mesh v2 and native clients of one classroom share a domain. When nil, a
 	// domain is derived from the connection's remote IP.
 	DomainFor func(r *http.Request) string
-	// FiredAtEntries bounds how many recent firedAt times are remembered (see firedAtCache).
-	FiredAtEntries int
 	// Observer counts real-time connections (transport graphql_ws); nil counts nothing.
 	Observer Observer
 }
@@ -88,9 +86,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DomainFor == nil {
 		c.DomainFor = remoteIPDomain
-	}
-	if c.FiredAtEntries <= 0 {
-		c.FiredAtEntries = 1 << 16
 	}
 	return c
 }
@@ -131,7 +126,7 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		cfg.Observer = noopObserver{}
 	}
 	logger = logger.With("component", "meshv2")
-	r := &root{cfg: cfg, backend: backend, log: logger, fired: newFiredAtCache(cfg.FiredAtEntries), now: time.Now}
+	r := &root{cfg: cfg, backend: backend, log: logger, now: time.Now}
 	opts := []graphql.SchemaOpt{
 		graphql.UseFieldResolvers(),
 		graphql.MaxDepth(12),

@@ -31,7 +31,6 @@ type root struct {
 	cfg     Config
 	backend Backend
 	log     *slog.Logger
-	fired   *firedAtCache
 	now     func() time.Time
 }
 
@@ -167,13 +166,13 @@ func optString(s string) *string {
 	return &s
 }
 
-// eventOf turns a stream item into a Mesh v2 Event. The timestamp is the client's firedAt
-// when this process saw the publish, because receivers replay events with their original
-// gaps; otherwise the server time.
+// eventOf turns a stream item into a Mesh v2 Event. The timestamp is the client's firedAt,
+// stored with the event, because receivers replay events with their original gaps; events
+// of clients that gave none carry the server time.
 func (r *root) eventOf(g Group, it Item) eventOut {
 	ts := it.At
-	if t, ok := r.fired.get(g.ID, it.Node, it.Name, it.Payload, it.OrderKey); ok {
-		ts = t
+	if !it.FiredAt.IsZero() {
+		ts = it.FiredAt
 	}
 	cur := strconv.FormatInt(it.Cursor, 10)
 	return eventOut{
@@ -630,11 +629,7 @@ func (r *root) publish(ctx context.Context, op string, args eventsArgs) (Snapsho
 		if e.EventName == "" {
 			return Snapshot{}, nil, newError(errValidation, "eventName must not be empty")
 		}
-		in[i] = EventIn{Name: e.EventName, Payload: deref(e.Payload), OrderKey: deref(e.OrderKey)}
-	}
-	// Remembered before publishing: live readers may see the items before Publish returns.
-	for i, e := range in {
-		r.fired.put(snap.Group.ID, string(args.NodeID), e.Name, e.Payload, e.OrderKey, args.Events[i].FiredAt.Time)
+		in[i] = EventIn{Name: e.EventName, Payload: deref(e.Payload), OrderKey: deref(e.OrderKey), FiredAt: e.FiredAt.Time}
 	}
 	cursors, err := r.backend.Publish(ctx, snap.Group.ID, string(args.NodeID), in)
 	if err != nil {
