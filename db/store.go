@@ -393,7 +393,7 @@ func (s *Store) loadState(ctx context.Context) error {
 	}
 	rows.Close()
 	var seq, purged, lastAt sql.NullInt64
-	if err := s.wconn.QueryRowContext(ctx, `SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'items'), (SELECT value FROM meta WHERE key = 'purged_through'), (SELECT max(at) FROM items)`).Scan(&seq, &purged, &lastAt); err != nil {
+	if err := s.wconn.QueryRowContext(ctx, `SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'items'), (SELECT value FROM meta WHERE key = 'purged_through'), (SELECT at FROM items ORDER BY cursor DESC LIMIT 1)`).Scan(&seq, &purged, &lastAt); err != nil {
 		return fmt.Errorf("load cursor: %w", err)
 	}
 	s.mu.Lock()
