@@ -31,4 +31,5 @@ test: deps check
 	MESHBOX_E2E=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 bench:
-	$(GO) test -run XXX -bench . -benchtime 200000x ./db
+	$(GO) test -run XXX -bench Ingest -benchtime 200000x ./db
+	$(GO) test -run XXX -bench OpenMillionItems -benchtime 5x ./db
