@@ -50,7 +50,8 @@ var migrations = []string{
 	);`,
 	// Per group, the newest of its items that the purge deleted: only a reader behind it has
 	// missed anything.
-	`ALTER TABLE groups ADD COLUMN purged_through INTEGER NOT NULL DEFAULT 0;`,
+	`ALTER TABLE groups ADD COLUMN purged_through INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE groups ADD COLUMN end_cursor INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the schema version this binary writes.

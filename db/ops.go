@@ -277,17 +277,18 @@ func (s *Store) Dissolve(ctx context.Context, gid, reason string) error {
 }
 
 func (s *Store) dissolve(t *txn, g *groupState, reason string) error {
-	if err := t.exec(t.ctx, `UPDATE groups SET ended_at = ?, end_reason = ? WHERE id = ?`, t.now.UnixMilli(), reason, g.ID); err != nil {
-		return err
-	}
 	if err := t.exec(t.ctx, `DELETE FROM nodes WHERE group_id = ?`, g.ID); err != nil {
 		return err
 	}
-	if _, err := t.append(g.ID, Item{Kind: KindDissolve, Reason: reason}); err != nil {
+	end, err := t.append(g.ID, Item{Kind: KindDissolve, Reason: reason})
+	if err != nil {
+		return err
+	}
+	if err := t.exec(t.ctx, `UPDATE groups SET ended_at = ?, end_reason = ?, end_cursor = ? WHERE id = ?`, t.now.UnixMilli(), reason, end, g.ID); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	g.endedAt, g.endReason = t.now, reason
+	g.endedAt, g.endReason, g.endCursor = t.now, reason, end
 	g.former = make(map[string][]byte, len(g.nodes))
 	for id, n := range g.nodes {
 		g.former[id] = n.tokenHash

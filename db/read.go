@@ -22,19 +22,6 @@ func (s *Store) Group(gid string) (Group, error) {
 	return g.snapshot(), nil
 }
 
-// GroupState tells whether a group exists, and if so whether it ended, without the liveness
-// checks; readers use it to tell "gone" from "never existed".
-func (s *Store) GroupState(gid string) (g Group, ended bool, err error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	gs := s.groups[gid]
-	if gs == nil {
-		return Group{}, false, fmt.Errorf("group %s: %w", gid, ErrGroupNotFound)
-	}
-	_, lerr := s.live(gid, s.now())
-	return gs.snapshot(), lerr != nil, nil
-}
-
 // Node returns a member of a live group.
 func (s *Store) Node(gid, nid string) (Node, error) {
 	s.mu.RLock()
@@ -274,4 +261,14 @@ func (s *Store) Stats(ctx context.Context) Stats {
 		st.WALBytes = fi.Size()
 	}
 	return st
+}
+
+// Over reports whether a reader at cursor since has seen the end of group gid: the group was
+// dissolved and its dissolve item is at or before since. A group that expired but whose
+// dissolve item the purge has not yet appended is not over: its readers wait for that item.
+func (s *Store) Over(gid string, since int64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	g := s.groups[gid]
+	return g != nil && !g.endedAt.IsZero() && since >= g.endCursor && since <= s.committed.Load()
 }

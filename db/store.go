@@ -102,6 +102,8 @@ type groupState struct {
 	Group
 	endedAt   time.Time
 	endReason string
+	// endCursor is the dissolve item's cursor.
+	endCursor int64
 	// purged is the newest cursor of this group's items that the purge deleted.
 	purged int64
 	nodes  map[string]*nodeState
@@ -335,7 +337,7 @@ func (s *Store) Ping(ctx context.Context) error {
 
 func (s *Store) loadState(ctx context.Context) error {
 	groups := make(map[string]*groupState)
-	rows, err := s.wconn.QueryContext(ctx, `SELECT id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, ended_at, end_reason, purged_through FROM groups`)
+	rows, err := s.wconn.QueryContext(ctx, `SELECT id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, ended_at, end_reason, end_cursor, purged_through FROM groups`)
 	if err != nil {
 		return fmt.Errorf("load groups: %w", err)
 	}
@@ -343,7 +345,7 @@ func (s *Store) loadState(ctx context.Context) error {
 	for rows.Next() {
 		g := &groupState{nodes: make(map[string]*nodeState)}
 		var created, expires, hostSeen, ended int64
-		if err := rows.Scan(&g.ID, &g.Domain, &g.Name, &g.Host, &created, &expires, &hostSeen, &g.UseWebSocket, &ended, &g.endReason, &g.purged); err != nil {
+		if err := rows.Scan(&g.ID, &g.Domain, &g.Name, &g.Host, &created, &expires, &hostSeen, &g.UseWebSocket, &ended, &g.endReason, &g.endCursor, &g.purged); err != nil {
 			rows.Close()
 			return fmt.Errorf("load groups: %w", err)
 		}

@@ -246,7 +246,7 @@ func decodeError(err error) error {
 		if field == "" {
 			field = "body"
 		}
-		return errorf(http.StatusBadRequest, "bad_json", fmt.Sprintf("%s must be a %s, not %s", field, jsonType(typeErr.Type.Kind().String()), typeErr.Value))
+		return errorf(http.StatusBadRequest, "bad_json", fmt.Sprintf("%s must be %s, not %s", field, jsonType(typeErr.Type.Kind().String()), typeErr.Value))
 	case errors.As(err, &syntaxErr):
 		return errorf(http.StatusBadRequest, "bad_json", fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err))
 	case errors.Is(err, io.EOF):
@@ -258,15 +258,15 @@ func decodeError(err error) error {
 func jsonType(kind string) string {
 	switch kind {
 	case "string":
-		return "string"
+		return "a string"
 	case "map", "struct":
-		return "object"
+		return "an object"
 	case "slice", "array":
-		return "array"
+		return "an array"
 	case "bool":
-		return "boolean"
+		return "a boolean"
 	}
-	return "number"
+	return "a number"
 }
 
 // token is the bearer token of a request, from the header or, for EventSource and browser

@@ -118,6 +118,9 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if len(b.Items) == 0 && !b.Truncated && s.store.Over(rd.node.Group, b.Next) {
+		return errorf(http.StatusGone, "group_ended", "group "+rd.node.Group+" has ended")
+	}
 	if len(b.Items) == 0 && !b.Truncated && wait > 0 {
 		release, err := s.openStream(r)
 		if err != nil {
@@ -142,10 +145,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	if len(b.Items) == 0 && !b.Truncated {
-		if _, ended, err := s.store.GroupState(rd.node.Group); err == nil && ended {
-			return errorf(http.StatusGone, "group_ended", "group "+rd.node.Group+" has ended")
-		}
+	if len(b.Items) == 0 && !b.Truncated && s.store.Over(rd.node.Group, b.Next) {
+		return errorf(http.StatusGone, "group_ended", "group "+rd.node.Group+" has ended")
 	}
 	buf := make([]byte, 0, 64+itemsLen(b.Items))
 	buf = append(buf, `{"items":`...)

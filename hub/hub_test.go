@@ -1,0 +1,397 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"meshbox/db"
+)
+
+// The hub is tested over a real store in a temporary SQLite file, connected the way app
+// connects them: the store hands every commit to Publish and every purge to Purged, and asks
+// Active about presence.
+
+func newHub(t *testing.T, opts Options, dbOpts db.Options) (*db.Store, *Hub) {
+	t.Helper()
+	st, err := db.Open(context.Background(), filepath.Join(t.TempDir(), "hub.db"), dbOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(st, opts)
+	st.Start(db.Hooks{OnCommit: h.Publish, Active: h.Active, OnPurge: h.Purged})
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return st, h
+}
+
+func newGroup(t *testing.T, st *db.Store, name string) db.Joined {
+	t.Helper()
+	j, err := st.CreateGroup(context.Background(), db.NewGroup{Domain: "test", Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// publish appends n events to j's group in one commit and returns their cursors.
+func publish(t *testing.T, st *db.Store, j db.Joined, n int) []int64 {
+	t.Helper()
+	evs := make([]db.EventIn, n)
+	for i := range evs {
+		evs[i] = db.EventIn{Name: fmt.Sprintf("e%d", i)}
+	}
+	cs, err := st.Publish(context.Background(), j.Group.ID, j.Node.ID, evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func cursors(items []db.Item) []int64 {
+	out := make([]int64, len(items))
+	for i, it := range items {
+		out[i] = it.Cursor
+	}
+	return out
+}
+
+// tailOf returns a group's tail as the hub holds it.
+func tailOf(h *Hub, gid string) *tail {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.groups[gid]
+}
+
+// TestTailTrimKeepsStart publishes runs of items into two groups while one is read, and
+// after every commit checks the tail against the store: it holds at most TailItems items
+// and every item of the group after start, in order.
+func TestTailTrimKeepsStart(t *testing.T) {
+	const max = 8
+	st, h := newHub(t, Options{TailItems: max}, db.Options{})
+	a, b := newGroup(t, st, "a"), newGroup(t, st, "b")
+	sub := h.Subscribe(a.Group.ID, a.Node.ID, "ws")
+	defer sub.Close()
+	other := h.Subscribe(b.Group.ID, b.Node.ID, "ws")
+	defer other.Close()
+	ctx := context.Background()
+	first := tailOf(h, a.Group.ID).startCursor()
+	for round := range 40 {
+		publish(t, st, a, 1+round%3)
+		publish(t, st, b, 1+round%2)
+		tl := tailOf(h, a.Group.ID)
+		items, inside, _ := tl.after(tl.startCursor(), 1<<20)
+		if !inside {
+			t.Fatalf("round %d: the tail's own start is not inside it", round)
+		}
+		if len(items) > max {
+			t.Fatalf("round %d: the tail holds %d items, more than %d", round, len(items), max)
+		}
+		want, _, err := st.ReadAfter(ctx, a.Group.ID, tl.startCursor(), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(cursors(items), cursors(want)) {
+			t.Fatalf("round %d: tail after start %d holds %v, the store %v", round, tl.startCursor(), cursors(items), cursors(want))
+		}
+		for i, it := range items {
+			if it.Group != a.Group.ID || string(it.JSON) != string(want[i].JSON) {
+				t.Fatalf("round %d: tail item %d is %s, the store has %s", round, it.Cursor, it.JSON, want[i].JSON)
+			}
+		}
+	}
+	if tailOf(h, a.Group.ID).startCursor() == first {
+		t.Fatal("the tail was never trimmed; the test proves nothing")
+	}
+}
+
+// TestReadWalksFromStoreIntoTail reads a group from its very first item with a small limit:
+// the first reads come from the store (behind the tail), the last from memory, and together
+// they give every item once, in order. Items from memory share their encoding between readers.
+func TestReadWalksFromStoreIntoTail(t *testing.T) {
+	st, h := newHub(t, Options{TailItems: 4}, db.Options{})
+	j := newGroup(t, st, "walk")
+	sub := h.Subscribe(j.Group.ID, j.Node.ID, "sse")
+	defer sub.Close()
+	var want []int64
+	for range 10 {
+		want = append(want, publish(t, st, j, 2)...)
+	}
+	tl := tailOf(h, j.Group.ID)
+	if _, inside, _ := tl.after(j.Cursor, 1); inside {
+		t.Fatalf("the tail (start %d) still holds the first items; the test proves nothing", tl.startCursor())
+	}
+	ctx := context.Background()
+	var got []int64
+	since := j.Cursor
+	for len(got) < len(want) {
+		b, err := sub.Read(ctx, since, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Items) == 0 || len(b.Items) > 3 || b.Truncated || b.Ended || b.Next != b.Items[len(b.Items)-1].Cursor {
+			t.Fatalf("read after %d: %+v", since, b)
+		}
+		got = append(got, cursors(b.Items)...)
+		since = b.Next
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("read %v, want %v", got, want)
+	}
+	b, err := sub.Read(ctx, since, 3)
+	if err != nil || len(b.Items) != 0 || b.Next != since {
+		t.Fatalf("read at the end: %+v %v", b, err)
+	}
+
+	// Two readers of the tail get the very same bytes: items are encoded once.
+	second := h.Subscribe(j.Group.ID, "other", "ws")
+	defer second.Close()
+	b1, _ := sub.Read(ctx, want[len(want)-2], 1)
+	b2, _ := second.Read(ctx, want[len(want)-2], 1)
+	if len(b1.Items) != 1 || len(b2.Items) != 1 || &b1.Items[0].JSON[0] != &b2.Items[0].JSON[0] {
+		t.Fatal("two readers of the tail got separate copies of an item")
+	}
+}
+
+// TestReadSkipsOtherGroupsActivity: a reader whose cursor is behind its group's tail only
+// because other groups were busy gets no items, no truncation, and a Next it can wait after.
+func TestReadSkipsOtherGroupsActivity(t *testing.T) {
+	st, h := newHub(t, Options{}, db.Options{})
+	quiet, busy := newGroup(t, st, "quiet"), newGroup(t, st, "busy")
+	publish(t, st, busy, 5)
+	sub := h.Subscribe(quiet.Group.ID, quiet.Node.ID, "sse")
+	defer sub.Close()
+	b, err := sub.Read(context.Background(), quiet.Cursor, 10)
+	if err != nil || len(b.Items) != 0 || b.Truncated || b.Next != st.LastCursor() {
+		t.Fatalf("read: %+v %v, want nothing with next %d", b, err, st.LastCursor())
+	}
+	// Waiting after Next blocks until the group has something new.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := sub.Wait(ctx, b.Next); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait after next: %v, want it to block", err)
+	}
+}
+
+// TestReadTruncated: a reader behind the retention is told, once, and moves on.
+func TestReadTruncated(t *testing.T) {
+	st, h := newHub(t, Options{}, db.Options{EventTTL: 20 * time.Millisecond})
+	j := newGroup(t, st, "old")
+	cs := publish(t, st, j, 3)
+	time.Sleep(50 * time.Millisecond)
+	if _, err := st.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
+	defer sub.Close()
+	b, err := sub.Read(context.Background(), j.Cursor, 10)
+	if err != nil || !b.Truncated || len(b.Items) != 0 || b.Next < cs[2] {
+		t.Fatalf("read behind the retention: %+v %v", b, err)
+	}
+	b, err = sub.Read(context.Background(), b.Next, 10)
+	if err != nil || b.Truncated {
+		t.Fatalf("read after the truncation notice: %+v %v", b, err)
+	}
+	fresh := publish(t, st, j, 1)
+	b, err = sub.Read(context.Background(), b.Next, 10)
+	if err != nil || b.Truncated || !slices.Equal(cursors(b.Items), fresh) {
+		t.Fatalf("read of a fresh item: %+v %v", b, err)
+	}
+}
+
+// TestPurgeDropsTailItems: items the store purged leave the tail too, so a reader open across
+// the purge, with a cursor before them, learns of the truncation as a new reader would.
+func TestPurgeDropsTailItems(t *testing.T) {
+	st, h := newHub(t, Options{}, db.Options{EventTTL: 20 * time.Millisecond})
+	j := newGroup(t, st, "purge")
+	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
+	defer sub.Close()
+	cs := publish(t, st, j, 3)
+	if b, err := sub.Read(context.Background(), j.Cursor, 10); err != nil || !slices.Equal(cursors(b.Items), cs) {
+		t.Fatalf("read before the purge: %+v %v", b, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := st.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tl := tailOf(h, j.Group.ID)
+	tl.mu.RLock()
+	n := len(tl.items)
+	tl.mu.RUnlock()
+	if n != 0 {
+		t.Fatalf("the tail still holds %d purged items", n)
+	}
+	b, err := sub.Read(context.Background(), j.Cursor, 10)
+	if err != nil || !b.Truncated || len(b.Items) != 0 || b.Next < cs[2] {
+		t.Fatalf("read after the purge: %+v %v, want truncated", b, err)
+	}
+}
+
+func TestReadCursorAhead(t *testing.T) {
+	st, h := newHub(t, Options{}, db.Options{})
+	j := newGroup(t, st, "ahead")
+	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
+	defer sub.Close()
+	if _, err := sub.Read(context.Background(), st.LastCursor()+1, 10); !errors.Is(err, ErrCursorAhead) {
+		t.Fatalf("read ahead of the stream: %v", err)
+	}
+}
+
+// TestReadEnded: the batch holding the dissolve item says the stream is over.
+func TestReadEnded(t *testing.T) {
+	st, h := newHub(t, Options{}, db.Options{})
+	j := newGroup(t, st, "end")
+	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
+	defer sub.Close()
+	if err := st.Dissolve(context.Background(), j.Group.ID, db.ReasonHost); err != nil {
+		t.Fatal(err)
+	}
+	b, err := sub.Read(context.Background(), j.Cursor, 10)
+	if err != nil || !b.Ended || len(b.Items) != 1 || b.Items[0].Kind != db.KindDissolve {
+		t.Fatalf("read of a dissolved group: %+v %v", b, err)
+	}
+}
+
+// TestWait: Wait blocks until its group gets a newer item (not another group's), returns at
+// once when there is something to read, and ends with its context.
+func TestWait(t *testing.T) {
+	st, h := newHub(t, Options{}, db.Options{})
+	a, b := newGroup(t, st, "a"), newGroup(t, st, "b")
+	sub := h.Subscribe(a.Group.ID, a.Node.ID, "ws")
+	defer sub.Close()
+	since := st.LastCursor()
+	woke := make(chan error, 1)
+	go func() { woke <- sub.Wait(context.Background(), since) }()
+
+	publish(t, st, b, 1)
+	select {
+	case err := <-woke:
+		t.Fatalf("another group's item woke the reader: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	publish(t, st, a, 1)
+	select {
+	case err := <-woke:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a new item did not wake the reader")
+	}
+
+	// Something to read: no wait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := sub.Wait(ctx, since); err != nil {
+		t.Fatalf("wait with an item pending: %v", err)
+	}
+	// Nothing to read: the context ends the wait.
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	if err := sub.Wait(ctx, st.LastCursor()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v", err)
+	}
+}
+
+// TestPresence counts open streams per node and transport.
+func TestPresence(t *testing.T) {
+	st, h := newHub(t, Options{}, db.Options{})
+	j := newGroup(t, st, "p")
+	gid, nid := j.Group.ID, j.Node.ID
+	if h.Active(gid, nid) {
+		t.Fatal("active before any stream")
+	}
+	ws1 := h.Subscribe(gid, nid, "ws")
+	ws2 := h.Subscribe(gid, nid, "ws")
+	sse := h.Subscribe(gid, nid, "sse")
+	other := h.Subscribe(gid, "n2", "longpoll")
+	if tr := h.Transports(gid); len(tr) != 2 || !slices.Equal(tr[nid], []string{"sse", "ws"}) || !slices.Equal(tr["n2"], []string{"longpoll"}) {
+		t.Fatalf("transports: %v", tr)
+	}
+	ws1.Close()
+	ws1.Close() // closing twice counts once
+	if !slices.Equal(h.Transports(gid)[nid], []string{"sse", "ws"}) {
+		t.Fatalf("after closing one of two WebSockets: %v", h.Transports(gid))
+	}
+	ws2.Close()
+	sse.Close()
+	if h.Active(gid, nid) || len(h.Transports(gid)[nid]) != 0 {
+		t.Fatalf("still active after every stream closed: %v", h.Transports(gid))
+	}
+	if !h.Active(gid, "n2") {
+		t.Fatal("the other node lost its presence")
+	}
+	other.Close()
+	h.pmu.RLock()
+	left := len(h.presence)
+	h.pmu.RUnlock()
+	if left != 0 {
+		t.Fatalf("presence keeps %d groups with no streams", left)
+	}
+}
+
+// TestRunDropsIdleTails: a tail nobody reads is dropped after IdleTail; a read one is kept,
+// and a new reader of a dropped group gets a fresh tail that still serves it from the store.
+func TestRunDropsIdleTails(t *testing.T) {
+	st, h := newHub(t, Options{IdleTail: 40 * time.Millisecond}, db.Options{})
+	idle, read := newGroup(t, st, "idle"), newGroup(t, st, "read")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	s := h.Subscribe(idle.Group.ID, idle.Node.ID, "ws")
+	cs := publish(t, st, idle, 2)
+	s.Close()
+	keep := h.Subscribe(read.Group.ID, read.Node.ID, "ws")
+	defer keep.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for tailOf(h, idle.Group.ID) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle tail was never dropped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if tailOf(h, read.Group.ID) == nil {
+		t.Fatal("a tail with a reader was dropped")
+	}
+	again := h.Subscribe(idle.Group.ID, idle.Node.ID, "ws")
+	defer again.Close()
+	b, err := again.Read(context.Background(), idle.Cursor, 10)
+	if err != nil || !slices.Equal(cursors(b.Items), cs) {
+		t.Fatalf("read after the tail was dropped: %+v %v, want %v", b, err, cs)
+	}
+}
+
+// TestReadAll: the global feed keeps the newest GlobalItems items of all groups and says when
+// a reader fell behind it.
+func TestReadAll(t *testing.T) {
+	st, h := newHub(t, Options{GlobalItems: 4}, db.Options{})
+	a, b := newGroup(t, st, "a"), newGroup(t, st, "b")
+	since := st.LastCursor()
+	ca := publish(t, st, a, 1)
+	cb := publish(t, st, b, 1)
+	items, next, truncated := h.ReadAll(since, 10)
+	if truncated || !slices.Equal(cursors(items), []int64{ca[0], cb[0]}) || next != cb[0] {
+		t.Fatalf("read all: %v next %d truncated %v", cursors(items), next, truncated)
+	}
+	for range 5 {
+		publish(t, st, a, 2)
+	}
+	items, _, truncated = h.ReadAll(since, 100)
+	if !truncated || len(items) == 0 || len(items) > 4 {
+		t.Fatalf("read all behind the feed: %d items, truncated %v", len(items), truncated)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := h.WaitAll(ctx, st.LastCursor()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait all with nothing new: %v", err)
+	}
+}
