@@ -188,10 +188,18 @@ func (r *reader) followWS(ctx context.Context, c *client, since int64, connected
 	defer conn.CloseNow()
 	conn.SetReadLimit(64 << 20) // a reader that is behind gets large batches
 	connected()
+	// Reads get a context without a deadline (the library would arm a timer per read, which
+	// would make the load generator, not the server, the bottleneck); ctx ends the
+	// connection instead.
+	stop := context.AfterFunc(ctx, func() { conn.CloseNow() })
+	defer stop()
 	var buf bytes.Buffer
 	var msg wsMessage
 	for {
-		_, rd, err := conn.Reader(ctx)
+		_, rd, err := conn.Reader(context.Background())
+		if ctx.Err() != nil {
+			return since, ctx.Err()
+		}
 		if err != nil {
 			return since, fmt.Errorf("websocket read: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -67,6 +68,7 @@ type Server struct {
 	pubRate *limiter
 	ipConns *counter
 	wsConns wsRegistry
+	frames  sync.Pool // *[]byte frame buffers, shared so idle connections hold none
 	handler http.Handler
 }
 
@@ -86,6 +88,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 		pubRate: newLimiter(cfg.PublishRate, 2*cfg.PublishRate),
 		ipConns: newCounter(cfg.MaxConnsPerIP),
 	}
+	s.frames.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.handler = s.routes()
 	return s
 }

@@ -391,7 +391,10 @@ func (wc *wsConn) flush() {
 
 // sendPending sends everything after the cursor; done reports the group's end was sent.
 func (wc *wsConn) sendPending() (done bool, err error) {
-	var buf []byte
+	bp := wc.s.frames.Get().(*[]byte)
+	defer wc.s.frames.Put(bp)
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0] }()
 	for {
 		b, err := wc.sub.Read(wc.ctx, wc.since, streamBatch)
 		if err != nil {
@@ -430,7 +433,10 @@ func (wc *wsConn) sendPending() (done bool, err error) {
 func (wc *wsConn) send(b []byte) error {
 	wc.writeStart.Store(time.Now().UnixNano())
 	defer wc.writeStart.Store(0)
-	return wc.c.Write(wc.ctx, websocket.MessageText, b)
+	// No deadline context: with one the library arms a timer per write, the costliest part of
+	// a small write. A write that stalls is cut off by the pinger (stalled), and close ends
+	// any write in progress by closing the socket.
+	return wc.c.Write(context.Background(), websocket.MessageText, b)
 }
 
 // close ends the connection once, with a close frame carrying code and reason.
