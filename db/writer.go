@@ -198,11 +198,6 @@ func (s *Store) runBatch(batch []*op) {
 		return
 	}
 	s.committed.Store(s.lastCursor)
-	// Writers hear first: their items are durable, and readers that look now find them in
-	// the store; the hub's fan-out (which wakes every reader) comes right after.
-	for i, o := range batch {
-		o.done <- results[i]
-	}
 	if t.purged > 0 {
 		s.hooks.OnPurge(t.purged)
 	}
@@ -217,6 +212,9 @@ func (s *Store) runBatch(batch []*op) {
 		}
 	}
 	s.obs.ObserveCommit(len(batch), len(t.items), time.Since(start))
+	for i, o := range batch {
+		o.done <- results[i]
+	}
 }
 
 // runOp runs one op, turning a panic into that op's error so a bug in one request never takes

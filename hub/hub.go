@@ -140,8 +140,8 @@ func (h *Hub) Publish(items []db.Item) {
 	if len(items) == 0 {
 		return
 	}
+	var wake []func()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	// Items of one group are contiguous runs in most batches; append each run at once.
 	for i := 0; i < len(items); {
 		j := i + 1
@@ -151,13 +151,23 @@ func (h *Hub) Publish(items []db.Item) {
 		if t := h.groups[items[i].Group]; t != nil {
 			t.append(items[i:j:j])
 			for _, fn := range t.notify {
-				fn()
+				wake = append(wake, fn)
 			}
 		}
 		i = j
 	}
 	h.global.append(items)
 	h.last = items[len(items)-1].Cursor
+	h.mu.Unlock()
+	if len(wake) > 0 {
+		// The items are in the tails already, so every read from now on finds them; the
+		// wake-ups, one per reader, run off the writer so its next commit need not wait.
+		go func() {
+			for _, fn := range wake {
+				fn()
+			}
+		}()
+	}
 }
 
 // Purged drops every in-memory item up to through, which the store has deleted: a reader

@@ -296,6 +296,10 @@ type wsConn struct {
 	running atomic.Bool // a flusher is running
 	pending atomic.Bool // items arrived since the flusher last looked
 	flushes sync.WaitGroup
+	// mu orders starting a flusher against the end of the connection: once ended is set,
+	// no flusher starts, so waiting for flushes is safe.
+	mu    sync.Mutex
+	ended bool
 	// writeStart is when the current write began (unix nanos, 0 when none): the pinger drops a
 	// peer whose writes stall, without a timer per write.
 	writeStart atomic.Int64
@@ -352,17 +356,26 @@ func (wc *wsConn) serve(n db.Node) {
 	wc.wake() // the backlog after the client's cursor
 	s.wsReadLoop(wc.ctx, wc.c, n, wc.send)
 	wc.close(websocket.StatusGoingAway, "connection closed")
-	wc.sub.Close() // no wake after this, so no flusher can start while we wait for them
+	wc.sub.Close()
+	wc.mu.Lock()
+	wc.ended = true // no flusher starts after this, so the wait below is final
+	wc.mu.Unlock()
 	wc.flushes.Wait()
 }
 
 // wake makes sure a flusher runs; it never blocks (the hub calls it while publishing).
 func (wc *wsConn) wake() {
 	wc.pending.Store(true)
-	if wc.ctx.Err() == nil && wc.running.CompareAndSwap(false, true) {
-		wc.flushes.Add(1)
-		go wc.flush()
+	if !wc.running.CompareAndSwap(false, true) {
+		return
 	}
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.ended {
+		return
+	}
+	wc.flushes.Add(1)
+	go wc.flush()
 }
 
 func (wc *wsConn) flush() {
