@@ -172,6 +172,7 @@ func itemsLen(items []db.Item) int {
 // follow delivers the group's items after since to emit, waiting for new ones, until the group
 // ends (nil), ctx ends, or emit fails. idle is called every idleEvery (comment heartbeats).
 func (s *Server) follow(ctx context.Context, sub *hub.Sub, since int64, idleEvery time.Duration, emit func(hub.Batch) error, idle func() error) error {
+	sig := sub.Signal() // before the first read, so no append between read and wait is missed
 	// One timer for the whole stream: a timer per wait would cost more than the items.
 	timer := time.NewTimer(idleEvery)
 	defer timer.Stop()
@@ -194,7 +195,7 @@ func (s *Server) follow(ctx context.Context, sub *hub.Sub, since int64, idleEver
 		// is behind the tail would return at once, and the loop would spin on the store.
 		since = b.Next
 		select {
-		case <-sub.Changed(since):
+		case <-sig:
 		case <-timer.C:
 			if err := idle(); err != nil {
 				return err
