@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 )
 
@@ -21,13 +20,20 @@ type op struct {
 
 // statements are prepared once on the writer connection; every batch reuses them.
 type statements struct {
-	insertItem *sql.Stmt
+	begin, commit *sql.Stmt
+	insertItem    *sql.Stmt
 }
 
 const insertItemSQL = `INSERT INTO items(cursor, group_id, at, body) VALUES (?, ?, ?, ?)`
 
 func (st *statements) prepare(ctx context.Context, conn *sql.Conn) error {
 	var err error
+	if st.begin, err = conn.PrepareContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("prepare begin: %w", err)
+	}
+	if st.commit, err = conn.PrepareContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("prepare commit: %w", err)
+	}
 	if st.insertItem, err = conn.PrepareContext(ctx, insertItemSQL); err != nil {
 		return fmt.Errorf("prepare insert item: %w", err)
 	}
@@ -35,8 +41,10 @@ func (st *statements) prepare(ctx context.Context, conn *sql.Conn) error {
 }
 
 func (st *statements) close() {
-	if st.insertItem != nil {
-		st.insertItem.Close()
+	for _, s := range []*sql.Stmt{st.begin, st.commit, st.insertItem} {
+		if s != nil {
+			s.Close()
+		}
 	}
 }
 
@@ -132,12 +140,6 @@ func (s *Store) writeLoop() {
 			return
 		}
 		batch = s.fill(batch)
-		if len(batch) < maxBatchOps {
-			// Writers that were just acknowledged are about to submit again: let them run once
-			// so their ops share this commit instead of each paying for one.
-			runtime.Gosched()
-			batch = s.fill(batch)
-		}
 		s.runBatch(batch)
 	}
 }
@@ -172,7 +174,7 @@ func (s *Store) runBatch(batch []*op) {
 	t := &txn{s: s, ctx: ctx, now: s.now()}
 	results := make([]error, len(batch))
 	prevCursor, prevAt := s.lastCursor, s.lastAt
-	err := t.exec(ctx, "BEGIN IMMEDIATE")
+	_, err := s.stmts.begin.ExecContext(ctx)
 	if err == nil {
 		for i, o := range batch {
 			results[i] = s.runOp(o, t)
@@ -186,7 +188,7 @@ func (s *Store) runBatch(batch []*op) {
 		err = s.commitHook()
 	}
 	if err == nil {
-		if _, cerr := s.wconn.ExecContext(ctx, "COMMIT"); cerr != nil {
+		if _, cerr := s.stmts.commit.ExecContext(ctx); cerr != nil {
 			err = fmt.Errorf("commit: %w", cerr)
 		}
 	}
