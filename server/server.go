@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -274,14 +275,20 @@ func jsonType(kind string) string {
 
 // token is the bearer token of a request, from the header or, for EventSource and browser
 // WebSocket which cannot set headers, the query.
-func token(r *http.Request) string {
+func token(r *http.Request) string { return tokenOf(r, nil) }
+
+// tokenOf is token with the query already parsed (nil: parse it if needed).
+func tokenOf(r *http.Request, q url.Values) string {
 	if h := r.Header.Get("Authorization"); h != "" {
 		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
 			return strings.TrimSpace(t)
 		}
 		return ""
 	}
-	return r.URL.Query().Get("token")
+	if q == nil {
+		q = r.URL.Query()
+	}
+	return q.Get("token")
 }
 
 // caller is who a request acts for: a node of the group, or the admin.

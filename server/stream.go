@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,9 +40,9 @@ type reader struct {
 
 // openReader authenticates a reader and parses its cursor: lastEventID (SSE) wins over since;
 // no cursor means "from now".
-func (s *Server) openReader(r *http.Request, lastEventID string) (reader, error) {
+func (s *Server) openReader(r *http.Request, q url.Values, lastEventID string) (reader, error) {
 	gid := chi.URLParam(r, "gid")
-	tok := token(r)
+	tok := tokenOf(r, q)
 	if tok == "" {
 		return reader{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
 	}
@@ -51,7 +52,7 @@ func (s *Server) openReader(r *http.Request, lastEventID string) (reader, error)
 	}
 	raw := lastEventID
 	if raw == "" {
-		raw = r.URL.Query().Get("since")
+		raw = q.Get("since")
 	}
 	since := s.store.LastCursor()
 	if raw != "" {
@@ -93,11 +94,11 @@ func (s *Server) streamContext(r *http.Request) (context.Context, context.Cancel
 }
 
 func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
-	rd, err := s.openReader(r, "")
+	q := r.URL.Query() // parsed once: a long-poll is the most frequent request there is
+	rd, err := s.openReader(r, q, "")
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
 	limit := 500
 	if v := q.Get("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 5000 {
@@ -208,11 +209,12 @@ func (s *Server) follow(ctx context.Context, sub *hub.Sub, since int64, idleEver
 }
 
 func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
-		lastID = r.URL.Query().Get("lastEventId")
+		lastID = q.Get("lastEventId")
 	}
-	rd, err := s.openReader(r, strings.TrimSpace(lastID))
+	rd, err := s.openReader(r, q, strings.TrimSpace(lastID))
 	if err != nil {
 		return err
 	}
@@ -311,7 +313,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.NoWebSocket {
 		return errorf(http.StatusForbidden, "websocket_disabled", "WebSocket is disabled on this server: use SSE or long-poll")
 	}
-	rd, err := s.openReader(r, "")
+	rd, err := s.openReader(r, r.URL.Query(), "")
 	if err != nil {
 		return err
 	}
