@@ -63,16 +63,7 @@ func TestSIGKILLLosesNoAcknowledgedItem(t *testing.T) {
 	dbPath := filepath.Join(dir, "meshbox.db")
 	cmd, base := startBinary(t, bin, dbPath)
 
-	resp, err := http.Post(base+"/api/v1/groups", "application/json", strings.NewReader(`{"name":"crash"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var j struct {
-		Group struct{ ID string }
-		Token string
-	}
-	json.NewDecoder(resp.Body).Decode(&j)
-	resp.Body.Close()
+	j := createGroup(t, base, "crash")
 
 	var mu sync.Mutex
 	acked := map[int64]bool{}
@@ -152,7 +143,7 @@ func TestSIGKILLLosesNoAcknowledgedItem(t *testing.T) {
 	}
 	req, _ := http.NewRequest("POST", base+"/api/v1/groups/"+j.Group.ID+"/events", strings.NewReader(`{"events":[{"name":"after"}]}`))
 	req.Header.Set("Authorization", "Bearer "+j.Token)
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

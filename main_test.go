@@ -53,6 +53,27 @@ func startRun(t *testing.T, ctx context.Context, dbPath string) (string, chan er
 	return "", nil, nil
 }
 
+// hostOf is what a test keeps of a group it created: the id and the host's token.
+type hostOf struct {
+	Group struct{ ID string }
+	Token string
+}
+
+// createGroup creates a group on a running meshbox.
+func createGroup(t *testing.T, base, name string) hostOf {
+	t.Helper()
+	resp, err := http.Post(base+"/api/v1/groups", "application/json", strings.NewReader(`{"name":"`+name+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var j hostOf
+	if err := json.NewDecoder(resp.Body).Decode(&j); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create group: %d %v", resp.StatusCode, err)
+	}
+	return j
+}
+
 func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	dbPath := filepath.Join(t.TempDir(), "meshbox.db")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -61,16 +82,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	if _, err := os.Stat(dbPath); err != nil {
 		t.Fatalf("database not created: %v", err)
 	}
-	resp, err := http.Post(base+"/api/v1/groups", "application/json", strings.NewReader(`{"name":"g"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var j struct {
-		Group struct{ ID string }
-		Token string
-	}
-	json.NewDecoder(resp.Body).Decode(&j)
-	resp.Body.Close()
+	j := createGroup(t, base, "g")
 
 	// An open SSE stream must not hold shutdown up.
 	sse, err := http.Get(base + "/api/v1/groups/" + j.Group.ID + "/stream?token=" + j.Token)
@@ -138,7 +150,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	base, done, _ = startRun(t, ctx2, dbPath)
 	req, _ := http.NewRequest("GET", base+"/api/v1/groups/"+j.Group.ID+"/events?since=0&limit=5000", nil)
 	req.Header.Set("Authorization", "Bearer "+j.Token)
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

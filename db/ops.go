@@ -29,6 +29,20 @@ func ValidID(id string) bool {
 
 func validName(n string) bool { return n != "" && len(n) <= 256 && utf8.ValidString(n) }
 
+// checkNode validates a node's optional client-chosen id and its name, which defaults to def.
+func checkNode(id, name, def string) (string, error) {
+	if id != "" && !ValidID(id) {
+		return "", fmt.Errorf("node id must be 1-128 printable characters without '/': %w", ErrInvalid)
+	}
+	if name == "" {
+		name = def
+	}
+	if !validName(name) {
+		return "", fmt.Errorf("node name must be 1-256 characters: %w", ErrInvalid)
+	}
+	return name, nil
+}
+
 // live returns the group if it accepts requests now. Called by the writer or under s.mu.
 func (s *Store) live(gid string, now time.Time) (*groupState, error) {
 	g := s.groups[gid]
@@ -97,17 +111,12 @@ func (s *Store) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 	if !validName(ng.Name) {
 		return Joined{}, fmt.Errorf("group name must be 1-256 characters: %w", ErrInvalid)
 	}
-	if ng.HostID != "" && !ValidID(ng.HostID) {
-		return Joined{}, fmt.Errorf("host id must be 1-128 printable characters without '/': %w", ErrInvalid)
-	}
-	if ng.HostName == "" {
-		ng.HostName = "host"
-	}
-	if !validName(ng.HostName) {
-		return Joined{}, fmt.Errorf("node name must be 1-256 characters: %w", ErrInvalid)
+	var err error
+	if ng.HostName, err = checkNode(ng.HostID, ng.HostName, "host"); err != nil {
+		return Joined{}, err
 	}
 	var res Joined
-	err := s.do(ctx, func(t *txn) error {
+	err = s.do(ctx, func(t *txn) error {
 		now := t.now
 		live := 0
 		for _, g := range s.groups {
@@ -157,17 +166,12 @@ func (s *Store) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 // Join adds a node to a group. With an ID that is already a member, the member is returned
 // (with a fresh token), so a client may retry a join safely.
 func (s *Store) Join(ctx context.Context, gid string, nn NewNode) (Joined, error) {
-	if nn.ID != "" && !ValidID(nn.ID) {
-		return Joined{}, fmt.Errorf("node id must be 1-128 printable characters without '/': %w", ErrInvalid)
-	}
-	if nn.Name == "" {
-		nn.Name = "node"
-	}
-	if !validName(nn.Name) {
-		return Joined{}, fmt.Errorf("node name must be 1-256 characters: %w", ErrInvalid)
+	var err error
+	if nn.Name, err = checkNode(nn.ID, nn.Name, "node"); err != nil {
+		return Joined{}, err
 	}
 	var res Joined
-	err := s.do(ctx, func(t *txn) error {
+	err = s.do(ctx, func(t *txn) error {
 		g, err := s.live(gid, t.now)
 		if err != nil {
 			return err
