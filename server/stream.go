@@ -334,7 +334,12 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	ctx, stop := context.WithCancel(context.Background())
 	wc := &wsConn{s: s, c: c, ctx: ctx, stop: stop, since: rd.since}
 	wc.sub = s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
-	s.wsConns.add(wc)
+	if !s.wsConns.add(wc, s.ctx) {
+		wc.sub.Close()
+		wc.close(websocket.StatusServiceRestart, "server restarting, reconnect")
+		release()
+		return nil
+	}
 	// The connection is hijacked: the handler returns and a fresh goroutine, with a small
 	// stack rather than the deep one of the HTTP stack, serves it. The registry owns it.
 	go func() {
@@ -351,9 +356,6 @@ func (wc *wsConn) serve(n db.Node) {
 	s.obs.ConnOpened("ws")
 	defer s.obs.ConnClosed("ws")
 	defer wc.sub.Close()
-	// On shutdown tell the client to reconnect (1012); no goroutine waits for it meanwhile.
-	stopShutdown := context.AfterFunc(s.ctx, func() { wc.close(websocket.StatusServiceRestart, "server restarting, reconnect") })
-	defer stopShutdown()
 
 	wc.sub.Notify(wc.wake)
 	wc.wake() // the backlog after the client's cursor
@@ -478,14 +480,19 @@ type wsRegistry struct {
 	wg    sync.WaitGroup
 }
 
-func (r *wsRegistry) add(c *wsConn) {
+// add registers a connection, unless the server is shutting down (ctx ended).
+func (r *wsRegistry) add(c *wsConn, ctx context.Context) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if ctx.Err() != nil {
+		return false
+	}
 	if r.conns == nil {
 		r.conns = map[*wsConn]struct{}{}
 	}
 	r.conns[c] = struct{}{}
 	r.wg.Add(1)
+	return true
 }
 
 func (r *wsRegistry) remove(c *wsConn) {
@@ -526,6 +533,11 @@ func (s *Server) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Shutdown: tell every client to reconnect (1012). New connections are refused
+			// from now on (add checks the same context under the same lock).
+			for _, wc := range s.wsConns.snapshot() {
+				go wc.close(websocket.StatusServiceRestart, "server restarting, reconnect")
+			}
 			return
 		case now := <-t.C:
 			for _, wc := range s.wsConns.snapshot() {
