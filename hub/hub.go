@@ -48,8 +48,6 @@ type Hub struct {
 	last   int64 // the newest cursor handed to the hub
 	global *tail
 
-	ready chan struct{} // always closed: what Changed returns when there is something to read
-
 	pmu      sync.RWMutex
 	presence map[string]map[string]map[string]int // group → node → transport → open streams
 }
@@ -85,10 +83,7 @@ func New(store Store, opts Options) *Hub {
 		opts.MaxBatchBytes = 256 << 10
 	}
 	last := store.LastCursor()
-	ready := make(chan struct{})
-	close(ready)
 	return &Hub{
-		ready: ready,
 		store: store, opts: opts, groups: map[string]*tail{}, last: last,
 		global:   newTail(last, opts.GlobalItems),
 		presence: map[string]map[string]map[string]int{},
@@ -124,15 +119,6 @@ func (t *tail) after(since int64, limit int) (items []db.Item, inside bool, wake
 	i := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > since })
 	end := min(len(t.items), i+limit)
 	return t.items[i:end:end], true, t.wake
-}
-
-func (t *tail) lastCursor() int64 {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if len(t.items) == 0 {
-		return t.start
-	}
-	return t.items[len(t.items)-1].Cursor
 }
 
 // Publish hands a committed batch (in cursor order) to the readers. It never blocks on readers.
@@ -243,8 +229,9 @@ func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	return &Sub{h: h, t: t, group: gid, node: nid, transport: transport}
 }
 
-// Notify has fn called after every append to the group's tail, until Close. fn runs while the
-// hub publishes, so it must return at once (start a goroutine, set a flag).
+// Notify has fn called after every append to the group's tail, until Close. fn runs on the
+// hub's fan-out goroutine, so it must return at once (start a goroutine, set a flag). A Sub has
+// one notification: Notify or Signal, not both.
 func (s *Sub) Notify(fn func()) {
 	s.h.mu.Lock()
 	defer s.h.mu.Unlock()
@@ -339,8 +326,8 @@ func (s *Sub) Wait(ctx context.Context, since int64) error {
 }
 
 // Signal returns a channel that gets a value after appends to the group's tail (several
-// appends may give one value). Waiting on it, unlike on Changed, costs the writer nothing:
-// the hub's fan-out goroutine sends it. Read after receiving: the signal carries no items.
+// appends may give one value). Waiting on it costs the writer nothing: the hub's fan-out
+// goroutine sends it. Read after receiving: the signal carries no items.
 func (s *Sub) Signal() <-chan struct{} {
 	s.sigOnce.Do(func() {
 		s.sig = make(chan struct{}, 1)
@@ -352,17 +339,6 @@ func (s *Sub) Signal() <-chan struct{} {
 		})
 	})
 	return s.sig
-}
-
-// Changed returns a channel that is ready once there may be items after since: at once when
-// there are, or when since is behind the tail (the store has them); otherwise at the next
-// append. A reader selects on it together with its own timers.
-func (s *Sub) Changed(since int64) <-chan struct{} {
-	items, inside, wake := s.t.after(since, 1)
-	if len(items) > 0 || !inside {
-		return s.h.ready
-	}
-	return wake
 }
 
 // ReadAll returns up to limit items of every group after since from the bounded global feed;
