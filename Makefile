@@ -21,9 +21,12 @@ deps:
 		echo "npm ci in $$d"; (cd $$d && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
 	done
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 check:
 	@test -z "$$(gofmt -l . | grep -v node_modules)" || (gofmt -l . | grep -v node_modules; echo "gofmt needed"; exit 1)
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 # test installs what the suite needs and runs all of it; MESHBOX_E2E=1 makes the browser,
 # Prometheus and Node tests fail rather than skip when something is missing.
