@@ -383,7 +383,7 @@
     row.key = key;
     row.cells.name.replaceChildren(n.name, n.host ? el("span", { class: "badge host", text: "host" }) : "");
     const ts = n.transports && n.transports.length ? n.transports : [];
-    row.cells.transport.replaceChildren(...(ts.length ? ts.map((t) => el("span", { class: "badge t-" + t, text: t })) : [el("span", { class: "muted", text: "polling" })]));
+    row.cells.transport.replaceChildren(...(ts.length ? ts.map((t) => el("span", { class: "badge t-" + t, text: t })) : [el("span", { class: "muted", text: "no stream", title: "no stream open right now: a client between long-polls, a Mesh v2 client, or one that only sends" })]));
     const entries = Object.entries(n.data || {}).sort(([a], [b]) => a.localeCompare(b));
     row.cells.data.replaceChildren(...entries.map(([k, val]) => el("span", { class: "kvchip" }, el("b", { text: k }), "=" + val)));
   }
