@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -70,6 +71,7 @@ type Server struct {
 	ipConns *counter
 	wsConns wsRegistry
 	frames  sync.Pool // *[]byte frame buffers, shared so idle connections hold none
+	bodies  sync.Pool // *bytes.Buffer for request bodies
 	handler http.Handler
 }
 
@@ -90,6 +92,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 		ipConns: newCounter(cfg.MaxConnsPerIP),
 	}
 	s.frames.New = func() any { b := make([]byte, 0, 4096); return &b }
+	s.bodies.New = func() any { return new(bytes.Buffer) }
 	s.handler = s.routes()
 	return s
 }
@@ -227,13 +230,22 @@ func writeRaw(w http.ResponseWriter, status int, b []byte) {
 
 // decode reads a JSON request body into v: one value, within the body size limit.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
+	buf := s.bodies.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 { // a rare huge body is not kept around
+			buf.Reset()
+			s.bodies.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)); err != nil {
 		return decodeError(err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errorf(http.StatusBadRequest, "bad_json", "request body must hold exactly one JSON value")
+	if len(bytes.TrimSpace(buf.Bytes())) == 0 {
+		return decodeError(io.EOF)
+	}
+	// Unmarshal (unlike a Decoder) also refuses anything after the one value.
+	if err := json.Unmarshal(buf.Bytes(), v); err != nil {
+		return decodeError(err)
 	}
 	return nil
 }
