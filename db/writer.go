@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -21,10 +22,17 @@ type op struct {
 // statements are prepared once on the writer connection; every batch reuses them.
 type statements struct {
 	begin, commit *sql.Stmt
-	insertItem    *sql.Stmt
+	// insertItems[i] inserts insertSizes[i] rows at once.
+	insertItems [len(insertSizes)]*sql.Stmt
 }
 
-const insertItemSQL = `INSERT INTO items(cursor, group_id, at, body) VALUES (?, ?, ?, ?)`
+// insertSizes are the row counts of the prepared multi-row inserts, largest first: a batch's
+// items go in as few statements as these sizes allow.
+var insertSizes = [...]int{64, 8, 1}
+
+func insertItemsSQL(rows int) string {
+	return "INSERT INTO items(cursor, group_id, at, body) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", rows), ", ")
+}
 
 func (st *statements) prepare(ctx context.Context, conn *sql.Conn) error {
 	var err error
@@ -34,14 +42,16 @@ func (st *statements) prepare(ctx context.Context, conn *sql.Conn) error {
 	if st.commit, err = conn.PrepareContext(ctx, "COMMIT"); err != nil {
 		return fmt.Errorf("prepare commit: %w", err)
 	}
-	if st.insertItem, err = conn.PrepareContext(ctx, insertItemSQL); err != nil {
-		return fmt.Errorf("prepare insert item: %w", err)
+	for i, n := range insertSizes {
+		if st.insertItems[i], err = conn.PrepareContext(ctx, insertItemsSQL(n)); err != nil {
+			return fmt.Errorf("prepare insert of %d items: %w", n, err)
+		}
 	}
 	return nil
 }
 
 func (st *statements) close() {
-	for _, s := range []*sql.Stmt{st.begin, st.commit, st.insertItem} {
+	for _, s := range append([]*sql.Stmt{st.begin, st.commit}, st.insertItems[:]...) {
 		if s != nil {
 			s.Close()
 		}
@@ -55,6 +65,7 @@ type txn struct {
 	ctx    context.Context
 	now    time.Time
 	items  []Item
+	stored int   // items[:stored] are inserted; the rest go in at the end of the batch
 	purged int64 // items up to this cursor were deleted in this transaction
 	err    error // the first failed write; the batch is rolled back
 }
@@ -92,12 +103,36 @@ func (t *txn) append(group string, it Item) (int64, error) {
 	it.At = fromMillis(at)
 	it.Group = group
 	it.JSON = encodeItem(it)
-	if _, err := s.stmts.insertItem.ExecContext(t.ctx, it.Cursor, group, at, it.JSON); err != nil {
-		t.err = fatalError{fmt.Errorf("insert item: %w", err)}
-		return 0, t.err
-	}
+	// Inserted by store() with the rest of the batch: a few multi-row statements cost far
+	// less than one statement per item. Nothing in a batch reads its own new items.
 	t.items = append(t.items, it)
 	return it.Cursor, nil
+}
+
+// store inserts the items appended since the last call.
+func (t *txn) store() error {
+	if t.err != nil {
+		return t.err
+	}
+	args := make([]any, 0, 4*insertSizes[0])
+	for t.stored < len(t.items) {
+		left := len(t.items) - t.stored
+		i := 0
+		for insertSizes[i] > left {
+			i++
+		}
+		n := insertSizes[i]
+		args = args[:0]
+		for _, it := range t.items[t.stored : t.stored+n] {
+			args = append(args, it.Cursor, it.Group, it.At.UnixMilli(), it.JSON)
+		}
+		if _, err := t.s.stmts.insertItems[i].ExecContext(t.ctx, args...); err != nil {
+			t.err = fatalError{fmt.Errorf("insert %d items: %w", n, err)}
+			return t.err
+		}
+		t.stored += n
+	}
+	return nil
 }
 
 // do runs fn in the writer's next transaction and returns once that transaction committed (nil,
@@ -181,6 +216,9 @@ func (s *Store) runBatch(batch []*op) {
 			if t.err != nil {
 				break
 			}
+		}
+		if t.err == nil {
+			t.store()
 		}
 		err = t.err
 	}
