@@ -55,9 +55,11 @@ type Hub struct {
 // tail holds a group's most recent items. Items are never changed once appended, so readers
 // may keep the slices they were given after releasing the lock.
 type tail struct {
-	mu     sync.RWMutex
-	start  int64 // every item of the group with cursor > start is in items
-	items  []db.Item
+	mu    sync.RWMutex
+	start int64 // every item of the group with cursor > start is in items
+	items []db.Item
+	// wake is closed and replaced on every append; only the global feed has one (group
+	// readers are told through their signals), so group appends allocate nothing for it.
 	wake   chan struct{}
 	max    int
 	subs   int       // guarded by Hub.mu
@@ -85,13 +87,13 @@ func New(store Store, opts Options) *Hub {
 	last := store.LastCursor()
 	return &Hub{
 		store: store, opts: opts, groups: map[string]*tail{}, last: last,
-		global:   newTail(last, opts.GlobalItems),
+		global:   &tail{start: last, max: opts.GlobalItems, wake: make(chan struct{})},
 		presence: map[string]map[string]map[string]int{},
 	}
 }
 
 func newTail(start int64, max int) *tail {
-	return &tail{start: start, wake: make(chan struct{}), max: max}
+	return &tail{start: start, max: max}
 }
 
 func (t *tail) append(items []db.Item) {
@@ -103,8 +105,10 @@ func (t *tail) append(items []db.Item) {
 		t.start = t.items[drop-1].Cursor
 		t.items = append([]db.Item(nil), t.items[drop:]...)
 	}
-	close(t.wake)
-	t.wake = make(chan struct{})
+	if t.wake != nil {
+		close(t.wake)
+		t.wake = make(chan struct{})
+	}
 	t.mu.Unlock()
 }
 
