@@ -52,6 +52,7 @@ type Config struct {
 	APIKey          string
 	PollingInterval time.Duration
 	NoWebSocket     bool
+	PingInterval    time.Duration
 	ShutdownTimeout time.Duration
 	Pprof           bool
 }
@@ -154,6 +155,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)")
 	dur(&c.PollingInterval, "polling-interval", "MESHBOX_POLLING_INTERVAL", 2*time.Second, "Mesh v2 polling interval told to clients without WebSocket")
 	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", "refuse WebSocket upgrades (to test firewall fallback)")
+	dur(&c.PingInterval, "ping-interval", "MESHBOX_PING_INTERVAL", 20*time.Second, "how often WebSocket peers are pinged; one that does not answer within the next interval is dropped")
+
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "MESHBOX_SHUTDOWN_TIMEOUT", 5*time.Second, "longest graceful shutdown")
 	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", "serve /debug/pprof (for profiling)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -195,6 +198,7 @@ func (c *Config) validate() []error {
 		"host-heartbeat-interval": c.HostHeartbeatInterval, "host-ttl": c.HostTTL,
 		"member-heartbeat-interval": c.MemberHeartbeatInterval, "member-ttl": c.MemberTTL,
 		"max-wait": c.MaxWait, "polling-interval": c.PollingInterval, "shutdown-timeout": c.ShutdownTimeout,
+		"ping-interval": c.PingInterval,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"meshbox/config"
 )
 
 // TestNoGoroutineOutlivesItsConnection opens and drops many streams of every transport, some
@@ -46,4 +48,27 @@ func TestNoGoroutineOutlivesItsConnection(t *testing.T) {
 	eventually(t, 10*time.Second, "goroutines to come back", func() bool {
 		return runtime.NumGoroutine() <= base+3
 	})
+}
+
+// TestDeadWebSocketPeerIsDropped: a peer that stops answering pings (here: a client that never
+// reads, so it never sends a pong) is dropped within two ping intervals, and its node no longer
+// counts as present.
+func TestDeadWebSocketPeerIsDropped(t *testing.T) {
+	a, c := newServer(t, func(cfg *config.Config) { cfg.PingInterval = 200 * time.Millisecond })
+	host := c.create("dead-peer")
+	ws, _, err := dialWS(context.Background(), a.URL(), host, readerOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	eventually(t, 2*time.Second, "the reader to be present", func() bool {
+		return len(a.Hub.Transports(host.Group.ID)[host.Node.ID]) > 0
+	})
+	start := time.Now()
+	eventually(t, 3*time.Second, "the silent peer to be dropped", func() bool {
+		return len(a.Hub.Transports(host.Group.ID)[host.Node.ID]) == 0
+	})
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Fatalf("dropped after %v: before any ping could go unanswered", took)
+	}
 }

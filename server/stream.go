@@ -26,10 +26,8 @@ const (
 	streamBatch = 1000
 	// writeTimeout drops a reader whose socket accepts nothing for this long; it can resume by
 	// cursor.
-	writeTimeout  = 15 * time.Second
-	sseHeartbeat  = 15 * time.Second
-	wsPingEvery   = 20 * time.Second
-	wsPingTimeout = 20 * time.Second
+	writeTimeout = 15 * time.Second
+	sseHeartbeat = 15 * time.Second
 )
 
 // reader is an authenticated reader of a group at a cursor.
@@ -466,6 +464,15 @@ func (wc *wsConn) close(code websocket.StatusCode, reason string) {
 	})
 }
 
+// drop ends the connection of a peer that no longer answers or reads, without the close
+// handshake, which would wait for that peer.
+func (wc *wsConn) drop() {
+	wc.closeOnce.Do(func() {
+		wc.stop()
+		wc.c.CloseNow()
+	})
+}
+
 // stalled reports a write that has been blocked for longer than d.
 func (wc *wsConn) stalled(now time.Time, d time.Duration) bool {
 	start := wc.writeStart.Load()
@@ -528,7 +535,10 @@ func (r *wsRegistry) snapshot() []*wsConn {
 // Run pings every WebSocket peer from one goroutine and drops those that do not answer or
 // whose writes stall, until ctx ends. A dead peer is gone within about a minute.
 func (s *Server) Run(ctx context.Context) {
-	t := time.NewTicker(wsPingEvery)
+	// A peer is pinged every interval and must answer within the next one; writes that stall
+	// as long as a ping may take are cut off too. Dead peers go within two intervals.
+	every := s.cfg.PingInterval
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -541,15 +551,15 @@ func (s *Server) Run(ctx context.Context) {
 			return
 		case now := <-t.C:
 			for _, wc := range s.wsConns.snapshot() {
-				if wc.stalled(now, writeTimeout) {
-					wc.close(websocket.StatusPolicyViolation, "not reading")
+				if wc.stalled(now, max(every, writeTimeout)) {
+					wc.drop()
 					continue
 				}
 				go func() {
-					pctx, cancel := context.WithTimeout(wc.ctx, wsPingTimeout)
+					pctx, cancel := context.WithTimeout(wc.ctx, every)
 					defer cancel()
 					if err := wc.c.Ping(pctx); err != nil && wc.ctx.Err() == nil {
-						wc.close(websocket.StatusGoingAway, "no answer to ping")
+						wc.drop()
 					}
 				}()
 			}
