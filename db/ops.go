@@ -75,6 +75,19 @@ func (s *Store) ttl(host bool) time.Duration {
 	return s.opts.MemberTTL
 }
 
+// liveMember returns a live group and its live node nid.
+func (s *Store) liveMember(gid, nid string, now time.Time) (*groupState, *nodeState, error) {
+	g, err := s.live(gid, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	n, err := s.liveNode(g, nid, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, n, nil
+}
+
 // touch records activity of a node: its expiry moves, and a host's heartbeat with it.
 func (s *Store) touch(g *groupState, n *nodeState, now time.Time) {
 	s.mu.Lock()
@@ -309,11 +322,7 @@ func (s *Store) Heartbeat(ctx context.Context, gid, nid string) (Group, Node, er
 	var g0 Group
 	var n0 Node
 	err := s.do(ctx, func(t *txn) error {
-		g, err := s.live(gid, t.now)
-		if err != nil {
-			return err
-		}
-		n, err := s.liveNode(g, nid, t.now)
+		g, n, err := s.liveMember(gid, nid, t.now)
 		if err != nil {
 			return err
 		}
@@ -341,11 +350,7 @@ func (s *Store) Heartbeat(ctx context.Context, gid, nid string) (Group, Node, er
 func (s *Store) SetData(ctx context.Context, gid, nid string, data map[string]string, replace bool) (int64, error) {
 	var cursor int64
 	err := s.do(ctx, func(t *txn) error {
-		g, err := s.live(gid, t.now)
-		if err != nil {
-			return err
-		}
-		n, err := s.liveNode(g, nid, t.now)
+		g, n, err := s.liveMember(gid, nid, t.now)
 		if err != nil {
 			return err
 		}
@@ -405,11 +410,7 @@ func (s *Store) Publish(ctx context.Context, gid, nid string, events []EventIn) 
 	}
 	cursors := make([]int64, 0, len(events))
 	err := s.do(ctx, func(t *txn) error {
-		g, err := s.live(gid, t.now)
-		if err != nil {
-			return err
-		}
-		n, err := s.liveNode(g, nid, t.now)
+		g, n, err := s.liveMember(gid, nid, t.now)
 		if err != nil {
 			return err
 		}
