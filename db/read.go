@@ -172,7 +172,7 @@ func (s *Store) Snapshot(ctx context.Context, gid string) (Snapshot, error) {
 // truncated reports that items after since may have been purged: the reader must take a new
 // snapshot. It is meant for readers behind the in-memory tail; package hub serves the rest.
 func (s *Store) ReadAfter(ctx context.Context, gid string, since int64, limit int) (items []Item, truncated bool, err error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT body FROM items WHERE group_id = ? AND cursor > ? ORDER BY cursor LIMIT ?`, gid, since, limit)
+	rows, err := s.readAfter.QueryContext(ctx, gid, since, limit)
 	if err != nil {
 		return nil, false, fmt.Errorf("read %s after %d: %w", gid, since, err)
 	}

@@ -69,6 +69,8 @@ type Store struct {
 	wconn  *sql.Conn
 	read   *sql.DB
 	ckpt   *sql.DB // the checkpointer's connection
+	// readAfter is prepared once on the read pool: every reader behind the tail uses it.
+	readAfter *sql.Stmt
 
 	ops     chan *op
 	stop    chan struct{}
@@ -226,6 +228,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return fail(fmt.Errorf("open checkpointer: %w", err))
 	}
 	s.ckpt.SetMaxOpenConns(1)
+	if s.readAfter, err = s.read.PrepareContext(ctx, `SELECT body FROM items WHERE group_id = ? AND cursor > ? ORDER BY cursor LIMIT ?`); err != nil {
+		return fail(fmt.Errorf("prepare read after: %w", err))
+	}
 	s.read.SetMaxOpenConns(8)
 	s.read.SetMaxIdleConns(8)
 	if err := s.stmts.prepare(ctx, s.wconn); err != nil {
@@ -271,6 +276,7 @@ func (s *Store) Close() error {
 		}
 		ctx := context.Background()
 		s.stmts.close()
+		s.readAfter.Close()
 		if _, cerr := s.wconn.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); cerr != nil {
 			err = fmt.Errorf("checkpoint: %w", cerr)
 		}
