@@ -243,12 +243,14 @@ func (s *Store) runBatch(batch []*op) {
 	}
 	if len(t.items) > 0 {
 		s.hooks.OnCommit(t.items)
-		kinds := map[string]int{}
-		for _, it := range t.items {
-			kinds[it.Kind]++
-		}
-		for k, n := range kinds {
-			s.obs.ObserveAppended(k, n)
+		// Items of one kind come in runs (a publish's events): report each run, no map.
+		for i := 0; i < len(t.items); {
+			j := i + 1
+			for j < len(t.items) && t.items[j].Kind == t.items[i].Kind {
+				j++
+			}
+			s.obs.ObserveAppended(t.items[i].Kind, j-i)
+			i = j
 		}
 	}
 	s.obs.ObserveCommit(len(batch), len(t.items), time.Since(start))
