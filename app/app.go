@@ -21,15 +21,18 @@ import (
 	"meshbox/hub"
 	"meshbox/meshv2"
 	"meshbox/metrics"
+	"meshbox/rules"
 	"meshbox/server"
 	"meshbox/web"
 )
 
 // App is a running meshbox.
 type App struct {
-	cfg      config.Config
-	log      *slog.Logger
-	Store    *db.Store
+	cfg config.Config
+	log *slog.Logger
+	// Log is the SQLite log under the rules; Store the rules every entrance goes through.
+	Log      *db.Log
+	Store    *rules.Engine
 	Hub      *hub.Hub
 	Server   *server.Server
 	Metrics  *metrics.Metrics
@@ -64,30 +67,38 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	a := &App{cfg: cfg, log: log, started: time.Now(), version: version, serveErr: make(chan error, 1)}
 	var err error
 	a.Metrics = metrics.New(version, nil)
-	a.Store, err = db.Open(ctx, cfg.DB, db.Options{
-		Synchronous: cfg.Synchronous, EventTTL: cfg.EventTTL, MaxGroupLifetime: cfg.MaxGroupLifetime,
-		HostTTL: cfg.HostTTL, MemberTTL: cfg.MemberTTL, MaxNodesPerGroup: cfg.MaxNodesPerGroup,
-		MaxGroupsPerDomain: cfg.MaxGroupsPerDomain, MaxDataKeys: cfg.MaxDataKeys,
-		Logger: log.With("component", "db"), Observer: a.Metrics,
+	a.Log, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, Logger: log.With("component", "db")})
+	if err != nil {
+		return nil, err
+	}
+	a.Store, err = rules.New(ctx, a.Log, rules.Options{
+		EventTTL: cfg.EventTTL, MaxGroupLifetime: cfg.MaxGroupLifetime, HostTTL: cfg.HostTTL, MemberTTL: cfg.MemberTTL,
+		Limits: rules.Limits{
+			MaxNodesPerGroup: cfg.MaxNodesPerGroup, MaxGroupsPerDomain: cfg.MaxGroupsPerDomain,
+			MaxDataKeys: cfg.MaxDataKeys, MaxDataKeyBytes: cfg.MaxDataKeyBytes, MaxDataValueBytes: cfg.MaxDataValueBytes,
+			MaxPayloadBytes: cfg.MaxPayloadBytes, MaxEventsPerPublish: cfg.MaxEventsPerPublish, PublishRate: cfg.PublishRate,
+		},
+		Logger: log.With("component", "rules"), Observer: a.Metrics,
 	})
 	if err != nil {
+		a.Log.Close()
 		return nil, err
 	}
 	// The store both reports to the metrics and is read by them at scrape time.
 	if err := errors.Join(
 		a.Metrics.RegisterStats(web.StatsSource(a.Store)),
-		a.Metrics.RegisterDB(a.Store.WriterDB(), "writer"),
-		a.Metrics.RegisterDB(a.Store.ReaderDB(), "reader"),
+		a.Metrics.RegisterDB(a.Log.WriterDB(), "writer"),
+		a.Metrics.RegisterDB(a.Log.ReaderDB(), "reader"),
 	); err != nil {
-		a.Store.Close()
+		a.Log.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems})
-	a.Store.Start(db.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active, OnPurge: a.Hub.Purged})
+	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems, TailBytes: cfg.TailBytes, GlobalBytes: cfg.FeedBytes})
+	a.Store.Start(rules.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active, OnPurge: a.Hub.Purged})
 
 	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {
-		a.Store.Close()
+		a.close()
 		return nil, fmt.Errorf("dashboard: %w", err)
 	}
 	// Mesh v2 clients must land in the same domains as native ones: the server's rule decides.
@@ -100,7 +111,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		Observer:  a.Metrics,
 	}, meshv2.NewStoreBackend(a.Store, a.Hub), log.With("component", "meshv2"))
 	if err != nil {
-		a.Store.Close()
+		a.close()
 		return nil, fmt.Errorf("mesh v2: %w", err)
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
@@ -117,7 +128,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	a.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		cancel()
-		a.Store.Close()
+		a.close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	a.http = &http.Server{
@@ -162,8 +173,13 @@ func (a *App) Shutdown(ctx context.Context) error {
 			err = errors.Join(err, a.http.Close())
 		}
 		a.loops.Wait()
-		a.stopErr = errors.Join(err, a.Store.Close())
+		a.stopErr = errors.Join(err, a.close())
 		a.log.Info("meshbox stopped", "took", time.Since(start).Round(time.Millisecond), "err", a.stopErr)
 	})
 	return a.stopErr
+}
+
+// close stops the rules' writer (finishing queued writes), then closes the log.
+func (a *App) close() error {
+	return errors.Join(a.Store.Close(), a.Log.Close())
 }

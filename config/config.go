@@ -47,6 +47,8 @@ type Config struct {
 	MaxConnsPerIP       int     // open streams per client IP; 0 = unlimited
 	MaxWait             time.Duration
 	TailItems           int
+	TailBytes           int // recent items kept in memory per group, in bytes
+	FeedBytes           int // the dashboard's feed of every group's items, in bytes
 
 	AdminToken      string
 	APIKey          string
@@ -151,6 +153,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	num(&c.MaxConnsPerIP, "max-conns-per-ip", "MESHBOX_MAX_CONNS_PER_IP", 1000, "most open streams per client IP (0 = unlimited)")
 	dur(&c.MaxWait, "max-wait", "MESHBOX_MAX_WAIT", 30*time.Second, "longest long-poll wait")
 	num(&c.TailItems, "tail-items", "MESHBOX_TAIL_ITEMS", 4096, "recent items kept in memory per group for live readers")
+	num(&c.TailBytes, "tail-bytes", "MESHBOX_TAIL_BYTES", 2<<20, "bytes of recent items kept in memory per group for live readers (older ones are read from the database)")
+	num(&c.FeedBytes, "feed-bytes", "MESHBOX_FEED_BYTES", 1<<20, "bytes of recent items of all groups kept for the dashboard's live feed")
 	str(&c.AdminToken, "admin-token", "MESHBOX_ADMIN_TOKEN", "", "token for admin calls and dashboard actions (empty: dashboard is read-only)")
 	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)")
 	dur(&c.PollingInterval, "polling-interval", "MESHBOX_POLLING_INTERVAL", 2*time.Second, "Mesh v2 polling interval told to clients without WebSocket")
@@ -209,6 +213,7 @@ func (c *Config) validate() []error {
 		"max-data-keys": c.MaxDataKeys, "max-data-key": c.MaxDataKeyBytes, "max-data-value": c.MaxDataValueBytes,
 		"max-nodes-per-group": c.MaxNodesPerGroup, "max-groups-per-domain": c.MaxGroupsPerDomain,
 		"max-body": int(c.MaxBodyBytes), "tail-items": c.TailItems,
+		"tail-bytes": c.TailBytes, "feed-bytes": c.FeedBytes,
 	} {
 		if n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))

@@ -6,31 +6,30 @@ package hub
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"time"
 
-	"meshbox/db"
+	"meshbox/rules"
+	"meshbox/stream"
 )
 
-// ErrCursorAhead reports a cursor newer than anything committed: the client holds a cursor of
-// another server or database.
-var ErrCursorAhead = errors.New("cursor is ahead of the stream")
-
-// Store is what the hub needs of the store: reads for readers behind the tail.
+// Store is what the hub needs of the rules: the watermark, and reads (bounded by it) for
+// readers behind the tail.
 type Store interface {
-	ReadAfter(ctx context.Context, gid string, since int64, limit int) ([]db.Item, bool, error)
+	ReadAfter(ctx context.Context, gid string, since int64, limit int) ([]stream.Item, bool, error)
 	LastCursor() int64
 }
 
 // Options configure a Hub.
 type Options struct {
-	// TailItems bounds the items kept in memory per group.
+	// TailItems and TailBytes bound the items kept in memory per group.
 	TailItems int
-	// GlobalItems bounds the feed of all groups' items (for the dashboard).
+	TailBytes int
+	// GlobalItems and GlobalBytes bound the feed of all groups' items (for the dashboard).
 	GlobalItems int
+	GlobalBytes int
 	// IdleTail is how long a group's tail is kept after its last reader left.
 	IdleTail time.Duration
 	// MaxBatchBytes bounds the encoded items one read returns (at least one item), so a
@@ -57,7 +56,10 @@ type Hub struct {
 type tail struct {
 	mu    sync.RWMutex
 	start int64 // every item of the group with cursor > start is in items
-	items []db.Item
+	// items are slim (stream.Item.Slim): a payload is held once, in the item's JSON.
+	items []stream.Item
+	bytes int // the items' stream.Item.Size
+	maxB  int
 	// wake is closed and replaced on every append; only the global feed has one (group
 	// readers are told through their signals), so group appends allocate nothing for it.
 	wake   chan struct{}
@@ -75,8 +77,14 @@ func New(store Store, opts Options) *Hub {
 	if opts.TailItems <= 0 {
 		opts.TailItems = 4096
 	}
+	if opts.TailBytes <= 0 {
+		opts.TailBytes = 2 << 20
+	}
 	if opts.GlobalItems <= 0 {
 		opts.GlobalItems = 500
+	}
+	if opts.GlobalBytes <= 0 {
+		opts.GlobalBytes = 1 << 20
 	}
 	if opts.IdleTail <= 0 {
 		opts.IdleTail = 2 * time.Minute
@@ -87,23 +95,33 @@ func New(store Store, opts Options) *Hub {
 	last := store.LastCursor()
 	return &Hub{
 		store: store, opts: opts, groups: map[string]*tail{}, last: last,
-		global:   &tail{start: last, max: opts.GlobalItems, wake: make(chan struct{})},
+		global:   &tail{start: last, max: opts.GlobalItems, maxB: opts.GlobalBytes, wake: make(chan struct{})},
 		presence: map[string]map[string]map[string]int{},
 	}
 }
 
-func newTail(start int64, max int) *tail {
-	return &tail{start: start, max: max}
+func newTail(start int64, max, maxBytes int) *tail {
+	return &tail{start: start, max: max, maxB: maxBytes}
 }
 
-func (t *tail) append(items []db.Item) {
+func (t *tail) append(items []stream.Item) {
 	t.mu.Lock()
-	t.items = append(t.items, items...)
-	if over := len(t.items) - t.max; over > 0 {
-		// Drop a quarter at once so trimming is rare; readers behind go to the store.
-		drop := min(len(t.items), over+t.max/4)
+	for _, it := range items {
+		it = it.Slim()
+		t.items = append(t.items, it)
+		t.bytes += it.Size()
+	}
+	if len(t.items) > t.max || t.bytes > t.maxB {
+		// Trim to three quarters of both bounds at once so trimming is rare; readers behind
+		// go to the store.
+		drop, bytes := 0, t.bytes
+		for drop < len(t.items) && (len(t.items)-drop > t.max*3/4 || bytes > t.maxB*3/4) {
+			bytes -= t.items[drop].Size()
+			drop++
+		}
 		t.start = t.items[drop-1].Cursor
-		t.items = append([]db.Item(nil), t.items[drop:]...)
+		t.items = append([]stream.Item(nil), t.items[drop:]...)
+		t.bytes = bytes
 	}
 	if t.wake != nil {
 		close(t.wake)
@@ -114,7 +132,7 @@ func (t *tail) append(items []db.Item) {
 
 // after returns up to limit items with cursor > since, whether since is inside the tail, and the
 // channel closed by the next append.
-func (t *tail) after(since int64, limit int) (items []db.Item, inside bool, wake <-chan struct{}) {
+func (t *tail) after(since int64, limit int) (items []stream.Item, inside bool, wake <-chan struct{}) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if since < t.start {
@@ -126,7 +144,7 @@ func (t *tail) after(since int64, limit int) (items []db.Item, inside bool, wake
 }
 
 // Publish hands a committed batch (in cursor order) to the readers. It never blocks on readers.
-func (h *Hub) Publish(items []db.Item) {
+func (h *Hub) Publish(items []stream.Item) {
 	if len(items) == 0 {
 		return
 	}
@@ -179,13 +197,16 @@ func (t *tail) dropThrough(through int64) {
 		return
 	}
 	i := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > through })
-	t.items = append([]db.Item(nil), t.items[i:]...)
+	for _, it := range t.items[:i] {
+		t.bytes -= it.Size()
+	}
+	t.items = append([]stream.Item(nil), t.items[i:]...)
 	t.start = through
 }
 
 // Batch is what one read returns.
 type Batch struct {
-	Items []db.Item
+	Items []stream.Item
 	// Next is the cursor to read after next time.
 	Next int64
 	// Truncated reports that items after the cursor were purged: take a fresh snapshot.
@@ -212,7 +233,7 @@ func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	h.mu.Lock()
 	t := h.groups[gid]
 	if t == nil {
-		t = newTail(h.last, h.opts.TailItems)
+		t = newTail(h.last, h.opts.TailItems, h.opts.TailBytes)
 		h.groups[gid] = t
 	}
 	t.subs++
@@ -276,7 +297,7 @@ func (s *Sub) Close() {
 // the tail, otherwise from the store.
 func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 	if since > s.h.store.LastCursor() {
-		return Batch{}, fmt.Errorf("cursor %d: %w", since, ErrCursorAhead)
+		return Batch{}, fmt.Errorf("cursor %d: %w", since, rules.ErrCursorAhead)
 	}
 	b := Batch{Next: since}
 	items, inside, _ := s.t.after(since, limit)
@@ -297,13 +318,13 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 	items = b.Items
 	if n := len(items); n > 0 {
 		b.Next = items[n-1].Cursor
-		b.Ended = items[n-1].Kind == db.KindDissolve
+		b.Ended = items[n-1].Kind == stream.KindDissolve
 	}
 	return b, nil
 }
 
 // capBytes keeps the longest prefix of items whose encodings fit in max bytes (at least one).
-func capBytes(items []db.Item, max int) []db.Item {
+func capBytes(items []stream.Item, max int) []stream.Item {
 	n := 0
 	for i, it := range items {
 		n += len(it.JSON)
@@ -347,7 +368,7 @@ func (s *Sub) Signal() <-chan struct{} {
 
 // ReadAll returns up to limit items of every group after since from the bounded global feed;
 // truncated reports that older items were dropped from it. The dashboard uses it.
-func (h *Hub) ReadAll(since int64, limit int) (items []db.Item, next int64, truncated bool) {
+func (h *Hub) ReadAll(since int64, limit int) (items []stream.Item, next int64, truncated bool) {
 	items, inside, _ := h.global.after(since, limit)
 	if !inside {
 		items, _, _ = h.global.after(h.global.startCursor(), limit)

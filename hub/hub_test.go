@@ -4,37 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"meshbox/db"
+	"meshbox/rules"
+	"meshbox/rules/rulestest"
+	"meshbox/stream"
 )
 
 // The hub is tested over a real store in a temporary SQLite file, connected the way app
 // connects them: the store hands every commit to Publish and every purge to Purged, and asks
 // Active about presence.
 
-func newHub(t *testing.T, opts Options, dbOpts db.Options) (*db.Store, *Hub) {
+func newHub(t *testing.T, opts Options, ruleOpts rules.Options) (*rules.Engine, *Hub) {
 	t.Helper()
-	st, err := db.Open(context.Background(), filepath.Join(t.TempDir(), "hub.db"), dbOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := rulestest.Open(t, "", ruleOpts)
 	h := New(st, opts)
-	st.Start(db.Hooks{OnCommit: h.Publish, Active: h.Active, OnPurge: h.Purged})
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	st.Start(rules.Hooks{OnCommit: h.Publish, Active: h.Active, OnPurge: h.Purged})
 	return st, h
 }
 
-func newGroup(t *testing.T, st *db.Store, name string) db.Joined {
+func newGroup(t *testing.T, st *rules.Engine, name string) rules.Joined {
 	t.Helper()
-	j, err := st.CreateGroup(context.Background(), db.NewGroup{Domain: "test", Name: name})
+	j, err := st.CreateGroup(context.Background(), rules.NewGroup{Domain: "test", Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,11 +35,11 @@ func newGroup(t *testing.T, st *db.Store, name string) db.Joined {
 }
 
 // publish appends n events to j's group in one commit and returns their cursors.
-func publish(t *testing.T, st *db.Store, j db.Joined, n int) []int64 {
+func publish(t *testing.T, st *rules.Engine, j rules.Joined, n int) []int64 {
 	t.Helper()
-	evs := make([]db.EventIn, n)
+	evs := make([]rules.EventIn, n)
 	for i := range evs {
-		evs[i] = db.EventIn{Name: fmt.Sprintf("e%d", i)}
+		evs[i] = rules.EventIn{Name: fmt.Sprintf("e%d", i)}
 	}
 	cs, err := st.Publish(context.Background(), j.Group.ID, j.Node.ID, evs)
 	if err != nil {
@@ -55,7 +48,7 @@ func publish(t *testing.T, st *db.Store, j db.Joined, n int) []int64 {
 	return cs
 }
 
-func cursors(items []db.Item) []int64 {
+func cursors(items []stream.Item) []int64 {
 	out := make([]int64, len(items))
 	for i, it := range items {
 		out[i] = it.Cursor
@@ -75,7 +68,7 @@ func tailOf(h *Hub, gid string) *tail {
 // and every item of the group after start, in order.
 func TestTailTrimKeepsStart(t *testing.T) {
 	const max = 8
-	st, h := newHub(t, Options{TailItems: max}, db.Options{})
+	st, h := newHub(t, Options{TailItems: max}, rules.Options{})
 	a, b := newGroup(t, st, "a"), newGroup(t, st, "b")
 	sub := h.Subscribe(a.Group.ID, a.Node.ID, "ws")
 	defer sub.Close()
@@ -116,7 +109,7 @@ func TestTailTrimKeepsStart(t *testing.T) {
 // the first reads come from the store (behind the tail), the last from memory, and together
 // they give every item once, in order. Items from memory share their encoding between readers.
 func TestReadWalksFromStoreIntoTail(t *testing.T) {
-	st, h := newHub(t, Options{TailItems: 4}, db.Options{})
+	st, h := newHub(t, Options{TailItems: 4}, rules.Options{})
 	j := newGroup(t, st, "walk")
 	sub := h.Subscribe(j.Group.ID, j.Node.ID, "sse")
 	defer sub.Close()
@@ -163,7 +156,7 @@ func TestReadWalksFromStoreIntoTail(t *testing.T) {
 // TestReadSkipsOtherGroupsActivity: a reader whose cursor is behind its group's tail only
 // because other groups were busy gets no items, no truncation, and a Next it can wait after.
 func TestReadSkipsOtherGroupsActivity(t *testing.T) {
-	st, h := newHub(t, Options{}, db.Options{})
+	st, h := newHub(t, Options{}, rules.Options{})
 	quiet, busy := newGroup(t, st, "quiet"), newGroup(t, st, "busy")
 	publish(t, st, busy, 5)
 	sub := h.Subscribe(quiet.Group.ID, quiet.Node.ID, "sse")
@@ -182,7 +175,7 @@ func TestReadSkipsOtherGroupsActivity(t *testing.T) {
 
 // TestReadTruncated: a reader behind the retention is told, once, and moves on.
 func TestReadTruncated(t *testing.T) {
-	st, h := newHub(t, Options{}, db.Options{EventTTL: 20 * time.Millisecond})
+	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond})
 	j := newGroup(t, st, "old")
 	cs := publish(t, st, j, 3)
 	time.Sleep(50 * time.Millisecond)
@@ -209,7 +202,7 @@ func TestReadTruncated(t *testing.T) {
 // TestPurgeDropsTailItems: items the store purged leave the tail too, so a reader open across
 // the purge, with a cursor before them, learns of the truncation as a new reader would.
 func TestPurgeDropsTailItems(t *testing.T) {
-	st, h := newHub(t, Options{}, db.Options{EventTTL: 20 * time.Millisecond})
+	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond})
 	j := newGroup(t, st, "purge")
 	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
 	defer sub.Close()
@@ -235,26 +228,26 @@ func TestPurgeDropsTailItems(t *testing.T) {
 }
 
 func TestReadCursorAhead(t *testing.T) {
-	st, h := newHub(t, Options{}, db.Options{})
+	st, h := newHub(t, Options{}, rules.Options{})
 	j := newGroup(t, st, "ahead")
 	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
 	defer sub.Close()
-	if _, err := sub.Read(context.Background(), st.LastCursor()+1, 10); !errors.Is(err, ErrCursorAhead) {
+	if _, err := sub.Read(context.Background(), st.LastCursor()+1, 10); !errors.Is(err, rules.ErrCursorAhead) {
 		t.Fatalf("read ahead of the stream: %v", err)
 	}
 }
 
 // TestReadEnded: the batch holding the dissolve item says the stream is over.
 func TestReadEnded(t *testing.T) {
-	st, h := newHub(t, Options{}, db.Options{})
+	st, h := newHub(t, Options{}, rules.Options{})
 	j := newGroup(t, st, "end")
 	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
 	defer sub.Close()
-	if err := st.Dissolve(context.Background(), j.Group.ID, db.ReasonHost); err != nil {
+	if err := st.Dissolve(context.Background(), j.Group.ID, stream.ReasonHost); err != nil {
 		t.Fatal(err)
 	}
 	b, err := sub.Read(context.Background(), j.Cursor, 10)
-	if err != nil || !b.Ended || len(b.Items) != 1 || b.Items[0].Kind != db.KindDissolve {
+	if err != nil || !b.Ended || len(b.Items) != 1 || b.Items[0].Kind != stream.KindDissolve {
 		t.Fatalf("read of a dissolved group: %+v %v", b, err)
 	}
 }
@@ -262,7 +255,7 @@ func TestReadEnded(t *testing.T) {
 // TestWait: Wait blocks until its group gets a newer item (not another group's), returns at
 // once when there is something to read, and ends with its context.
 func TestWait(t *testing.T) {
-	st, h := newHub(t, Options{}, db.Options{})
+	st, h := newHub(t, Options{}, rules.Options{})
 	a, b := newGroup(t, st, "a"), newGroup(t, st, "b")
 	sub := h.Subscribe(a.Group.ID, a.Node.ID, "ws")
 	defer sub.Close()
@@ -302,7 +295,7 @@ func TestWait(t *testing.T) {
 
 // TestPresence counts open streams per node and transport.
 func TestPresence(t *testing.T) {
-	st, h := newHub(t, Options{}, db.Options{})
+	st, h := newHub(t, Options{}, rules.Options{})
 	j := newGroup(t, st, "p")
 	gid, nid := j.Group.ID, j.Node.ID
 	if h.Active(gid, nid) {
@@ -340,7 +333,7 @@ func TestPresence(t *testing.T) {
 // TestRunDropsIdleTails: a tail nobody reads is dropped after IdleTail; a read one is kept,
 // and a new reader of a dropped group gets a fresh tail that still serves it from the store.
 func TestRunDropsIdleTails(t *testing.T) {
-	st, h := newHub(t, Options{IdleTail: 40 * time.Millisecond}, db.Options{})
+	st, h := newHub(t, Options{IdleTail: 40 * time.Millisecond}, rules.Options{})
 	idle, read := newGroup(t, st, "idle"), newGroup(t, st, "read")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -373,7 +366,7 @@ func TestRunDropsIdleTails(t *testing.T) {
 // TestReadAll: the global feed keeps the newest GlobalItems items of all groups and says when
 // a reader fell behind it.
 func TestReadAll(t *testing.T) {
-	st, h := newHub(t, Options{GlobalItems: 4}, db.Options{})
+	st, h := newHub(t, Options{GlobalItems: 4}, rules.Options{})
 	a, b := newGroup(t, st, "a"), newGroup(t, st, "b")
 	since := st.LastCursor()
 	ca := publish(t, st, a, 1)

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"meshbox/db"
 	"meshbox/hub"
+	"meshbox/rules"
+	"meshbox/stream"
 )
 
 // transportName is how Mesh v2 subscriptions and polls show up in the hub's presence.
@@ -16,14 +17,14 @@ const transportName = "meshv2"
 // StoreBackend is the Backend over meshbox's store and hub, so Mesh v2 clients share groups,
 // nodes and the stream with native clients.
 type StoreBackend struct {
-	store *db.Store
+	store *rules.Engine
 	hub   *hub.Hub
 }
 
 var _ Backend = (*StoreBackend)(nil)
 
 // NewStoreBackend returns the Backend over store and h.
-func NewStoreBackend(store *db.Store, h *hub.Hub) *StoreBackend {
+func NewStoreBackend(store *rules.Engine, h *hub.Hub) *StoreBackend {
 	return &StoreBackend{store: store, hub: h}
 }
 
@@ -34,16 +35,17 @@ func mapErr(op string, err error) error {
 	}
 	var kind error
 	switch {
-	case errors.Is(err, db.ErrGroupNotFound):
+	case errors.Is(err, rules.ErrGroupNotFound):
 		kind = ErrGroupNotFound
-	case errors.Is(err, db.ErrGroupEnded):
+	case errors.Is(err, rules.ErrGroupEnded):
 		kind = ErrGroupEnded
-	case errors.Is(err, db.ErrNodeNotFound):
+	case errors.Is(err, rules.ErrNodeNotFound):
 		kind = ErrNodeNotFound
-	case errors.Is(err, db.ErrForbidden), errors.Is(err, db.ErrUnauthorized):
+	case errors.Is(err, rules.ErrForbidden), errors.Is(err, rules.ErrUnauthorized):
 		kind = ErrForbidden
-	case errors.Is(err, db.ErrInvalid), errors.Is(err, db.ErrGroupFull), errors.Is(err, db.ErrDomainFull),
-		errors.Is(err, db.ErrConflict), errors.Is(err, hub.ErrCursorAhead):
+	case errors.Is(err, rules.ErrInvalid), errors.Is(err, rules.ErrGroupFull), errors.Is(err, rules.ErrDomainFull),
+		errors.Is(err, rules.ErrConflict), errors.Is(err, rules.ErrCursorAhead), errors.Is(err, rules.ErrTooLarge),
+		errors.Is(err, rules.ErrRateLimited):
 		kind = ErrInvalid
 	default:
 		return fmt.Errorf("%s: %w", op, err)
@@ -51,15 +53,15 @@ func mapErr(op string, err error) error {
 	return fmt.Errorf("%s: %w: %w", op, kind, err)
 }
 
-func groupOf(g db.Group) Group {
+func groupOf(g rules.Group) Group {
 	return Group{ID: g.ID, Domain: g.Domain, Name: g.Name, HostID: g.Host, CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt, UseWebSocket: g.UseWebSocket}
 }
 
-func nodeOf(n db.Node) Node {
+func nodeOf(n rules.Node) Node {
 	return Node{ID: n.ID, Name: n.Name, JoinedAt: n.JoinedAt, LastSeen: n.LastSeen, ExpiresAt: n.ExpiresAt, DataAt: n.DataAt, Data: n.Data}
 }
 
-func groupsOf(gs []db.Group) []Group {
+func groupsOf(gs []rules.Group) []Group {
 	out := make([]Group, len(gs))
 	for i, g := range gs {
 		out[i] = groupOf(g)
@@ -69,7 +71,7 @@ func groupsOf(gs []db.Group) []Group {
 
 // CreateGroup implements Backend; the host's node id doubles as its name, as in the cloud.
 func (b *StoreBackend) CreateGroup(ctx context.Context, g NewGroup) (Group, error) {
-	j, err := b.store.CreateGroup(ctx, db.NewGroup{
+	j, err := b.store.CreateGroup(ctx, rules.NewGroup{
 		Domain: g.Domain, Name: g.Name, HostID: g.HostID, HostName: g.HostID, Lifetime: g.Lifetime, UseWebSocket: g.UseWebSocket,
 	})
 	if err != nil {
@@ -80,7 +82,7 @@ func (b *StoreBackend) CreateGroup(ctx context.Context, g NewGroup) (Group, erro
 
 // Join implements Backend.
 func (b *StoreBackend) Join(ctx context.Context, groupID, nodeID string) (Group, Node, error) {
-	j, err := b.store.Join(ctx, groupID, db.NewNode{ID: nodeID, Name: nodeID})
+	j, err := b.store.Join(ctx, groupID, rules.NewNode{ID: nodeID, Name: nodeID})
 	if err != nil {
 		return Group{}, Node{}, mapErr("join", err)
 	}
@@ -89,12 +91,12 @@ func (b *StoreBackend) Join(ctx context.Context, groupID, nodeID string) (Group,
 
 // Leave implements Backend.
 func (b *StoreBackend) Leave(ctx context.Context, groupID, nodeID string) error {
-	return mapErr("leave", b.store.Leave(ctx, groupID, nodeID, db.ReasonLeft))
+	return mapErr("leave", b.store.Leave(ctx, groupID, nodeID, stream.ReasonLeft))
 }
 
 // Dissolve implements Backend.
 func (b *StoreBackend) Dissolve(ctx context.Context, groupID string) error {
-	return mapErr("dissolve", b.store.Dissolve(ctx, groupID, db.ReasonHost))
+	return mapErr("dissolve", b.store.Dissolve(ctx, groupID, stream.ReasonHost))
 }
 
 // Heartbeat implements Backend.
@@ -114,9 +116,9 @@ func (b *StoreBackend) ReplaceData(ctx context.Context, groupID, nodeID string, 
 
 // Publish implements Backend. An empty payload is stored as none, as the cloud stores null.
 func (b *StoreBackend) Publish(ctx context.Context, groupID, nodeID string, events []EventIn) ([]int64, error) {
-	in := make([]db.EventIn, len(events))
+	in := make([]rules.EventIn, len(events))
 	for i, e := range events {
-		in[i] = db.EventIn{Name: e.Name, OrderKey: e.OrderKey, FiredAt: e.FiredAt}
+		in[i] = rules.EventIn{Name: e.Name, OrderKey: e.OrderKey, FiredAt: e.FiredAt}
 		if e.Payload != "" {
 			p := e.Payload
 			in[i].Payload = &p
@@ -192,6 +194,12 @@ func (r hubReader) Read(ctx context.Context, since int64, limit int) (ReadResult
 	}
 	out := ReadResult{Next: bt.Next, Truncated: bt.Truncated, Items: make([]Item, len(bt.Items))}
 	for i, it := range bt.Items {
+		if it.Kind == stream.KindEvent || it.Kind == stream.KindData {
+			// Items kept in memory hold their payload and data once, in their JSON.
+			if it, err = it.Decode(); err != nil {
+				return ReadResult{}, mapErr("read", err)
+			}
+		}
 		out.Items[i] = Item{
 			Cursor: it.Cursor, Kind: it.Kind, Node: it.Node, Name: it.Name, OrderKey: it.OrderKey,
 			At: it.At, FiredAt: it.FiredAt, Data: it.Data, Reason: it.Reason,

@@ -2,13 +2,13 @@ package meshv2
 
 import (
 	"context"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"meshbox/db"
 	"meshbox/hub"
+	"meshbox/rules"
+	"meshbox/rules/rulestest"
 )
 
 // testClock is a settable clock shared by the store and the resolvers.
@@ -30,21 +30,11 @@ func (c *testClock) Add(d time.Duration) {
 }
 
 // newStoreBackend opens a real SQLite store in t.TempDir() with a hub, wired as main does.
-func newStoreBackend(t *testing.T, now func() time.Time) (*StoreBackend, *db.Store) {
+func newStoreBackend(t *testing.T, now func() time.Time) (*StoreBackend, *rules.Engine) {
 	t.Helper()
-	ctx := context.Background()
-	opts := db.Options{HostTTL: 150 * time.Second, MemberTTL: 600 * time.Second, MaxGroupLifetime: time.Hour, EventTTL: 10 * time.Minute, Now: now}
-	store, err := db.Open(ctx, filepath.Join(t.TempDir(), "meshbox.db"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := rulestest.Open(t, "", rules.Options{HostTTL: 150 * time.Second, MemberTTL: 600 * time.Second, MaxGroupLifetime: time.Hour, EventTTL: 10 * time.Minute, Now: now})
 	h := hub.New(store, hub.Options{})
-	store.Start(db.Hooks{OnCommit: h.Publish, Active: h.Active})
-	t.Cleanup(func() {
-		if err := store.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	store.Start(rules.Hooks{OnCommit: h.Publish, Active: h.Active})
 	return NewStoreBackend(store, h), store
 }
 

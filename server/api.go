@@ -2,15 +2,14 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
-	"meshbox/db"
+	"meshbox/rules"
+	"meshbox/stream"
 )
 
 func (s *Server) getDomain(w http.ResponseWriter, r *http.Request) error {
@@ -23,7 +22,7 @@ func (s *Server) domainParam(r *http.Request, named string) (string, error) {
 	if named == "" {
 		return s.domainFor(r), nil
 	}
-	if !db.ValidDomain(named) {
+	if !rules.ValidDomain(named) {
 		return "", errorf(http.StatusBadRequest, "invalid", "domain must be 1-256 characters of A-Z a-z 0-9 . _ -")
 	}
 	return named, nil
@@ -36,7 +35,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) error {
 	}
 	groups := s.store.Groups(domain)
 	if groups == nil {
-		groups = []db.Group{}
+		groups = []rules.Group{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"domain": domain, "groups": groups})
 	return nil
@@ -45,11 +44,11 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) error {
 // joinedResponse is the answer to create and join: the caller's node, its token, the cursor to
 // read after, and how often to send heartbeats.
 type joinedResponse struct {
-	db.Joined
+	rules.Joined
 	HeartbeatIntervalSeconds int `json:"heartbeatIntervalSeconds"`
 }
 
-func (s *Server) joined(j db.Joined) joinedResponse {
+func (s *Server) joined(j rules.Joined) joinedResponse {
 	iv := s.cfg.MemberHeartbeatInterval
 	if j.Node.Host {
 		iv = s.cfg.HostHeartbeatInterval
@@ -74,7 +73,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
 	if req.MaxConnectionTimeSeconds < 0 {
 		return errorf(http.StatusBadRequest, "invalid", "maxConnectionTimeSeconds must not be negative")
 	}
-	j, err := s.store.CreateGroup(r.Context(), db.NewGroup{
+	j, err := s.store.CreateGroup(r.Context(), rules.NewGroup{
 		Domain: domain, Name: req.Name, HostName: req.NodeName, UseWebSocket: !s.cfg.NoWebSocket,
 		Lifetime: time.Duration(req.MaxConnectionTimeSeconds) * time.Second,
 	})
@@ -103,7 +102,7 @@ func (s *Server) joinGroup(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	j, err := s.store.Join(r.Context(), chi.URLParam(r, "gid"), db.NewNode{Name: req.Name})
+	j, err := s.store.Join(r.Context(), chi.URLParam(r, "gid"), rules.NewNode{Name: req.Name})
 	if err != nil {
 		return err
 	}
@@ -117,11 +116,11 @@ func (s *Server) leaveGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	reason := db.ReasonRemoved
+	reason := stream.ReasonRemoved
 	switch {
 	case c.admin:
 	case c.node.ID == nid:
-		reason = db.ReasonLeft
+		reason = stream.ReasonLeft
 	case c.node.Host:
 	default:
 		return errorf(http.StatusForbidden, "forbidden", "only the node itself, the group's host or an admin may remove a node")
@@ -139,12 +138,12 @@ func (s *Server) dissolveGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	reason := db.ReasonAdmin
+	reason := stream.ReasonAdmin
 	if !c.admin {
 		if !c.node.Host {
 			return errorf(http.StatusForbidden, "forbidden", "only the group's host or an admin may dissolve it")
 		}
-		reason = db.ReasonHost
+		reason = stream.ReasonHost
 	}
 	if err := s.store.Dissolve(r.Context(), gid, reason); err != nil {
 		return err
@@ -187,28 +186,9 @@ func (s *Server) setData(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// setNodeData checks a data change against the limits and stores it; HTTP and WebSocket share it.
-func (s *Server) setNodeData(ctx context.Context, n db.Node, data map[string]string) (int64, error) {
-	if len(data) == 0 {
-		return 0, errorf(http.StatusBadRequest, "invalid", "data must name at least one key")
-	}
-	if len(data) > s.cfg.MaxDataKeys {
-		return 0, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("at most %d data keys per node", s.cfg.MaxDataKeys))
-	}
-	for k, v := range data {
-		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return 0, errorf(http.StatusBadRequest, "invalid", "data keys must be non-empty and keys and values valid UTF-8")
-		}
-		if len(k) > s.cfg.MaxDataKeyBytes {
-			return 0, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("data key %.32q… is longer than %d bytes", k, s.cfg.MaxDataKeyBytes))
-		}
-		if len(v) > s.cfg.MaxDataValueBytes {
-			return 0, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("value of data key %.32q is longer than %d bytes", k, s.cfg.MaxDataValueBytes))
-		}
-	}
-	if ok, wait := s.pubRate.allow(n.Group+"/"+n.ID, 1, time.Now()); !ok {
-		return 0, rateLimited("too many updates from node "+n.ID, wait)
-	}
+// setNodeData stores a data change; the rules check it against the limits. HTTP and WebSocket
+// share it.
+func (s *Server) setNodeData(ctx context.Context, n rules.Node, data map[string]string) (int64, error) {
 	return s.store.SetData(ctx, n.Group, n.ID, data, false)
 }
 
@@ -250,9 +230,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// publishEvents checks a publish against the limits and appends it; HTTP and WebSocket share it.
-// It returns once the events are committed.
-func (s *Server) publishEvents(ctx context.Context, n db.Node, events []eventIn) (cursors []int64, err error) {
+// publishEvents appends a publish (the rules check it against the limits); HTTP and WebSocket
+// share it. It returns once the events are committed.
+func (s *Server) publishEvents(ctx context.Context, n rules.Node, events []eventIn) (cursors []int64, err error) {
 	defer func() {
 		switch {
 		case err == nil:
@@ -263,24 +243,9 @@ func (s *Server) publishEvents(ctx context.Context, n db.Node, events []eventIn)
 			s.obs.ObservePublish("error")
 		}
 	}()
-	if len(events) == 0 {
-		return nil, errorf(http.StatusBadRequest, "invalid", "events must hold at least one event")
-	}
-	if len(events) > s.cfg.MaxEventsPerPublish {
-		return nil, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("at most %d events per publish", s.cfg.MaxEventsPerPublish))
-	}
-	in := make([]db.EventIn, len(events))
+	in := make([]rules.EventIn, len(events))
 	for i, e := range events {
-		if e.Name == "" || len(e.Name) > 256 || !utf8.ValidString(e.Name) {
-			return nil, errorf(http.StatusBadRequest, "invalid", "event "+strconv.Itoa(i)+": name must be 1-256 characters")
-		}
-		if e.Payload != nil && len(*e.Payload) > s.cfg.MaxPayloadBytes {
-			return nil, errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("event %d: payload is larger than %d bytes", i, s.cfg.MaxPayloadBytes))
-		}
-		in[i] = db.EventIn{Name: e.Name, Payload: e.Payload}
-	}
-	if ok, wait := s.pubRate.allow(n.Group+"/"+n.ID, 1, time.Now()); !ok {
-		return nil, rateLimited("too many publishes from node "+n.ID, wait)
+		in[i] = rules.EventIn{Name: e.Name, Payload: e.Payload}
 	}
 	return s.store.Publish(ctx, n.Group, n.ID, in)
 }

@@ -8,8 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"meshbox/db"
-	"meshbox/hub"
+	"meshbox/rules"
 )
 
 // apiError is an error with its HTTP answer already decided.
@@ -33,27 +32,31 @@ func errorStatus(err error) (status int, code, msg string) {
 	switch {
 	case errors.As(err, &ae):
 		return ae.status, ae.code, ae.msg
-	case errors.Is(err, db.ErrInvalid):
+	case errors.Is(err, rules.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large", err.Error()
+	case errors.Is(err, rules.ErrRateLimited):
+		return http.StatusTooManyRequests, "rate_limited", err.Error()
+	case errors.Is(err, rules.ErrInvalid):
 		return http.StatusBadRequest, "invalid", err.Error()
-	case errors.Is(err, hub.ErrCursorAhead):
+	case errors.Is(err, rules.ErrCursorAhead):
 		return http.StatusBadRequest, "bad_cursor", err.Error()
-	case errors.Is(err, db.ErrUnauthorized):
+	case errors.Is(err, rules.ErrUnauthorized):
 		return http.StatusUnauthorized, "unauthorized", "missing or invalid token"
-	case errors.Is(err, db.ErrForbidden):
+	case errors.Is(err, rules.ErrForbidden):
 		return http.StatusForbidden, "forbidden", err.Error()
-	case errors.Is(err, db.ErrGroupNotFound):
+	case errors.Is(err, rules.ErrGroupNotFound):
 		return http.StatusNotFound, "group_not_found", err.Error()
-	case errors.Is(err, db.ErrNodeNotFound):
+	case errors.Is(err, rules.ErrNodeNotFound):
 		return http.StatusNotFound, "node_not_found", err.Error()
-	case errors.Is(err, db.ErrGroupEnded):
+	case errors.Is(err, rules.ErrGroupEnded):
 		return http.StatusGone, "group_ended", err.Error()
-	case errors.Is(err, db.ErrGroupFull):
+	case errors.Is(err, rules.ErrGroupFull):
 		return http.StatusConflict, "group_full", err.Error()
-	case errors.Is(err, db.ErrDomainFull):
+	case errors.Is(err, rules.ErrDomainFull):
 		return http.StatusConflict, "domain_full", err.Error()
-	case errors.Is(err, db.ErrConflict):
+	case errors.Is(err, rules.ErrConflict):
 		return http.StatusConflict, "conflict", err.Error()
-	case errors.Is(err, db.ErrClosed):
+	case errors.Is(err, rules.ErrClosed):
 		return http.StatusServiceUnavailable, "unavailable", "meshbox is shutting down"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "timeout", "the request took too long"
@@ -91,9 +94,21 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if reason := rejectReason(status); reason != "" {
 		s.obs.ObserveRejected(reason)
 	}
-	var ae *apiError
-	if errors.As(err, &ae) && ae.retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(ae.retryAfter.Seconds()+0.999)))
+	if wait := retryAfter(err); wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
 	}
 	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// retryAfter is how long a refused client should wait, when the error says.
+func retryAfter(err error) time.Duration {
+	var ae *apiError
+	var rl *rules.RateLimitError
+	switch {
+	case errors.As(err, &ae):
+		return ae.retryAfter
+	case errors.As(err, &rl):
+		return rl.RetryAfter
+	}
+	return 0
 }

@@ -6,53 +6,6 @@ import (
 	"time"
 )
 
-// limiter is a token bucket per key (client IP, node). A rate of 0 means unlimited.
-type limiter struct {
-	rate, burst float64
-	mu          sync.Mutex
-	buckets     map[string]*bucket
-	swept       time.Time
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newLimiter(rate, burst float64) *limiter {
-	return &limiter{rate: rate, burst: max(burst, 1), buckets: map[string]*bucket{}}
-}
-
-// allow takes n tokens from key's bucket; when it cannot, it says how long until it could.
-func (l *limiter) allow(key string, n float64, now time.Time) (bool, time.Duration) {
-	if l.rate <= 0 {
-		return true, 0
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.swept) > time.Minute {
-		// Forget buckets that have refilled: they hold no information.
-		for k, b := range l.buckets {
-			if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
-				delete(l.buckets, k)
-			}
-		}
-		l.swept = now
-	}
-	b := l.buckets[key]
-	if b == nil {
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[key] = b
-	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens < n {
-		return false, time.Duration((n - b.tokens) / l.rate * float64(time.Second))
-	}
-	b.tokens -= n
-	return true, 0
-}
-
 // counter bounds concurrent streams per key. A limit of 0 means unlimited.
 type counter struct {
 	limit int
@@ -87,8 +40,8 @@ func rateLimited(what string, wait time.Duration) *apiError {
 // limitIP applies the per-IP request rate to the API.
 func (s *Server) limitIP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodOptions && s.ipRate.rate > 0 {
-			if ok, wait := s.ipRate.allow(s.clientIP(r), 1, time.Now()); !ok {
+		if r.Method != http.MethodOptions && s.ipRate.Enabled() {
+			if ok, wait := s.ipRate.Allow(s.clientIP(r), time.Now()); !ok {
 				s.writeError(w, r, rateLimited("too many requests from "+s.clientIP(r), wait))
 				return
 			}

@@ -24,8 +24,9 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"meshbox/config"
-	"meshbox/db"
 	"meshbox/hub"
+	"meshbox/ratelimit"
+	"meshbox/rules"
 )
 
 // Observer receives the server's measurements; package metrics implements it.
@@ -47,7 +48,7 @@ func (noopObserver) ObserveRejected(string)                  {}
 
 // Deps are what the server is built from.
 type Deps struct {
-	Store    *db.Store
+	Store    *rules.Engine
 	Hub      *hub.Hub
 	Logger   *slog.Logger
 	Observer Observer
@@ -60,14 +61,13 @@ type Deps struct {
 // Server serves the native API.
 type Server struct {
 	cfg     config.Config
-	store   *db.Store
+	store   *rules.Engine
 	hub     *hub.Hub
 	log     *slog.Logger
 	obs     Observer
 	deps    Deps
 	ctx     context.Context // ends every stream when cancelled (shutdown)
-	ipRate  *limiter
-	pubRate *limiter
+	ipRate  *ratelimit.Keyed
 	ipConns *counter
 	wsConns wsRegistry
 	frames  sync.Pool // *[]byte frame buffers, shared so idle connections hold none
@@ -87,8 +87,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	s := &Server{
 		cfg: cfg, store: deps.Store, hub: deps.Hub, log: deps.Logger.With("component", "server"),
 		obs: deps.Observer, deps: deps, ctx: ctx,
-		ipRate:  newLimiter(cfg.IPRate, 2*cfg.IPRate),
-		pubRate: newLimiter(cfg.PublishRate, 2*cfg.PublishRate),
+		ipRate:  ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
 		ipConns: newCounter(cfg.MaxConnsPerIP),
 	}
 	s.frames.New = func() any { b := make([]byte, 0, 4096); return &b }
@@ -305,7 +304,7 @@ func tokenOf(r *http.Request, q url.Values) string {
 
 // caller is who a request acts for: a node of the group, or the admin.
 type caller struct {
-	node  db.Node
+	node  rules.Node
 	admin bool
 }
 

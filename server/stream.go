@@ -16,8 +16,9 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
 
-	"meshbox/db"
 	"meshbox/hub"
+	"meshbox/rules"
+	"meshbox/stream"
 )
 
 const (
@@ -32,7 +33,7 @@ const (
 
 // reader is an authenticated reader of a group at a cursor.
 type reader struct {
-	node  db.Node
+	node  rules.Node
 	since int64
 }
 
@@ -67,7 +68,7 @@ func (s *Server) openReader(r *http.Request, q url.Values, lastEventID string) (
 }
 
 // appendItems writes items as a JSON array of their stored encodings.
-func appendItems(b []byte, items []db.Item) []byte {
+func appendItems(b []byte, items []stream.Item) []byte {
 	b = append(b, '[')
 	for i, it := range items {
 		if i > 0 {
@@ -78,7 +79,7 @@ func appendItems(b []byte, items []db.Item) []byte {
 	return append(b, ']')
 }
 
-func (s *Server) delivered(transport string, items []db.Item) {
+func (s *Server) delivered(transport string, items []stream.Item) {
 	if len(items) > 0 {
 		s.obs.ObserveDelivered(transport, len(items), items[0].At)
 	}
@@ -160,7 +161,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func itemsLen(items []db.Item) int {
+func itemsLen(items []stream.Item) int {
 	n := 0
 	for _, it := range items {
 		n += len(it.JSON) + 1
@@ -349,7 +350,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 }
 
 // serve runs the connection until the peer or the server ends it.
-func (wc *wsConn) serve(n db.Node) {
+func (wc *wsConn) serve(n rules.Node) {
 	s := wc.s
 	s.obs.ConnOpened("ws")
 	defer s.obs.ConnClosed("ws")
@@ -568,7 +569,7 @@ func (s *Server) Run(ctx context.Context) {
 }
 
 // wsReadLoop answers the client's messages, each after its write committed.
-func (s *Server) wsReadLoop(ctx context.Context, c *websocket.Conn, n db.Node, send func([]byte) error) {
+func (s *Server) wsReadLoop(ctx context.Context, c *websocket.Conn, n rules.Node, send func([]byte) error) {
 	reply := func(v any) {
 		b, err := json.Marshal(v)
 		if err == nil {

@@ -9,7 +9,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"meshbox/db"
+	"meshbox/rules"
+	"meshbox/stream"
 )
 
 // admin guards a handler with the admin token. Without a configured token admin actions are
@@ -50,7 +51,7 @@ func (h *Handler) adminCheck(w http.ResponseWriter, _ *http.Request) {
 
 func (h *Handler) adminDissolve(w http.ResponseWriter, r *http.Request) {
 	gid := chi.URLParam(r, "gid")
-	if err := h.store.Dissolve(r.Context(), gid, db.ReasonAdmin); err != nil {
+	if err := h.store.Dissolve(r.Context(), gid, stream.ReasonAdmin); err != nil {
 		h.storeError(w, err)
 		return
 	}
@@ -62,7 +63,7 @@ func (h *Handler) adminDissolve(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) adminRemoveNode(w http.ResponseWriter, r *http.Request) {
 	gid, nid := chi.URLParam(r, "gid"), chi.URLParam(r, "nid")
 	// Removing the host ends the group (reason admin), as the store's rules say.
-	if err := h.store.Leave(r.Context(), gid, nid, db.ReasonRemoved); err != nil {
+	if err := h.store.Leave(r.Context(), gid, nid, stream.ReasonRemoved); err != nil {
 		h.storeError(w, err)
 		return
 	}
@@ -74,13 +75,13 @@ func (h *Handler) adminRemoveNode(w http.ResponseWriter, r *http.Request) {
 // storeError maps the store's sentinels to the native API's statuses and codes.
 func (h *Handler) storeError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, db.ErrGroupNotFound):
+	case errors.Is(err, rules.ErrGroupNotFound):
 		writeError(w, http.StatusNotFound, "group_not_found", "no such group")
-	case errors.Is(err, db.ErrGroupEnded):
+	case errors.Is(err, rules.ErrGroupEnded):
 		writeError(w, http.StatusGone, "group_ended", "the group has ended")
-	case errors.Is(err, db.ErrNodeNotFound):
+	case errors.Is(err, rules.ErrNodeNotFound):
 		writeError(w, http.StatusNotFound, "node_not_found", "no such node in this group")
-	case errors.Is(err, db.ErrClosed):
+	case errors.Is(err, rules.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
 	default:
 		h.log.Error("admin action", "err", err)

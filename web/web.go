@@ -13,15 +13,16 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"meshbox/db"
 	"meshbox/metrics"
+	"meshbox/rules"
+	"meshbox/stream"
 )
 
-// Store is the part of *db.Store the dashboard reads and the admin actions change.
+// Store is the part of *rules.Engine the dashboard reads and the admin actions change.
 type Store interface {
-	Groups(domain string) []db.Group
-	Nodes(gid string) ([]db.Node, error)
-	Stats(ctx context.Context) db.Stats
+	Groups(domain string) []rules.Group
+	Nodes(gid string) ([]rules.Node, error)
+	Stats(ctx context.Context) rules.Stats
 	Dissolve(ctx context.Context, gid, reason string) error
 	Leave(ctx context.Context, gid, nid, reason string) error
 	LastCursor() int64
@@ -34,7 +35,7 @@ type Hub interface {
 	Transports(gid string) map[string][]string
 	// ReadAll returns up to limit items of every group after since, in cursor order;
 	// truncated reports that items after since were dropped from the bounded feed.
-	ReadAll(since int64, limit int) (items []db.Item, next int64, truncated bool)
+	ReadAll(since int64, limit int) (items []stream.Item, next int64, truncated bool)
 	// WaitAll blocks until an item after since is committed, or ctx ends.
 	WaitAll(ctx context.Context, since int64) error
 }

@@ -10,21 +10,22 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
-	"meshbox/db"
 	"meshbox/hub"
 	"meshbox/metrics"
+	"meshbox/rules"
+	"meshbox/rules/rulestest"
+	"meshbox/stream"
 )
 
 // testBox is a real store, hub and metrics behind the web routes on an httptest server.
 type testBox struct {
-	store *db.Store
+	store *rules.Engine
 	hub   *hub.Hub
 	m     *metrics.Metrics
 	h     *Handler
@@ -35,12 +36,9 @@ func newTestBox(t *testing.T, adminToken string) *testBox {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := metrics.New("test", nil)
-	store, err := db.Open(ctx, filepath.Join(t.TempDir(), "meshbox.db"), db.Options{Observer: m})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := rulestest.Open(t, "", rules.Options{Observer: m})
 	hb := hub.New(store, hub.Options{})
-	store.Start(db.Hooks{OnCommit: hb.Publish, Active: hb.Active})
+	store.Start(rules.Hooks{OnCommit: hb.Publish, Active: hb.Active})
 	h, err := New(Config{AdminToken: adminToken, Version: "v-test"}, store, hb, m, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -56,9 +54,6 @@ func newTestBox(t *testing.T, adminToken string) *testBox {
 		srv.Close()
 		cancel()
 		<-done
-		if err := store.Close(); err != nil {
-			t.Error(err)
-		}
 	})
 	return &testBox{store: store, hub: hb, m: m, h: h, srv: srv}
 }
@@ -80,14 +75,14 @@ func (b *testBox) do(t *testing.T, method, path, token string) *http.Response {
 	return resp
 }
 
-func (b *testBox) class(t *testing.T) (db.Joined, db.Joined) {
+func (b *testBox) class(t *testing.T) (rules.Joined, rules.Joined) {
 	t.Helper()
 	ctx := context.Background()
-	host, err := b.store.CreateGroup(ctx, db.NewGroup{Domain: "room1", Name: "science", HostName: "teacher"})
+	host, err := b.store.CreateGroup(ctx, rules.NewGroup{Domain: "room1", Name: "science", HostName: "teacher"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	student, err := b.store.Join(ctx, host.Group.ID, db.NewNode{Name: "ada"})
+	student, err := b.store.Join(ctx, host.Group.ID, rules.NewNode{Name: "ada"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +138,7 @@ func TestOverviewShowsClass(t *testing.T) {
 	host, student := b.class(t)
 	sub := b.hub.Subscribe(host.Group.ID, student.Node.ID, "sse")
 	defer sub.Close()
-	if _, err := b.store.Publish(context.Background(), host.Group.ID, host.Node.ID, []db.EventIn{{Name: "go"}, {Name: "stop"}}); err != nil {
+	if _, err := b.store.Publish(context.Background(), host.Group.ID, host.Node.ID, []rules.EventIn{{Name: "go"}, {Name: "stop"}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -216,7 +211,7 @@ func TestAdminActions(t *testing.T) {
 	if resp := b.do(t, http.MethodDelete, "/api/v1/admin/groups/"+gid+"/nodes/"+student.Node.ID, token); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("remove with token: %d", resp.StatusCode)
 	}
-	if _, err := b.store.Node(gid, student.Node.ID); !errors.Is(err, db.ErrNodeNotFound) {
+	if _, err := b.store.Node(gid, student.Node.ID); !errors.Is(err, rules.ErrNodeNotFound) {
 		t.Errorf("node after removal: %v", err)
 	}
 	if resp := b.do(t, http.MethodDelete, "/api/v1/admin/groups/"+gid+"/nodes/"+student.Node.ID, token); resp.StatusCode != http.StatusNotFound {
@@ -298,7 +293,7 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 		t.Fatalf("second event %s %.200s", ev, data)
 	}
 
-	cursors, err := b.store.Publish(context.Background(), host.Group.ID, host.Node.ID, []db.EventIn{{Name: "beep"}})
+	cursors, err := b.store.Publish(context.Background(), host.Group.ID, host.Node.ID, []rules.EventIn{{Name: "beep"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +312,7 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 		var msg struct {
 			Items []struct {
 				Group string
-				Item  db.Item
+				Item  stream.Item
 			}
 		}
 		if err := json.Unmarshal([]byte(data), &msg); err != nil {

@@ -1,16 +1,10 @@
-package db
+package stream
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base32"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -18,8 +12,8 @@ import (
 // TimeLayout is how every timestamp meshbox sends is written: UTC with milliseconds.
 const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// encodeItem writes the item's JSON by hand: it runs once per item on the writer's hot path.
-func encodeItem(it Item) []byte {
+// EncodeItem writes the item's JSON by hand: it runs once per item on the writer's hot path.
+func EncodeItem(it Item) []byte {
 	b := make([]byte, 0, 96+len(it.Name)+len(it.Node)+payloadLen(it.Payload)+16*len(it.Data))
 	b = append(b, `{"cursor":`...)
 	b = strconv.AppendInt(b, it.Cursor, 10)
@@ -140,55 +134,6 @@ func DecodeItem(body []byte) (Item, error) {
 	}
 	it.JSON = body
 	return it, nil
-}
-
-func encodeData(d map[string]string) string {
-	b, _ := json.Marshal(d) // a map of strings always marshals
-	return string(b)
-}
-
-func decodeData(s string) (map[string]string, error) {
-	d := map[string]string{}
-	if s == "" {
-		return d, nil
-	}
-	if err := json.Unmarshal([]byte(s), &d); err != nil {
-		return nil, fmt.Errorf("decode data: %w", err)
-	}
-	return d, nil
-}
-
-var idEncoding = base32.NewEncoding("abcdefghijkmnpqrstuvwxyz23456789").WithPadding(base32.NoPadding)
-
-// newID returns a random id that is easy to read aloud and type (no 0/o, 1/l).
-func newID(n int) string {
-	b := make([]byte, n)
-	rand.Read(b) // crypto/rand never fails on supported platforms
-	return idEncoding.EncodeToString(b)
-}
-
-// newToken returns a node token "<node>.<secret>" and the hash of the secret that is stored.
-// The secret has 192 bits.
-func newToken(node string) (token string, hash []byte) {
-	b := make([]byte, 24)
-	rand.Read(b)
-	secret := base64.RawURLEncoding.EncodeToString(b)
-	h := sha256.Sum256([]byte(secret))
-	return node + "." + secret, h[:]
-}
-
-// splitToken returns the node id and the secret's hash of a token.
-func splitToken(token string) (node string, hash []byte, ok bool) {
-	i := strings.LastIndexByte(token, '.')
-	if i <= 0 || i == len(token)-1 {
-		return "", nil, false
-	}
-	h := sha256.Sum256([]byte(token[i+1:]))
-	return token[:i], h[:], true
-}
-
-func tokenMatches(stored, presented []byte) bool {
-	return len(stored) == len(presented) && subtle.ConstantTimeCompare(stored, presented) == 1
 }
 
 // FormatTime writes t the way every meshbox timestamp is written.

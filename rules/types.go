@@ -1,41 +1,6 @@
-package db
+package rules
 
-import (
-	"errors"
-	"time"
-)
-
-// Sentinel errors of the store; package server maps each to one HTTP status in one place.
-var (
-	ErrGroupNotFound = errors.New("group not found")
-	ErrGroupEnded    = errors.New("group has ended")
-	ErrNodeNotFound  = errors.New("node not found")
-	ErrUnauthorized  = errors.New("invalid token")
-	ErrForbidden     = errors.New("not allowed")
-	ErrConflict      = errors.New("conflict")
-	ErrGroupFull     = errors.New("group is full")
-	ErrDomainFull    = errors.New("domain is full")
-	ErrInvalid       = errors.New("invalid input")
-	ErrClosed        = errors.New("store is closed")
-)
-
-// Item kinds: everything that happens in a group is one of these.
-const (
-	KindEvent    = "event"
-	KindData     = "data"
-	KindJoin     = "join"
-	KindLeave    = "leave"
-	KindDissolve = "dissolve"
-)
-
-// Reasons carried by leave and dissolve items.
-const (
-	ReasonLeft    = "left"
-	ReasonExpired = "expired"
-	ReasonRemoved = "removed"
-	ReasonHost    = "host"
-	ReasonAdmin   = "admin"
-)
+import "time"
 
 // Group is a group as clients see it.
 type Group struct {
@@ -61,25 +26,6 @@ type Node struct {
 	Data      map[string]string `json:"data"`
 	DataAt    time.Time         `json:"dataAt,omitzero"`
 	Host      bool              `json:"host"`
-}
-
-// Item is one entry of a group's stream. JSON holds its encoding, made once by the writer and
-// served as-is by every transport.
-type Item struct {
-	Cursor   int64   `json:"cursor"`
-	Kind     string  `json:"kind"`
-	Node     string  `json:"node,omitempty"`
-	Name     string  `json:"name,omitempty"`
-	Payload  *string `json:"payload,omitempty"`
-	OrderKey string  `json:"orderKey,omitempty"`
-	// FiredAt is when the client says the event happened (Mesh v2 clients replay events
-	// with their original gaps); zero when it did not say.
-	FiredAt time.Time         `json:"firedAt,omitzero"`
-	Data    map[string]string `json:"data,omitempty"`
-	Reason  string            `json:"reason,omitempty"`
-	At      time.Time         `json:"at"`
-	Group   string            `json:"-"`
-	JSON    []byte            `json:"-"`
 }
 
 // Joined is the answer to creating or joining a group: the caller's node and its token.
@@ -120,4 +66,17 @@ type EventIn struct {
 	Payload  *string
 	OrderKey string
 	FiredAt  time.Time // optional: the client's own time of the event
+}
+
+// Stats are figures about groups and the log for metrics and the dashboard.
+type Stats struct {
+	Groups        int           `json:"groups"`
+	Nodes         int           `json:"nodes"`
+	Cursor        int64         `json:"cursor"`
+	PurgedThrough int64         `json:"purgedThrough"`
+	RetainedItems int64         `json:"retainedItems"`
+	OldestItemAge time.Duration `json:"oldestItemAgeNs"`
+	DBBytes       int64         `json:"dbBytes"`
+	WALBytes      int64         `json:"walBytes"`
+	QueueDepth    int           `json:"queueDepth"`
 }

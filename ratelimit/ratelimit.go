@@ -1,0 +1,67 @@
+// Package ratelimit holds meshbox's keyed rate limits: one token bucket per key (a node, a
+// client address), from golang.org/x/time/rate, with idle buckets forgotten.
+package ratelimit
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// sweepEvery is how often buckets that have refilled (and so hold no information) are dropped.
+const sweepEvery = time.Minute
+
+// Keyed limits events per key to a rate with a burst. The zero rate means unlimited.
+type Keyed struct {
+	limit rate.Limit
+	burst int
+
+	mu      sync.Mutex
+	buckets map[string]*rate.Limiter
+	swept   time.Time
+}
+
+// New returns a limiter of perSecond events per key with the given burst (at least 1).
+func New(perSecond float64, burst int) *Keyed {
+	return &Keyed{limit: rate.Limit(perSecond), burst: max(burst, 1), buckets: map[string]*rate.Limiter{}}
+}
+
+// Enabled reports whether the limiter limits anything.
+func (k *Keyed) Enabled() bool { return k != nil && k.limit > 0 }
+
+// Allow takes one event from key's bucket at now; when none is left it reports how long until
+// one is, and takes nothing.
+func (k *Keyed) Allow(key string, now time.Time) (ok bool, retryAfter time.Duration) {
+	if !k.Enabled() {
+		return true, 0
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if now.Sub(k.swept) > sweepEvery {
+		for key, b := range k.buckets {
+			if b.TokensAt(now) >= float64(k.burst) {
+				delete(k.buckets, key)
+			}
+		}
+		k.swept = now
+	}
+	b := k.buckets[key]
+	if b == nil {
+		b = rate.NewLimiter(k.limit, k.burst)
+		k.buckets[key] = b
+	}
+	r := b.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now) // a refused event costs nothing
+		return false, d
+	}
+	return true, 0
+}
+
+// Len is the number of buckets held (for tests of the sweep).
+func (k *Keyed) Len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.buckets)
+}

@@ -1,0 +1,425 @@
+// Package rules holds meshbox's group rules: domains, groups, nodes, tokens, lifetimes, limits
+// and input validation, the same for every entrance (native API, WebSocket, Mesh v2,
+// dashboard). It keeps the live state in memory above a stream.Log and changes it only after
+// the log committed: one writer goroutine runs concurrent requests against the state as the
+// batch before them left it (group commit), hands the batch to the log, and on success applies
+// it to memory, moves the watermark and wakes readers. A failed batch changes nothing.
+package rules
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"meshbox/ratelimit"
+	"meshbox/stream"
+)
+
+// Limits bound what one client may ask for. Every entrance gets them from here.
+type Limits struct {
+	MaxNodesPerGroup    int
+	MaxGroupsPerDomain  int
+	MaxDataKeys         int
+	MaxDataKeyBytes     int
+	MaxDataValueBytes   int
+	MaxPayloadBytes     int
+	MaxEventsPerPublish int
+	// PublishRate is publishes and data changes per node per second, burst twice that
+	// (0: unlimited).
+	PublishRate float64
+	// MaxReadBytes bounds the encoded items one read from the log returns (at least one
+	// item), so a reader far behind never pulls thousands of large payloads at once.
+	MaxReadBytes int
+}
+
+// Options configure an Engine.
+type Options struct {
+	EventTTL         time.Duration
+	MaxGroupLifetime time.Duration
+	HostTTL          time.Duration
+	MemberTTL        time.Duration
+	Limits           Limits
+	// MaxBatchItems and MaxBatchBytes bound one commit: once a batch holds this many items
+	// or payload bytes, the requests still queued go into the next one.
+	MaxBatchItems int
+	MaxBatchBytes int
+	Logger        *slog.Logger
+	Observer      Observer
+	// Now returns the current time; tests may replace it.
+	Now func() time.Time
+}
+
+// Observer receives the rules' measurements; package metrics implements it.
+type Observer interface {
+	ObserveCommit(ops, items int, d time.Duration)
+	ObserveAppended(kind string, n int)
+	ObservePurge(items, groups, nodes int, d time.Duration)
+}
+
+// Hooks connect the engine to the live readers once they exist.
+type Hooks struct {
+	// OnCommit receives every committed batch of items in cursor order, after the watermark
+	// moved past them and before any writer is acknowledged. It must not block.
+	OnCommit func(items []stream.Item)
+	// Active reports whether a node has a stream open, which counts as activity.
+	Active func(group, node string) bool
+	// OnPurge is told that every item up to a cursor was deleted, so in-memory copies can go
+	// too and readers behind it learn of the truncation.
+	OnPurge func(through int64)
+}
+
+// maxBatchOps bounds the requests of one group-commit transaction, so a flood of writers
+// cannot make one commit, and so every acknowledgement, wait for long.
+const maxBatchOps = 512
+
+type noopObserver struct{}
+
+func (noopObserver) ObserveCommit(int, int, time.Duration)     {}
+func (noopObserver) ObserveAppended(string, int)               {}
+func (noopObserver) ObservePurge(int, int, int, time.Duration) {}
+
+func (o *Options) defaults() {
+	if o.EventTTL <= 0 {
+		o.EventTTL = 10 * time.Minute
+	}
+	if o.MaxGroupLifetime <= 0 {
+		o.MaxGroupLifetime = 6 * time.Hour
+	}
+	if o.HostTTL <= 0 {
+		o.HostTTL = 150 * time.Second
+	}
+	if o.MemberTTL <= 0 {
+		o.MemberTTL = 600 * time.Second
+	}
+	l := &o.Limits
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{
+		{&l.MaxNodesPerGroup, 250}, {&l.MaxGroupsPerDomain, 200}, {&l.MaxDataKeys, 100},
+		{&l.MaxDataKeyBytes, 128}, {&l.MaxDataValueBytes, 4096}, {&l.MaxPayloadBytes, 16 << 10},
+		{&l.MaxEventsPerPublish, 1000}, {&l.MaxReadBytes, 256 << 10},
+		{&o.MaxBatchItems, 8192}, {&o.MaxBatchBytes, 8 << 20},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Observer == nil {
+		o.Observer = noopObserver{}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Engine applies the group rules over a log.
+type Engine struct {
+	opts  Options
+	log   *slog.Logger
+	obs   Observer
+	now   func() time.Time
+	store stream.Log
+	rate  *ratelimit.Keyed
+
+	ops     chan *op
+	stop    chan struct{}
+	stopped chan struct{}
+	hooks   Hooks
+	started bool
+	start   sync.Once
+	close   sync.Once
+	closeMu sync.RWMutex
+	closed  bool
+
+	// mu guards groups: the committed state. Only the writer goroutine replaces entries, and
+	// only after a commit; a group or node value, once published here, is never changed (the
+	// writer edits copies), so readers may keep what they read.
+	mu     sync.RWMutex
+	groups map[string]*groupState
+	// watermark is the newest cursor whose item is committed and whose state is applied: the
+	// upper bound of every read, whatever the transport.
+	watermark atomic.Int64
+}
+
+type groupState struct {
+	Group
+	endedAt   time.Time
+	endReason string
+	// endCursor is the dissolve item's cursor.
+	endCursor int64
+	nodes     map[string]*nodeState
+	// former holds the members at the dissolve, so their streams can still read the final
+	// items (their records stay in the log until the group is forgotten).
+	former map[string]*nodeState
+}
+
+type nodeState struct {
+	Node
+	tokenHash []byte
+}
+
+// New loads the state from the log. Call Start to begin accepting writes.
+func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
+	opts.defaults()
+	st, err := store.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	e := &Engine{
+		opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now, store: store,
+		rate: ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
+		ops:  make(chan *op, 4096), stop: make(chan struct{}), stopped: make(chan struct{}),
+		groups: make(map[string]*groupState, len(st.Groups)),
+	}
+	now := e.now()
+	for _, r := range st.Groups {
+		g := &groupState{Group: Group{
+			ID: r.ID, Domain: r.Domain, Name: r.Name, Host: r.Host, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
+			// Clients could not send heartbeats while meshbox was down: give them a fresh period.
+			HostSeenAt: maxTime(r.HostSeenAt, now), UseWebSocket: r.UseWebSocket,
+		}, endedAt: r.EndedAt, endReason: r.EndReason, nodes: map[string]*nodeState{}}
+		if !g.endedAt.IsZero() {
+			g.endCursor = r.LastCursor
+			g.former = map[string]*nodeState{}
+		}
+		e.groups[g.ID] = g
+	}
+	for _, r := range st.Nodes {
+		g := e.groups[r.Group]
+		if g == nil {
+			continue
+		}
+		n := &nodeState{Node: Node{
+			ID: r.ID, Group: r.Group, Name: r.Name, JoinedAt: r.JoinedAt, LastSeen: r.LastSeen,
+			ExpiresAt: r.ExpiresAt, Data: r.Data, DataAt: r.DataAt, Host: r.ID == g.Host,
+		}, tokenHash: r.TokenHash}
+		if g.former != nil {
+			g.former[n.ID] = n
+			continue
+		}
+		// Clients could not reach meshbox while it was down: give them a fresh period.
+		n.ExpiresAt = maxTime(n.ExpiresAt, now.Add(e.ttl(n.Host)))
+		g.nodes[n.ID] = n
+	}
+	for _, g := range e.groups {
+		g.Nodes = len(g.nodes)
+	}
+	e.watermark.Store(st.Watermark)
+	return e, nil
+}
+
+// Start starts the writer goroutine with the hooks to the live readers.
+func (e *Engine) Start(h Hooks) {
+	e.start.Do(func() {
+		if h.OnCommit == nil {
+			h.OnCommit = func([]stream.Item) {}
+		}
+		if h.Active == nil {
+			h.Active = func(string, string) bool { return false }
+		}
+		if h.OnPurge == nil {
+			h.OnPurge = func(int64) {}
+		}
+		e.hooks = h
+		e.started = true
+		go e.writeLoop()
+	})
+}
+
+// Close finishes queued writes and stops the writer. It does not close the log.
+func (e *Engine) Close() error {
+	e.close.Do(func() {
+		e.start.Do(func() {}) // an engine closed before Start never gets a writer
+		e.closeMu.Lock()
+		e.closed = true
+		e.closeMu.Unlock()
+		close(e.stop)
+		if e.started {
+			<-e.stopped
+		}
+	})
+	return nil
+}
+
+// Watermark is the newest cursor readers may see: committed, with its state applied.
+func (e *Engine) Watermark() int64 { return e.watermark.Load() }
+
+// LastCursor is Watermark, for readers that think in cursors.
+func (e *Engine) LastCursor() int64 { return e.watermark.Load() }
+
+// Log is the log under the rules.
+func (e *Engine) Log() stream.Log { return e.store }
+
+// ttl is how long a node lives without activity: the host's lapse ends the group.
+func (e *Engine) ttl(host bool) time.Duration {
+	if host {
+		return e.opts.HostTTL
+	}
+	return e.opts.MemberTTL
+}
+
+// op is one write request: fn runs on the writer against the batch's state.
+type op struct {
+	fn   func(t *tx) error
+	err  error
+	done chan error
+}
+
+// do runs fn in the writer's next batch and returns once that batch committed (nil, or fn's
+// own error) or failed (the commit's error).
+func (e *Engine) do(ctx context.Context, fn func(t *tx) error) error {
+	o := &op{fn: fn, done: make(chan error, 1)}
+	// The read lock keeps Close from stopping the writer between the check and the send, so
+	// every queued op is run by the writer's final drain.
+	e.closeMu.RLock()
+	if e.closed {
+		e.closeMu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case e.ops <- o:
+		e.closeMu.RUnlock()
+	case <-ctx.Done():
+		e.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	// Once queued, the op will run: wait for its outcome even if the caller gives up, so an
+	// acknowledged write is never reported as failed and vice versa.
+	return <-o.done
+}
+
+func (e *Engine) writeLoop() {
+	defer close(e.stopped)
+	batch := make([]*op, 0, maxBatchOps)
+	for {
+		select {
+		case o := <-e.ops:
+			batch = e.runBatch(batch[:0], o)
+		case <-e.stop:
+			for {
+				select {
+				case o := <-e.ops:
+					batch = e.runBatch(batch[:0], o)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// runBatch runs first and whatever else is queued, within the batch bounds, as one commit.
+func (e *Engine) runBatch(batch []*op, first *op) []*op {
+	start := time.Now()
+	t := e.newTx()
+	run := func(o *op) {
+		o.err = e.runOp(o, t)
+		batch = append(batch, o)
+	}
+	run(first)
+fill:
+	for t.fatal == nil && len(batch) < maxBatchOps && len(t.batch.Items) < e.opts.MaxBatchItems && t.bytes < e.opts.MaxBatchBytes {
+		select {
+		case o := <-e.ops:
+			run(o)
+		default:
+			break fill
+		}
+	}
+	err := t.fatal
+	if err == nil && (len(t.batch.Items) > 0 || len(t.batch.Changes) > 0) {
+		err = e.store.Append(context.Background(), &t.batch)
+	}
+	if err != nil {
+		// Memory is as it was: the batch's edits were made on copies that are now dropped.
+		e.log.Error("write batch failed", "ops", len(batch), "items", len(t.batch.Items), "err", err)
+		for _, o := range batch {
+			if o.err == nil {
+				o.err = fmt.Errorf("write failed, nothing was saved: %w", err)
+			}
+			o.done <- o.err
+		}
+		return batch
+	}
+	e.apply(t)
+	items := t.batch.Items
+	if len(items) > 0 {
+		e.hooks.OnCommit(items)
+		// Items of one kind come in runs (a publish's events): report each run, no map.
+		for i := 0; i < len(items); {
+			j := i + 1
+			for j < len(items) && items[j].Kind == items[i].Kind {
+				j++
+			}
+			e.obs.ObserveAppended(items[i].Kind, j-i)
+			i = j
+		}
+	}
+	e.obs.ObserveCommit(len(batch), len(items), time.Since(start))
+	for _, o := range batch {
+		o.done <- o.err
+	}
+	return batch
+}
+
+// runOp runs one op, turning a panic into a failure of the batch so a bug in one request never
+// takes the writer, and with it the server, down.
+func (e *Engine) runOp(o *op, t *tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error: %v", r)
+			if t.fatal == nil {
+				t.fatal = err
+			}
+		}
+	}()
+	return o.fn(t)
+}
+
+// apply makes a committed batch visible: its groups replace the old ones and the watermark
+// moves, under one lock, so no reader sees state and cursor disagree.
+func (e *Engine) apply(t *tx) {
+	for _, g := range t.groups {
+		if g != nil && g.endItem > 0 {
+			g.endCursor = t.batch.Items[g.endItem-1].Cursor
+			g.endItem = 0
+		}
+	}
+	e.mu.Lock()
+	for id, g := range t.groups {
+		if g == nil {
+			delete(e.groups, id)
+			continue
+		}
+		e.groups[id] = g.groupState
+	}
+	if n := len(t.batch.Items); n > 0 {
+		e.watermark.Store(t.batch.Items[n-1].Cursor)
+	}
+	e.mu.Unlock()
+	for _, f := range t.after {
+		f()
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// ms is t as clients see it: UTC, millisecond precision.
+func ms(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.Truncate(time.Millisecond).UTC()
+}

@@ -1,0 +1,106 @@
+package rules
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"meshbox/stream"
+)
+
+// PurgeResult counts what one Purge removed.
+type PurgeResult struct {
+	Items  int
+	Groups int
+	Nodes  int
+}
+
+// Purge ends expired groups and lapsed nodes (with their dissolve and leave items), deletes
+// items older than the event TTL, and forgets groups that ended over a TTL ago.
+func (e *Engine) Purge(ctx context.Context) (PurgeResult, error) {
+	start := time.Now()
+	var res PurgeResult
+	if err := e.do(ctx, func(t *tx) error { e.expire(t, &res); return nil }); err != nil {
+		return res, fmt.Errorf("expire: %w", err)
+	}
+	purged, err := e.store.Purge(ctx, e.now().Add(-e.opts.EventTTL))
+	res.Items = purged.Items
+	if purged.Through > 0 {
+		e.hooks.OnPurge(purged.Through)
+	}
+	if err != nil {
+		return res, fmt.Errorf("purge items: %w", err)
+	}
+	err = e.do(ctx, func(t *tx) error {
+		cutoff := t.now.Add(-e.opts.EventTTL)
+		t.each(func(g *groupState) {
+			if !g.endedAt.IsZero() && g.endedAt.Before(cutoff) {
+				t.forget(g.ID)
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("forget ended groups: %w", err)
+	}
+	e.obs.ObservePurge(res.Items, res.Groups, res.Nodes, time.Since(start))
+	return res, nil
+}
+
+func (e *Engine) expire(t *tx, res *PurgeResult) {
+	var ended, lapsed []*groupState
+	t.each(func(g *groupState) {
+		if !g.endedAt.IsZero() {
+			return
+		}
+		if e.live(g, g.ID, t.now) != nil {
+			ended = append(ended, g)
+		} else {
+			lapsed = append(lapsed, g)
+		}
+	})
+	for _, g := range ended {
+		e.dissolve(t, g, stream.ReasonExpired)
+		res.Groups++
+	}
+	for _, g := range lapsed {
+		for _, n := range g.nodes {
+			if !t.now.After(n.ExpiresAt) {
+				continue
+			}
+			if e.hooks.Active(g.ID, n.ID) {
+				// A node that keeps a stream open is present: move its expiry on.
+				t.touch(t.edit(g), n.ID)
+				continue
+			}
+			if n.Host {
+				continue // the host's lapse is the group's, handled above
+			}
+			e.removeNode(t, g, n.ID, stream.ReasonExpired)
+			res.Nodes++
+		}
+	}
+}
+
+// RunPurge purges every interval until ctx ends.
+func (e *Engine) RunPurge(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			res, err := e.Purge(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Error("purge", "err", err)
+				}
+				continue
+			}
+			if res.Items+res.Groups+res.Nodes > 0 {
+				e.log.Debug("purged", "items", res.Items, "groups", res.Groups, "nodes", res.Nodes)
+			}
+		}
+	}
+}

@@ -1,0 +1,219 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"meshbox/stream"
+)
+
+// Authenticate returns the node a token belongs to (without its data), provided it is a
+// live member of group gid.
+func (e *Engine) Authenticate(gid, token string) (Node, error) {
+	nid, hash, ok := splitToken(token)
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	g := e.groups[gid]
+	if err := e.live(g, gid, e.now()); err != nil {
+		return Node{}, err
+	}
+	if !ok {
+		return Node{}, ErrUnauthorized
+	}
+	n := g.nodes[nid]
+	if n == nil || !tokenMatches(n.tokenHash, hash) {
+		return Node{}, ErrUnauthorized
+	}
+	// Every request authenticates: no copy of the node's data, which the caller never needs.
+	return Node{ID: n.ID, Group: n.Group, Name: n.Name, Host: n.Host}, nil
+}
+
+// AuthenticateReader is Authenticate for readers: the members of a group that ended (and is
+// not yet forgotten) may still read its final items. ended tells that the group is over.
+func (e *Engine) AuthenticateReader(gid, token string) (n Node, ended bool, err error) {
+	n, err = e.Authenticate(gid, token)
+	if !errors.Is(err, ErrGroupEnded) {
+		return n, false, err
+	}
+	nid, hash, ok := splitToken(token)
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	g := e.groups[gid]
+	if g == nil || !ok {
+		return Node{}, true, ErrUnauthorized
+	}
+	if m := g.former[nid]; m != nil && tokenMatches(m.tokenHash, hash) {
+		return Node{ID: nid, Group: gid, Name: m.Name, Host: nid == g.Host}, true, nil
+	}
+	if m := g.nodes[nid]; m != nil && tokenMatches(m.tokenHash, hash) {
+		// Expired but not yet purged: the purge will append its dissolve item.
+		return Node{ID: m.ID, Group: m.Group, Name: m.Name, Host: m.Host}, true, nil
+	}
+	return Node{}, true, err
+}
+
+// Group returns a live group.
+func (e *Engine) Group(gid string) (Group, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	g := e.groups[gid]
+	if err := e.live(g, gid, e.now()); err != nil {
+		return Group{}, err
+	}
+	return g.snapshot(), nil
+}
+
+// Node returns a member of a live group.
+func (e *Engine) Node(gid, nid string) (Node, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	now := e.now()
+	g := e.groups[gid]
+	if err := e.live(g, gid, now); err != nil {
+		return Node{}, err
+	}
+	n, err := e.liveNode(g, nid, now)
+	if err != nil {
+		return Node{}, err
+	}
+	return n.snapshot(), nil
+}
+
+// FindNode returns a member with this id in any live group (Mesh v2 looks nodes up by id alone);
+// the newest membership wins.
+func (e *Engine) FindNode(nid string) (Node, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	now := e.now()
+	var found *nodeState
+	for _, g := range e.groups {
+		if e.live(g, g.ID, now) != nil {
+			continue
+		}
+		if n, err := e.liveNode(g, nid, now); err == nil && (found == nil || n.JoinedAt.After(found.JoinedAt)) {
+			found = n
+		}
+	}
+	if found == nil {
+		return Node{}, fmt.Errorf("node %s: %w", nid, ErrNodeNotFound)
+	}
+	return found.snapshot(), nil
+}
+
+// Nodes returns the live members of a live group, oldest first.
+func (e *Engine) Nodes(gid string) ([]Node, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.nodesLocked(gid, e.now())
+}
+
+func (e *Engine) nodesLocked(gid string, now time.Time) ([]Node, error) {
+	g := e.groups[gid]
+	if err := e.live(g, gid, now); err != nil {
+		return nil, err
+	}
+	out := make([]Node, 0, len(g.nodes))
+	for _, n := range g.nodes {
+		if _, err := e.liveNode(g, n.ID, now); err == nil {
+			out = append(out, n.snapshot())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].JoinedAt.Before(out[j].JoinedAt) || out[i].JoinedAt.Equal(out[j].JoinedAt) && out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// Groups returns the live groups of a domain ("" for every domain), oldest first.
+func (e *Engine) Groups(domain string) []Group {
+	return e.filterGroups(func(g *groupState) bool { return domain == "" || g.Domain == domain }, 0)
+}
+
+// SearchGroups returns live groups whose name starts with prefix, at most limit (0: no limit).
+func (e *Engine) SearchGroups(prefix string, limit int) []Group {
+	return e.filterGroups(func(g *groupState) bool { return strings.HasPrefix(g.Name, prefix) }, limit)
+}
+
+func (e *Engine) filterGroups(keep func(*groupState) bool, limit int) []Group {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	now := e.now()
+	var out []Group
+	for _, g := range e.groups {
+		if e.live(g, g.ID, now) == nil && keep(g) {
+			out = append(out, g.snapshot())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].CreatedAt.Before(out[j].CreatedAt) || out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].ID < out[j].ID
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// Snapshot returns a live group with its nodes and their data, and the cursor it is at:
+// applying every item after Cursor gives the current state. State and cursor are read under
+// one lock, which commits take to apply both.
+func (e *Engine) Snapshot(ctx context.Context, gid string) (Snapshot, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	now := e.now()
+	nodes, err := e.nodesLocked(gid, now)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	snap := Snapshot{Group: e.groups[gid].snapshot(), Nodes: nodes, Cursor: e.watermark.Load()}
+	snap.Group.Nodes = len(nodes)
+	return snap, nil
+}
+
+// ReadAfter reads up to limit committed items of a group after since from the log. It is meant
+// for readers behind the in-memory tail; package hub serves the rest.
+func (e *Engine) ReadAfter(ctx context.Context, gid string, since int64, limit int) ([]stream.Item, bool, error) {
+	return e.store.ReadAfter(ctx, gid, since, e.Watermark(), limit, e.opts.Limits.MaxReadBytes)
+}
+
+// CursorAt returns the cursor a reader should resume from to get the group's items stamped
+// after t: the cursor just before the first such item, or the watermark when there is none.
+func (e *Engine) CursorAt(ctx context.Context, gid string, t time.Time) (int64, error) {
+	return e.store.CursorAt(ctx, gid, t, e.Watermark())
+}
+
+// Over reports whether a reader at cursor since has seen the end of group gid: the group was
+// dissolved and its dissolve item is at or before since. A group that expired but whose
+// dissolve item the purge has not yet appended is not over: its readers wait for that item.
+func (e *Engine) Over(gid string, since int64) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	g := e.groups[gid]
+	return g != nil && !g.endedAt.IsZero() && since >= g.endCursor && since <= e.watermark.Load()
+}
+
+// Ping checks that the log accepts writes.
+func (e *Engine) Ping(ctx context.Context) error { return e.store.Ping(ctx) }
+
+// Stats reads the current figures.
+func (e *Engine) Stats(ctx context.Context) Stats {
+	st := Stats{Cursor: e.Watermark(), QueueDepth: len(e.ops)}
+	e.mu.RLock()
+	now := e.now()
+	for _, g := range e.groups {
+		if e.live(g, g.ID, now) == nil {
+			st.Groups++
+			st.Nodes += len(g.nodes)
+		}
+	}
+	e.mu.RUnlock()
+	ls := e.store.Stats(ctx)
+	st.PurgedThrough, st.RetainedItems, st.DBBytes, st.WALBytes = ls.PurgedThrough, ls.RetainedItems, ls.Bytes, ls.WALBytes
+	if !ls.OldestItemAt.IsZero() {
+		st.OldestItemAge = now.Sub(ls.OldestItemAt)
+	}
+	return st
+}

@@ -1,0 +1,151 @@
+package rules
+
+import (
+	"maps"
+	"time"
+
+	"meshbox/stream"
+)
+
+// tx is one batch as the writer builds it: the groups it changed (copies of the committed
+// ones, visible to the batch's later requests and to nobody else), the items and state changes
+// for the log, and what to tell each request once the batch committed.
+//
+// An op checks its preconditions before its first edit: an op that returns an error must have
+// changed nothing, since later ops of the batch see its edits.
+type tx struct {
+	e      *Engine
+	now    time.Time
+	groups map[string]*draft // nil: forgotten in this batch
+	batch  stream.Batch
+	bytes  int      // payload bytes of the batch's items, for the batch bound
+	after  []func() // run once the batch committed and was applied
+	fatal  error    // a failure of the batch itself: nothing of it is kept
+}
+
+// draft is a group being changed by the batch.
+type draft struct {
+	*groupState
+	// endItem is the 1-based index in the batch of the group's dissolve item (0: none).
+	endItem int
+	// copied names the nodes already copied for this batch.
+	copied map[string]bool
+}
+
+func (e *Engine) newTx() *tx {
+	now := e.now()
+	return &tx{e: e, now: now, groups: map[string]*draft{}, batch: stream.Batch{Now: now}}
+}
+
+// group returns the group as the batch sees it (nil when unknown). The writer is the only
+// one that changes the committed map, so it reads it without the lock.
+func (t *tx) group(gid string) *groupState {
+	if d, ok := t.groups[gid]; ok {
+		if d == nil {
+			return nil
+		}
+		return d.groupState
+	}
+	return t.e.groups[gid]
+}
+
+// each calls fn with every group as the batch sees it.
+func (t *tx) each(fn func(g *groupState)) {
+	for id, g := range t.e.groups {
+		if _, ok := t.groups[id]; !ok {
+			fn(g)
+		}
+	}
+	for _, d := range t.groups {
+		if d != nil {
+			fn(d.groupState)
+		}
+	}
+}
+
+// edit returns the batch's own copy of g, to change.
+func (t *tx) edit(g *groupState) *draft {
+	if d := t.groups[g.ID]; d != nil {
+		return d
+	}
+	c := *g
+	c.nodes = maps.Clone(g.nodes)
+	d := &draft{groupState: &c, copied: map[string]bool{}}
+	t.groups[g.ID] = d
+	return d
+}
+
+// create adds a new group to the batch.
+func (t *tx) create(g *groupState) *draft {
+	d := &draft{groupState: g, copied: map[string]bool{}}
+	t.groups[g.ID] = d
+	return d
+}
+
+// forget drops a group from the state.
+func (t *tx) forget(gid string) {
+	t.groups[gid] = nil
+	t.change(stream.Change{Kind: stream.DeleteGroup, Group: stream.GroupRecord{ID: gid}})
+}
+
+// node returns the draft's own copy of its node nid, to change (nil when not a member).
+func (d *draft) node(nid string) *nodeState {
+	n := d.nodes[nid]
+	if n == nil || d.copied[nid] {
+		return n
+	}
+	c := *n
+	d.nodes[nid] = &c
+	d.copied[nid] = true
+	return &c
+}
+
+// append adds an item to the batch and returns its 1-based index; the log gives it its cursor.
+func (t *tx) append(gid string, it stream.Item) int {
+	it.Group = gid
+	t.bytes += len(it.Name) + len(it.Node) + len(it.OrderKey) + 64
+	if it.Payload != nil {
+		t.bytes += len(*it.Payload)
+	}
+	for k, v := range it.Data {
+		t.bytes += len(k) + len(v)
+	}
+	t.batch.Items = append(t.batch.Items, it)
+	return len(t.batch.Items)
+}
+
+// cursor returns the cursor of the item at 1-based index i; call it after the commit.
+func (t *tx) cursor(i int) int64 { return t.batch.Items[i-1].Cursor }
+
+func (t *tx) change(c stream.Change) { t.batch.Changes = append(t.batch.Changes, c) }
+
+// putGroup stores the group's record.
+func (t *tx) putGroup(g *groupState) {
+	t.change(stream.Change{Kind: stream.PutGroup, Group: stream.GroupRecord{
+		ID: g.ID, Domain: g.Domain, Name: g.Name, Host: g.Host, CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt,
+		HostSeenAt: g.HostSeenAt, UseWebSocket: g.UseWebSocket, EndedAt: g.endedAt, EndReason: g.endReason,
+	}})
+}
+
+// putNode stores the node's record.
+func (t *tx) putNode(n *nodeState) {
+	t.change(stream.Change{Kind: stream.PutNode, Node: stream.NodeRecord{
+		Group: n.Group, ID: n.ID, Name: n.Name, TokenHash: n.tokenHash, JoinedAt: n.JoinedAt, LastSeen: n.LastSeen,
+		ExpiresAt: n.ExpiresAt, Data: n.Data, DataAt: n.DataAt,
+	}})
+}
+
+// afterCommit runs fn once the batch committed and was applied (not when it failed).
+func (t *tx) afterCommit(fn func()) { t.after = append(t.after, fn) }
+
+// touch records activity of a node: its expiry moves, and a host's heartbeat with it. It is
+// kept in memory only; a heartbeat stores it.
+func (t *tx) touch(d *draft, nid string) *nodeState {
+	n := d.node(nid)
+	n.LastSeen = t.now
+	n.ExpiresAt = t.now.Add(t.e.ttl(n.Host))
+	if n.Host {
+		d.HostSeenAt = t.now
+	}
+	return n
+}

@@ -1,0 +1,126 @@
+package stream
+
+import (
+	"context"
+	"time"
+)
+
+// Log is the durable store under the group rules: an append-only, ordered log of items (one
+// stream per group, one cursor sequence for all) together with the state records the rules keep
+// (groups and nodes). The rules validate every change against their in-memory state and hand
+// the Log a Batch; the Log commits it atomically and only then do the rules apply the changes
+// to memory and wake readers. A second implementation (NATS JetStream) follows the same
+// contract; package stream/logtest is the conformance suite both must pass.
+type Log interface {
+	// Load returns the stored state (groups, nodes and the watermark) at start.
+	Load(ctx context.Context) (State, error)
+	// Append commits the batch's items and changes atomically, or nothing of it. It assigns
+	// every item its cursor (strictly increasing, never reused, also after a purge or a
+	// restart), its time (b.Now, never earlier than an item before it) and its JSON encoding.
+	// When Append returns nil, Watermark is at least the last item's cursor.
+	Append(ctx context.Context, b *Batch) error
+	// ReadAfter returns up to limit items of group gid with since < cursor <= through, in
+	// cursor order, stopping early (after at least one item) once maxBytes of encodings are
+	// read. truncated reports that items of the group after since were purged: the reader
+	// must take a fresh snapshot. through must not exceed Watermark.
+	ReadAfter(ctx context.Context, gid string, since, through int64, limit, maxBytes int) (items []Item, truncated bool, err error)
+	// CursorAt returns the cursor to read after to get the group's items stamped after t (and
+	// at most through): the cursor just before the first such item, or through when none is.
+	CursorAt(ctx context.Context, gid string, t time.Time, through int64) (int64, error)
+	// Watermark is the cursor of the newest committed item (0 when none ever was).
+	Watermark() int64
+	// Purge deletes every item stamped before cutoff, in batches that never hold writers up
+	// for long, and returns what it removed.
+	Purge(ctx context.Context, cutoff time.Time) (Purged, error)
+	// Stats reports the log's figures.
+	Stats(ctx context.Context) LogStats
+	// Ping checks that the log accepts writes.
+	Ping(ctx context.Context) error
+	// Close finishes and closes the log; a closed log returns ErrClosed.
+	Close() error
+}
+
+// Batch is what the rules commit at once: items to append and state changes.
+type Batch struct {
+	// Now is the time stamped on the items.
+	Now     time.Time
+	Items   []Item
+	Changes []Change
+}
+
+// ChangeKind names what a Change does.
+type ChangeKind uint8
+
+// The changes the rules make to stored state.
+const (
+	// PutGroup stores Group as the whole record of its group (insert or replace).
+	PutGroup ChangeKind = iota + 1
+	// DeleteGroup forgets the group Group.ID and its nodes.
+	DeleteGroup
+	// PutNode stores Node as the whole record of its node (insert or replace).
+	PutNode
+	// DeleteNode removes the node Node.ID of group Node.Group.
+	DeleteNode
+)
+
+// Change is one change to stored state.
+type Change struct {
+	Kind  ChangeKind
+	Group GroupRecord
+	Node  NodeRecord
+}
+
+// GroupRecord is a group as it is stored.
+type GroupRecord struct {
+	ID           string
+	Domain       string
+	Name         string
+	Host         string
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+	HostSeenAt   time.Time
+	UseWebSocket bool
+	// EndedAt is when the group ended (zero while it lives), and EndReason why.
+	EndedAt   time.Time
+	EndReason string
+	// LastCursor is the cursor of the group's newest item, retained or purged. Load fills it
+	// for ended groups (their dissolve item is their last); it is not stored.
+	LastCursor int64
+}
+
+// NodeRecord is a node as it is stored. The nodes of an ended group stay (until the group is
+// forgotten) so that their holders can still read the group's final items after a restart.
+type NodeRecord struct {
+	Group     string
+	ID        string
+	Name      string
+	TokenHash []byte
+	JoinedAt  time.Time
+	LastSeen  time.Time
+	ExpiresAt time.Time
+	Data      map[string]string
+	DataAt    time.Time
+}
+
+// State is the stored state a Log loads at start.
+type State struct {
+	Groups    []GroupRecord
+	Nodes     []NodeRecord
+	Watermark int64
+}
+
+// Purged counts what one Purge removed; Through is the newest cursor deleted so far (0: none).
+type Purged struct {
+	Items   int
+	Through int64
+}
+
+// LogStats are a log's figures for metrics and the dashboard.
+type LogStats struct {
+	PurgedThrough int64
+	RetainedItems int64
+	// OldestItemAt is the time of the oldest retained item (zero when none is).
+	OldestItemAt time.Time
+	Bytes        int64
+	WALBytes     int64
+}
