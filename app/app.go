@@ -137,6 +137,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Every request's context ends when shutdown begins, so long-lived handlers (native
+		// streams, long-polls, the dashboard stream) end at once rather than holding shutdown
+		// for its whole timeout; writes already queued still finish and are answered.
+		BaseContext: func(net.Listener) context.Context { return loopCtx },
 	}
 	a.loops.Add(4)
 	go func() { defer a.loops.Done(); srv.Run(loopCtx) }()

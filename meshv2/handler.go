@@ -179,7 +179,12 @@ func (h *Handler) Close(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("close mesh v2 connections: %w", ctx.Err())
+		select {
+		case <-done:
+			return nil
+		default:
+			return fmt.Errorf("close mesh v2 connections: %w", ctx.Err())
+		}
 	}
 }
 

@@ -53,7 +53,7 @@ func (e *Engine) AuthenticateReader(gid, token string) (n Node, ended bool, err 
 		// Expired but not yet purged: the purge will append its dissolve item.
 		return Node{ID: m.ID, Group: m.Group, Name: m.Name, Host: m.Host}, true, nil
 	}
-	return Node{}, true, err
+	return Node{}, true, ErrUnauthorized
 }
 
 // Group returns a live group.

@@ -136,8 +136,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		err = sub.Wait(ctx, b.Next)
 		cancelWait()
 		cancel()
-		if r.Context().Err() != nil {
-			return r.Context().Err()
+		if r.Context().Err() != nil && s.ctx.Err() == nil {
+			return r.Context().Err() // the client went away; at shutdown it gets its page
 		}
 		if err == nil {
 			if b, err = sub.Read(r.Context(), b.Next, limit); err != nil {
@@ -519,7 +519,13 @@ func (s *Server) Wait(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("websocket connections still open: %w", ctx.Err())
+		// Both may be ready at once: select picks at random, so look at done again.
+		select {
+		case <-done:
+			return nil
+		default:
+			return fmt.Errorf("websocket connections still open: %w", ctx.Err())
+		}
 	}
 }
 
