@@ -1890,3 +1890,65 @@ func TestStuckReadersBehindTheTailHoldLittleMemory(t *testing.T) {
 		t.Fatalf("%d items, %v", len(got), err)
 	}
 }
+
+// TestReadersBehindTheTailNeverGetARefusedCursor reconnects readers on every transport a few
+// items behind a one-item tail while four publishers write: every read is served from SQLite
+// while commits run. Before the watermark bounded those reads, SQLite showed a commit before
+// meshbox knew of it, and the next read was refused as "ahead" (WebSocket 1011, SSE ended,
+// long-poll 400). Every session must deliver strictly increasing cursors and end only when
+// the test closes it.
+func TestReadersBehindTheTailNeverGetARefusedCursor(t *testing.T) {
+	t.Parallel()
+	_, c := newServer(t, func(cfg *config.Config) { unlimited(cfg); cfg.TailItems = 1 })
+	host := c.create("behind")
+	reader := c.join(host.Group.ID, "reader")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const publishers, perPublisher = 4, 150
+	var running atomic.Int32
+	running.Store(publishers)
+	errs := make(chan error, publishers)
+	for p := range publishers {
+		j := c.join(host.Group.ID, fmt.Sprintf("p%d", p))
+		go func() {
+			defer running.Add(-1)
+			for i := range perPublisher {
+				if _, err := postEvents(ctx, c.base, j, events(fmt.Sprintf("e%d", i))); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	last, sessions := host.Cursor, 0
+	for running.Load() > 0 {
+		tr := allTransports[sessions%len(allTransports)]
+		since := max(host.Cursor, last-3) // behind the one-item tail: read from SQLite
+		s := openStream(t, c.base, tr, reader, readerOpts{since: cur(since)})
+		prev := since
+		for range 5 {
+			it, err := s.next(20 * time.Second)
+			if errors.Is(err, errTimeout) && running.Load() == 0 {
+				break
+			}
+			if err != nil {
+				s.close()
+				t.Fatalf("session %d over %s after %d: %v", sessions, tr, since, err)
+			}
+			if it.Cursor <= prev {
+				s.close()
+				t.Fatalf("session %d over %s: cursor %d after %d", sessions, tr, it.Cursor, prev)
+			}
+			prev = it.Cursor
+		}
+		s.close()
+		last = max(last, prev)
+		sessions++
+	}
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	t.Logf("%d reader sessions behind the tail while %d publishes ran", sessions, publishers*perPublisher)
+}
