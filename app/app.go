@@ -62,6 +62,10 @@ func NewLogger(cfg config.Config, out io.Writer) *slog.Logger {
 // cfg.Addr (use 127.0.0.1:0 in tests), and returns once it accepts connections.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version string) (*App, error) {
 	a := &App{cfg: cfg, log: log, started: time.Now(), version: version, serveErr: make(chan error, 1)}
+	// File problems in words a teacher can act on, before SQLite reports them as codes.
+	if err := cfg.CheckDatabase(); err != nil {
+		return nil, err
+	}
 	var err error
 	a.Metrics = metrics.New(version, nil)
 	a.Store, err = db.Open(ctx, cfg.DB, db.Options{
@@ -85,7 +89,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems})
 	a.Store.Start(db.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active, OnPurge: a.Hub.Purged})
 
-	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
+	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {
 		a.Store.Close()
 		return nil, fmt.Errorf("dashboard: %w", err)
@@ -134,6 +138,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	go func() { defer a.loops.Done(); dash.Run(loopCtx) }()
 	go func() { a.serveErr <- a.http.Serve(a.ln) }()
 	log.Info("meshbox listening", "addr", a.URL(), "db", cfg.DB, "version", version)
+	if web.ListensOnLoopback(cfg.Addr) {
+		log.Warn("listening on this computer only: students' devices cannot connect; use --addr :8080 to accept them", "addr", cfg.Addr)
+	}
 	return a, nil
 }
 
