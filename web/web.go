@@ -68,11 +68,11 @@ type Config struct {
 
 // Handler serves the dashboard, the static files and the dashboard API.
 type Handler struct {
-	cfg    Config
-	store  Store
-	feed   Hub
-	meter  Meter
-	log    *slog.Logger
+	cfg     Config
+	store   Store
+	feed    Hub
+	meter   Meter
+	log     *slog.Logger
 	assets  *assets
 	hub     *broadcaster
 	machine *Machine

@@ -3,6 +3,7 @@
 // server lists the files in /assets/i18n/languages.json, so adding a language is adding a file.
 // The language comes from the visitor's choice (remembered in localStorage), else the browser's
 // languages, else English. Dates and numbers are formatted by the browser's Intl for it.
+// The pages carry no words of their own and no lang attribute until one is set here.
 //
 // Keys are written out in full where they are used (t('dash.title'), data-i18n="dash.title",
 // or a table of full keys), so a test can find every key the pages use.
@@ -57,7 +58,16 @@ export class I18n {
     this.clockShort = new Intl.DateTimeFormat(lang, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
     this.relative = new Intl.RelativeTimeFormat(lang, { numeric: 'always', style: 'short' });
     this.plural = new Intl.PluralRules(lang);
-    document.documentElement.lang = lang;
+  }
+
+  /**
+   * Translates the page, lets the page redraw what it drew itself, and only then sets
+   * <html lang>, so a page whose lang attribute names a language shows it throughout.
+   */
+  show() {
+    this.apply();
+    for (const fn of this.listeners) fn();
+    document.documentElement.lang = this.lang;
   }
 
   /** The text of key with {name} placeholders filled from params. */
@@ -158,8 +168,7 @@ export class I18n {
       const code = select.value;
       try { localStorage.setItem(STORE_KEY, code); } catch (_) { /* not remembered, still switched */ }
       await this.use(code);
-      this.apply();
-      for (const fn of this.listeners) fn();
+      this.show();
     });
   }
 }
@@ -184,7 +193,7 @@ export async function setup() {
   }
   const i18n = new I18n(languages);
   await i18n.use(pick(languages.map((l) => l.code)));
-  i18n.apply();
+  i18n.show();
   const sw = document.getElementById('lang-switch');
   if (sw) i18n.bindSwitch(/** @type {HTMLSelectElement} */ (sw));
   return i18n;
