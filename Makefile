@@ -11,11 +11,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o meshbox .
 
 # deps installs what the end-to-end tests need on a fresh Debian machine: Chromium for the
-# dashboard and client-library tests, zbar (an independent QR decoder), Prometheus (promtool and a real server) for the metrics
+# dashboard and client-library tests (with a Japanese font, so the Japanese screenshots show text), zbar (an independent QR decoder), Prometheus (promtool and a real server) for the metrics
 # tests, and the npm packages of the Mesh v2 client test.
 deps:
-	@if ! command -v chromium >/dev/null || ! command -v promtool >/dev/null || ! command -v zbarimg >/dev/null; then \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium prometheus zbar-tools >/dev/null; \
+	@if ! command -v chromium >/dev/null || ! command -v promtool >/dev/null || ! command -v zbarimg >/dev/null || ! test -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf; then \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium prometheus zbar-tools fonts-ipafont-gothic >/dev/null; \
 	fi
 	@for d in $$(find e2e -name package-lock.json -not -path '*/node_modules/*' -exec dirname {} \; 2>/dev/null); do \
 		echo "npm ci in $$d"; (cd $$d && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \

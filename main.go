@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,9 +26,28 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "meshbox:", err)
-		os.Exit(1)
+		stop()
+		os.Exit(report(os.Stderr, err))
 	}
+}
+
+// Exit statuses: a setting that cannot be used is the caller's to fix (2, as for a bad command
+// line); anything else that stops meshbox is 1.
+const (
+	exitFailure  = 1
+	exitSettings = 2
+)
+
+// report prints err to w, one "meshbox: " line per problem, and returns the exit status.
+func report(w io.Writer, err error) int {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(w, "meshbox:", line)
+	}
+	var bad *config.Error
+	if errors.As(err, &bad) {
+		return exitSettings
+	}
+	return exitFailure
 }
 
 // run is meshbox's whole life: it returns when ctx ends (after a graceful shutdown) or on error.

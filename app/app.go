@@ -65,6 +65,10 @@ func NewLogger(cfg config.Config, out io.Writer) *slog.Logger {
 // cfg.Addr (use 127.0.0.1:0 in tests), and returns once it accepts connections.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version string) (*App, error) {
 	a := &App{cfg: cfg, log: log, started: time.Now(), version: version, serveErr: make(chan error, 1)}
+	// File problems in words a teacher can act on, before SQLite reports them as codes.
+	if err := cfg.CheckDatabase(); err != nil {
+		return nil, err
+	}
 	var err error
 	a.Metrics = metrics.New(version, nil)
 	a.Log, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, Logger: log.With("component", "db")})
@@ -96,7 +100,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems, TailBytes: cfg.TailBytes, GlobalBytes: cfg.FeedBytes})
 	a.Store.Start(rules.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active, OnPurge: a.Hub.Purged})
 
-	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
+	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {
 		a.close()
 		return nil, fmt.Errorf("dashboard: %w", err)
@@ -149,6 +153,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	go func() { defer a.loops.Done(); dash.Run(loopCtx) }()
 	go func() { a.serveErr <- a.http.Serve(a.ln) }()
 	log.Info("meshbox listening", "addr", a.URL(), "db", cfg.DB, "version", version)
+	if web.ListensOnLoopback(cfg.Addr) {
+		log.Warn("listening on this computer only: students' devices cannot connect; use --addr :8080 to accept them", "addr", cfg.Addr)
+	}
 	return a, nil
 }
 

@@ -1,5 +1,9 @@
 // Package config holds every meshbox setting. Each setting has a flag and a MESHBOX_* environment
 // variable: the variable sets the default, the flag overrides it, and --help lists both.
+//
+// A value that cannot be used is reported as one line naming the setting the way the user gave it
+// (--event-ttl or MESHBOX_EVENT_TTL), the value, and what is accepted: a teacher who mistyped one
+// setting must not have to find that line in a screen of usage text.
 package config
 
 import (
@@ -7,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -17,8 +23,11 @@ type Config struct {
 	Addr        string
 	DB          string
 	Synchronous string // NORMAL or FULL
-	LogLevel    string
-	LogFormat   string
+	LogLevel    string // debug, info, warn or error
+	LogFormat   string // text or json
+	// PublicURL is the address students' devices use to reach this box (for example behind a
+	// port mapping or a reverse proxy); empty means the dashboard works it out.
+	PublicURL string
 
 	EventTTL      time.Duration
 	PurgeInterval time.Duration
@@ -57,77 +66,199 @@ type Config struct {
 	PingInterval    time.Duration
 	ShutdownTimeout time.Duration
 	Pprof           bool
+
+	// sources maps a flag name to how the user gave its value ("--db" or "MESHBOX_DB"), so a
+	// later check (the database file) names the setting the same way the parser does.
+	sources map[string]string
 }
 
 // ErrHelp is returned when --help or --version was asked for and answered.
 var ErrHelp = errors.New("help requested")
 
-// Parse reads the settings from args (without the program name) and the environment.
-// The version is printed for --version; usage goes to out for --help.
-func Parse(args []string, getenv func(string) string, out io.Writer, version string) (Config, error) {
-	var c Config
-	fs := flag.NewFlagSet("meshbox", flag.ContinueOnError)
-	fs.SetOutput(out)
-	var errs []error
-	envOr := func(env, def string) string {
-		if v := strings.TrimSpace(getenv(env)); v != "" {
-			return v
-		}
-		return def
+// Error is a setting whose value cannot be used. Its text is one line: the setting as the user
+// gave it, the value, what is wrong and what is accepted, for example
+// `--event-ttl=abc is not a duration; use a number with a unit, such as 90s, 10m or 1h`.
+type Error struct {
+	Setting  string // "--event-ttl" or "MESHBOX_EVENT_TTL"
+	Value    string
+	NoValue  bool   // the problem is the setting itself (an unknown flag), not a value
+	Problem  string // "is not a duration"
+	Accepted string // "use a number with a unit, such as 90s, 10m or 1h"
+}
+
+func (e *Error) Error() string {
+	s := e.Setting
+	if !e.NoValue {
+		s += "=" + quoteIfNeeded(e.Value)
 	}
-	str := func(p *string, name, env, def, usage string) {
-		fs.StringVar(p, name, envOr(env, def), usage+" ($"+env+")")
+	s += " " + e.Problem
+	if e.Accepted != "" {
+		s += "; " + e.Accepted
+	}
+	return s
+}
+
+// quoteIfNeeded keeps plain values as typed and quotes ones a reader could misread (empty, with
+// spaces or control characters).
+func quoteIfNeeded(v string) string {
+	if v == "" || strings.ContainsAny(v, " \t\r\n\"'") || strconv.Quote(v) != `"`+v+`"` {
+		return strconv.Quote(v)
+	}
+	return v
+}
+
+// Source returns how the setting named by its flag name was given: "--name" for a flag or the
+// default, "MESHBOX_…" for the environment.
+func (c Config) Source(name string) string {
+	if s, ok := c.sources[name]; ok {
+		return s
+	}
+	return "--" + name
+}
+
+// raw is a flag.Value that only records the text it was given; parsing happens afterwards, in
+// one place for flags and environment alike, so both report errors the same way.
+type raw struct {
+	text    string
+	set     bool
+	boolean bool
+}
+
+func (r *raw) String() string {
+	if r == nil {
+		return ""
+	}
+	return r.text
+}
+
+func (r *raw) Set(s string) error { r.text, r.set = s, true; return nil }
+
+// IsBoolFlag lets a boolean setting be given as a bare --name.
+func (r *raw) IsBoolFlag() bool { return r.boolean }
+
+// binding is one setting: where its text came from and how it becomes a value.
+type binding struct {
+	name, env string
+	def       string
+	flag      *raw
+	apply     func(text string) (problem, accepted string)
+}
+
+// Accepted-value descriptions shared by many settings.
+const (
+	acceptDuration = "use a number with a unit, such as 90s, 10m or 1h"
+	acceptPositive = "use a whole number above 0"
+	acceptLimit    = "use 0 (no limit) or a number above 0"
+)
+
+// Parse reads the settings from args (without the program name) and the environment.
+// The version is printed for --version; usage goes to out for --help. Every problem is an *Error.
+func Parse(args []string, getenv func(string) string, out io.Writer, version string) (Config, error) {
+	c := Config{sources: map[string]string{}}
+	fs := flag.NewFlagSet("meshbox", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported as one line each, without the usage text
+	var binds []*binding
+	bind := func(name, env, def, usage string, boolean bool, apply func(string) (string, string)) {
+		b := &binding{name: name, env: env, def: def, flag: &raw{boolean: boolean}, apply: apply}
+		// The flag's shown default is the environment's value when set, as it takes effect.
+		b.flag.text = def
+		if v := strings.TrimSpace(getenv(env)); v != "" {
+			b.flag.text = v
+		}
+		fs.Var(b.flag, name, usage+" ($"+env+")")
+		binds = append(binds, b)
+	}
+	str := func(p *string, name, env, def, usage string, check func(string) (string, string)) {
+		bind(name, env, def, usage, false, func(s string) (string, string) {
+			if check != nil {
+				if problem, accepted := check(s); problem != "" {
+					return problem, accepted
+				}
+			}
+			*p = s
+			return "", ""
+		})
+	}
+	oneOf := func(p *string, name, env, def, usage, what string, choices ...string) {
+		accepted := "use " + orList(choices)
+		bind(name, env, def, usage, false, func(s string) (string, string) {
+			for _, ch := range choices {
+				if strings.EqualFold(s, ch) {
+					*p = ch
+					return "", ""
+				}
+			}
+			return "is not " + what, accepted
+		})
 	}
 	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
-		d := def
-		if v := envOr(env, ""); v != "" {
-			pd, err := time.ParseDuration(v)
+		bind(name, env, shortDuration(def), usage, false, func(s string) (string, string) {
+			d, err := time.ParseDuration(s)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+				return "is not a duration", acceptDuration
 			}
-			d = pd
-		}
-		fs.DurationVar(p, name, d, usage+" ($"+env+")")
+			if d <= 0 {
+				return "is too short", "use a duration above 0, such as " + shortDuration(def)
+			}
+			*p = d
+			return "", ""
+		})
 	}
-	num := func(p *int, name, env string, def int, usage string) {
-		n := def
-		if v := envOr(env, ""); v != "" {
-			pn, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", env, err))
-			}
-			n = pn
+	num := func(p *int, name, env string, def int, usage string, zeroOK bool) {
+		accepted := acceptPositive
+		if zeroOK {
+			accepted = acceptLimit
 		}
-		fs.IntVar(p, name, n, usage+" ($"+env+")")
+		bind(name, env, strconv.Itoa(def), usage, false, func(s string) (string, string) {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return "is not a whole number", accepted
+			}
+			if n < 0 || (n == 0 && !zeroOK) {
+				return "is out of range", accepted
+			}
+			*p = n
+			return "", ""
+		})
 	}
-	flt := func(p *float64, name, env string, def float64, usage string) {
-		n := def
-		if v := envOr(env, ""); v != "" {
-			pn, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+	rate := func(p *float64, name, env string, def float64, usage string) {
+		bind(name, env, strconv.FormatFloat(def, 'g', -1, 64), usage, false, func(s string) (string, string) {
+			n, err := strconv.ParseFloat(s, 64)
+			if err != nil || n != n { // NaN is not a rate
+				return "is not a number", "use 0 (no limit) or a number of requests per second, such as 100"
 			}
-			n = pn
-		}
-		fs.Float64Var(p, name, n, usage+" ($"+env+")")
+			if n < 0 {
+				return "is out of range", "use 0 (no limit) or a number of requests per second, such as 100"
+			}
+			*p = n
+			return "", ""
+		})
 	}
 	boolean := func(p *bool, name, env string, usage string) {
-		b := false
-		if v := envOr(env, ""); v != "" {
-			pb, err := strconv.ParseBool(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+		bind(name, env, "false", usage, true, func(s string) (string, string) {
+			switch strings.ToLower(s) {
+			case "1", "t", "true", "yes", "on":
+				*p = true
+			case "0", "f", "false", "no", "off":
+				*p = false
+			default:
+				return "is not true or false", "use true or false"
 			}
-			b = pb
-		}
-		fs.BoolVar(p, name, b, usage+" ($"+env+")")
+			return "", ""
+		})
 	}
 
-	str(&c.Addr, "addr", "MESHBOX_ADDR", ":8080", "listen address")
-	str(&c.DB, "db", "MESHBOX_DB", "./meshbox.db", "SQLite database file (created if missing)")
-	str(&c.Synchronous, "synchronous", "MESHBOX_SYNCHRONOUS", "normal", "SQLite synchronous mode: normal (survives a process crash) or full (survives power loss)")
-	str(&c.LogLevel, "log-level", "MESHBOX_LOG_LEVEL", "info", "log level: debug, info, warn, error")
-	str(&c.LogFormat, "log-format", "MESHBOX_LOG_FORMAT", "text", "log format: text or json")
+	str(&c.Addr, "addr", "MESHBOX_ADDR", ":8080", "listen address (:8080 accepts every network; 127.0.0.1:8080 only this computer)", checkAddr)
+	str(&c.DB, "db", "MESHBOX_DB", "./meshbox.db", "SQLite database file (created if missing)", func(s string) (string, string) {
+		if s == "" {
+			return "is empty", "use a file path, such as ./meshbox.db"
+		}
+		return "", ""
+	})
+	str(&c.PublicURL, "public-url", "MESHBOX_PUBLIC_URL", "", "address students use to reach this box, shown on the dashboard and in its QR code (empty: worked out from this computer's network)", checkPublicURL)
+	oneOf(&c.Synchronous, "synchronous", "MESHBOX_SYNCHRONOUS", "normal", "SQLite synchronous mode: normal (survives a process crash) or full (survives power loss)", "a synchronous mode", "normal", "full")
+	oneOf(&c.LogLevel, "log-level", "MESHBOX_LOG_LEVEL", "info", "log level: debug, info, warn or error", "a log level", "debug", "info", "warn", "error")
+	oneOf(&c.LogFormat, "log-format", "MESHBOX_LOG_FORMAT", "text", "log format: text or json", "a log format", "text", "json")
 	dur(&c.EventTTL, "event-ttl", "MESHBOX_EVENT_TTL", 10*time.Minute, "how long stream items are kept")
 	dur(&c.PurgeInterval, "purge-interval", "MESHBOX_PURGE_INTERVAL", 2*time.Second, "how often expired items, groups and nodes are cleaned up")
 	dur(&c.MaxGroupLifetime, "max-group-lifetime", "MESHBOX_MAX_GROUP_LIFETIME", 6*time.Hour, "longest lifetime of a group (also the Mesh v2 maxConnectionTimeSeconds cap)")
@@ -135,92 +266,144 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	dur(&c.HostTTL, "host-ttl", "MESHBOX_HOST_TTL", 150*time.Second, "a group ends when its host is silent this long")
 	dur(&c.MemberHeartbeatInterval, "member-heartbeat-interval", "MESHBOX_MEMBER_HEARTBEAT_INTERVAL", 120*time.Second, "how often members are told to send heartbeats")
 	dur(&c.MemberTTL, "member-ttl", "MESHBOX_MEMBER_TTL", 600*time.Second, "a member is removed when silent this long (an open stream counts as activity)")
-	str(&c.DomainMode, "domain-mode", "MESHBOX_DOMAIN_MODE", "shared", "domain for clients that name none: shared (one for the whole server) or ip (derived from the client IP)")
-	str(&c.SharedDomain, "shared-domain", "MESHBOX_SHARED_DOMAIN", "classroom", "the domain used in shared mode")
-	str(&c.DomainSecret, "domain-secret", "MESHBOX_DOMAIN_SECRET", "", "secret mixed into IP-derived domains")
+	oneOf(&c.DomainMode, "domain-mode", "MESHBOX_DOMAIN_MODE", "shared", "domain for clients that name none: shared (one for the whole server) or ip (derived from the client IP)", "a domain mode", "shared", "ip")
+	str(&c.SharedDomain, "shared-domain", "MESHBOX_SHARED_DOMAIN", "classroom", "the domain used in shared mode", checkDomain)
+	str(&c.DomainSecret, "domain-secret", "MESHBOX_DOMAIN_SECRET", "", "secret mixed into IP-derived domains", nil)
 	boolean(&c.TrustProxy, "trust-proxy", "MESHBOX_TRUST_PROXY", "take the client IP from X-Forwarded-For (only behind a reverse proxy you run)")
-	num(&c.MaxPayloadBytes, "max-payload", "MESHBOX_MAX_PAYLOAD", 16*1024, "largest event payload in bytes")
-	num(&c.MaxEventsPerPublish, "max-events-per-publish", "MESHBOX_MAX_EVENTS_PER_PUBLISH", 1000, "most events in one publish")
-	num(&c.MaxDataKeys, "max-data-keys", "MESHBOX_MAX_DATA_KEYS", 100, "most data keys per node")
-	num(&c.MaxDataKeyBytes, "max-data-key", "MESHBOX_MAX_DATA_KEY", 128, "longest data key in bytes")
-	num(&c.MaxDataValueBytes, "max-data-value", "MESHBOX_MAX_DATA_VALUE", 4096, "longest data value in bytes")
-	num(&c.MaxNodesPerGroup, "max-nodes-per-group", "MESHBOX_MAX_NODES_PER_GROUP", 250, "most nodes in one group")
-	num(&c.MaxGroupsPerDomain, "max-groups-per-domain", "MESHBOX_MAX_GROUPS_PER_DOMAIN", 200, "most live groups in one domain")
+	num(&c.MaxPayloadBytes, "max-payload", "MESHBOX_MAX_PAYLOAD", 16*1024, "largest event payload in bytes", false)
+	num(&c.MaxEventsPerPublish, "max-events-per-publish", "MESHBOX_MAX_EVENTS_PER_PUBLISH", 1000, "most events in one publish", false)
+	num(&c.MaxDataKeys, "max-data-keys", "MESHBOX_MAX_DATA_KEYS", 100, "most data keys per node", false)
+	num(&c.MaxDataKeyBytes, "max-data-key", "MESHBOX_MAX_DATA_KEY", 128, "longest data key in bytes", false)
+	num(&c.MaxDataValueBytes, "max-data-value", "MESHBOX_MAX_DATA_VALUE", 4096, "longest data value in bytes", false)
+	num(&c.MaxNodesPerGroup, "max-nodes-per-group", "MESHBOX_MAX_NODES_PER_GROUP", 250, "most nodes in one group", false)
+	num(&c.MaxGroupsPerDomain, "max-groups-per-domain", "MESHBOX_MAX_GROUPS_PER_DOMAIN", 200, "most live groups in one domain", false)
 	maxBody := int(4 << 20)
-	num(&maxBody, "max-body", "MESHBOX_MAX_BODY", maxBody, "largest request body in bytes")
-	flt(&c.PublishRate, "publish-rate", "MESHBOX_PUBLISH_RATE", 100, "publish requests per node per second, burst twice that (0 = unlimited)")
-	flt(&c.IPRate, "ip-rate", "MESHBOX_IP_RATE", 1000, "API requests per client IP per second, burst twice that (0 = unlimited)")
-	num(&c.MaxConnsPerIP, "max-conns-per-ip", "MESHBOX_MAX_CONNS_PER_IP", 1000, "most open streams per client IP (0 = unlimited)")
+	num(&maxBody, "max-body", "MESHBOX_MAX_BODY", maxBody, "largest request body in bytes", false)
+	rate(&c.PublishRate, "publish-rate", "MESHBOX_PUBLISH_RATE", 100, "publish requests per node per second, burst twice that (0 = unlimited)")
+	rate(&c.IPRate, "ip-rate", "MESHBOX_IP_RATE", 1000, "API requests per client IP per second, burst twice that (0 = unlimited)")
+	num(&c.MaxConnsPerIP, "max-conns-per-ip", "MESHBOX_MAX_CONNS_PER_IP", 1000, "most open streams per client IP (0 = unlimited)", true)
 	dur(&c.MaxWait, "max-wait", "MESHBOX_MAX_WAIT", 30*time.Second, "longest long-poll wait")
-	num(&c.TailItems, "tail-items", "MESHBOX_TAIL_ITEMS", 4096, "recent items kept in memory per group for live readers")
-	num(&c.TailBytes, "tail-bytes", "MESHBOX_TAIL_BYTES", 2<<20, "bytes of recent items kept in memory per group for live readers (older ones are read from the database)")
-	num(&c.FeedBytes, "feed-bytes", "MESHBOX_FEED_BYTES", 1<<20, "bytes of recent items of all groups kept for the dashboard's live feed")
-	str(&c.AdminToken, "admin-token", "MESHBOX_ADMIN_TOKEN", "", "token for admin calls and dashboard actions (empty: dashboard is read-only)")
-	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)")
+	num(&c.TailItems, "tail-items", "MESHBOX_TAIL_ITEMS", 4096, "recent items kept in memory per group for live readers", false)
+	num(&c.TailBytes, "tail-bytes", "MESHBOX_TAIL_BYTES", 2<<20, "bytes of recent items kept in memory per group for live readers (older ones are read from the database)", false)
+	num(&c.FeedBytes, "feed-bytes", "MESHBOX_FEED_BYTES", 1<<20, "bytes of recent items of all groups kept for the dashboard's live feed", false)
+	str(&c.AdminToken, "admin-token", "MESHBOX_ADMIN_TOKEN", "", "token for admin calls and dashboard actions (empty: dashboard is read-only)", nil)
+	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)", nil)
 	dur(&c.PollingInterval, "polling-interval", "MESHBOX_POLLING_INTERVAL", 2*time.Second, "Mesh v2 polling interval told to clients without WebSocket")
 	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", "refuse WebSocket upgrades (to test firewall fallback)")
 	dur(&c.PingInterval, "ping-interval", "MESHBOX_PING_INTERVAL", 20*time.Second, "how often WebSocket peers are pinged; one that does not answer within the next interval is dropped")
-
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "MESHBOX_SHUTDOWN_TIMEOUT", 5*time.Second, "longest graceful shutdown")
 	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", "serve /debug/pprof (for profiling)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 
-	fs.Usage = func() {
-		fmt.Fprintf(out, "meshbox %s: a self-hosted real-time relay for classrooms\n\n", version)
-		fmt.Fprintf(out, "Usage: meshbox [flags]        run the server\n       meshbox bench [flags]  load-test a running meshbox\n\nFlags (each also read from the environment variable in brackets):\n")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage(fs, out, version)
 			return c, ErrHelp
 		}
-		return c, err
+		return c, flagError(err)
 	}
 	if *showVersion {
 		fmt.Fprintf(out, "meshbox %s\n", version)
 		return c, ErrHelp
 	}
 	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+		return c, &Error{Setting: quoteIfNeeded(fs.Arg(0)), NoValue: true, Problem: "is not a setting",
+			Accepted: "settings are written --name=value; meshbox --help lists them"}
 	}
+	var errs []error
+	for _, b := range binds {
+		text, source := b.def, "--"+b.name
+		if v := strings.TrimSpace(getenv(b.env)); v != "" {
+			text, source = v, b.env
+		}
+		if b.flag.set {
+			text, source = b.flag.text, "--"+b.name
+		}
+		c.sources[b.name] = source
+		if problem, accepted := b.apply(text); problem != "" {
+			errs = append(errs, &Error{Setting: source, Value: text, Problem: problem, Accepted: accepted})
+		}
+	}
+	c.Synchronous = strings.ToUpper(c.Synchronous) // SQLite's spelling
 	c.MaxBodyBytes = int64(maxBody)
-	errs = append(errs, c.validate()...)
 	return c, errors.Join(errs...)
 }
 
-func (c *Config) validate() []error {
-	var errs []error
-	c.Synchronous = strings.ToUpper(c.Synchronous)
-	if c.Synchronous != "NORMAL" && c.Synchronous != "FULL" {
-		errs = append(errs, fmt.Errorf("synchronous must be normal or full, not %q", c.Synchronous))
+func usage(fs *flag.FlagSet, out io.Writer, version string) {
+	fmt.Fprintf(out, "meshbox %s: a self-hosted real-time relay for classrooms\n\n", version)
+	fmt.Fprintf(out, "Usage: meshbox [flags]        run the server\n       meshbox bench [flags]  load-test a running meshbox\n\nFlags (each also read from the environment variable in brackets):\n")
+	fs.SetOutput(out)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// flagError turns the flag package's own errors (unknown flag, missing value) into one line in
+// the same shape as a bad value.
+func flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return &Error{Setting: "--" + strings.TrimLeft(name, "-"), NoValue: true, Problem: "is not a setting", Accepted: "meshbox --help lists them"}
 	}
-	if c.DomainMode != "shared" && c.DomainMode != "ip" {
-		errs = append(errs, fmt.Errorf("domain-mode must be shared or ip, not %q", c.DomainMode))
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		name = "--" + strings.TrimLeft(name, "-")
+		return &Error{Setting: name, NoValue: true, Problem: "needs a value", Accepted: "write " + name + "=VALUE"}
 	}
-	for name, d := range map[string]time.Duration{
-		"event-ttl": c.EventTTL, "purge-interval": c.PurgeInterval, "max-group-lifetime": c.MaxGroupLifetime,
-		"host-heartbeat-interval": c.HostHeartbeatInterval, "host-ttl": c.HostTTL,
-		"member-heartbeat-interval": c.MemberHeartbeatInterval, "member-ttl": c.MemberTTL,
-		"max-wait": c.MaxWait, "polling-interval": c.PollingInterval, "shutdown-timeout": c.ShutdownTimeout,
-		"ping-interval": c.PingInterval,
-	} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive", name))
+	return &Error{Setting: msg, NoValue: true, Problem: "cannot be read", Accepted: "settings are written --name=value; meshbox --help lists them"}
+}
+
+func checkAddr(s string) (string, string) {
+	const accepted = "use :PORT (every network) or HOST:PORT, such as :8080 or 127.0.0.1:8080"
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "is not a listening address", accepted
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return "is not a listening address", accepted
+	}
+	return "", ""
+}
+
+func checkPublicURL(s string) (string, string) {
+	if s == "" {
+		return "", ""
+	}
+	const accepted = "use the address students type, starting with http:// or https://, such as http://192.168.1.20:8080"
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "is not a web address", accepted
+	}
+	return "", ""
+}
+
+func checkDomain(s string) (string, string) {
+	const accepted = "use 1 to 256 letters, digits, dots, dashes or underscores"
+	if s == "" || len(s) > 256 {
+		return "is not a domain name", accepted
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return "is not a domain name", accepted
 		}
 	}
-	for name, n := range map[string]int{
-		"max-payload": c.MaxPayloadBytes, "max-events-per-publish": c.MaxEventsPerPublish,
-		"max-data-keys": c.MaxDataKeys, "max-data-key": c.MaxDataKeyBytes, "max-data-value": c.MaxDataValueBytes,
-		"max-nodes-per-group": c.MaxNodesPerGroup, "max-groups-per-domain": c.MaxGroupsPerDomain,
-		"max-body": int(c.MaxBodyBytes), "tail-items": c.TailItems,
-		"tail-bytes": c.TailBytes, "feed-bytes": c.FeedBytes,
-	} {
-		if n <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive", name))
-		}
+	return "", ""
+}
+
+// orList writes choices as "a, b or c".
+func orList(choices []string) string {
+	if len(choices) == 1 {
+		return choices[0]
 	}
-	if c.PublishRate < 0 || c.IPRate < 0 || c.MaxConnsPerIP < 0 {
-		errs = append(errs, errors.New("rates and connection limits must not be negative"))
+	return strings.Join(choices[:len(choices)-1], ", ") + " or " + choices[len(choices)-1]
+}
+
+// shortDuration prints 10m rather than 10m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
 	}
-	return errs
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -1,43 +1,125 @@
 package config
 
 import (
+	"bytes"
+	"errors"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
 
 func TestEnvironmentSetsDefaultsAndFlagsOverride(t *testing.T) {
-	env := map[string]string{"MESHBOX_ADDR": ":9000", "MESHBOX_EVENT_TTL": "30s", "MESHBOX_MAX_PAYLOAD": "100", "MESHBOX_NO_WEBSOCKET": "true"}
-	c, err := Parse([]string{"--event-ttl", "1m"}, func(k string) string { return env[k] }, io.Discard, "test")
+	env := map[string]string{"MESHBOX_ADDR": ":9000", "MESHBOX_EVENT_TTL": "30s", "MESHBOX_MAX_PAYLOAD": "100", "MESHBOX_NO_WEBSOCKET": "true", "MESHBOX_PUBLIC_URL": "http://192.168.1.20:9000"}
+	c, err := Parse([]string{"--event-ttl", "1m", "--log-level=DEBUG"}, func(k string) string { return env[k] }, io.Discard, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != ":9000" || c.EventTTL != time.Minute || c.MaxPayloadBytes != 100 || !c.NoWebSocket {
+	if c.Addr != ":9000" || c.EventTTL != time.Minute || c.MaxPayloadBytes != 100 || !c.NoWebSocket || c.PublicURL != "http://192.168.1.20:9000" || c.LogLevel != "debug" {
 		t.Fatalf("config = %+v", c)
+	}
+	if c.Source("event-ttl") != "--event-ttl" || c.Source("addr") != "MESHBOX_ADDR" || c.Source("db") != "--db" {
+		t.Errorf("sources: %s %s %s", c.Source("event-ttl"), c.Source("addr"), c.Source("db"))
 	}
 	d, err := Parse(nil, func(string) string { return "" }, io.Discard, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Addr != ":8080" || d.DB != "./meshbox.db" || d.EventTTL != 10*time.Minute || d.Synchronous != "NORMAL" || d.DomainMode != "shared" {
+	if d.Addr != ":8080" || d.DB != "./meshbox.db" || d.EventTTL != 10*time.Minute || d.Synchronous != "NORMAL" || d.DomainMode != "shared" || d.LogFormat != "text" || d.PublicURL != "" {
 		t.Fatalf("defaults = %+v", d)
+	}
+	if b, err := Parse([]string{"--trust-proxy"}, func(string) string { return "" }, io.Discard, "test"); err != nil || !b.TrustProxy {
+		t.Fatalf("bare boolean flag: %v %v", b.TrustProxy, err)
 	}
 }
 
-func TestBadSettingsAreRefused(t *testing.T) {
-	for _, args := range [][]string{
-		{"--synchronous", "maybe"}, {"--domain-mode", "galaxy"}, {"--event-ttl", "0s"}, {"--max-payload", "-1"}, {"extra"},
+// TestBadSettingsAreOneLine checks the exact message of each kind of bad setting: one line with
+// the setting as given (flag or environment), the value and what is accepted.
+func TestBadSettingsAreOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--event-ttl=abc"}, nil, "--event-ttl=abc is not a duration; use a number with a unit, such as 90s, 10m or 1h"},
+		{nil, map[string]string{"MESHBOX_EVENT_TTL": "abc"}, "MESHBOX_EVENT_TTL=abc is not a duration; use a number with a unit, such as 90s, 10m or 1h"},
+		{[]string{"--event-ttl", "0s"}, nil, "--event-ttl=0s is too short; use a duration above 0, such as 10m"},
+		{nil, map[string]string{"MESHBOX_HOST_TTL": "30"}, "MESHBOX_HOST_TTL=30 is not a duration; use a number with a unit, such as 90s, 10m or 1h"},
+		{[]string{"--synchronous=bogus"}, nil, "--synchronous=bogus is not a synchronous mode; use normal or full"},
+		{nil, map[string]string{"MESHBOX_TRUST_PROXY": "maybe"}, "MESHBOX_TRUST_PROXY=maybe is not true or false; use true or false"},
+		{[]string{"--trust-proxy=maybe"}, nil, "--trust-proxy=maybe is not true or false; use true or false"},
+		{[]string{"--log-level=loud"}, nil, "--log-level=loud is not a log level; use debug, info, warn or error"},
+		{[]string{"--log-format=xml"}, nil, "--log-format=xml is not a log format; use text or json"},
+		{nil, map[string]string{"MESHBOX_LOG_FORMAT": "xml"}, "MESHBOX_LOG_FORMAT=xml is not a log format; use text or json"},
+		{[]string{"--domain-mode", "galaxy"}, nil, "--domain-mode=galaxy is not a domain mode; use shared or ip"},
+		{[]string{"--max-payload", "-1"}, nil, "--max-payload=-1 is out of range; use a whole number above 0"},
+		{[]string{"--max-payload", "lots"}, nil, "--max-payload=lots is not a whole number; use a whole number above 0"},
+		{[]string{"--max-conns-per-ip=-5"}, nil, "--max-conns-per-ip=-5 is out of range; use 0 (no limit) or a number above 0"},
+		{[]string{"--publish-rate=fast"}, nil, "--publish-rate=fast is not a number; use 0 (no limit) or a number of requests per second, such as 100"},
+		{[]string{"--addr=8080"}, nil, "--addr=8080 is not a listening address; use :PORT (every network) or HOST:PORT, such as :8080 or 127.0.0.1:8080"},
+		{[]string{"--public-url=192.168.1.20:8080"}, nil, "--public-url=192.168.1.20:8080 is not a web address; use the address students type, starting with http:// or https://, such as http://192.168.1.20:8080"},
+		{[]string{"--shared-domain=my room"}, nil, `--shared-domain="my room" is not a domain name; use 1 to 256 letters, digits, dots, dashes or underscores`},
+		{[]string{"--event-tl=1m"}, nil, "--event-tl is not a setting; meshbox --help lists them"},
+		{[]string{"--addr"}, nil, "--addr needs a value; write --addr=VALUE"},
+		{[]string{"extra"}, nil, "extra is not a setting; settings are written --name=value; meshbox --help lists them"},
 	} {
-		if _, err := Parse(args, func(string) string { return "" }, io.Discard, "test"); err == nil {
-			t.Errorf("%v accepted", args)
+		var out bytes.Buffer
+		_, err := Parse(tc.args, func(k string) string { return tc.env[k] }, &out, "test")
+		var bad *Error
+		if !errors.As(err, &bad) {
+			t.Errorf("%v %v: error %v is not a *config.Error", tc.args, tc.env, err)
+			continue
+		}
+		if err.Error() != tc.want {
+			t.Errorf("%v %v:\n got %s\nwant %s", tc.args, tc.env, err, tc.want)
+		}
+		if out.Len() > 0 {
+			t.Errorf("%v: printed %q besides the error", tc.args, out.String())
 		}
 	}
-	if _, err := Parse(nil, func(k string) string {
+	// A flag overrides a bad environment value: only what takes effect is checked.
+	if _, err := Parse([]string{"--event-ttl=1m"}, func(k string) string {
 		if k == "MESHBOX_EVENT_TTL" {
 			return "soon"
 		}
 		return ""
-	}, io.Discard, "test"); err == nil {
-		t.Error("bad environment value accepted")
+	}, io.Discard, "test"); err != nil {
+		t.Errorf("flag did not override a bad environment value: %v", err)
 	}
+}
+
+// TestDatabaseFileProblems checks that file problems are told in words, naming the setting.
+func TestDatabaseFileProblems(t *testing.T) {
+	dir := t.TempDir()
+	cfg := func(path string) Config {
+		c, err := Parse([]string{"--db", path}, func(string) string { return "" }, io.Discard, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	missing := filepath.Join(dir, "nope", "meshbox.db")
+	if err := cfg(missing).CheckDatabase(); err == nil || err.Error() != "--db="+missing+" is in a folder that does not exist ("+filepath.Dir(missing)+"); create the folder first, or choose a file in an existing folder" {
+		t.Errorf("missing folder: %v", err)
+	}
+	if err := cfg(dir).CheckDatabase(); err == nil || err.Error() != "--db="+dir+" is a folder, not a file; name a file inside it, such as "+filepath.Join(dir, "meshbox.db") {
+		t.Errorf("a folder: %v", err)
+	}
+	file := filepath.Join(dir, "plain")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg(filepath.Join(file, "meshbox.db")).CheckDatabase(); err == nil || !strings.Contains(err.Error(), "is inside a file, not a folder") {
+		t.Errorf("inside a file: %v", err)
+	}
+	ok := filepath.Join(dir, "meshbox.db")
+	if err := cfg(ok).CheckDatabase(); err != nil {
+		t.Errorf("a good path: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("the check left files behind: %v", entries)
+	}
+	// The unwritable folder is tested end to end in package main, as a user without root.
 }

@@ -4,63 +4,198 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"sort"
 	"strings"
 
 	"meshbox/web/qr"
 )
 
-// joinURLs lists addresses students' devices can use to reach this box, best first: the
-// configured public URL, the address the teacher used when it is not loopback, then the box's
-// LAN addresses on the port the request came in on. A teacher who opens the dashboard on the
-// box itself (localhost) still gets a URL that works from the classroom.
-func joinURLs(r *http.Request, public string) []string {
-	var out []string
-	seen := map[string]bool{}
-	add := func(u string) {
-		u = strings.TrimRight(u, "/") + "/"
-		if !seen[u] {
-			seen[u] = true
-			out = append(out, u)
-		}
+// HostAddr is one address of this machine's network interfaces.
+type HostAddr struct {
+	IP        netip.Addr
+	Interface string // its interface's name, such as eth0 or docker0
+}
+
+// Machine is what the join helper knows of the computer meshbox runs on. Tests give a fixed one;
+// New fills a nil one from the real interfaces.
+type Machine struct {
+	// Addrs lists the unicast addresses of the interfaces that are up.
+	Addrs func() []HostAddr
+	// InContainer is true when meshbox runs in a container, whose own addresses other
+	// computers usually cannot reach (the host maps a port to it).
+	InContainer bool
+}
+
+// RealMachine reads the interfaces of this computer and whether it is a container.
+func RealMachine() *Machine {
+	_, docker := os.Stat("/.dockerenv")
+	_, podman := os.Stat("/run/.containerenv")
+	return &Machine{
+		Addrs:       interfaceAddrs,
+		InContainer: docker == nil || podman == nil || os.Getenv("KUBERNETES_SERVICE_HOST") != "",
 	}
-	if public != "" {
-		add(public)
+}
+
+// JoinInfo is the address students should use, with how it was chosen, as the dashboard and
+// /try show it.
+type JoinInfo struct {
+	// URLs are addresses of this box, best first, each ending in "/".
+	URLs []string `json:"urls"`
+	// Source tells where the first address came from: "public-url" (the setting), "request"
+	// (the address this page was opened with), "network" (this computer's interfaces) or
+	// "this-computer" (only this computer can use it).
+	Source string `json:"source"`
+	// Warning, when set, says why students may not reach the addresses: "loopback" (meshbox
+	// listens on this computer only), "container" (only a container's internal addresses are
+	// known) or "no-network" (no network address was found).
+	Warning string `json:"warning,omitempty"`
+}
+
+// Warnings and sources of JoinInfo.
+const (
+	joinPublic       = "public-url"
+	joinRequest      = "request"
+	joinNetwork      = "network"
+	joinThisComputer = "this-computer"
+	warnLoopback     = "loopback"
+	warnContainer    = "container"
+	warnNoNetwork    = "no-network"
+)
+
+// join works out the addresses students' devices can use to reach this box: the public URL
+// when one is set; otherwise the address the page was opened with when it is not this
+// computer's own, then this computer's network addresses on the listening port. Loopback is
+// offered only when meshbox listens on nothing else, and container-internal or virtual-bridge
+// addresses only when nothing better is known, each time with a warning the page explains.
+func (h *Handler) join(r *http.Request) JoinInfo {
+	if h.cfg.PublicURL != "" {
+		return JoinInfo{URLs: []string{withSlash(h.cfg.PublicURL)}, Source: joinPublic}
 	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if !isLoopbackHost(r.Host) {
-		add(scheme + "://" + r.Host)
-	}
-	port := ""
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		if _, p, err := net.SplitHostPort(la.String()); err == nil {
-			port = p
+	listenHost, port := splitListen(h.cfg.ListenAddr)
+	if port == "" || port == "0" {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if _, p, err := net.SplitHostPort(la.String()); err == nil {
+				port = p
+			}
 		}
+	}
+	own := withSlash(scheme + "://" + r.Host)
+	if isLoopbackHost(listenHost) {
+		return JoinInfo{URLs: []string{own}, Source: joinThisComputer, Warning: warnLoopback}
+	}
+	info := JoinInfo{Source: joinNetwork}
+	seen := map[string]bool{}
+	add := func(u string) {
+		u = withSlash(u)
+		if !seen[u] {
+			seen[u] = true
+			info.URLs = append(info.URLs, u)
+		}
+	}
+	if !isLoopbackHost(r.Host) {
+		add(own)
+		info.Source = joinRequest
 	}
 	if port != "" {
-		var v6 []string
-		for _, a := range lanAddrs() {
-			if a.Is4() {
-				add(scheme + "://" + net.JoinHostPort(a.String(), port))
+		var addrs []HostAddr
+		listenIP, err := netip.ParseAddr(strings.Trim(listenHost, "[]"))
+		switch {
+		case listenHost == "" || (err == nil && listenIP.IsUnspecified()):
+			addrs = h.machine.Addrs()
+		case err == nil:
+			addrs = []HostAddr{{IP: listenIP.Unmap()}}
+		default: // a host name: students' devices resolve it as this computer did
+			add(scheme + "://" + net.JoinHostPort(listenHost, port))
+		}
+		ranked := rankAddrs(addrs)
+		// A container's own addresses, and virtual bridges, are reachable only from this
+		// computer: offer them only when nothing better is known, and say so.
+		if h.machine.InContainer {
+			if len(info.URLs) == 0 && len(ranked) > 0 {
+				info.Warning = warnContainer
 			} else {
-				v6 = append(v6, scheme+"://"+net.JoinHostPort(a.String(), port))
+				ranked = nil
 			}
 		}
-		// IPv6 addresses are long to type; offer them only when there is no IPv4 one.
-		if len(out) == 0 {
-			for _, u := range v6 {
-				add(u)
-			}
+		for _, a := range ranked {
+			add(scheme + "://" + net.JoinHostPort(a.String(), port))
 		}
 	}
-	if len(out) == 0 {
-		add(scheme + "://" + r.Host)
+	if len(info.URLs) == 0 {
+		return JoinInfo{URLs: []string{own}, Source: joinThisComputer, Warning: warnNoNetwork}
 	}
+	return info
+}
+
+// rankAddrs orders addresses for people to type: IPv4 before IPv6 (offered only when there is
+// no IPv4), private LAN ranges first, and virtual bridges (containers, virtual machines) left
+// out when a real interface has an address.
+func rankAddrs(addrs []HostAddr) []netip.Addr {
+	type cand struct {
+		ip      netip.Addr
+		virtual bool
+	}
+	var cs []cand
+	real4, any4 := false, false
+	for _, a := range addrs {
+		ip := a.IP.Unmap()
+		if !ip.IsValid() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
+			continue
+		}
+		c := cand{ip: ip, virtual: isVirtualInterface(a.Interface)}
+		cs = append(cs, c)
+		if ip.Is4() {
+			any4 = true
+			real4 = real4 || !c.virtual
+		}
+	}
+	var out []netip.Addr
+	for _, c := range cs {
+		if (any4 && !c.ip.Is4()) || (real4 && c.virtual) {
+			continue
+		}
+		out = append(out, c.ip)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].IsPrivate() && !out[j].IsPrivate() })
 	return out
 }
 
+// virtualPrefixes name the interfaces of container bridges, virtual machines and tunnels.
+var virtualPrefixes = []string{"docker", "br-", "veth", "cni", "podman", "virbr", "lxcbr", "lxdbr", "flannel", "cali", "vboxnet", "vmnet", "tun", "tap", "wg", "zt", "tailscale", "kube"}
+
+func isVirtualInterface(name string) bool {
+	for _, p := range virtualPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func withSlash(u string) string { return strings.TrimRight(u, "/") + "/" }
+
+// splitListen splits the --addr setting into host and port; a bare host yields no port.
+func splitListen(addr string) (host, port string) {
+	if h, p, err := net.SplitHostPort(addr); err == nil {
+		return h, p
+	}
+	return addr, ""
+}
+
+// ListensOnLoopback reports whether a listen address (the --addr setting) accepts connections
+// from this computer only.
+func ListensOnLoopback(addr string) bool {
+	host, _ := splitListen(addr)
+	return isLoopbackHost(host)
+}
+
+// isLoopbackHost reports whether host (with or without a port) names this computer only. The
+// empty host and unspecified addresses are not loopback: they listen on every network.
 func isLoopbackHost(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
@@ -71,17 +206,16 @@ func isLoopbackHost(hostport string) bool {
 		return true
 	}
 	a, err := netip.ParseAddr(host)
-	return err == nil && (a.IsLoopback() || a.IsUnspecified())
+	return err == nil && a.Unmap().IsLoopback()
 }
 
-// lanAddrs returns the unicast addresses of the interfaces that are up, without loopback and
-// link-local ones.
-func lanAddrs() []netip.Addr {
+// interfaceAddrs returns the addresses of the interfaces that are up, except loopback ones.
+func interfaceAddrs() []HostAddr {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil
 	}
-	var out []netip.Addr
+	var out []HostAddr
 	for _, ifc := range ifs {
 		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
 			continue
@@ -95,14 +229,15 @@ func lanAddrs() []netip.Addr {
 			if err != nil {
 				continue
 			}
-			ip := pfx.Addr().Unmap()
-			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
-				continue
-			}
-			out = append(out, ip)
+			out = append(out, HostAddr{IP: pfx.Addr().Unmap(), Interface: ifc.Name})
 		}
 	}
 	return out
+}
+
+// joinJSON answers the join information alone, for /try's share link.
+func (h *Handler) joinJSON(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.join(r))
 }
 
 // maxQRText bounds the text the QR endpoint encodes; addresses are far shorter.

@@ -19,6 +19,7 @@ type Overview struct {
 	UptimeSeconds float64          `json:"uptimeSeconds"`
 	AdminEnabled  bool             `json:"adminEnabled"`
 	JoinURLs      []string         `json:"joinURLs,omitempty"`
+	Join          *JoinInfo        `json:"join,omitempty"`
 	Connections   map[string]int64 `json:"connections"`
 	Accepted      int64            `json:"connectionsAccepted"`
 	Totals        TotalsView       `json:"totals"`
@@ -218,7 +219,8 @@ func (h *Handler) overview(ctx context.Context) Overview {
 
 func (h *Handler) overviewJSON(w http.ResponseWriter, r *http.Request) {
 	o := h.overview(r.Context())
-	o.JoinURLs = joinURLs(r, h.cfg.PublicURL)
+	j := h.join(r)
+	o.JoinURLs, o.Join = j.URLs, &j
 	writeJSON(w, http.StatusOK, o)
 }
 

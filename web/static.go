@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"mime"
 	"net/http"
 	"path"
+	"sort"
 	"strings"
 	"time"
 
@@ -56,7 +58,48 @@ func loadAssets() (*assets, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read embedded assets: %w", err)
 	}
+	if err := a.addLanguageList(); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// languageListPath is the list of message catalogs the pages offer, made from the catalogs
+// present, so adding a language is adding its file to embed/assets/i18n/.
+const languageListPath = "i18n/languages.json"
+
+// addLanguageList checks every catalog (i18n/CODE.json) and serves the list of languages,
+// each named in its own language by its "lang.name" message.
+func (a *assets) addLanguageList() error {
+	type language struct {
+		Code string `json:"code"`
+		Name string `json:"name"`
+	}
+	var langs []language
+	for p, f := range a.files {
+		code, ok := strings.CutPrefix(p, "i18n/")
+		if !ok || !strings.HasSuffix(code, ".json") || p == languageListPath {
+			continue
+		}
+		code = strings.TrimSuffix(code, ".json")
+		var catalog map[string]any
+		if err := json.Unmarshal(f.body, &catalog); err != nil {
+			return fmt.Errorf("message catalog %s: %w", p, err)
+		}
+		name, _ := catalog["lang.name"].(string)
+		if name == "" {
+			return fmt.Errorf("message catalog %s: no \"lang.name\"", p)
+		}
+		langs = append(langs, language{Code: code, Name: name})
+	}
+	sort.Slice(langs, func(i, j int) bool { return langs[i].Code < langs[j].Code })
+	body, err := json.Marshal(langs)
+	if err != nil {
+		return fmt.Errorf("language list: %w", err)
+	}
+	sum := sha256.Sum256(body)
+	a.files[languageListPath] = asset{body: body, etag: `"` + hex.EncodeToString(sum[:12]) + `"`, contentType: "application/json"}
+	return nil
 }
 
 // dashboardCSP allows only this box's own files: the dashboard must work with no internet

@@ -186,10 +186,12 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
+	j := h.join(r)
 	hello, _ := json.Marshal(map[string]any{
 		"version":      h.cfg.Version,
 		"adminEnabled": h.cfg.AdminToken != "",
-		"joinURLs":     joinURLs(r, h.cfg.PublicURL),
+		"joinURLs":     j.URLs,
+		"join":         j,
 	})
 	write := func(b []byte) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -54,22 +54,29 @@ type Config struct {
 	Version string
 	// StartedAt is when the process started, for uptime.
 	StartedAt time.Time
-	// PublicURL, when set, is the address the join helper offers first (for example behind a
-	// reverse proxy); otherwise the addresses are guessed from the request and the interfaces.
+	// PublicURL, when set, is the one address the join helper offers (the --public-url
+	// setting: behind a port mapping or a reverse proxy); otherwise the addresses are worked
+	// out from the request, the listen address and the interfaces.
 	PublicURL string
+	// ListenAddr is the address the server listens on (the --addr setting), so the join
+	// helper knows whether other computers can connect at all, and on which addresses.
+	ListenAddr string
+	// Machine describes this computer's network; nil means the real one.
+	Machine *Machine
 	// MaxStreams bounds concurrent dashboard streams; 0 means 64.
 	MaxStreams int
 }
 
 // Handler serves the dashboard, the static files and the dashboard API.
 type Handler struct {
-	cfg    Config
-	store  Store
-	feed   Hub
-	meter  Meter
-	log    *slog.Logger
-	assets *assets
-	hub    *broadcaster
+	cfg     Config
+	store   Store
+	feed    Hub
+	meter   Meter
+	log     *slog.Logger
+	assets  *assets
+	hub     *broadcaster
+	machine *Machine
 }
 
 // New builds the handlers. Run must be running for the dashboard stream and the rate chart.
@@ -87,9 +94,13 @@ func New(cfg Config, store Store, hub Hub, meter Meter, log *slog.Logger) (*Hand
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
+	machine := cfg.Machine
+	if machine == nil {
+		machine = RealMachine()
+	}
 	h := &Handler{
 		cfg: cfg, store: store, feed: hub, meter: meter,
-		log: log.With("component", "web"), assets: a,
+		log: log.With("component", "web"), assets: a, machine: machine,
 	}
 	h.hub = newBroadcaster(h)
 	return h, nil
@@ -115,6 +126,7 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/api/v1/dashboard/overview", h.overviewJSON)
 	r.Get("/api/v1/dashboard/stream", h.stream)
 	r.Get("/api/v1/dashboard/qr.svg", h.qrSVG)
+	r.Get("/api/v1/dashboard/join", h.joinJSON)
 
 	r.Get("/api/v1/admin/check", h.admin(h.adminCheck))
 	r.Delete("/api/v1/admin/groups/{gid}", h.admin(h.adminDissolve))

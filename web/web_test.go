@@ -3,13 +3,13 @@ package web
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -367,37 +367,73 @@ func TestQREndpoint(t *testing.T) {
 	}
 }
 
-func TestJoinURLs(t *testing.T) {
-	t.Parallel()
+// joinFor asks a handler configured with public, listen and machine what a request opened at
+// host (the browser's address bar) should offer students.
+func joinFor(t *testing.T, public, listen, host string, m *Machine) JoinInfo {
+	t.Helper()
+	h, err := New(Config{PublicURL: public, ListenAddr: listen, Machine: m}, nil, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Host = host
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
-	req := func(host string, tlsOn bool) *http.Request {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.Host = host
-		if tlsOn {
-			r.TLS = &tls.ConnectionState{}
-		}
-		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(local)))
+	return h.join(r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(local))))
+}
+
+func fixedMachine(container bool, addrs ...string) *Machine {
+	var hs []HostAddr
+	for _, a := range addrs {
+		name, ip, _ := strings.Cut(a, "=")
+		hs = append(hs, HostAddr{Interface: name, IP: netip.MustParseAddr(ip)})
 	}
-	got := joinURLs(req("192.168.5.9:8080", false), "")
-	if got[0] != "http://192.168.5.9:8080/" {
-		t.Errorf("LAN host first: %v", got)
+	return &Machine{Addrs: func() []HostAddr { return hs }, InContainer: container}
+}
+
+func TestJoinAddresses(t *testing.T) {
+	t.Parallel()
+	lan := fixedMachine(false, "docker0=172.17.0.1", "eth0=192.168.1.20", "eth0=2001:db8::20", "wlan0=10.0.0.5")
+	for _, tc := range []struct {
+		name, public, listen, host string
+		m                          *Machine
+		want                       JoinInfo
+	}{
+		{"public URL wins over everything", "http://box.school:8080", ":8080", "192.168.1.20:8080", lan,
+			JoinInfo{URLs: []string{"http://box.school:8080/"}, Source: "public-url"}},
+		{"teacher on the box itself: the LAN interfaces, never loopback or a bridge", "", ":8080", "localhost:8080", lan,
+			JoinInfo{URLs: []string{"http://192.168.1.20:8080/", "http://10.0.0.5:8080/"}, Source: "network"}},
+		{"the address the teacher used comes first", "", ":8080", "10.0.0.5:8080", lan,
+			JoinInfo{URLs: []string{"http://10.0.0.5:8080/", "http://192.168.1.20:8080/"}, Source: "request"}},
+		{"listening on one address offers only it", "", "192.168.1.20:8080", "localhost:8080", lan,
+			JoinInfo{URLs: []string{"http://192.168.1.20:8080/"}, Source: "network"}},
+		{"bound to loopback: only this computer, with a warning", "", "127.0.0.1:8080", "127.0.0.1:8080", lan,
+			JoinInfo{URLs: []string{"http://127.0.0.1:8080/"}, Source: "this-computer", Warning: "loopback"}},
+		{"a container's own address is all we know: say so", "", ":8080", "localhost:8080", fixedMachine(true, "eth0=10.88.0.8"),
+			JoinInfo{URLs: []string{"http://10.88.0.8:8080/"}, Source: "network", Warning: "container"}},
+		{"a container opened through the host's address: that one only", "", ":8080", "192.168.1.20:8080", fixedMachine(true, "eth0=10.88.0.8"),
+			JoinInfo{URLs: []string{"http://192.168.1.20:8080/"}, Source: "request"}},
+		{"only a bridge: offered, as nothing better exists", "", ":8080", "localhost:8080", fixedMachine(false, "docker0=172.17.0.1"),
+			JoinInfo{URLs: []string{"http://172.17.0.1:8080/"}, Source: "network"}},
+		{"IPv6 only when there is no IPv4", "", ":8080", "localhost:8080", fixedMachine(false, "eth0=2001:db8::20"),
+			JoinInfo{URLs: []string{"http://[2001:db8::20]:8080/"}, Source: "network"}},
+		{"no network at all", "", ":8080", "localhost:8080", fixedMachine(false),
+			JoinInfo{URLs: []string{"http://localhost:8080/"}, Source: "this-computer", Warning: "no-network"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := joinFor(t, tc.public, tc.listen, tc.host, tc.m)
+			if strings.Join(got.URLs, " ") != strings.Join(tc.want.URLs, " ") || got.Source != tc.want.Source || got.Warning != tc.want.Warning {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
 	}
-	got = joinURLs(req("class.example:443", true), "http://box.school/")
-	if got[0] != "http://box.school/" || got[1] != "https://class.example:443/" {
-		t.Errorf("public URL then request host: %v", got)
-	}
-	got = joinURLs(req("localhost:8080", false), "")
-	for _, u := range got {
-		if strings.Contains(u, "localhost") && len(lanAddrs()) > 0 {
-			t.Errorf("loopback offered although LAN addresses exist: %v", got)
-		}
-		if !strings.HasSuffix(u, ":8080/") {
-			t.Errorf("address without the listening port: %v", got)
-		}
-	}
-	for _, h := range []string{"localhost:1", "127.0.0.1:80", "[::1]:80", "app.localhost"} {
+	for _, h := range []string{"localhost:1", "127.0.0.1:80", "[::1]:80", "app.localhost", "127.0.0.1"} {
 		if !isLoopbackHost(h) {
 			t.Errorf("%s not seen as loopback", h)
+		}
+	}
+	for _, a := range []string{":8080", "0.0.0.0:8080", "[::]:8080", "192.168.1.20:8080"} {
+		if ListensOnLoopback(a) {
+			t.Errorf("%s seen as loopback-only", a)
 		}
 	}
 }

@@ -136,7 +136,7 @@ func TestTryPageTransportChoice(t *testing.T) {
 				chromedp.SendKeys(chromedp.CSS("#group-name"), "transport "+tr),
 				chromedp.Click(chromedp.CSS("#create-form button")),
 			)
-			tb.waitTrue(fmt.Sprintf(`document.querySelector('#status').textContent === 'connected · %s'`, tr), `document.querySelector('#status').textContent`, 15*time.Second)
+			tb.waitTrue(fmt.Sprintf(`document.querySelector('#status').dataset.state === 'connected' && document.querySelector('#status').dataset.transport === '%s'`, tr), `document.querySelector('#status').textContent`, 15*time.Second)
 			if errs := tb.consoleErrors(); len(errs) > 0 {
 				t.Errorf("logged errors: %v", errs)
 			}

@@ -1,9 +1,33 @@
 // meshbox teacher dashboard. One EventSource (/api/v1/dashboard/stream) feeds everything:
 // an "overview" snapshot about once a second and "items" batches from every group, so the
 // browser never opens one connection per group. No libraries, no network beyond this box.
-"use strict";
+// Every word shown comes from the message catalogs (/assets/i18n/), through i18n.js.
+import { setup } from '/assets/i18n.js';
 
-(() => {
+// Plain words for the transports, with the technical name as a tooltip.
+const TRANSPORTS = {
+  ws: ['transport.ws', 'transport.ws.tip'],
+  sse: ['transport.sse', 'transport.sse.tip'],
+  longpoll: ['transport.longpoll', 'transport.longpoll.tip'],
+  graphql_ws: ['transport.graphql_ws', 'transport.graphql_ws.tip'],
+};
+// Why a member left or a group ended.
+const REASONS = {
+  left: 'reason.left', expired: 'reason.expired', removed: 'reason.removed',
+  host: 'reason.host', admin: 'reason.admin',
+};
+// What the join box says when its addresses may not work (web.JoinInfo.warning).
+const JOIN_NOTES = {
+  loopback: 'dash.join.note.loopback',
+  container: 'dash.join.note.container',
+  'no-network': 'dash.join.note.nonetwork',
+  network: 'dash.join.note.guessed',
+};
+
+const i18n = await setup();
+const t = (key, params) => i18n.t(key, params);
+
+{
   const FEED_MAX = 60; // items kept per group feed
   const CHART_SECONDS = 300; // the server keeps five minutes of one-second rates
   const TOKEN_KEY = "meshbox.adminToken";
@@ -38,30 +62,15 @@
     if (node.textContent !== text) node.textContent = text;
   }
 
-  function fmtBytes(n) {
-    if (n == null) return "–";
-    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0;
-    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return (i === 0 ? n : n.toFixed(n < 10 ? 1 : 0)) + " " + units[i];
-  }
+  const fmtBytes = (n) => i18n.bytes(n);
+  const fmtDuration = (sec) => i18n.duration(sec);
+  const fmtRate = (v) => i18n.rate(v);
+  const fmtNum = (n) => i18n.num(n);
 
-  function fmtDuration(sec) {
-    if (sec == null || !isFinite(sec)) return "–";
-    const neg = sec < 0;
-    sec = Math.abs(Math.round(sec));
-    let s;
-    if (sec < 60) s = sec + " s";
-    else if (sec < 3600) s = Math.floor(sec / 60) + " min " + (sec % 60) + " s";
-    else if (sec < 86400) s = Math.floor(sec / 3600) + " h " + Math.floor((sec % 3600) / 60) + " min";
-    else s = Math.floor(sec / 86400) + " d " + Math.floor((sec % 86400) / 3600) + " h";
-    return neg ? "-" + s : s;
-  }
-
-  function fmtRate(v) {
-    if (v >= 100) return Math.round(v).toString();
-    if (v >= 10) return v.toFixed(1);
-    return v.toFixed(v === 0 ? 0 : 2);
+  // transportBadge shows a transport in plain words, its technical name in the tooltip.
+  function transportLabel(tr) {
+    const k = TRANSPORTS[tr];
+    return k ? [t(k[0]), t(k[1])] : [tr, tr];
   }
 
   const serverNow = () => Date.now() + state.clockSkew;
@@ -87,9 +96,10 @@
     $("admin-unlock").hidden = !enabled || !!state.token;
     $("admin-lock").hidden = !enabled || !state.token;
     const s = $("admin-state");
-    if (!enabled) setText(s, "read-only");
-    else if (state.token) setText(s, "admin");
-    else setText(s, "admin locked");
+    const st = !enabled ? "read-only" : state.token ? "admin" : "locked";
+    s.dataset.state = st;
+    setText(s, t(st === "read-only" ? "dash.admin.readonly" : st === "admin" ? "dash.admin.on" : "dash.admin.locked"));
+    s.title = st === "read-only" ? t("dash.admin.readonly.tip") : "";
     s.className = "badge " + (!enabled ? "ro" : state.token ? "ok" : "");
     document.body.classList.toggle("admin-enabled", enabled);
   }
@@ -107,18 +117,18 @@
       if (!(await checkToken(token))) {
         $("admin-token").value = "";
         $("admin-token").focus();
-        toast("That admin token was refused.", "error");
+        toast(t("dash.toast.badtoken"), "error");
         return;
       }
     } catch (e) {
-      toast("Could not reach the box: " + e.message, "error");
+      toast(t("dash.toast.unreachable", { detail: e.message }), "error");
       return;
     }
     state.token = token;
     sessionStorage.setItem(TOKEN_KEY, token);
     $("admin-token").value = "";
     renderAdmin();
-    toast("Admin actions unlocked.");
+    toast(t("dash.toast.unlocked"));
   });
 
   $("admin-lock").addEventListener("click", () => {
@@ -134,11 +144,11 @@
     try {
       r = await fetch(path, { method, headers });
     } catch (e) {
-      toast(what + " failed: " + e.message, "error");
+      toast(t("dash.toast.failed", { what, detail: e.message }), "error");
       return;
     }
     if (r.ok) {
-      toast(what + ": done.");
+      toast(t("dash.toast.done", { what }));
       return;
     }
     let msg = r.status + " " + r.statusText;
@@ -146,8 +156,11 @@
       const body = await r.json();
       if (body && body.error && body.error.message) msg = body.error.message;
     } catch (_) { /* not JSON; keep the status line */ }
-    if (r.status === 401) msg = "refused: " + msg + " (unlock with the admin token)";
-    toast(what + " " + msg, "error");
+    if (r.status === 401) {
+      toast(t("dash.toast.refused", { what }), "error");
+      return;
+    }
+    toast(t("dash.toast.failed", { what, detail: msg }), "error");
   }
 
   // Buttons arm on the first click and act on the second, so a stray tap on a phone or a
@@ -158,7 +171,7 @@
     if (b.dataset.armed !== "1") {
       b.dataset.armed = "1";
       b.dataset.label = b.textContent;
-      b.textContent = "Sure? " + b.dataset.label;
+      b.textContent = t("dash.confirm", { action: b.dataset.label });
       b.classList.add("armed");
       setTimeout(() => {
         if (b.dataset.armed === "1") {
@@ -174,9 +187,9 @@
     b.classList.remove("armed");
     const gid = encodeURIComponent(b.dataset.gid);
     if (b.dataset.action === "dissolve") {
-      adminAction("DELETE", "/api/v1/admin/groups/" + gid, "Dissolve group " + b.dataset.name);
+      adminAction("DELETE", "/api/v1/admin/groups/" + gid, t("dash.action.dissolve", { name: b.dataset.name }));
     } else if (b.dataset.action === "remove") {
-      adminAction("DELETE", "/api/v1/admin/groups/" + gid + "/nodes/" + encodeURIComponent(b.dataset.nid), "Remove node " + b.dataset.name);
+      adminAction("DELETE", "/api/v1/admin/groups/" + gid + "/nodes/" + encodeURIComponent(b.dataset.nid), t("dash.action.remove", { name: b.dataset.name }));
     }
   });
 
@@ -194,38 +207,42 @@
     const conns = o.connections || {};
     let total = 0;
     const dl = $("conn-by-transport");
-    for (const [t, n] of Object.entries(conns)) {
+    for (const [tr, n] of Object.entries(conns)) {
       total += n;
-      let dd = dl.querySelector('dd[data-transport="' + t + '"]');
+      let dd = dl.querySelector('dd[data-transport="' + tr + '"]');
       if (!dd) {
-        dl.append(el("dt", { text: t }), (dd = el("dd", { "data-transport": t })));
+        dl.append(el("dt", { "data-transport": tr }), (dd = el("dd", { "data-transport": tr })));
       }
-      setText(dd, String(n));
+      const [label, tip] = transportLabel(tr);
+      const dt = dd.previousElementSibling;
+      setText(dt, label);
+      dt.title = tip;
+      setText(dd, fmtNum(n));
     }
-    setText($("conn-total"), String(total));
-    setText($("groups-live"), String(o.groupsLive));
-    setText($("nodes-live"), String(o.nodesLive));
+    setText($("conn-total"), fmtNum(total));
+    setText($("groups-live"), fmtNum(o.groupsLive));
+    setText($("nodes-live"), fmtNum(o.nodesLive));
 
     const ev = o.rates.events, dv = o.rates.deliveries;
     setText($("events-rate"), fmtRate(recent(ev)));
     setText($("deliveries-rate"), fmtRate(recent(dv)));
-    setText($("rejected-total"), String(o.totals.rejected));
-    drawChart(ev, dv, o.rates.intervalSeconds);
+    setText($("rejected-total"), fmtNum(o.totals.rejected));
+    drawChart(ev, dv, o.rates.intervalSeconds, Date.parse(o.now));
 
     const st = o.storage;
     setText($("db-size"), fmtBytes(st.databaseBytes));
     setText($("wal-size"), fmtBytes(st.walBytes));
-    setText($("retained"), String(st.retainedItems));
+    setText($("retained"), fmtNum(st.retainedItems));
     setText($("oldest"), st.retainedItems ? fmtDuration(st.oldestItemAgeSeconds) : "–");
 
     const p = o.purge;
-    setText($("purge-last"), p.lastAt ? fmtDuration(secondsSince(p.lastAt)) + " ago" : "never");
-    setText($("purge-took"), p.lastAt ? p.lastDurationMs.toFixed(1) + " ms" : "–");
-    setText($("purge-items"), String(p.items));
-    setText($("purge-gn"), p.groups + " / " + p.nodes);
-    setText($("purge-runs"), String(p.runs));
+    setText($("purge-last"), p.lastAt ? i18n.ago(secondsSince(p.lastAt)) : t("dash.purge.never"));
+    setText($("purge-took"), p.lastAt ? t("dash.purge.ms", { ms: i18n.num(p.lastDurationMs, 1) }) : "–");
+    setText($("purge-items"), fmtNum(p.items));
+    setText($("purge-gn"), fmtNum(p.groups) + " / " + fmtNum(p.nodes));
+    setText($("purge-runs"), fmtNum(p.runs));
 
-    if (o.joinURLs) renderJoin(o.joinURLs);
+    if (o.join) renderJoin(o.join);
     renderGroups(o.domains || []);
   }
 
@@ -237,16 +254,37 @@
 
   // drawChart plots the whole window (five minutes), newest on the right, so a young box
   // shows a short line at the right edge rather than stretching a few seconds across.
-  function drawChart(ev, dv, step) {
+  // The value axis is labelled at the peak, half of it and zero; the time axis at the window's
+  // start, middle and "now", as clock times of the server.
+  function drawChart(ev, dv, step, now) {
     const n = Math.max(CHART_SECONDS / step, ev.length, dv.length, 2);
-    const peak = Math.max(1, ...ev, ...dv);
+    const peak = niceCeil(Math.max(1, ...ev, ...dv));
     const pts = (s) => s.map((v, i) => ((i + n - s.length) * 300 / (n - 1)).toFixed(1) + "," + (100 - v * 95 / peak).toFixed(1)).join(" ");
     $("line-events").setAttribute("points", pts(ev));
     $("line-deliveries").setAttribute("points", pts(dv));
-    setText($("chart-max"), fmtRate(peak));
+    setText($("y-max"), fmtRate(peak));
+    setText($("y-mid"), fmtRate(peak / 2));
+    setText($("y-zero"), fmtNum(0));
+    const span = (n - 1) * step * 1000;
+    setText($("x-start"), i18n.timeShort(new Date(now - span)));
+    setText($("x-mid"), i18n.timeShort(new Date(now - span / 2)));
   }
 
-  function renderJoin(urls) {
+  // niceCeil rounds a peak up to 1, 2 or 5 times a power of ten, so axis labels are round.
+  function niceCeil(v) {
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
+    return 10 * p;
+  }
+
+  function renderJoin(join) {
+    state.join = join;
+    const note = $("join-note");
+    const key = JOIN_NOTES[join.warning || join.source];
+    note.hidden = !key;
+    note.dataset.warning = join.warning || "";
+    if (key) setText(note, t(key));
+    const urls = join.urls || [];
     if (urls.join("\n") === state.joinURLs.join("\n")) return;
     state.joinURLs = urls;
     const sel = $("join-url");
@@ -277,10 +315,13 @@
       let dom = state.domains.get(d.domain);
       if (!dom) {
         const list = el("div", { class: "groups" });
-        dom = { el: el("section", { class: "domain", "data-domain": d.domain }, el("h3", { text: "domain " + d.domain }), list), list };
+        const h3 = el("h3", { "data-i18n-title": "dash.domain.tip" });
+        dom = { el: el("section", { class: "domain", "data-domain": d.domain }, h3, list), list, h3 };
         state.domains.set(d.domain, dom);
         root.append(dom.el);
       }
+      setText(dom.h3, t("dash.domain", { domain: d.domain }));
+      dom.h3.title = t("dash.domain.tip");
       for (const g of d.groups) {
         seen.add(g.id);
         let view = state.groups.get(g.id);
@@ -316,7 +357,7 @@
       left: el("span"),
       host: el("span"),
     };
-    const dissolve = el("button", { type: "button", class: "danger admin-only", text: "Dissolve" });
+    const dissolve = el("button", { type: "button", class: "danger admin-only", "data-i18n": "dash.group.dissolve", text: t("dash.group.dissolve") });
     Object.assign(dissolve.dataset, { action: "dissolve", gid: g.id, name: g.name });
     const tbody = el("tbody");
     const feed = el("ol", { class: "feed", "data-testid": "feed" });
@@ -325,15 +366,20 @@
         el("h4", null, parts.name, " ", parts.members),
         dissolve),
       el("p", { class: "gmeta" },
-        "host ", parts.host, " · age ", parts.age, " · ends in ", parts.left, " · ", parts.meta),
+        el("span", { "data-i18n": "dash.group.host", text: t("dash.group.host") }), " ", parts.host, " · ",
+        el("span", { "data-i18n": "dash.group.age", text: t("dash.group.age") }), " ", parts.age, " · ",
+        el("span", { "data-i18n": "dash.group.left", text: t("dash.group.left") }), " ", parts.left, " · ",
+        el("span", { "data-i18n": "dash.group.code", text: t("dash.group.code") }), " ", parts.meta),
       el("div", { class: "cols" },
         el("div", { class: "nodes-wrap" },
           el("table", { class: "nodes" },
             el("thead", null, el("tr", null,
-              el("th", { text: "node" }), el("th", { text: "transport" }), el("th", { text: "last seen" }),
-              el("th", { text: "data" }), el("th", { class: "admin-only" }))),
+              el("th", { "data-i18n": "dash.node.name", text: t("dash.node.name") }),
+              el("th", { "data-i18n": "dash.node.transport", text: t("dash.node.transport") }),
+              el("th", { "data-i18n": "dash.node.seen", text: t("dash.node.seen") }),
+              el("th", { "data-i18n": "dash.node.data", text: t("dash.node.data") }), el("th", { class: "admin-only" }))),
             tbody)),
-        el("div", { class: "feed-wrap" }, el("h5", { text: "live feed" }), feed)));
+        el("div", { class: "feed-wrap" }, el("h5", { "data-i18n": "dash.feed", text: t("dash.feed") }), feed)));
     return { el: node, parts, tbody, feed, nodes: new Map(), names: new Map(), group: g };
   }
 
@@ -342,7 +388,7 @@
     for (const n of g.nodes) v.names.set(n.id, n.name);
     const host = g.nodes.find((n) => n.host);
     setText(v.parts.name, g.name);
-    setText(v.parts.members, g.nodes.length + (g.nodes.length === 1 ? " member" : " members"));
+    setText(v.parts.members, i18n.tp("dash.group.members", g.nodes.length));
     setText(v.parts.host, host ? host.name : g.host);
     setText(v.parts.age, fmtDuration(secondsSince(g.createdAt)));
     setText(v.parts.left, fmtDuration(secondsUntil(g.expiresAt)));
@@ -369,7 +415,7 @@
 
   function newNodeRow(g, n) {
     const cells = { name: el("td"), transport: el("td"), seen: el("td", { class: "seen" }), data: el("td", { class: "data" }) };
-    const remove = el("button", { type: "button", class: "danger small", text: "Remove" });
+    const remove = el("button", { type: "button", class: "danger small", "data-i18n": "dash.node.remove", text: t("dash.node.remove") });
     Object.assign(remove.dataset, { action: "remove", gid: g.id, nid: n.id, name: n.name });
     const tr = el("tr", { "data-nid": n.id, "data-testid": "node" },
       cells.name, cells.transport, cells.seen, cells.data, el("td", { class: "admin-only" }, remove));
@@ -377,27 +423,32 @@
   }
 
   function updateNodeRow(row, n) {
-    setText(row.cells.seen, fmtDuration(secondsSince(n.lastSeen)) + " ago");
-    const key = JSON.stringify([n.name, n.host, n.transports, n.data]);
+    setText(row.cells.seen, i18n.ago(secondsSince(n.lastSeen)));
+    const key = JSON.stringify([i18n.lang, n.name, n.host, n.transports, n.data]);
     if (key === row.key) return;
     row.key = key;
-    row.cells.name.replaceChildren(n.name, n.host ? el("span", { class: "badge host", text: "host" }) : "");
+    row.cells.name.replaceChildren(n.name, n.host ? el("span", { class: "badge host", text: t("dash.node.host") }) : "");
     const ts = n.transports && n.transports.length ? n.transports : [];
-    row.cells.transport.replaceChildren(...(ts.length ? ts.map((t) => el("span", { class: "badge t-" + t, text: t })) : [el("span", { class: "muted", text: "no stream", title: "no stream open right now: a client between long-polls, a Mesh v2 client, or one that only sends" })]));
+    row.cells.transport.replaceChildren(...(ts.length ? ts.map((tr) => {
+      const [label, tip] = transportLabel(tr);
+      return el("span", { class: "badge t-" + tr, "data-transport": tr, text: label, title: tip });
+    }) : [el("span", { class: "muted", "data-transport": "", text: t("dash.node.idle"), title: t("dash.node.idle.tip") })]));
     const entries = Object.entries(n.data || {}).sort(([a], [b]) => a.localeCompare(b));
     row.cells.data.replaceChildren(...entries.map(([k, val]) => el("span", { class: "kvchip" }, el("b", { text: k }), "=" + val)));
   }
 
   // ---- items ----------------------------------------------------------------------------
 
+  const reason = (r) => (REASONS[r] ? t(REASONS[r]) : r);
+
   function describe(v, it) {
     const who = it.node ? (v.names.get(it.node) || it.node) : "";
     switch (it.kind) {
-      case "event": return [who, "event " + it.name + (it.payload != null && it.payload !== "" ? " " + it.payload : "")];
-      case "data": return [who, "data " + Object.entries(it.data || {}).map(([k, val]) => k + "=" + (val === "" ? "∅" : val)).join(" ")];
-      case "join": return [it.name || who, "joined"];
-      case "leave": return [who, "left (" + it.reason + ")"];
-      case "dissolve": return ["", "group dissolved (" + it.reason + ")"];
+      case "event": return [who, t("dash.item.event", { name: it.name, payload: it.payload != null ? it.payload : "" }).trim()];
+      case "data": return [who, t("dash.item.data", { changes: Object.entries(it.data || {}).map(([k, val]) => k + "=" + (val === "" ? "∅" : val)).join(" ") })];
+      case "join": return [it.name || who, t("dash.item.join")];
+      case "leave": return [who, t("dash.item.leave", { reason: reason(it.reason) })];
+      case "dissolve": return ["", t("dash.item.dissolve", { reason: reason(it.reason) })];
       default: return [who, it.kind];
     }
   }
@@ -418,9 +469,9 @@
       }
       if (item.kind === "join" && item.node) v.names.set(item.node, item.name);
       const [who, what] = describe(v, item);
-      const t = new Date(item.at);
-      const li = el("li", { class: "k-" + item.kind, "data-cursor": String(item.cursor) },
-        el("time", { text: t.toLocaleTimeString([], { hour12: false }) }),
+      const at = new Date(item.at);
+      const li = el("li", { class: "k-" + item.kind, "data-kind": item.kind, "data-cursor": String(item.cursor), "data-reason": item.reason || "" },
+        el("time", { text: i18n.time(at) }),
         el("b", { text: who }),
         el("span", { text: what }));
       v.feed.prepend(li);
@@ -430,28 +481,42 @@
 
   // ---- stream ---------------------------------------------------------------------------
 
-  function setLive(ok, text) {
-    $("live-dot").className = "dot " + (ok ? "ok" : "bad");
-    setText($("live-text"), text);
+  const LIVE = { live: "dash.live.on", connecting: "dash.live.connecting", reconnecting: "dash.live.retry" };
+
+  function setLive(st) {
+    $("live-dot").className = "dot " + (st === "live" ? "ok" : st === "reconnecting" ? "bad" : "");
+    $("live-text").dataset.state = st;
+    setText($("live-text"), t(LIVE[st]));
   }
 
   function connect() {
     const es = new EventSource("/api/v1/dashboard/stream");
-    es.addEventListener("open", () => setLive(true, "live"));
+    es.addEventListener("open", () => setLive("live"));
     es.addEventListener("hello", (e) => {
       const h = JSON.parse(e.data);
-      renderJoin(h.joinURLs || []);
+      if (h.join) renderJoin(h.join);
     });
     es.addEventListener("overview", (e) => {
-      setLive(true, "live");
-      renderOverview(JSON.parse(e.data));
+      setLive("live");
+      state.last = JSON.parse(e.data);
+      renderOverview(state.last);
     });
     es.addEventListener("items", (e) => addItems(JSON.parse(e.data).items));
-    es.addEventListener("reset", () => toast("The dashboard fell behind; some feed items were skipped."));
-    es.addEventListener("error", () => setLive(false, "reconnecting…")); // EventSource retries by itself
+    es.addEventListener("reset", () => toast(t("dash.toast.behind")));
+    es.addEventListener("error", () => setLive("reconnecting")); // EventSource retries by itself
   }
 
+  // A new language: redraw what this script wrote (the rest carries data-i18n attributes).
+  i18n.onChange(() => {
+    renderAdmin();
+    setLive($("live-text").dataset.state);
+    if (state.join) renderJoin(state.join);
+    if (state.last) renderOverview(state.last);
+  });
+
+  setLive("connecting");
   renderAdmin();
   updateQR();
+  document.body.classList.remove("loading");
   connect();
-})();
+}

@@ -107,7 +107,47 @@ export class MeshError extends Error {
   get fatal() {
     return this.status === 401 || this.status === 403 || this.status === 404 || this.status === 410;
   }
+
+  /**
+   * The message-catalog key of this error's text for people (the pages' catalogs under
+   * /assets/i18n/ translate it); `message` stays the technical detail, in English.
+   */
+  get messageKey() {
+    return MESSAGE_KEYS[this.code] || (this.status >= 500 ? 'error.unavailable' : 'client.error');
+  }
 }
+
+/**
+ * Catalog keys of the user-facing text for each error code: the server's codes and this
+ * client's own (network, timeout, queue_full, queue_expired, closed, bad_option, bad_event).
+ */
+export const MESSAGE_KEYS = Object.freeze(/** @type {Record<string, string>} */ ({
+  network: 'client.network',
+  timeout: 'client.timeout',
+  queue_full: 'client.queue_full',
+  queue_expired: 'client.queue_expired',
+  closed: 'client.closed',
+  bad_option: 'client.bad_option',
+  bad_event: 'client.bad_event',
+  error: 'client.error',
+  bad_request: 'error.bad_request',
+  invalid: 'error.invalid',
+  bad_message: 'error.bad_request',
+  bad_cursor: 'error.bad_cursor',
+  unauthorized: 'error.unauthorized',
+  forbidden: 'error.forbidden',
+  group_not_found: 'error.group_not_found',
+  node_not_found: 'error.node_not_found',
+  conflict: 'error.conflict',
+  group_full: 'error.group_full',
+  domain_full: 'error.domain_full',
+  group_ended: 'error.group_ended',
+  too_large: 'error.too_large',
+  rate_limited: 'error.rate_limited',
+  too_many_connections: 'error.rate_limited',
+  internal: 'error.internal',
+  unavailable: 'error.unavailable',
+}));
 
 /** @param {string} base @param {string} path @param {Object<string, any>} [query] */
 function buildURL(base, path, query) {
