@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -386,5 +388,73 @@ func TestReadAll(t *testing.T) {
 	defer cancel()
 	if err := h.WaitAll(ctx, st.LastCursor()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait all with nothing new: %v", err)
+	}
+}
+
+// TestTailMemoryIsBoundedInBytes publishes 4,096 events of 16 KiB into one group that has a
+// reader: the tail keeps within its byte budget (each payload held once, in the item's JSON),
+// and the live heap grows by at most the budget plus a stated overhead (the database's page
+// caches and the encoding buffers: 8 MiB), not by the 64 MiB the items weigh. Heap figures
+// are read after a full collection, so they do not depend on timing.
+func TestTailMemoryIsBoundedInBytes(t *testing.T) {
+	const budget, overhead = 2 << 20, 8 << 20
+	st, h := newHub(t, Options{TailBytes: budget}, rules.Options{HostTTL: time.Hour, MemberTTL: time.Hour,
+		Limits: rules.Limits{PublishRate: 0, MaxEventsPerPublish: 64}})
+	j := newGroup(t, st, "big")
+	sub := h.Subscribe(j.Group.ID, j.Node.ID, "sse")
+	defer sub.Close()
+	payload := strings.Repeat("x", 16<<10)
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	for range 4096 / 64 {
+		evs := make([]rules.EventIn, 64)
+		for i := range evs {
+			p := strings.Clone(payload)
+			evs[i] = rules.EventIn{Name: "e", Payload: &p}
+		}
+		if _, err := st.Publish(context.Background(), j.Group.ID, j.Node.ID, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	tl := tailOf(h, j.Group.ID)
+	tl.mu.RLock()
+	n, bytes := len(tl.items), tl.bytes
+	for _, it := range tl.items {
+		if it.Payload != nil || it.Data != nil {
+			t.Fatal("a tail item holds its payload outside its JSON")
+		}
+	}
+	tl.mu.RUnlock()
+	grew := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+	t.Logf("tail holds %d items (%d KiB); live heap grew %d KiB", n, bytes>>10, grew>>10)
+	if bytes > budget {
+		t.Errorf("tail holds %d bytes, budget %d", bytes, budget)
+	}
+	if grew > budget+overhead {
+		t.Errorf("live heap grew %d MiB with a %d MiB tail budget (+%d MiB overhead)", grew>>20, budget>>20, overhead>>20)
+	}
+	// The reader still gets every item in order, from the tail or from the database.
+	var got int
+	for since := j.Cursor; ; {
+		b, err := sub.Read(context.Background(), since, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Items) == 0 {
+			break
+		}
+		for _, it := range b.Items {
+			if it.Cursor <= since {
+				t.Fatalf("cursor %d after %d", it.Cursor, since)
+			}
+			since = it.Cursor
+			got++
+		}
+	}
+	if got != 4096 {
+		t.Fatalf("reader got %d items, want 4096", got)
 	}
 }
