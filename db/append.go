@@ -28,16 +28,16 @@ func insertItemsSQL(rows int) string {
 }
 
 const (
-	putGroupSQL = `INSERT INTO groups(id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, first_cursor, ended_at, end_reason)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)
+	putGroupSQL = `INSERT INTO groups(id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, first_cursor, ended_at, end_reason, mesh_v2)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET domain = excluded.domain, name = excluded.name, host = excluded.host,
 			created_at = excluded.created_at, expires_at = excluded.expires_at, host_seen_at = excluded.host_seen_at,
-			use_ws = excluded.use_ws, ended_at = excluded.ended_at, end_reason = excluded.end_reason`
-	putNodeSQL = `INSERT INTO nodes(group_id, id, name, token_hash, joined_at, last_seen, expires_at, data, data_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			use_ws = excluded.use_ws, ended_at = excluded.ended_at, end_reason = excluded.end_reason, mesh_v2 = excluded.mesh_v2`
+	putNodeSQL = `INSERT INTO nodes(group_id, id, name, token_hash, joined_at, last_seen, expires_at, data, data_at, mesh_v2)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(group_id, id) DO UPDATE SET name = excluded.name, token_hash = excluded.token_hash,
 			joined_at = excluded.joined_at, last_seen = excluded.last_seen, expires_at = excluded.expires_at,
-			data = excluded.data, data_at = excluded.data_at`
+			data = excluded.data, data_at = excluded.data_at, mesh_v2 = excluded.mesh_v2`
 )
 
 func (st *statements) prepare(ctx context.Context, conn *sql.Conn) error {
@@ -139,13 +139,13 @@ func (l *Log) write(ctx context.Context, b *stream.Batch, at int64) error {
 		case stream.PutGroup:
 			g := c.Group
 			_, err = l.stmts.putGroup.ExecContext(ctx, g.ID, g.Domain, g.Name, g.Host, millis(g.CreatedAt), millis(g.ExpiresAt),
-				millis(g.HostSeenAt), g.UseWebSocket, millis(g.EndedAt), g.EndReason)
+				millis(g.HostSeenAt), g.UseWebSocket, millis(g.EndedAt), g.EndReason, g.MeshV2)
 		case stream.DeleteGroup:
 			_, err = l.stmts.deleteGroup.ExecContext(ctx, c.Group.ID)
 		case stream.PutNode:
 			n := c.Node
 			_, err = l.stmts.putNode.ExecContext(ctx, n.Group, n.ID, n.Name, n.TokenHash, millis(n.JoinedAt), millis(n.LastSeen),
-				millis(n.ExpiresAt), encodeData(n.Data), millis(n.DataAt))
+				millis(n.ExpiresAt), encodeData(n.Data), millis(n.DataAt), n.MeshV2)
 		case stream.DeleteNode:
 			_, err = l.stmts.deleteNode.ExecContext(ctx, c.Node.Group, c.Node.ID)
 		default:

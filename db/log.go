@@ -223,7 +223,7 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 		return stream.State{}, stream.ErrClosed
 	}
 	var st stream.State
-	rows, err := l.wconn.QueryContext(ctx, `SELECT id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, ended_at, end_reason, end_cursor, purged_through FROM groups`)
+	rows, err := l.wconn.QueryContext(ctx, `SELECT id, domain, name, host, created_at, expires_at, host_seen_at, use_ws, ended_at, end_reason, end_cursor, purged_through, mesh_v2 FROM groups`)
 	if err != nil {
 		return st, fmt.Errorf("load groups: %w", err)
 	}
@@ -231,7 +231,7 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 	for rows.Next() {
 		var g stream.GroupRecord
 		var created, expires, hostSeen, ended, endCursor, purged int64
-		if err := rows.Scan(&g.ID, &g.Domain, &g.Name, &g.Host, &created, &expires, &hostSeen, &g.UseWebSocket, &ended, &g.EndReason, &endCursor, &purged); err != nil {
+		if err := rows.Scan(&g.ID, &g.Domain, &g.Name, &g.Host, &created, &expires, &hostSeen, &g.UseWebSocket, &ended, &g.EndReason, &endCursor, &purged, &g.MeshV2); err != nil {
 			rows.Close()
 			return st, fmt.Errorf("load groups: %w", err)
 		}
@@ -257,7 +257,7 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 		}
 		g.LastCursor = max(g.LastCursor, c.Int64)
 	}
-	rows, err = l.wconn.QueryContext(ctx, `SELECT group_id, id, name, token_hash, joined_at, last_seen, expires_at, data, data_at FROM nodes`)
+	rows, err = l.wconn.QueryContext(ctx, `SELECT group_id, id, name, token_hash, joined_at, last_seen, expires_at, data, data_at, mesh_v2 FROM nodes`)
 	if err != nil {
 		return st, fmt.Errorf("load nodes: %w", err)
 	}
@@ -266,7 +266,7 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 		var n stream.NodeRecord
 		var joined, seen, expires, dataAt int64
 		var data string
-		if err := rows.Scan(&n.Group, &n.ID, &n.Name, &n.TokenHash, &joined, &seen, &expires, &data, &dataAt); err != nil {
+		if err := rows.Scan(&n.Group, &n.ID, &n.Name, &n.TokenHash, &joined, &seen, &expires, &data, &dataAt, &n.MeshV2); err != nil {
 			return st, fmt.Errorf("load nodes: %w", err)
 		}
 		n.JoinedAt, n.LastSeen, n.ExpiresAt, n.DataAt = fromMillis(joined), fromMillis(seen), fromMillis(expires), fromMillis(dataAt)

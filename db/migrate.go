@@ -52,6 +52,9 @@ var migrations = []string{
 	// missed anything.
 	`ALTER TABLE groups ADD COLUMN purged_through INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE groups ADD COLUMN end_cursor INTEGER NOT NULL DEFAULT 0;`,
+	// Mesh v2 reaches only groups opened to it, and acts only as its own nodes.
+	`ALTER TABLE groups ADD COLUMN mesh_v2 INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN mesh_v2 INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the schema version this binary writes.

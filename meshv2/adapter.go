@@ -73,6 +73,7 @@ func groupsOf(gs []rules.Group) []Group {
 func (b *StoreBackend) CreateGroup(ctx context.Context, g NewGroup) (Group, error) {
 	j, err := b.store.CreateGroup(ctx, rules.NewGroup{
 		Domain: g.Domain, Name: g.Name, HostID: g.HostID, HostName: g.HostID, Lifetime: g.Lifetime, UseWebSocket: g.UseWebSocket,
+		MeshV2Host: true,
 	})
 	if err != nil {
 		return Group{}, mapErr("create group", err)
@@ -82,7 +83,7 @@ func (b *StoreBackend) CreateGroup(ctx context.Context, g NewGroup) (Group, erro
 
 // Join implements Backend.
 func (b *StoreBackend) Join(ctx context.Context, groupID, nodeID string) (Group, Node, error) {
-	j, err := b.store.Join(ctx, groupID, rules.NewNode{ID: nodeID, Name: nodeID})
+	j, err := b.store.Join(ctx, groupID, rules.NewNode{ID: nodeID, Name: nodeID, MeshV2: true})
 	if err != nil {
 		return Group{}, Node{}, mapErr("join", err)
 	}
@@ -91,16 +92,29 @@ func (b *StoreBackend) Join(ctx context.Context, groupID, nodeID string) (Group,
 
 // Leave implements Backend.
 func (b *StoreBackend) Leave(ctx context.Context, groupID, nodeID string) error {
+	if err := b.store.MeshV2Member(groupID, nodeID); err != nil {
+		return mapErr("leave", err)
+	}
 	return mapErr("leave", b.store.Leave(ctx, groupID, nodeID, stream.ReasonLeft))
 }
 
 // Dissolve implements Backend.
 func (b *StoreBackend) Dissolve(ctx context.Context, groupID string) error {
+	g, err := b.store.Group(groupID)
+	if err != nil {
+		return mapErr("dissolve", err)
+	}
+	if err := b.store.MeshV2Member(groupID, g.Host); err != nil {
+		return mapErr("dissolve", err)
+	}
 	return mapErr("dissolve", b.store.Dissolve(ctx, groupID, stream.ReasonHost))
 }
 
 // Heartbeat implements Backend.
 func (b *StoreBackend) Heartbeat(ctx context.Context, groupID, nodeID string) (Group, Node, error) {
+	if err := b.store.MeshV2Member(groupID, nodeID); err != nil {
+		return Group{}, Node{}, mapErr("heartbeat", err)
+	}
 	g, n, err := b.store.Heartbeat(ctx, groupID, nodeID)
 	if err != nil {
 		return Group{}, Node{}, mapErr("heartbeat", err)
@@ -110,6 +124,9 @@ func (b *StoreBackend) Heartbeat(ctx context.Context, groupID, nodeID string) (G
 
 // ReplaceData implements Backend.
 func (b *StoreBackend) ReplaceData(ctx context.Context, groupID, nodeID string, data map[string]string) (int64, error) {
+	if err := b.store.MeshV2Member(groupID, nodeID); err != nil {
+		return 0, mapErr("set data", err)
+	}
 	c, err := b.store.SetData(ctx, groupID, nodeID, data, true)
 	return c, mapErr("set data", err)
 }
@@ -124,12 +141,18 @@ func (b *StoreBackend) Publish(ctx context.Context, groupID, nodeID string, even
 			in[i].Payload = &p
 		}
 	}
+	if err := b.store.MeshV2Member(groupID, nodeID); err != nil {
+		return nil, mapErr("publish", err)
+	}
 	cs, err := b.store.Publish(ctx, groupID, nodeID, in)
 	return cs, mapErr("publish", err)
 }
 
 // Snapshot implements Backend.
 func (b *StoreBackend) Snapshot(ctx context.Context, groupID string) (Snapshot, error) {
+	if err := b.store.MeshV2Member(groupID, ""); err != nil {
+		return Snapshot{}, mapErr("snapshot", err)
+	}
 	s, err := b.store.Snapshot(ctx, groupID)
 	if err != nil {
 		return Snapshot{}, mapErr("snapshot", err)
@@ -146,7 +169,7 @@ func (b *StoreBackend) Groups(_ context.Context, domain string) ([]Group, error)
 	if domain == "" {
 		return nil, nil
 	}
-	return groupsOf(b.store.Groups(domain)), nil
+	return groupsOf(meshV2Only(b.store.Groups(domain), 0)), nil
 }
 
 // SearchGroups implements Backend.
@@ -154,12 +177,23 @@ func (b *StoreBackend) SearchGroups(_ context.Context, prefix string, limit int)
 	if prefix == "" {
 		return nil, nil
 	}
-	return groupsOf(b.store.SearchGroups(prefix, limit)), nil
+	return groupsOf(meshV2Only(b.store.SearchGroups(prefix, 0), limit)), nil
+}
+
+// meshV2Only keeps the groups Mesh v2 may reach, at most limit (0: all).
+func meshV2Only(gs []rules.Group, limit int) []rules.Group {
+	out := gs[:0]
+	for _, g := range gs {
+		if g.MeshV2 && (limit <= 0 || len(out) < limit) {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // FindNode implements Backend.
 func (b *StoreBackend) FindNode(_ context.Context, nodeID string) (Group, Node, error) {
-	n, err := b.store.FindNode(nodeID)
+	n, err := b.store.FindMeshV2Node(nodeID)
 	if err != nil {
 		return Group{}, Node{}, mapErr("find node", err)
 	}
@@ -172,6 +206,9 @@ func (b *StoreBackend) FindNode(_ context.Context, nodeID string) (Group, Node, 
 
 // CursorAt implements Backend.
 func (b *StoreBackend) CursorAt(ctx context.Context, groupID string, t time.Time) (int64, error) {
+	if err := b.store.MeshV2Member(groupID, ""); err != nil {
+		return 0, mapErr("cursor at", err)
+	}
 	c, err := b.store.CursorAt(ctx, groupID, t)
 	return c, mapErr("cursor at", err)
 }

@@ -183,7 +183,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		g := &groupState{Group: Group{
 			ID: r.ID, Domain: r.Domain, Name: r.Name, Host: r.Host, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 			// Clients could not send heartbeats while meshbox was down: give them a fresh period.
-			HostSeenAt: maxTime(r.HostSeenAt, now), UseWebSocket: r.UseWebSocket,
+			HostSeenAt: maxTime(r.HostSeenAt, now), UseWebSocket: r.UseWebSocket, MeshV2: r.MeshV2,
 		}, endedAt: r.EndedAt, endReason: r.EndReason, nodes: map[string]*nodeState{}}
 		if !g.endedAt.IsZero() {
 			g.endCursor = r.LastCursor
@@ -198,7 +198,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		}
 		n := &nodeState{Node: Node{
 			ID: r.ID, Group: r.Group, Name: r.Name, JoinedAt: r.JoinedAt, LastSeen: r.LastSeen,
-			ExpiresAt: r.ExpiresAt, Data: r.Data, DataAt: r.DataAt, Host: r.ID == g.Host,
+			ExpiresAt: r.ExpiresAt, Data: r.Data, DataAt: r.DataAt, Host: r.ID == g.Host, MeshV2: r.MeshV2,
 		}, tokenHash: r.TokenHash}
 		if g.former != nil {
 			g.former[n.ID] = n

@@ -91,6 +91,11 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 			live++
 		})
 		if same != nil {
+			// Only Mesh v2 names its own ids: it may take up its own group again, never a
+			// native host's (that would hand it the host's token).
+			if !ng.MeshV2Host || !same.nodes[ng.HostID].MeshV2 {
+				return fmt.Errorf("node %s is the host of group %s and holds a token: %w", ng.HostID, same.ID, ErrUnauthorized)
+			}
 			return e.rejoin(t, same, ng.HostID, &res)
 		}
 		if live >= e.opts.Limits.MaxGroupsPerDomain {
@@ -112,9 +117,10 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 		d := t.create(&groupState{Group: Group{
 			ID: gid, Domain: ng.Domain, Name: ng.Name, Host: nid, CreatedAt: ms(now),
 			ExpiresAt: ms(now.Add(lifetime)), HostSeenAt: now, UseWebSocket: ng.UseWebSocket,
+			MeshV2: ng.MeshV2Host || ng.OpenToMeshV2,
 		}, nodes: map[string]*nodeState{}})
 		t.putGroup(d.groupState)
-		return e.addNode(t, d, nid, ng.HostName, &res)
+		return e.addNode(t, d, nid, ng.HostName, ng.MeshV2Host, &res)
 	})
 	return res, err
 }
@@ -132,7 +138,13 @@ func (e *Engine) Join(ctx context.Context, gid string, nn NewNode) (Joined, erro
 		if err := e.live(g, gid, t.now); err != nil {
 			return err
 		}
-		if nn.ID != "" && g.nodes[nn.ID] != nil {
+		if nn.MeshV2 && !g.MeshV2 {
+			return fmt.Errorf("group %s is not open to Mesh v2: %w", gid, ErrUnauthorized)
+		}
+		if n := g.nodes[nn.ID]; nn.ID != "" && n != nil {
+			if !nn.MeshV2 || !n.MeshV2 {
+				return fmt.Errorf("node %s of group %s holds a token: %w", nn.ID, gid, ErrUnauthorized)
+			}
 			return e.rejoin(t, g, nn.ID, &res)
 		}
 		if len(g.nodes) >= e.opts.Limits.MaxNodesPerGroup {
@@ -145,18 +157,18 @@ func (e *Engine) Join(ctx context.Context, gid string, nn NewNode) (Joined, erro
 				nid = newID(5)
 			}
 		}
-		return e.addNode(t, t.edit(g), nid, nn.Name, &res)
+		return e.addNode(t, t.edit(g), nid, nn.Name, nn.MeshV2, &res)
 	})
 	return res, err
 }
 
-func (e *Engine) addNode(t *tx, d *draft, nid, name string, res *Joined) error {
+func (e *Engine) addNode(t *tx, d *draft, nid, name string, meshV2 bool, res *Joined) error {
 	now := t.now
 	token, hash := newToken(nid)
 	host := nid == d.Host
 	n := &nodeState{Node: Node{
 		ID: nid, Group: d.ID, Name: name, JoinedAt: ms(now), LastSeen: now,
-		ExpiresAt: now.Add(e.ttl(host)), Data: map[string]string{}, Host: host,
+		ExpiresAt: now.Add(e.ttl(host)), Data: map[string]string{}, Host: host, MeshV2: meshV2,
 	}, tokenHash: hash}
 	d.nodes[nid] = n
 	d.copied[nid] = true

@@ -83,9 +83,9 @@ func (e *Engine) Node(gid, nid string) (Node, error) {
 	return n.snapshot(), nil
 }
 
-// FindNode returns a member with this id in any live group (Mesh v2 looks nodes up by id alone);
-// the newest membership wins.
-func (e *Engine) FindNode(nid string) (Node, error) {
+// FindMeshV2Node returns a Mesh v2 member with this id in any live group (Mesh v2 looks nodes
+// up by id alone); the newest membership wins.
+func (e *Engine) FindMeshV2Node(nid string) (Node, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	now := e.now()
@@ -94,7 +94,7 @@ func (e *Engine) FindNode(nid string) (Node, error) {
 		if e.live(g, g.ID, now) != nil {
 			continue
 		}
-		if n, err := e.liveNode(g, nid, now); err == nil && (found == nil || n.JoinedAt.After(found.JoinedAt)) {
+		if n, err := e.liveNode(g, nid, now); err == nil && n.MeshV2 && (found == nil || n.JoinedAt.After(found.JoinedAt)) {
 			found = n
 		}
 	}
@@ -216,4 +216,32 @@ func (e *Engine) Stats(ctx context.Context) Stats {
 		st.OldestItemAge = now.Sub(ls.OldestItemAt)
 	}
 	return st
+}
+
+// MeshV2Member checks that Mesh v2 may act in group gid, and for node nid when it is not
+// empty: the group is open to Mesh v2 and the node joined through it. The protocol has no
+// per-node credential, so this is what keeps Mesh v2 callers away from native groups and
+// token-holding nodes. Both flags are fixed when a group or node is created, so checking
+// before the write cannot race with it.
+func (e *Engine) MeshV2Member(gid, nid string) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	g := e.groups[gid]
+	if g == nil {
+		return fmt.Errorf("group %s: %w", gid, ErrGroupNotFound)
+	}
+	if !g.MeshV2 {
+		return fmt.Errorf("group %s is not open to Mesh v2: %w", gid, ErrUnauthorized)
+	}
+	if nid == "" {
+		return nil
+	}
+	n := g.nodes[nid]
+	if n == nil {
+		n = g.former[nid]
+	}
+	if n != nil && !n.MeshV2 {
+		return fmt.Errorf("node %s of group %s holds a token: %w", nid, gid, ErrUnauthorized)
+	}
+	return nil
 }

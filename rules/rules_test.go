@@ -442,3 +442,51 @@ func TestRestartGivesFreshPeriods(t *testing.T) {
 		t.Fatalf("host token after restart: %v", err)
 	}
 }
+
+// TestMeshV2ActsOnlyAsMeshV2Nodes: Mesh v2 names its own ids and has no token, so it may take
+// up only its own nodes again, reach only groups open to it, and never a token holder's id.
+func TestMeshV2ActsOnlyAsMeshV2Nodes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := newBox(t, rules.Options{})
+	native := mustCreate(t, b)
+	open, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "open", OpenToMeshV2: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "mesh", HostID: "peer-1", MeshV2Host: true})
+	if err != nil || !mesh.Group.MeshV2 || !mesh.Node.MeshV2 {
+		t.Fatalf("Mesh v2 create: %+v %v", mesh, err)
+	}
+	for name, err := range map[string]error{
+		"join a closed group": func() error { _, err := b.Join(ctx, native.Group.ID, rules.NewNode{ID: "x", MeshV2: true}); return err }(),
+		"take a native host's id": func() error {
+			_, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "g", HostID: open.Node.ID, MeshV2Host: true})
+			return err
+		}(),
+		"re-join as a native node": func() error {
+			_, err := b.Join(ctx, open.Group.ID, rules.NewNode{ID: open.Node.ID, MeshV2: true})
+			return err
+		}(),
+		"act in a closed group": b.MeshV2Member(native.Group.ID, ""),
+		"act as a native host":  b.MeshV2Member(open.Group.ID, open.Node.ID),
+		"a native re-create of ids": func() error {
+			_, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "g", HostID: "peer-1"})
+			return err
+		}(),
+	} {
+		if !errors.Is(err, rules.ErrUnauthorized) {
+			t.Errorf("%s: %v, want ErrUnauthorized", name, err)
+		}
+	}
+	j, err := b.Join(ctx, open.Group.ID, rules.NewNode{ID: "scratch", MeshV2: true})
+	if err != nil || b.MeshV2Member(open.Group.ID, "scratch") != nil {
+		t.Fatalf("Mesh v2 node joins an open group: %+v %v", j, err)
+	}
+	if again, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "mesh", HostID: "peer-1", MeshV2Host: true}); err != nil || again.Group.ID != mesh.Group.ID {
+		t.Fatalf("Mesh v2 create again: %+v %v", again, err)
+	}
+	if n, err := b.FindMeshV2Node(open.Node.ID); err == nil {
+		t.Fatalf("FindMeshV2Node found a native node: %+v", n)
+	}
+}

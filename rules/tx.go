@@ -124,6 +124,7 @@ func (t *tx) putGroup(g *groupState) {
 	t.change(stream.Change{Kind: stream.PutGroup, Group: stream.GroupRecord{
 		ID: g.ID, Domain: g.Domain, Name: g.Name, Host: g.Host, CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt,
 		HostSeenAt: g.HostSeenAt, UseWebSocket: g.UseWebSocket, EndedAt: g.endedAt, EndReason: g.endReason,
+		MeshV2: g.MeshV2,
 	}})
 }
 
@@ -131,7 +132,7 @@ func (t *tx) putGroup(g *groupState) {
 func (t *tx) putNode(n *nodeState) {
 	t.change(stream.Change{Kind: stream.PutNode, Node: stream.NodeRecord{
 		Group: n.Group, ID: n.ID, Name: n.Name, TokenHash: n.tokenHash, JoinedAt: n.JoinedAt, LastSeen: n.LastSeen,
-		ExpiresAt: n.ExpiresAt, Data: n.Data, DataAt: n.DataAt,
+		ExpiresAt: n.ExpiresAt, Data: n.Data, DataAt: n.DataAt, MeshV2: n.MeshV2,
 	}})
 }
 

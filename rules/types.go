@@ -12,7 +12,9 @@ type Group struct {
 	ExpiresAt    time.Time `json:"expiresAt"`
 	HostSeenAt   time.Time `json:"hostSeenAt"`
 	UseWebSocket bool      `json:"useWebSocket"`
-	Nodes        int       `json:"nodes"`
+	// MeshV2 tells that Mesh v2 clients may reach the group.
+	MeshV2 bool `json:"meshV2"`
+	Nodes  int  `json:"nodes"`
 }
 
 // Node is a member of one group.
@@ -26,6 +28,9 @@ type Node struct {
 	Data      map[string]string `json:"data"`
 	DataAt    time.Time         `json:"dataAt,omitzero"`
 	Host      bool              `json:"host"`
+	// MeshV2 tells that the node joined through Mesh v2: it has no token of its own, and only
+	// Mesh v2 may act for it.
+	MeshV2 bool `json:"meshV2,omitempty"`
 }
 
 // Joined is the answer to creating or joining a group: the caller's node and its token.
@@ -52,12 +57,19 @@ type NewGroup struct {
 	// Lifetime is capped by the server maximum; zero means the maximum.
 	Lifetime     time.Duration
 	UseWebSocket bool
+	// MeshV2Host creates the group through Mesh v2: its host is a Mesh v2 node, and Mesh v2
+	// clients may reach it.
+	MeshV2Host bool
+	// OpenToMeshV2 lets Mesh v2 clients join a group a native host creates.
+	OpenToMeshV2 bool
 }
 
 // NewNode describes a node joining a group.
 type NewNode struct {
 	ID   string // optional client-chosen node id (Mesh v2); random when empty
 	Name string
+	// MeshV2 joins through Mesh v2.
+	MeshV2 bool
 }
 
 // EventIn is one event to publish.

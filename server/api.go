@@ -62,6 +62,8 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
 		Name                     string `json:"name"`
 		NodeName                 string `json:"nodeName"`
 		MaxConnectionTimeSeconds int    `json:"maxConnectionTimeSeconds"`
+		// MeshV2 opens the group to Smalruby Mesh v2 clients, which join as themselves.
+		MeshV2 bool `json:"meshV2"`
 	}
 	if err := s.decode(w, r, &req); err != nil {
 		return err
@@ -75,7 +77,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
 	}
 	j, err := s.store.CreateGroup(r.Context(), rules.NewGroup{
 		Domain: domain, Name: req.Name, HostName: req.NodeName, UseWebSocket: !s.cfg.NoWebSocket,
-		Lifetime: time.Duration(req.MaxConnectionTimeSeconds) * time.Second,
+		Lifetime: time.Duration(req.MaxConnectionTimeSeconds) * time.Second, OpenToMeshV2: req.MeshV2,
 	})
 	if err != nil {
 		return err

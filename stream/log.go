@@ -80,6 +80,9 @@ type GroupRecord struct {
 	ExpiresAt    time.Time
 	HostSeenAt   time.Time
 	UseWebSocket bool
+	// MeshV2 tells that Mesh v2 clients may reach the group (it was created through Mesh v2,
+	// or its host opened it to them).
+	MeshV2 bool
 	// EndedAt is when the group ended (zero while it lives), and EndReason why.
 	EndedAt   time.Time
 	EndReason string
@@ -100,6 +103,8 @@ type NodeRecord struct {
 	ExpiresAt time.Time
 	Data      map[string]string
 	DataAt    time.Time
+	// MeshV2 tells that the node joined through Mesh v2 (it holds no token of its own).
+	MeshV2 bool
 }
 
 // State is the stored state a Log loads at start.
