@@ -201,11 +201,11 @@ func TestCreateIsIdempotentPerHost(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := newBox(t, rules.Options{})
-	a, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "g", HostID: "peer-1"})
+	a, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "g", HostID: "peer-1", MeshV2Host: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "g", HostID: "peer-1"})
+	c, err := b.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "g", HostID: "peer-1", MeshV2Host: true})
 	if err != nil || c.Group.ID != a.Group.ID || c.Token == a.Token {
 		t.Fatalf("second create: %+v %v", c, err)
 	}
