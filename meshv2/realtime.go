@@ -17,7 +17,6 @@ import (
 const (
 	rtSubprotocol    = "graphql-ws"
 	rtReadLimit      = 256 << 10
-	rtMaxSubs        = 100
 	rtMaxIDLen       = 128
 	rtInitTimeout    = 30 * time.Second
 	rtOutQueueFrames = 64
@@ -82,6 +81,21 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	if cors(w, r, "GET, OPTIONS") {
 		return
 	}
+	if h.cfg.NoWebSocket {
+		writeHTTPError(w, http.StatusForbidden, "WebSocketDisabled", "WebSocket is disabled on this server: poll instead")
+		return
+	}
+	// A real-time socket is a long-lived connection like a native stream: it counts toward
+	// the same per-address cap.
+	if h.cfg.AcquireConn != nil {
+		release, ok := h.cfg.AcquireConn(r)
+		if !ok {
+			w.Header().Set("Retry-After", "5")
+			writeHTTPError(w, http.StatusTooManyRequests, errBusy, "too many open connections from this address")
+			return
+		}
+		defer release()
+	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols: []string{rtSubprotocol},
 		// The editor is served from another origin by design; access is governed by the
@@ -101,7 +115,7 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	// request context tied to the server's base context) or a write fails. Reads do not
 	// use this context: coder/websocket drops the connection without a close frame when a
 	// read's context ends, and clients should get 1012 on shutdown so they reconnect.
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(withCaller(r.Context(), caller{domain: h.cfg.DomainFor(r), ip: h.cfg.ClientIP(r)}))
 	stop := context.AfterFunc(h.ctx, cancel)
 	defer stop()
 	c := &rtConn{h: h, ws: ws, ctx: ctx, cancel: cancel, out: make(chan []byte, rtOutQueueFrames), subs: map[string]*rtSub{}}
@@ -336,6 +350,11 @@ func (c *rtConn) start(m rtMessage) {
 		c.sendError(m.ID, errUnauthenticated, "You are not authorized to make this call.")
 		return
 	}
+	if err := c.h.checkDocument(req.Query); err != nil {
+		e := meshErrorOf(err)
+		c.sendError(m.ID, e.ErrorType, e.Message)
+		return
+	}
 
 	c.mu.Lock()
 	if _, dup := c.subs[m.ID]; dup {
@@ -343,7 +362,7 @@ func (c *rtConn) start(m rtMessage) {
 		c.sendError(m.ID, "DuplicatedOperation", "a subscription with this id is already running")
 		return
 	}
-	if len(c.subs) >= rtMaxSubs {
+	if len(c.subs) >= c.h.cfg.MaxSubscriptions {
 		c.mu.Unlock()
 		c.sendError(m.ID, "LimitExceeded", "too many subscriptions on this connection")
 		return
