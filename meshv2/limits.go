@@ -38,8 +38,8 @@ func (c docCounts) cost() int {
 }
 
 // checkDocument refuses a document over the handler's bounds, or with introspection when it
-// is off. It reads the text once with a lexer and keeps no tokens, so its cost is linear in
-// the document's length and its memory constant.
+// is off. It reads the text once with a lexer and keeps no tokens, only one flag per open
+// brace, so its cost is linear in the document's length.
 func (h *Handler) checkDocument(query string) error {
 	c, err := countDocument(query)
 	if err != nil {
@@ -64,7 +64,12 @@ func (h *Handler) checkDocument(query string) error {
 func countDocument(src string) (docCounts, error) {
 	var c docCounts
 	lx := lexer{src: src}
-	braces, parens := 0, 0
+	parens := 0
+	// braces holds, for each open brace, whether it is an inline fragment's, which adds no
+	// field level; depth counts the others.
+	var braces []bool
+	depth := 0
+	inline := false   // the next brace opens an inline fragment
 	typeCond := false // the next name is the type of an inline fragment ("... on T")
 	prev := token{}
 	cur, err := lx.next()
@@ -80,19 +85,33 @@ func countDocument(src string) (docCounts, error) {
 		case tokPunct:
 			switch cur.text {
 			case "{":
-				braces++
+				braces = append(braces, inline)
+				if !inline {
+					depth++
+				}
+				inline = false
 			case "}":
-				braces--
+				if len(braces) == 0 {
+					return c, errors.New("unbalanced '}'")
+				}
+				if !braces[len(braces)-1] {
+					depth--
+				}
+				braces = braces[:len(braces)-1]
 			case "(":
 				parens++
 			case ")":
 				parens--
+			case "...":
+				// A spread names a fragment; anything else ("on", a directive, a brace)
+				// starts an inline fragment.
+				inline = nxt.kind != tokName || nxt.text == "on"
 			}
-			if braces < 0 || parens < 0 {
-				return c, fmt.Errorf("unbalanced %q", cur.text)
+			if parens < 0 {
+				return c, errors.New("unbalanced ')'")
 			}
 		case tokName:
-			if braces == 0 || parens > 0 {
+			if len(braces) == 0 || parens > 0 {
 				break
 			}
 			switch {
@@ -106,7 +125,7 @@ func countDocument(src string) (docCounts, error) {
 				c.aliases++
 			default:
 				c.fields++
-				if braces == 1 {
+				if depth == 1 {
 					c.rootFields++
 				}
 				if cur.text == "__schema" || cur.text == "__type" {

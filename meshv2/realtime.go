@@ -62,6 +62,40 @@ type rtConn struct {
 type rtSub struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	ended  *onEnd
+}
+
+// onEnd holds what a subscription's resolver must undo when the subscription ends (the
+// attribution of its node's presence). The connection runs it when it drops the
+// subscription, so a stop has taken effect by the time complete is sent; the resolver's own
+// goroutine runs it too, for subscriptions that end otherwise. It runs once.
+type onEnd struct {
+	once sync.Once
+	mu   sync.Mutex
+	fn   func()
+}
+
+type onEndKey struct{}
+
+// atEnd registers fn to run when the subscription of ctx ends; without a connection (a
+// direct Subscribe call) the caller's own cleanup is all there is.
+func atEnd(ctx context.Context, fn func()) {
+	if e, ok := ctx.Value(onEndKey{}).(*onEnd); ok {
+		e.mu.Lock()
+		e.fn = fn
+		e.mu.Unlock()
+	}
+}
+
+func (e *onEnd) run() {
+	e.once.Do(func() {
+		e.mu.Lock()
+		fn := e.fn
+		e.mu.Unlock()
+		if fn != nil {
+			fn()
+		}
+	})
 }
 
 // startedKey marks, in a subscription's context, a flag the resolver sets once the
@@ -140,6 +174,11 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	c.readLoop()
 	cancel()
 	c.wg.Wait()
+	c.mu.Lock()
+	for _, sub := range c.subs {
+		sub.ended.run()
+	}
+	c.mu.Unlock()
 	<-writerDone
 	<-closed
 }
@@ -368,8 +407,9 @@ func (c *rtConn) start(m rtMessage) {
 		return
 	}
 	started := new(atomic.Bool)
-	sctx, cancel := context.WithCancel(context.WithValue(c.ctx, startedKey{}, started))
-	sub := &rtSub{cancel: cancel, done: make(chan struct{})}
+	ended := &onEnd{}
+	sctx, cancel := context.WithCancel(context.WithValue(context.WithValue(c.ctx, startedKey{}, started), onEndKey{}, ended))
+	sub := &rtSub{cancel: cancel, done: make(chan struct{}), ended: ended}
 	c.subs[m.ID] = sub
 	c.mu.Unlock()
 
@@ -413,6 +453,7 @@ func (c *rtConn) drop(id string) *rtSub {
 	c.mu.Unlock()
 	if sub != nil {
 		sub.cancel()
+		sub.ended.run()
 	}
 	return sub
 }

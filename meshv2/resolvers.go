@@ -762,7 +762,8 @@ func (r *root) OnMessageInGroup(ctx context.Context, args groupArgs) (<-chan *me
 	out := make(chan *meshMessage)
 	release := func() {}
 	if _, rel, ok := r.roster.claimRealtime(snap.Group.ID, callerOf(ctx).ip); ok {
-		release = rel
+		release = rel // idempotent
+		atEnd(ctx, rel)
 	}
 	go func() {
 		defer release()

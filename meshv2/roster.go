@@ -36,8 +36,10 @@ const pollTokenSep = "~"
 //     address that has no subscription open, and releases it when it ends.
 //
 // Attributed nodes are present (Backend.Attend) while subscribed, or while they poll within
-// their interval. Several polling tabs behind one address that join within one polling
-// interval can be matched in the wrong order; each then starts from the other's position.
+// their interval. Limits, all between polling tabs behind one address: tabs that join
+// within one polling interval can be matched in the wrong order (each then starts from the
+// other's position), and two first polls with the very same time string (to the
+// millisecond) are taken for one client's.
 type roster struct {
 	backend Backend
 	now     func() time.Time
