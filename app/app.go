@@ -111,8 +111,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		APIKey: cfg.APIKey, HostHeartbeatInterval: cfg.HostHeartbeatInterval,
 		MemberHeartbeatInterval: cfg.MemberHeartbeatInterval, PollingInterval: cfg.PollingInterval,
 		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes,
-		DomainFor: func(r *http.Request) string { return srv.DomainFor(r) },
-		Observer:  a.Metrics,
+		DomainFor:   func(r *http.Request) string { return srv.DomainFor(r) },
+		ClientIP:    func(r *http.Request) string { return srv.ClientIP(r) },
+		AcquireConn: func(r *http.Request) (func(), bool) { return srv.AcquireConn(r) },
+		NoWebSocket: cfg.NoWebSocket, Introspection: cfg.GraphQLIntrospection,
+		Observer: a.Metrics,
 	}, meshv2.NewStoreBackend(a.Store, a.Hub), log.With("component", "meshv2"))
 	if err != nil {
 		a.close()

@@ -63,9 +63,11 @@ type Config struct {
 	APIKey          string
 	PollingInterval time.Duration
 	NoWebSocket     bool
-	PingInterval    time.Duration
-	ShutdownTimeout time.Duration
-	Pprof           bool
+	// GraphQLIntrospection lets Mesh v2 GraphQL clients read the schema (__schema, __type).
+	GraphQLIntrospection bool
+	PingInterval         time.Duration
+	ShutdownTimeout      time.Duration
+	Pprof                bool
 
 	// sources maps a flag name to how the user gave its value ("--db" or "MESHBOX_DB"), so a
 	// later check (the database file) names the setting the same way the parser does.
@@ -289,7 +291,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	str(&c.AdminToken, "admin-token", "MESHBOX_ADMIN_TOKEN", "", "token for admin calls and dashboard actions (empty: dashboard is read-only)", nil)
 	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)", nil)
 	dur(&c.PollingInterval, "polling-interval", "MESHBOX_POLLING_INTERVAL", 2*time.Second, "Mesh v2 polling interval told to clients without WebSocket")
-	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", "refuse WebSocket upgrades (to test firewall fallback)")
+	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", "refuse WebSocket upgrades, native and Mesh v2 (to test firewall fallback)")
+	boolean(&c.GraphQLIntrospection, "graphql-introspection", "MESHBOX_GRAPHQL_INTROSPECTION", "allow GraphQL introspection (__schema, __type) on /graphql")
 	dur(&c.PingInterval, "ping-interval", "MESHBOX_PING_INTERVAL", 20*time.Second, "how often WebSocket peers are pinged; one that does not answer within the next interval is dropped")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "MESHBOX_SHUTDOWN_TIMEOUT", 5*time.Second, "longest graceful shutdown")
 	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", "serve /debug/pprof (for profiling)")

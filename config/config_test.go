@@ -27,11 +27,19 @@ func TestEnvironmentSetsDefaultsAndFlagsOverride(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Addr != ":8080" || d.DB != "./meshbox.db" || d.EventTTL != 10*time.Minute || d.Synchronous != "NORMAL" || d.DomainMode != "shared" || d.LogFormat != "text" || d.PublicURL != "" {
+	if d.Addr != ":8080" || d.DB != "./meshbox.db" || d.EventTTL != 10*time.Minute || d.Synchronous != "NORMAL" || d.DomainMode != "shared" || d.LogFormat != "text" || d.PublicURL != "" || d.GraphQLIntrospection {
 		t.Fatalf("defaults = %+v", d)
 	}
 	if b, err := Parse([]string{"--trust-proxy"}, func(string) string { return "" }, io.Discard, "test"); err != nil || !b.TrustProxy {
 		t.Fatalf("bare boolean flag: %v %v", b.TrustProxy, err)
+	}
+	g, err := Parse([]string{"--graphql-introspection"}, func(k string) string { return "" }, io.Discard, "test")
+	if err != nil || !g.GraphQLIntrospection {
+		t.Fatalf("--graphql-introspection: %+v, %v", g, err)
+	}
+	e, err := Parse(nil, func(k string) string { return map[string]string{"MESHBOX_GRAPHQL_INTROSPECTION": "true"}[k] }, io.Discard, "test")
+	if err != nil || !e.GraphQLIntrospection {
+		t.Fatalf("MESHBOX_GRAPHQL_INTROSPECTION: %+v, %v", e, err)
 	}
 }
 

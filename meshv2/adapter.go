@@ -11,7 +11,8 @@ import (
 	"meshbox/stream"
 )
 
-// transportName is how Mesh v2 subscriptions and polls show up in the hub's presence.
+// transportName is how Mesh v2 readers that are not attributed to a node are registered in
+// the hub (they count for no node's presence).
 const transportName = "meshv2"
 
 // StoreBackend is the Backend over meshbox's store and hub, so Mesh v2 clients share groups,
@@ -78,7 +79,9 @@ func (b *StoreBackend) CreateGroup(ctx context.Context, g NewGroup) (Group, erro
 	if err != nil {
 		return Group{}, mapErr("create group", err)
 	}
-	return groupOf(j.Group), nil
+	g2 := groupOf(j.Group)
+	g2.Cursor = j.Cursor
+	return g2, nil
 }
 
 // Join implements Backend.
@@ -87,7 +90,9 @@ func (b *StoreBackend) Join(ctx context.Context, groupID, nodeID string) (Group,
 	if err != nil {
 		return Group{}, Node{}, mapErr("join", err)
 	}
-	return groupOf(j.Group), nodeOf(j.Node), nil
+	g := groupOf(j.Group)
+	g.Cursor = j.Cursor
+	return g, nodeOf(j.Node), nil
 }
 
 // Leave implements Backend.
@@ -216,6 +221,12 @@ func (b *StoreBackend) CursorAt(ctx context.Context, groupID string, t time.Time
 // Open implements Backend with a hub reader that is not tied to a node.
 func (b *StoreBackend) Open(groupID string) Reader {
 	return hubReader{b.hub.Subscribe(groupID, "", transportName)}
+}
+
+// Attend implements Backend with a hub subscription that is never read: it only registers
+// the node's presence over transport.
+func (b *StoreBackend) Attend(groupID, nodeID, transport string) func() {
+	return b.hub.Subscribe(groupID, nodeID, transport).Close
 }
 
 type hubReader struct{ sub *hub.Sub }

@@ -31,6 +31,9 @@ type Group struct {
 	CreatedAt    time.Time
 	ExpiresAt    time.Time
 	UseWebSocket bool
+	// Cursor, in the answers of CreateGroup and Join only, is the stream position right after
+	// the call's own items: where a new reader of that node starts. Zero elsewhere.
+	Cursor int64
 }
 
 // Node is a member of a group, with its data.
@@ -135,6 +138,10 @@ type Backend interface {
 	// Open opens a reader of the group's stream. Mesh v2 does not say which node reads, so
 	// the reader is not tied to a node. The caller must Close it.
 	Open(groupID string) Reader
+	// Attend marks the node as present over a transport (so dashboards show it and it counts
+	// as active) until release is called. The Mesh v2 layer calls it for a subscription or a
+	// run of polls it has attributed to a node.
+	Attend(groupID, nodeID, transport string) (release func())
 }
 
 // Reader reads one group's stream by cursor.

@@ -20,6 +20,8 @@ type fakeBackend struct {
 	wake   chan struct{}
 	seq    int
 	ttl    time.Duration
+	// present counts Attend calls not yet released, by group, node and transport.
+	present map[string]int
 }
 
 type fakeItem struct {
@@ -34,7 +36,7 @@ type fakeGroup struct {
 }
 
 func newFakeBackend() *fakeBackend {
-	return &fakeBackend{groups: map[string]*fakeGroup{}, wake: make(chan struct{}), ttl: 10 * time.Minute}
+	return &fakeBackend{groups: map[string]*fakeGroup{}, wake: make(chan struct{}), ttl: 10 * time.Minute, present: map[string]int{}}
 }
 
 func (f *fakeBackend) appendLocked(gid string, it Item) int64 {
@@ -63,7 +65,9 @@ func (f *fakeBackend) CreateGroup(_ context.Context, ng NewGroup) (Group, error)
 	defer f.mu.Unlock()
 	for _, fg := range f.groups {
 		if !fg.ended && fg.g.HostID == ng.HostID && fg.g.Domain == ng.Domain {
-			return fg.g, nil
+			g := fg.g
+			g.Cursor = f.cursor
+			return g, nil
 		}
 	}
 	f.seq++
@@ -73,7 +77,7 @@ func (f *fakeBackend) CreateGroup(_ context.Context, ng NewGroup) (Group, error)
 	fg := &fakeGroup{g: g, nodes: map[string]*Node{}}
 	fg.nodes[ng.HostID] = &Node{ID: ng.HostID, Name: ng.HostID, JoinedAt: now, LastSeen: now, ExpiresAt: now.Add(f.ttl), Data: map[string]string{}}
 	f.groups[g.ID] = fg
-	f.appendLocked(g.ID, Item{Kind: KindJoin, Node: ng.HostID, Name: ng.HostID})
+	g.Cursor = f.appendLocked(g.ID, Item{Kind: KindJoin, Node: ng.HostID, Name: ng.HostID})
 	return g, nil
 }
 
@@ -92,7 +96,9 @@ func (f *fakeBackend) Join(_ context.Context, gid, nid string) (Group, Node, err
 		f.appendLocked(gid, Item{Kind: KindJoin, Node: nid, Name: nid})
 	}
 	n.LastSeen, n.ExpiresAt = now, now.Add(f.ttl)
-	return fg.g, copyNode(n), nil
+	g := fg.g
+	g.Cursor = f.cursor
+	return g, copyNode(n), nil
 }
 
 func copyNode(n *Node) Node {
@@ -249,6 +255,35 @@ func (f *fakeBackend) CursorAt(_ context.Context, gid string, t time.Time) (int6
 }
 
 func (f *fakeBackend) Open(gid string) Reader { return &fakeReader{f: f, gid: gid} }
+
+func (f *fakeBackend) Attend(gid, nid, transport string) func() {
+	key := gid + "/" + nid + "/" + transport
+	f.mu.Lock()
+	f.present[key]++
+	f.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			if f.present[key]--; f.present[key] == 0 {
+				delete(f.present, key)
+			}
+			f.mu.Unlock()
+		})
+	}
+}
+
+// presence lists the attended "group/node/transport" keys.
+func (f *fakeBackend) presence() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.present))
+	for k := range f.present {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
 
 type fakeReader struct {
 	f   *fakeBackend

@@ -48,8 +48,11 @@ func TestGroupLifecycle(t *testing.T) {
 			t.Fatalf("second createGroup = %v, want the same group", again)
 		}
 
+		// A member that asks for WebSocket is told the group's mode, and the group's expiry
+		// (the client's leave timer), not its own.
 		n := obj(t, s.ok(t, "joinGroup", qJoin, map[string]any{"groupId": gid, "domain": "classroom", "nodeId": "m1", "useWebSocket": true}))
-		if n["id"] != "m1" || n["groupId"] != gid || n["heartbeatIntervalSeconds"] != 120.0 || n["useWebSocket"] != true || n["pollingIntervalSeconds"] != nil {
+		if n["id"] != "m1" || n["groupId"] != gid || n["heartbeatIntervalSeconds"] != 120.0 || n["useWebSocket"] != false ||
+			n["pollingIntervalSeconds"] != 2.0 || n["expiresAt"] != exp {
 			t.Fatalf("joinGroup = %v", n)
 		}
 		s.join(t, gid, "m2")
@@ -91,12 +94,13 @@ func TestGroupLifecycle(t *testing.T) {
 		if v := s.ok(t, "getNodeStatus", qNodeStatus, map[string]any{"nodeId": "nobody"}); v != nil {
 			t.Fatalf("getNodeStatus of unknown node = %v, want null", v)
 		}
+		// Only nodes that reported data have a status; the host is not a member.
 		statuses := list(t, s.ok(t, "listGroupStatuses", qStatuses, map[string]any{"groupId": gid, "domain": "classroom"}))
-		if len(statuses) != 3 {
+		if len(statuses) != 1 || obj(t, statuses[0])["nodeId"] != "m1" {
 			t.Fatalf("listGroupStatuses = %v", statuses)
 		}
 		nodes := list(t, s.ok(t, "listNodesInGroup", qNodes, map[string]any{"groupId": gid, "domain": "classroom"}))
-		if len(nodes) != 3 {
+		if len(nodes) != 2 || obj(t, nodes[0])["id"] == "host-1" || obj(t, nodes[1])["id"] == "host-1" {
 			t.Fatalf("listNodesInGroup = %v", nodes)
 		}
 
@@ -110,6 +114,7 @@ func TestGroupLifecycle(t *testing.T) {
 		if ev["name"] != "go" || ev["payload"] != "p1" || ev["timestamp"] != "2026-01-02T03:04:05.678Z" || ev["orderKey"] != "k1" || be["firedByNodeId"] != "m1" {
 			t.Fatalf("fireEventsByNode = %v", fire)
 		}
+		recBefore := time.Now().Truncate(time.Millisecond)
 		rec := obj(t, s.ok(t, "recordEventsByNode", qRecord, map[string]any{"groupId": gid, "domain": "classroom", "nodeId": "m2",
 			"events": []map[string]any{
 				{"eventName": "a", "firedAt": "2026-01-02T03:04:06.000Z", "orderKey": "k2"},
@@ -128,9 +133,17 @@ func TestGroupLifecycle(t *testing.T) {
 		if strings.Join(names, ",") != "go,a,b" {
 			t.Fatalf("getEventsSince(time) = %v", names)
 		}
+		// Recorded events carry the server's time, as in the cloud; m2 has not polled, so
+		// its nextSince is where it joined: its next poll brings everything since.
 		last := obj(t, evs[2])
-		if last["cursor"] != rec["nextSince"] || last["timestamp"] != "2026-01-02T03:04:06.250Z" || last["payload"] != nil {
-			t.Fatalf("last event %v, nextSince %v", last, rec["nextSince"])
+		ts, _ := time.Parse(time.RFC3339, last["timestamp"].(string))
+		if ts.Before(recBefore) || ts.After(time.Now()) || last["payload"] != nil {
+			t.Fatalf("last event %v", last)
+		}
+		nc, node, ok := parsePollToken(rec["nextSince"].(string))
+		fc, _, _ := parsePollToken(obj(t, evs[0])["cursor"].(string))
+		if !ok || node != "m2" || nc >= fc {
+			t.Fatalf("nextSince %v, first event cursor %v", rec["nextSince"], fc)
 		}
 		// A cursor as since.
 		first := obj(t, evs[0])["cursor"].(string)
@@ -139,7 +152,7 @@ func TestGroupLifecycle(t *testing.T) {
 			t.Fatalf("getEventsSince(cursor) = %v", evs)
 		}
 		poll := obj(t, s.ok(t, "pollGroupData", qPoll, map[string]any{"groupId": gid, "domain": "classroom", "since": first}))
-		if len(list(t, poll["events"])) != 2 || len(list(t, poll["nodeStatuses"])) != 3 {
+		if len(list(t, poll["events"])) != 2 || len(list(t, poll["nodeStatuses"])) != 1 {
 			t.Fatalf("pollGroupData = %v", poll)
 		}
 
@@ -147,7 +160,7 @@ func TestGroupLifecycle(t *testing.T) {
 		if lv["peerId"] != "m2" || lv["message"] == "" {
 			t.Fatalf("leaveGroup = %v", lv)
 		}
-		if nodes := list(t, s.ok(t, "listNodesInGroup", qNodes, map[string]any{"groupId": gid, "domain": "classroom"})); len(nodes) != 2 {
+		if nodes := list(t, s.ok(t, "listNodesInGroup", qNodes, map[string]any{"groupId": gid, "domain": "classroom"})); len(nodes) != 1 {
 			t.Fatalf("after leave, nodes = %v", nodes)
 		}
 		dis := obj(t, s.ok(t, "dissolveGroup", qDissolve, map[string]any{"groupId": gid, "domain": "classroom", "hostId": "host-1"}))

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +55,35 @@ type Config struct {
 	DomainFor func(r *http.Request) string
 	// Observer counts real-time connections (transport graphql_ws); nil counts nothing.
 	Observer Observer
+
+	// NoWebSocket refuses real-time upgrades, as --no-websocket does for the native API, so
+	// the Smalruby client's WebSocket probe fails as behind a school filter.
+	NoWebSocket bool
+	// Introspection allows __schema and __type; off, a document using them is refused.
+	Introspection bool
+	// MaxAliases, MaxSelections (after fragments are expanded), MaxDepth and MaxCost bound one
+	// GraphQL document; see limits.go for the cost.
+	MaxAliases    int
+	MaxSelections int
+	MaxDepth      int
+	MaxCost       int
+	// MaxConcurrent bounds the GraphQL requests executing at once; a request waits up to
+	// QueueWait for a slot, then gets HTTP 429.
+	MaxConcurrent int
+	QueueWait     time.Duration
+	// BodyReadTimeout bounds reading a request body, so a client that never finishes its
+	// body holds nothing for long.
+	BodyReadTimeout time.Duration
+	// MaxSubscriptions bounds the subscriptions of one real-time connection.
+	MaxSubscriptions int
+	// MaxTrackedNodes bounds the polling positions and expected readers kept in memory.
+	MaxTrackedNodes int
+	// AcquireConn counts a real-time connection against the caller's per-address cap; ok is
+	// false when the caller is at the cap. Nil means no cap.
+	AcquireConn func(r *http.Request) (release func(), ok bool)
+	// ClientIP is the caller's address as the rest of the server sees it (behind a trusted
+	// proxy, X-Forwarded-For). Nil means the connection's remote address.
+	ClientIP func(r *http.Request) string
 }
 
 // Observer receives connection counts; package metrics implements it.
@@ -81,8 +111,25 @@ func (c Config) withDefaults() Config {
 	def(&c.KeepAliveInterval, 60*time.Second)
 	def(&c.ConnectionTimeout, 300*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
+	def(&c.QueueWait, 2*time.Second)
+	def(&c.BodyReadTimeout, 10*time.Second)
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 8 << 20
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	defInt(&c.MaxAliases, defaultMaxAliases)
+	defInt(&c.MaxSelections, defaultMaxSelections)
+	defInt(&c.MaxDepth, defaultMaxDepth)
+	defInt(&c.MaxCost, defaultMaxCost)
+	defInt(&c.MaxConcurrent, 16)
+	defInt(&c.MaxSubscriptions, 10)
+	defInt(&c.MaxTrackedNodes, 10000)
+	if c.ClientIP == nil {
+		c.ClientIP = remoteIP
 	}
 	if c.DomainFor == nil {
 		c.DomainFor = remoteIPDomain
@@ -90,14 +137,19 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// remoteIP is the host part of the connection's remote address.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
 // remoteIPDomain is the fallback createDomain rule: a hex CRC32 of the remote IP, as the
 // cloud service does (without its secret).
 func remoteIPDomain(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(host)))
+	return fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(remoteIP(r))))
 }
 
 // Handler serves POST /graphql and GET /graphql/realtime.
@@ -108,11 +160,13 @@ type Handler struct {
 	rtSchema *graphql.Schema
 	root     *root
 	log      *slog.Logger
+	exec     *execSlots
 
-	// ctx ends every real-time connection on Close.
+	// ctx ends every real-time connection and the roster's sweeper on Close.
 	ctx    context.Context
 	cancel context.CancelFunc
 	conns  sync.WaitGroup
+	bg     sync.WaitGroup
 }
 
 // New builds the handler over backend. The schema is parsed and checked against the
@@ -127,10 +181,15 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 	}
 	logger = logger.With("component", "meshv2")
 	r := &root{cfg: cfg, backend: backend, log: logger, now: time.Now}
+	r.roster = newRoster(backend, time.Now, cfg.PollingInterval, cfg.MaxTrackedNodes)
 	opts := []graphql.SchemaOpt{
 		graphql.UseFieldResolvers(),
-		graphql.MaxDepth(12),
+		graphql.MaxDepth(cfg.MaxDepth),
+		graphql.MaxSelections(cfg.MaxSelections),
 		graphql.MaxQueryLength(64 << 10),
+		// checkDocument refuses introspection with a clear error; this keeps the library from
+		// answering it should a document slip past the lexer.
+		graphql.RestrictIntrospection(func(context.Context) bool { return cfg.Introspection }),
 		// Each subscription message is handed to the writer within this time or dropped by
 		// the library, so it is well above WriteTimeout: a writer that stalls that long
 		// closes the connection first, and nothing is dropped silently.
@@ -151,7 +210,16 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		return nil, fmt.Errorf("parse mesh v2 real-time schema: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel}, nil
+	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel}
+	h.exec = newExecSlots(cfg.MaxConcurrent, func(ctx context.Context) (context.Context, context.CancelFunc) {
+		return context.WithTimeout(ctx, cfg.QueueWait)
+	})
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		r.roster.run(ctx, min(cfg.PollingInterval, time.Second))
+	}()
+	return h, nil
 }
 
 // Routes mounts both endpoints on r.
@@ -173,6 +241,7 @@ func (h *Handler) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		h.conns.Wait()
+		h.bg.Wait()
 		close(done)
 	}()
 	select {
@@ -294,30 +363,69 @@ func (h *Handler) serveGraphQL(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusUnauthorized, errUnauthenticated, "You are not authorized to make this call.")
 		return
 	}
-	var req gqlRequest
-	body := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
-	if err := json.NewDecoder(body).Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeHTTPError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", "request body too large")
-			return
-		}
-		writeHTTPError(w, http.StatusBadRequest, "MalformedHttpRequestException", "request body is not a GraphQL JSON request")
+	req, ok := h.readRequest(w, r)
+	if !ok {
 		return
 	}
-	if _, err := io.Copy(io.Discard, body); err != nil {
-		writeHTTPError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", "request body too large")
+	if err := h.checkDocument(req.Query); err != nil {
+		writeJSON(w, http.StatusBadRequest, gqlResponse{Data: json.RawMessage("null"), Errors: []gqlError{meshErrorOf(err)}})
 		return
 	}
-	if strings.TrimSpace(req.Query) == "" {
-		writeHTTPError(w, http.StatusBadRequest, "MalformedHttpRequestException", "query is missing")
+	if !h.exec.acquire(r.Context()) {
+		w.Header().Set("Retry-After", "1")
+		writeHTTPError(w, http.StatusTooManyRequests, errBusy, "the server is busy: retry shortly")
 		return
 	}
-	ctx := withCallerDomain(r.Context(), h.cfg.DomainFor(r))
+	defer h.exec.release()
+	ctx := withCaller(r.Context(), caller{domain: h.cfg.DomainFor(r), ip: h.cfg.ClientIP(r)})
 	resp := h.schema.Exec(ctx, req.Query, req.OperationName, req.Variables)
 	out := gqlResponse{Data: resp.Data, Errors: convertErrors(resp.Errors)}
 	if len(out.Data) == 0 {
 		out.Data = json.RawMessage("null")
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// readRequest reads a GraphQL JSON body within the size limit and the read deadline, or
+// answers the error itself.
+func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request) (gqlRequest, bool) {
+	var req gqlRequest
+	rc := http.NewResponseController(w)
+	// Not every ResponseWriter supports deadlines (some test recorders); the server's own
+	// timeouts still apply then.
+	_ = rc.SetReadDeadline(time.Now().Add(h.cfg.BodyReadTimeout))
+	body := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	err := json.NewDecoder(body).Decode(&req)
+	if err == nil {
+		_, err = io.Copy(io.Discard, body)
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil:
+	case errors.As(err, &tooBig):
+		writeHTTPError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", "request body too large")
+		return req, false
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		w.Header().Set("Connection", "close")
+		writeHTTPError(w, http.StatusRequestTimeout, "RequestTimeout", "request body not received in time")
+		return req, false
+	default:
+		writeHTTPError(w, http.StatusBadRequest, "MalformedHttpRequestException", "request body is not a GraphQL JSON request")
+		return req, false
+	}
+	if strings.TrimSpace(req.Query) == "" {
+		writeHTTPError(w, http.StatusBadRequest, "MalformedHttpRequestException", "query is missing")
+		return req, false
+	}
+	return req, true
+}
+
+// meshErrorOf writes a resolver-style error as AppSync does.
+func meshErrorOf(err error) gqlError {
+	var me *meshError
+	if errors.As(err, &me) {
+		return gqlError{ErrorType: me.kind, Message: me.msg}
+	}
+	return gqlError{ErrorType: errInternal, Message: "internal error"}
 }

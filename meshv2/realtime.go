@@ -17,7 +17,6 @@ import (
 const (
 	rtSubprotocol    = "graphql-ws"
 	rtReadLimit      = 256 << 10
-	rtMaxSubs        = 100
 	rtMaxIDLen       = 128
 	rtInitTimeout    = 30 * time.Second
 	rtOutQueueFrames = 64
@@ -63,6 +62,40 @@ type rtConn struct {
 type rtSub struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	ended  *onEnd
+}
+
+// onEnd holds what a subscription's resolver must undo when the subscription ends (the
+// attribution of its node's presence). The connection runs it when it drops the
+// subscription, so a stop has taken effect by the time complete is sent; the resolver's own
+// goroutine runs it too, for subscriptions that end otherwise. It runs once.
+type onEnd struct {
+	once sync.Once
+	mu   sync.Mutex
+	fn   func()
+}
+
+type onEndKey struct{}
+
+// atEnd registers fn to run when the subscription of ctx ends; without a connection (a
+// direct Subscribe call) the caller's own cleanup is all there is.
+func atEnd(ctx context.Context, fn func()) {
+	if e, ok := ctx.Value(onEndKey{}).(*onEnd); ok {
+		e.mu.Lock()
+		e.fn = fn
+		e.mu.Unlock()
+	}
+}
+
+func (e *onEnd) run() {
+	e.once.Do(func() {
+		e.mu.Lock()
+		fn := e.fn
+		e.mu.Unlock()
+		if fn != nil {
+			fn()
+		}
+	})
 }
 
 // startedKey marks, in a subscription's context, a flag the resolver sets once the
@@ -81,6 +114,21 @@ func markStarted(ctx context.Context) {
 func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	if cors(w, r, "GET, OPTIONS") {
 		return
+	}
+	if h.cfg.NoWebSocket {
+		writeHTTPError(w, http.StatusForbidden, "WebSocketDisabled", "WebSocket is disabled on this server: poll instead")
+		return
+	}
+	// A real-time socket is a long-lived connection like a native stream: it counts toward
+	// the same per-address cap.
+	if h.cfg.AcquireConn != nil {
+		release, ok := h.cfg.AcquireConn(r)
+		if !ok {
+			w.Header().Set("Retry-After", "5")
+			writeHTTPError(w, http.StatusTooManyRequests, errBusy, "too many open connections from this address")
+			return
+		}
+		defer release()
 	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols: []string{rtSubprotocol},
@@ -101,7 +149,7 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	// request context tied to the server's base context) or a write fails. Reads do not
 	// use this context: coder/websocket drops the connection without a close frame when a
 	// read's context ends, and clients should get 1012 on shutdown so they reconnect.
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(withCaller(r.Context(), caller{domain: h.cfg.DomainFor(r), ip: h.cfg.ClientIP(r)}))
 	stop := context.AfterFunc(h.ctx, cancel)
 	defer stop()
 	c := &rtConn{h: h, ws: ws, ctx: ctx, cancel: cancel, out: make(chan []byte, rtOutQueueFrames), subs: map[string]*rtSub{}}
@@ -126,6 +174,11 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	c.readLoop()
 	cancel()
 	c.wg.Wait()
+	c.mu.Lock()
+	for _, sub := range c.subs {
+		sub.ended.run()
+	}
+	c.mu.Unlock()
 	<-writerDone
 	<-closed
 }
@@ -336,6 +389,11 @@ func (c *rtConn) start(m rtMessage) {
 		c.sendError(m.ID, errUnauthenticated, "You are not authorized to make this call.")
 		return
 	}
+	if err := c.h.checkDocument(req.Query); err != nil {
+		e := meshErrorOf(err)
+		c.sendError(m.ID, e.ErrorType, e.Message)
+		return
+	}
 
 	c.mu.Lock()
 	if _, dup := c.subs[m.ID]; dup {
@@ -343,14 +401,15 @@ func (c *rtConn) start(m rtMessage) {
 		c.sendError(m.ID, "DuplicatedOperation", "a subscription with this id is already running")
 		return
 	}
-	if len(c.subs) >= rtMaxSubs {
+	if len(c.subs) >= c.h.cfg.MaxSubscriptions {
 		c.mu.Unlock()
 		c.sendError(m.ID, "LimitExceeded", "too many subscriptions on this connection")
 		return
 	}
 	started := new(atomic.Bool)
-	sctx, cancel := context.WithCancel(context.WithValue(c.ctx, startedKey{}, started))
-	sub := &rtSub{cancel: cancel, done: make(chan struct{})}
+	ended := &onEnd{}
+	sctx, cancel := context.WithCancel(context.WithValue(context.WithValue(c.ctx, startedKey{}, started), onEndKey{}, ended))
+	sub := &rtSub{cancel: cancel, done: make(chan struct{}), ended: ended}
 	c.subs[m.ID] = sub
 	c.mu.Unlock()
 
@@ -394,6 +453,7 @@ func (c *rtConn) drop(id string) *rtSub {
 	c.mu.Unlock()
 	if sub != nil {
 		sub.cancel()
+		sub.ended.run()
 	}
 	return sub
 }

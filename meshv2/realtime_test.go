@@ -203,7 +203,8 @@ func TestRealtimeSubscription(t *testing.T) {
 			t.Fatalf("second nodeStatus = %+v", d.NodeStatus)
 		}
 
-		// Recorded events reach WebSocket subscribers too, as one batch, with firedAt kept.
+		// Recorded events reach WebSocket subscribers too, as one batch, stamped with the
+		// server's time as in the cloud; fired ones keep the client's firedAt.
 		s.ok(t, "recordEventsByNode", qRecord, map[string]any{"groupId": gid, "domain": "classroom", "nodeId": "m1",
 			"events": []map[string]any{
 				{"eventName": "x", "payload": "1", "firedAt": "2026-01-01T00:00:00.100Z", "orderKey": "o1"},
@@ -211,9 +212,14 @@ func TestRealtimeSubscription(t *testing.T) {
 			}})
 		d = c.data("sub-1").Data.OnMessageInGroup
 		if d.BatchEvent == nil || d.BatchEvent.FiredByNodeID != "m1" || len(d.BatchEvent.Events) != 2 ||
-			d.BatchEvent.Events[0].Timestamp != "2026-01-01T00:00:00.100Z" || d.BatchEvent.Events[1].Timestamp != "2026-01-01T00:00:00.400Z" ||
-			d.BatchEvent.Events[1].OrderKey != "o2" {
+			strings.HasPrefix(d.BatchEvent.Events[0].Timestamp, "2026-01-01") || d.BatchEvent.Events[1].OrderKey != "o2" {
 			t.Fatalf("batchEvent = %+v", d.BatchEvent)
+		}
+		s.ok(t, "fireEventsByNode", qFire, map[string]any{"groupId": gid, "domain": "classroom", "nodeId": "m1",
+			"events": []map[string]any{{"eventName": "z", "firedAt": "2026-01-01T00:00:00.700Z", "orderKey": "o3"}}})
+		d = c.data("sub-1").Data.OnMessageInGroup
+		if d.BatchEvent == nil || len(d.BatchEvent.Events) != 1 || d.BatchEvent.Events[0].Timestamp != "2026-01-01T00:00:00.700Z" {
+			t.Fatalf("fired batchEvent = %+v", d.BatchEvent)
 		}
 
 		c.send(map[string]string{"id": "sub-1", "type": "stop"})

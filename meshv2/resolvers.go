@@ -32,15 +32,27 @@ type root struct {
 	backend Backend
 	log     *slog.Logger
 	now     func() time.Time
+	roster  *roster
 }
 
-type ctxKey int
+// caller is what a request's context says about who sent it.
+type caller struct {
+	// domain is what createDomain answers this caller.
+	domain string
+	// ip is the caller's address, which attributes polls and subscriptions to nodes.
+	ip string
+}
 
-const domainKey ctxKey = iota
+type callerKey struct{}
 
-// withCallerDomain stores the domain createDomain answers for this request.
-func withCallerDomain(ctx context.Context, domain string) context.Context {
-	return context.WithValue(ctx, domainKey, domain)
+// withCaller stores the request's caller in ctx.
+func withCaller(ctx context.Context, c caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+func callerOf(ctx context.Context) caller {
+	c, _ := ctx.Value(callerKey{}).(caller)
+	return c
 }
 
 func validDomain(d string) error {
@@ -166,15 +178,16 @@ func optString(s string) *string {
 	return &s
 }
 
-// eventOf turns a stream item into a Mesh v2 Event. The timestamp is the client's firedAt,
-// stored with the event, because receivers replay events with their original gaps; events
-// of clients that gave none carry the server time.
-func (r *root) eventOf(g Group, it Item) eventOut {
+// eventOf turns a stream item into a Mesh v2 Event. The timestamp of a fired event is the
+// client's firedAt, stored with it, because receivers replay events with their original
+// gaps; recorded events (and those of native clients) carry the server time, as in the
+// cloud. reader, when known, is the polling node the cursor is handed to.
+func (r *root) eventOf(g Group, it Item, reader string) eventOut {
 	ts := it.At
 	if !it.FiredAt.IsZero() {
 		ts = it.FiredAt
 	}
-	cur := strconv.FormatInt(it.Cursor, 10)
+	cur := formatPollToken(it.Cursor, reader)
 	return eventOut{
 		Name:          it.Name,
 		FiredByNodeID: graphql.ID(it.Node),
@@ -222,7 +235,8 @@ type groupArgs struct {
 	Domain  string
 }
 
-// ListGroupStatuses resolves Query.listGroupStatuses: every member's data.
+// ListGroupStatuses resolves Query.listGroupStatuses: the data of every node that has
+// reported some, as in the cloud.
 func (r *root) ListGroupStatuses(ctx context.Context, args groupArgs) ([]nodeStatus, error) {
 	snap, err := r.liveGroup(ctx, "listGroupStatuses", args.GroupID, args.Domain)
 	if err != nil {
@@ -231,15 +245,21 @@ func (r *root) ListGroupStatuses(ctx context.Context, args groupArgs) ([]nodeSta
 	return statusesOf(snap), nil
 }
 
+// statusesOf lists the nodes that have reported data; a node that never did has no status
+// in the cloud either.
 func statusesOf(snap Snapshot) []nodeStatus {
 	out := make([]nodeStatus, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
+		if n.DataAt.IsZero() && len(n.Data) == 0 {
+			continue
+		}
 		out = append(out, statusOf(snap.Group, n))
 	}
 	return out
 }
 
-// ListNodesInGroup resolves Query.listNodesInGroup.
+// ListNodesInGroup resolves Query.listNodesInGroup: the members, without the host, as in the
+// cloud (the host never joins its own group there).
 func (r *root) ListNodesInGroup(ctx context.Context, args groupArgs) ([]nodeOut, error) {
 	snap, err := r.liveGroup(ctx, "listNodesInGroup", args.GroupID, args.Domain)
 	if err != nil {
@@ -247,18 +267,19 @@ func (r *root) ListNodesInGroup(ctx context.Context, args groupArgs) ([]nodeOut,
 	}
 	out := make([]nodeOut, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
-		out = append(out, r.nodeOut(snap.Group, n, nil))
+		if n.ID == snap.Group.HostID {
+			continue
+		}
+		out = append(out, r.nodeOut(snap.Group, n))
 	}
 	return out, nil
 }
 
-func (r *root) nodeOut(g Group, n Node, useWebSocket *bool) nodeOut {
+// nodeOut reports a node with its own expiry and the group's transport mode.
+func (r *root) nodeOut(g Group, n Node) nodeOut {
 	gid := graphql.ID(g.ID)
 	domain := g.Domain
 	ws := g.UseWebSocket
-	if useWebSocket != nil {
-		ws = *useWebSocket
-	}
 	out := nodeOut{
 		ID:           graphql.ID(n.ID),
 		Name:         n.Name,
@@ -316,7 +337,7 @@ func (r *root) GetEventsSince(ctx context.Context, args sinceArgs) ([]eventOut, 
 	if err != nil {
 		return nil, err
 	}
-	return r.eventsSince(ctx, snap, args.Since)
+	return r.poll(ctx, snap, args.Since)
 }
 
 // PollGroupData resolves Query.pollGroupData: events and every member's data in one call.
@@ -325,47 +346,62 @@ func (r *root) PollGroupData(ctx context.Context, args sinceArgs) (*pollGroupDat
 	if err != nil {
 		return nil, err
 	}
-	events, err := r.eventsSince(ctx, snap, args.Since)
+	events, err := r.poll(ctx, snap, args.Since)
 	if err != nil {
 		return nil, err
 	}
 	return &pollGroupData{Events: events, NodeStatuses: statusesOf(snap)}, nil
 }
 
-// sinceCursor reads `since`: a cursor as the server handed it out, or an ISO time (the
-// client's first poll), meaning everything after that moment.
-func (r *root) sinceCursor(ctx context.Context, snap Snapshot, since string) (int64, error) {
+// sincePosition reads `since` and says which node polls, when that is known:
+//   - "": from the oldest retained event, as in the cloud;
+//   - "<cursor>~<nodeId>": a position meshbox handed to that polling node;
+//   - "<cursor>": a position handed to a poller meshbox could not attribute;
+//   - an ISO time: a client's first poll, from its own clock. When the roster attributes it
+//     to a node that has just joined, the node reads from its join, so neither the gap
+//     between its join and its first poll nor its clock's error loses events.
+func (r *root) sincePosition(ctx context.Context, snap Snapshot, since string) (int64, string, error) {
 	since = strings.TrimSpace(since)
 	if since == "" {
-		return snap.Cursor, nil
-	}
-	if c, err := strconv.ParseInt(since, 10, 64); err == nil {
-		if c < 0 {
-			return 0, newError(errValidation, "since must not be negative")
+		c, err := r.backend.CursorAt(ctx, snap.Group.ID, time.Time{})
+		if err != nil {
+			return 0, "", r.toMeshError("cursorAt", err)
 		}
-		return c, nil
+		return c, "", nil
+	}
+	if c, node, ok := parsePollToken(since); ok {
+		return c, node, nil
+	}
+	if _, err := strconv.ParseInt(since, 10, 64); err == nil {
+		return 0, "", newError(errValidation, "since must not be negative")
 	}
 	t, err := parseTime(since)
 	if err != nil {
-		return 0, newError(errValidation, "since must be a cursor or an ISO-8601 time")
+		return 0, "", newError(errValidation, "since must be a cursor or an ISO-8601 time")
+	}
+	if node, start, ok := r.roster.claimPoller(snap.Group.ID, callerOf(ctx).ip, since); ok {
+		return start, node, nil
 	}
 	c, err := r.backend.CursorAt(ctx, snap.Group.ID, t)
 	if err != nil {
-		return 0, r.toMeshError("cursorAt", err)
+		return 0, "", r.toMeshError("cursorAt", err)
 	}
-	return c, nil
+	return c, "", nil
 }
 
-// eventsSince returns up to maxPolledEvents events after since, ascending, skipping the
-// group's other item kinds, which polling clients learn about through nodeStatuses.
-func (r *root) eventsSince(ctx context.Context, snap Snapshot, since string) ([]eventOut, error) {
-	cursor, err := r.sinceCursor(ctx, snap, since)
+// poll returns up to maxPolledEvents events after since, ascending, skipping the group's
+// other item kinds, which polling clients learn about through nodeStatuses. The cursors of
+// an attributed poll name its node, and the roster keeps the position it leaves the node at
+// (the client moves to the last event's cursor).
+func (r *root) poll(ctx context.Context, snap Snapshot, since string) ([]eventOut, error) {
+	cursor, node, err := r.sincePosition(ctx, snap, since)
 	if err != nil {
 		return nil, err
 	}
 	// A cursor from the future (the server's database was replaced) reads from now on
 	// rather than failing every poll of a client that only logs errors.
 	cursor = min(cursor, snap.Cursor)
+	pos := cursor
 	rd := r.backend.Open(snap.Group.ID)
 	defer rd.Close()
 	events := []eventOut{}
@@ -378,15 +414,19 @@ func (r *root) eventsSince(ctx context.Context, snap Snapshot, since string) ([]
 			if it.Kind != KindEvent {
 				continue
 			}
-			events = append(events, r.eventOf(snap.Group, it))
+			events = append(events, r.eventOf(snap.Group, it, node))
+			pos = it.Cursor
 			if len(events) == maxPolledEvents {
-				return events, nil
+				break
 			}
 		}
-		if len(res.Items) < maxPolledEvents || res.Next <= cursor {
+		if len(events) == maxPolledEvents || len(res.Items) < maxPolledEvents || res.Next <= cursor {
 			break
 		}
 		cursor = res.Next
+	}
+	if node != "" {
+		r.roster.polled(snap.Group.ID, node, pos)
 	}
 	return events, nil
 }
@@ -395,7 +435,7 @@ func (r *root) eventsSince(ctx context.Context, snap Snapshot, since string) ([]
 
 // CreateDomain resolves Mutation.createDomain with the domain the server assigns the caller.
 func (r *root) CreateDomain(ctx context.Context) (string, error) {
-	d, _ := ctx.Value(domainKey).(string)
+	d := callerOf(ctx).domain
 	if d == "" {
 		return "", newError(errInternal, "no domain for this caller")
 	}
@@ -439,11 +479,14 @@ func (r *root) CreateGroup(ctx context.Context, args struct {
 	if err != nil {
 		return nil, r.toMeshError("createGroup", err)
 	}
+	r.roster.expect(g.ID, g.HostID, callerOf(ctx).ip, g.Cursor, !g.UseWebSocket)
 	return r.groupOut(g), nil
 }
 
-// JoinGroup resolves Mutation.joinGroup. meshbox serves every transport from one stream, so a
-// member's own useWebSocket wins over the host's choice.
+// JoinGroup resolves Mutation.joinGroup with what the client arms itself from: the group's
+// expiresAt (its leave timer, which only the host re-arms), the group's useWebSocket (members
+// follow it unless forced to poll) and the polling interval, given also to members of a
+// WebSocket group because a forced poller uses it.
 func (r *root) JoinGroup(ctx context.Context, args struct {
 	GroupID      graphql.ID
 	Domain       string
@@ -460,7 +503,13 @@ func (r *root) JoinGroup(ctx context.Context, args struct {
 	if err != nil {
 		return nil, r.toMeshError("joinGroup", err)
 	}
-	out := r.nodeOut(g, n, args.UseWebSocket)
+	// The client polls when the group does, or when it was forced to (it then asks false).
+	polling := !g.UseWebSocket || (args.UseWebSocket != nil && !*args.UseWebSocket)
+	r.roster.expect(g.ID, n.ID, callerOf(ctx).ip, g.Cursor, polling)
+	out := r.nodeOut(g, n)
+	exp := dt(g.ExpiresAt)
+	out.ExpiresAt = &exp
+	out.PollingIntervalSeconds = int32p(r.cfg.PollingInterval)
 	return &out, nil
 }
 
@@ -489,6 +538,7 @@ func (r *root) LeaveGroup(ctx context.Context, args nodeArgs) (*leaveGroupPayloa
 	if err := r.backend.Leave(ctx, snap.Group.ID, string(args.NodeID)); err != nil {
 		return nil, r.toMeshError("leaveGroup", err)
 	}
+	r.roster.forget(snap.Group.ID, string(args.NodeID))
 	return &leaveGroupPayload{PeerID: args.NodeID, GroupID: args.GroupID, Domain: args.Domain, Message: "Successfully left group"}, nil
 }
 
@@ -506,6 +556,7 @@ func (r *root) DissolveGroup(ctx context.Context, args hostArgs) (*meshMessage, 
 	if err := r.backend.Dissolve(ctx, snap.Group.ID); err != nil {
 		return nil, r.toMeshError("dissolveGroup", err)
 	}
+	r.roster.forgetGroup(snap.Group.ID)
 	return &meshMessage{
 		GroupID:       args.GroupID,
 		Domain:        args.Domain,
@@ -613,7 +664,7 @@ type eventsArgs struct {
 
 // publish appends the events to the group stream; fire and record differ only in what
 // they answer, since every transport reads the one stream.
-func (r *root) publish(ctx context.Context, op string, args eventsArgs) (Snapshot, []int64, error) {
+func (r *root) publish(ctx context.Context, op string, args eventsArgs, keepFiredAt bool) (Snapshot, []int64, error) {
 	if err := validID("nodeId", args.NodeID); err != nil {
 		return Snapshot{}, nil, err
 	}
@@ -629,7 +680,10 @@ func (r *root) publish(ctx context.Context, op string, args eventsArgs) (Snapsho
 		if e.EventName == "" {
 			return Snapshot{}, nil, newError(errValidation, "eventName must not be empty")
 		}
-		in[i] = EventIn{Name: e.EventName, Payload: deref(e.Payload), OrderKey: deref(e.OrderKey), FiredAt: e.FiredAt.Time}
+		in[i] = EventIn{Name: e.EventName, Payload: deref(e.Payload), OrderKey: deref(e.OrderKey)}
+		if keepFiredAt {
+			in[i].FiredAt = e.FiredAt.Time
+		}
 	}
 	cursors, err := r.backend.Publish(ctx, snap.Group.ID, string(args.NodeID), in)
 	if err != nil {
@@ -650,7 +704,7 @@ func deref(s *string) string {
 
 // FireEventsByNode resolves Mutation.fireEventsByNode.
 func (r *root) FireEventsByNode(ctx context.Context, args eventsArgs) (*meshMessage, error) {
-	snap, cursors, err := r.publish(ctx, "fireEventsByNode", args)
+	snap, cursors, err := r.publish(ctx, "fireEventsByNode", args, true)
 	if err != nil {
 		return nil, err
 	}
@@ -676,22 +730,23 @@ func (r *root) FireEventsByNode(ctx context.Context, args eventsArgs) (*meshMess
 	}, nil
 }
 
-// RecordEventsByNode resolves Mutation.recordEventsByNode; nextSince is the cursor of the
-// last recorded event (the current cursor when nothing was recorded).
+// RecordEventsByNode resolves Mutation.recordEventsByNode. The events are stamped with the
+// server's time, as in the cloud. The client moves its poll position to nextSince; the
+// cloud's (its last event) jumps over other nodes' events it has not fetched yet, so
+// meshbox answers the position the node already holds: its next poll brings every other
+// node's events once, and its own once (which the client drops). A node meshbox has no
+// position for (after a restart) gets the position before its events.
 func (r *root) RecordEventsByNode(ctx context.Context, args eventsArgs) (*recordEventsPayload, error) {
-	snap, cursors, err := r.publish(ctx, "recordEventsByNode", args)
+	snap, cursors, err := r.publish(ctx, "recordEventsByNode", args, false)
 	if err != nil {
 		return nil, err
 	}
-	next := snap.Cursor
-	if len(cursors) > 0 {
-		next = cursors[len(cursors)-1]
-	}
+	pos := r.roster.position(snap.Group.ID, string(args.NodeID), snap.Cursor)
 	return &recordEventsPayload{
 		GroupID:       args.GroupID,
 		Domain:        args.Domain,
 		RecordedCount: int32(len(cursors)),
-		NextSince:     strconv.FormatInt(next, 10),
+		NextSince:     formatPollToken(pos, string(args.NodeID)),
 	}, nil
 }
 
@@ -705,7 +760,15 @@ func (r *root) OnMessageInGroup(ctx context.Context, args groupArgs) (<-chan *me
 		return nil, err
 	}
 	out := make(chan *meshMessage)
-	go r.follow(ctx, snap, out)
+	release := func() {}
+	if _, rel, ok := r.roster.claimRealtime(snap.Group.ID, callerOf(ctx).ip); ok {
+		release = rel // idempotent
+		atEnd(ctx, rel)
+	}
+	go func() {
+		defer release()
+		r.follow(ctx, snap, out)
+	}()
 	markStarted(ctx)
 	return out, nil
 }

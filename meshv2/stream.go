@@ -124,7 +124,7 @@ func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]stri
 			if batch == nil {
 				batch = &batchEvent{FiredByNodeID: graphql.ID(it.Node), GroupID: graphql.ID(g.ID), Domain: g.Domain}
 			}
-			batch.Events = append(batch.Events, r.eventOf(g, it))
+			batch.Events = append(batch.Events, r.eventOf(g, it, ""))
 			batch.Timestamp = dt(it.At)
 		case KindData:
 			flush()

@@ -166,6 +166,8 @@ const (
 	errValidation      = "ValidationError"
 	errInternal        = "InternalFailure"
 	errUnauthenticated = "UnauthorizedException"
+	// errBusy answers a request refused because every execution slot stayed busy.
+	errBusy = "TooManyRequestsException"
 )
 
 // meshError is a resolver error that carries an AppSync errorType.

@@ -58,3 +58,11 @@ func (s *Server) openStream(r *http.Request) (release func(), err error) {
 	}
 	return func() { s.ipConns.release(ip) }, nil
 }
+
+// AcquireConn counts a long-lived connection served by another part (the Mesh v2 real-time
+// socket) against the caller's address, under the same --max-conns-per-ip cap as native
+// streams. ok is false when the caller is at the cap; otherwise call release when it ends.
+func (s *Server) AcquireConn(r *http.Request) (release func(), ok bool) {
+	release, err := s.openStream(r)
+	return release, err == nil
+}

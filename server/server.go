@@ -357,3 +357,6 @@ func (s *Server) domainFor(r *http.Request) string {
 
 // DomainFor is the domain the server assigns the caller of r (Mesh v2 createDomain uses it).
 func (s *Server) DomainFor(r *http.Request) string { return s.domainFor(r) }
+
+// ClientIP is the caller's address as the limits see it (Mesh v2 attributes polls with it).
+func (s *Server) ClientIP(r *http.Request) string { return s.clientIP(r) }

@@ -1,0 +1,71 @@
+package meshv2e2e
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"meshbox/app"
+	"meshbox/config"
+)
+
+// TestRealtimeSocketsCountTowardTheConnectionCap opens Mesh v2 real-time sockets and a native
+// WebSocket from one address: they share --max-conns-per-ip.
+func TestRealtimeSocketsCountTowardTheConnectionCap(t *testing.T) {
+	t.Parallel()
+	a := app.StartTest(t, func(c *config.Config) { c.MaxConnsPerIP = 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rt := "ws" + strings.TrimPrefix(a.URL(), "http") + "/graphql/realtime"
+	dial := func(url string, opts *websocket.DialOptions) (*websocket.Conn, int) {
+		c, resp, err := websocket.Dial(ctx, url, opts)
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		if err != nil {
+			return nil, status
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		return c, status
+	}
+	sub := &websocket.DialOptions{Subprotocols: []string{"graphql-ws"}}
+	first, _ := dial(rt, sub)
+	if first == nil {
+		t.Fatal("first real-time socket refused")
+	}
+	if c, _ := dial(rt, sub); c == nil {
+		t.Fatal("second real-time socket refused")
+	}
+	if c, status := dial(rt, sub); c != nil || status != http.StatusTooManyRequests {
+		t.Fatalf("third real-time socket: status %d", status)
+	}
+	// A native stream from the same address is over the cap too.
+	var created struct {
+		Group struct{ ID string }
+		Token string
+	}
+	if code := post(t, a.URL()+"/api/v1/groups", "", map[string]string{"name": "class"}, &created); code != http.StatusCreated {
+		t.Fatalf("create group: %d", code)
+	}
+	native := "ws" + strings.TrimPrefix(a.URL(), "http") + "/api/v1/groups/" + created.Group.ID + "/ws?token=" + created.Token
+	if c, status := dial(native, nil); c != nil || status != http.StatusTooManyRequests {
+		t.Fatalf("native WebSocket over the cap: status %d", status)
+	}
+	// Closing a real-time socket frees its place, once the server has seen it go.
+	first.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, status := dial(native, nil)
+		if c != nil {
+			break
+		}
+		if status != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("native WebSocket after a real-time socket closed: status %d", status)
+		}
+	}
+}
