@@ -3,6 +3,7 @@ package meshv2e2e
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -111,4 +112,93 @@ func listGroups(t *testing.T, base, domain string) string {
 	}
 	post(t, base+"/graphql", "", map[string]any{"query": `query($d:String!){listGroupsByDomain(domain:$d){id}}`, "variables": map[string]any{"d": domain}}, &out)
 	return fmt.Sprint(out.Data.ListGroupsByDomain)
+}
+
+// TestMeshV2GetsTheNativeLimits: /graphql goes through the same rules as the native API, so
+// every limit holds there too, and refused input leaves the heap small.
+func TestMeshV2GetsTheNativeLimits(t *testing.T) {
+	t.Parallel()
+	a := app.StartTest(t, func(c *config.Config) {
+		c.MaxPayloadBytes, c.MaxEventsPerPublish, c.MaxDataValueBytes, c.MaxDataKeys = 1024, 50, 256, 4
+		c.MaxNodesPerGroup, c.MaxGroupsPerDomain, c.PublishRate = 3, 2, 5
+	})
+	base := a.URL()
+	gql := func(query string, vars map[string]any) string { return gqlErrorType(t, base, query, vars) }
+	create := `mutation($d:String!,$n:ID!,$name:String!){createGroup(name:$name,hostId:$n,domain:$d,useWebSocket:true){id}}`
+	var created struct {
+		Data   struct{ CreateGroup struct{ ID string } }
+		Errors []any
+	}
+	post(t, base+"/graphql", "", map[string]any{"query": create, "variables": map[string]any{"d": "lim", "n": "host-a", "name": "g"}}, &created)
+	gid := created.Data.CreateGroup.ID
+	if gid == "" {
+		t.Fatalf("createGroup failed: %v", created.Errors)
+	}
+	v := func(extra map[string]any) map[string]any {
+		out := map[string]any{"g": gid, "d": "lim", "n": "host-a"}
+		for k, x := range extra {
+			out[k] = x
+		}
+		return out
+	}
+	fire := `mutation($g:ID!,$d:String!,$n:ID!,$e:[EventInput!]!){fireEventsByNode(groupId:$g,domain:$d,nodeId:$n,events:$e){groupId}}`
+	event := func(payload string) map[string]any {
+		return map[string]any{"eventName": "e", "payload": payload, "firedAt": "2026-11-29T00:00:00.000Z"}
+	}
+	many := make([]map[string]any, 51)
+	for i := range many {
+		many[i] = event("")
+	}
+	report := `mutation($g:ID!,$d:String!,$n:ID!,$k:[SensorDataInput!]!){reportDataByNode(groupId:$g,domain:$d,nodeId:$n,data:$k){groupId}}`
+	kv := func(n, size int) []map[string]any {
+		out := make([]map[string]any, n)
+		for i := range out {
+			out[i] = map[string]any{"key": fmt.Sprintf("k%d", i), "value": strings.Repeat("v", size)}
+		}
+		return out
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for name, c := range map[string]struct {
+		query string
+		vars  map[string]any
+	}{
+		"payload over the limit": {fire, v(map[string]any{"e": []any{event(strings.Repeat("p", 1025))}})},
+		"3 MiB payload":          {fire, v(map[string]any{"e": []any{event(strings.Repeat("p", 3<<20))}})},
+		"too many events":        {fire, v(map[string]any{"e": many})},
+		"data value too long":    {report, v(map[string]any{"k": kv(1, 257)})},
+		"too many data keys":     {report, v(map[string]any{"k": kv(5, 1)})},
+	} {
+		if got := gql(c.query, c.vars); got != "ValidationError" {
+			t.Errorf("%s: errorType %q, want ValidationError", name, got)
+		}
+	}
+	// Nodes per group, groups per domain.
+	join := `mutation($g:ID!,$d:String!,$n:ID!){joinGroup(groupId:$g,domain:$d,nodeId:$n){id}}`
+	for i, want := range []string{"", "", "ValidationError"} {
+		if got := gql(join, v(map[string]any{"n": fmt.Sprintf("m%d", i)})); got != want {
+			t.Errorf("join %d: %q, want %q", i, got, want)
+		}
+	}
+	for i, want := range []string{"", "ValidationError"} {
+		if got := gql(create, map[string]any{"d": "lim", "n": fmt.Sprintf("host-%d", i), "name": "g"}); got != want {
+			t.Errorf("create %d: %q, want %q", i, got, want)
+		}
+	}
+	// The publish rate per node: a burst of two per second's worth, then refused.
+	refused := 0
+	for range 20 {
+		if gql(fire, v(map[string]any{"e": []any{event("x")}})) != "" {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("20 quick publishes from one node were all accepted at a rate of 5/s")
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+		t.Errorf("refused input left the heap %d MiB larger", grew>>20)
+	}
 }
