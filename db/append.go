@@ -107,9 +107,13 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 		if _, rerr := l.stmts.rollback.ExecContext(ctx); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			l.log.Debug("rollback", "err", rerr)
 		}
+		if isFull(err) {
+			err = l.refuse(ctx, err)
+		}
 		return fmt.Errorf("append %d items, %d changes: %w", len(b.Items), len(b.Changes), err)
 	}
 	l.lastAt = at
+	l.roomAgain()
 	l.pmu.Lock()
 	for _, c := range b.Changes {
 		switch c.Kind {
