@@ -25,8 +25,10 @@ import (
 //     released the moment the disk itself fills, so the purge and the checkpoints can run; it
 //     is taken back once the disk has room again.
 //
-// While writes fail the log is "full": Ping fails like appends do (so /readyz tells the
-// truth), and the state change is logged once each way, never per request.
+// Once a write finds no room the log is "full": appends and Ping are refused up front (so
+// /readyz and writers agree, and the log never flaps between full and not while nothing has
+// changed) until a purge deletes items or finds room; the state change is logged once each
+// way, never per request.
 const (
 	// highWater and lowWater are per-mille shares of the budget, in used pages.
 	highWater = 900
@@ -128,8 +130,12 @@ func (l *Log) refuse(ctx context.Context, err error) error {
 			total = l.budgetPages
 		}
 		reason = l.budgetReason(max(total, l.budgetPages))
-	} else {
-		l.releaseReserve()
+	} else if l.releaseReserve() {
+		// Copy the WAL back and cut it to nothing while the reserve's space is free: that
+		// gives the disk the WAL's size back, which the purge's own frames then use.
+		if _, cerr := l.wconn.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); cerr != nil {
+			l.log.Warn("checkpoint on a full disk", "err", cerr)
+		}
 	}
 	if !l.full.Swap(true) || reason != l.fullReason {
 		l.log.Warn("storage full: writes are refused until the purge makes room; reads continue", "reason", reason, "err", err)
@@ -143,6 +149,21 @@ func (l *Log) roomAgain() {
 	if l.full.Swap(false) {
 		l.log.Info("storage has room again: writes resume")
 	}
+}
+
+// hasRoom reports whether a full log could take writes again without deleting anything: it is
+// below the purge's high-water mark and the disk has space (the operator freed some, or
+// raised the budget and restarted). The caller holds wmu.
+func (l *Log) hasRoom(ctx context.Context) bool {
+	free, known := freeBytes(filepath.Dir(l.path))
+	if known && free < max(l.reserveSize, 1<<20) {
+		return false
+	}
+	if l.budgetPages <= 0 {
+		return known
+	}
+	total, freePages, err := l.pages(ctx)
+	return err == nil && (total-freePages)*1000 <= l.budgetPages*highWater
 }
 
 // fitTarget is the used-page count the purge deletes the oldest items down to (0: none
@@ -182,7 +203,7 @@ func (l *Log) holdReserve() {
 		}
 		return
 	}
-	if known && free < 4*l.reserveSize {
+	if known && free < 2*l.reserveSize {
 		return // taking it now would only bring the full disk closer
 	}
 	if err := writeReserve(l.reservePath, l.reserveSize); err != nil {

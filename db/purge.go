@@ -54,12 +54,12 @@ func (l *Log) Purge(ctx context.Context, cutoff time.Time) (stream.Purged, error
 			l.log.Warn("storage nearly full: purged the oldest items before their TTL", "items", early, "through", res.Through)
 		}
 	}
-	if res.Items > 0 {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.full.Load() && !l.closed && (res.Items > 0 || l.hasRoom(ctx)) {
 		// Deleted items leave free pages that appends reuse: let writers try again (an append
-		// that still finds no room marks the log full anew).
-		l.wmu.Lock()
+		// that still finds no room marks the log full anew, and the next pass deletes more).
 		l.roomAgain()
-		l.wmu.Unlock()
 	}
 	return res, nil
 }
