@@ -166,6 +166,10 @@ const (
 	errValidation      = "ValidationError"
 	errInternal        = "InternalFailure"
 	errUnauthenticated = "UnauthorizedException"
+	// errStorageFull is meshbox's own: not one of the types the client disconnects on, so a
+	// node keeps its group and its next call (a retry, the next heartbeat) goes through once
+	// the purge has made room.
+	errStorageFull = "StorageFull"
 )
 
 // meshError is a resolver error that carries an AppSync errorType.

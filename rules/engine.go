@@ -129,18 +129,18 @@ type Engine struct {
 	store stream.Log
 	rate  *ratelimit.Keyed
 
-	ops     chan *op
+	ops chan *op
 	// purgeNow asks the purge loop for a pass at once: a write found the log full, and only
 	// the purge makes room.
 	purgeNow chan struct{}
 	stop     chan struct{}
-	stopped chan struct{}
-	hooks   Hooks
-	started bool
-	start   sync.Once
-	close   sync.Once
-	closeMu sync.RWMutex
-	closed  bool
+	stopped  chan struct{}
+	hooks    Hooks
+	started  bool
+	start    sync.Once
+	close    sync.Once
+	closeMu  sync.RWMutex
+	closed   bool
 
 	// mu guards groups: the committed state. Only the writer goroutine replaces entries, and
 	// only after a commit; a group or node value, once published here, is never changed (the
