@@ -73,7 +73,7 @@ func (o *Options) reserveBytes() int64 {
 func (l *Log) setupBudget(ctx context.Context) error {
 	l.reservePath = l.path + "-reserve"
 	l.reserveSize = l.opts.reserveBytes()
-	l.holdReserve()
+	l.holdReserve(true)
 	if l.opts.MaxBytes <= 0 {
 		return nil
 	}
@@ -188,8 +188,9 @@ func (l *Log) fitTarget(ctx context.Context) (int64, error) {
 }
 
 // holdReserve creates the reserve file when it is missing and the disk has room for it with
-// plenty to spare, and releases a held one when the disk is nearly full (so SQLite can start).
-func (l *Log) holdReserve() {
+// plenty to spare. At open it releases a held one on a nearly full disk, so SQLite can start;
+// later it keeps it until a write finds the disk full, when it helps most.
+func (l *Log) holdReserve(atOpen bool) {
 	if l.reserveSize <= 0 {
 		return
 	}
@@ -198,7 +199,7 @@ func (l *Log) holdReserve() {
 	free, known := freeBytes(filepath.Dir(l.path))
 	if fi, err := os.Stat(l.reservePath); err == nil && fi.Size() >= l.reserveSize {
 		l.reserveHeld = true
-		if known && free < l.reserveSize {
+		if atOpen && known && free < l.reserveSize {
 			l.releaseReserveLocked("the disk is nearly full")
 		}
 		return

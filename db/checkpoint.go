@@ -31,7 +31,7 @@ func (l *Log) checkpointLoop() {
 		case <-t.C:
 			l.checkpointTiers()
 			if !l.full.Load() {
-				l.holdReserve() // taken back once the disk has room again
+				l.holdReserve(false) // taken back once the disk has room again
 			}
 		}
 	}
