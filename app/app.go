@@ -71,7 +71,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	}
 	var err error
 	a.Metrics = metrics.New(version, nil)
-	a.Log, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, Logger: log.With("component", "db")})
+	a.Log, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, MaxBytes: cfg.MaxDBSize, Logger: log.With("component", "db")})
 	if err != nil {
 		return nil, err
 	}

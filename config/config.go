@@ -31,6 +31,9 @@ type Config struct {
 
 	EventTTL      time.Duration
 	PurgeInterval time.Duration
+	// MaxDBSize is the database file's size budget in bytes (0: only the disk bounds it).
+	// Near it the oldest items are purged before their TTL; at it writes are refused (507).
+	MaxDBSize int64
 
 	MaxGroupLifetime        time.Duration
 	HostHeartbeatInterval   time.Duration
@@ -236,6 +239,16 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 			return "", ""
 		})
 	}
+	size := func(p *int64, name, env, def, usage string) {
+		bind(name, env, def, usage, false, func(s string) (string, string) {
+			n, ok := parseSize(s)
+			if !ok {
+				return "is not a size", "use 0 (no budget) or a number of bytes with an optional unit, such as 512MiB or 2GiB"
+			}
+			*p = n
+			return "", ""
+		})
+	}
 	boolean := func(p *bool, name, env string, usage string) {
 		bind(name, env, "false", usage, true, func(s string) (string, string) {
 			switch strings.ToLower(s) {
@@ -263,6 +276,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	oneOf(&c.LogFormat, "log-format", "MESHBOX_LOG_FORMAT", "text", "log format: text or json", "a log format", "text", "json")
 	dur(&c.EventTTL, "event-ttl", "MESHBOX_EVENT_TTL", 10*time.Minute, "how long stream items are kept")
 	dur(&c.PurgeInterval, "purge-interval", "MESHBOX_PURGE_INTERVAL", 2*time.Second, "how often expired items, groups and nodes are cleaned up")
+	// 1 GiB: a classroom's ten minutes of events (100 nodes × 10 events/s × 600 s × ~200 B)
+	// is about 120 MB, so the budget holds the TTL's worth with room to spare, while a Pi's
+	// 16–32 GB SD card, most of it the system, keeps gigabytes free for the OS and its logs.
+	size(&c.MaxDBSize, "max-db-size", "MESHBOX_MAX_DB_SIZE", "1GiB", "database size budget (such as 512MiB or 2GiB; 0 = only the disk limits it): near it the oldest items are purged before their TTL, at it writes get 507 until the purge makes room")
 	dur(&c.MaxGroupLifetime, "max-group-lifetime", "MESHBOX_MAX_GROUP_LIFETIME", 6*time.Hour, "longest lifetime of a group (also the Mesh v2 maxConnectionTimeSeconds cap)")
 	dur(&c.HostHeartbeatInterval, "host-heartbeat-interval", "MESHBOX_HOST_HEARTBEAT_INTERVAL", 60*time.Second, "how often hosts are told to send heartbeats")
 	dur(&c.HostTTL, "host-ttl", "MESHBOX_HOST_TTL", 150*time.Second, "a group ends when its host is silent this long")
@@ -330,6 +347,31 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	c.Synchronous = strings.ToUpper(c.Synchronous) // SQLite's spelling
 	c.MaxBodyBytes = int64(maxBody)
 	return c, errors.Join(errs...)
+}
+
+// parseSize reads a byte count: a whole number with an optional unit (B, KB, MB, GB, KiB, MiB,
+// GiB; K, M, G mean the binary units, as df and ls -h print them).
+func parseSize(s string) (int64, bool) {
+	s = strings.TrimSpace(s)
+	i := len(s)
+	for i > 0 && (s[i-1] < '0' || s[i-1] > '9') {
+		i--
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s[:i]), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	mult := map[string]int64{
+		"": 1, "b": 1,
+		"k": 1 << 10, "kib": 1 << 10, "kb": 1000,
+		"m": 1 << 20, "mib": 1 << 20, "mb": 1000 * 1000,
+		"g": 1 << 30, "gib": 1 << 30, "gb": 1000 * 1000 * 1000,
+		"t": 1 << 40, "tib": 1 << 40, "tb": 1000 * 1000 * 1000 * 1000,
+	}[strings.ToLower(strings.TrimSpace(s[i:]))]
+	if mult == 0 || (n > 0 && n > (1<<62)/mult) {
+		return 0, false
+	}
+	return n * mult, true
 }
 
 func usage(fs *flag.FlagSet, out io.Writer, version string) {

@@ -66,6 +66,8 @@ func TestBadSettingsAreOneLine(t *testing.T) {
 		{[]string{"--max-payload", "lots"}, nil, "--max-payload=lots is not a whole number; use a whole number above 0"},
 		{[]string{"--max-conns-per-ip=-5"}, nil, "--max-conns-per-ip=-5 is out of range; use 0 (no limit) or a number above 0"},
 		{[]string{"--publish-rate=fast"}, nil, "--publish-rate=fast is not a number; use 0 (no limit) or a number of requests per second, such as 100"},
+		{[]string{"--max-db-size=big"}, nil, "--max-db-size=big is not a size; use 0 (no budget) or a number of bytes with an optional unit, such as 512MiB or 2GiB"},
+		{nil, map[string]string{"MESHBOX_MAX_DB_SIZE": "3 parsecs"}, `MESHBOX_MAX_DB_SIZE="3 parsecs" is not a size; use 0 (no budget) or a number of bytes with an optional unit, such as 512MiB or 2GiB`},
 		{[]string{"--addr=8080"}, nil, "--addr=8080 is not a listening address; use :PORT (every network) or HOST:PORT, such as :8080 or 127.0.0.1:8080"},
 		{[]string{"--public-url=192.168.1.20:8080"}, nil, "--public-url=192.168.1.20:8080 is not a web address; use the address students type, starting with http:// or https://, such as http://192.168.1.20:8080"},
 		{[]string{"--shared-domain=my room"}, nil, `--shared-domain="my room" is not a domain name; use 1 to 256 letters, digits, dots, dashes or underscores`},
@@ -95,6 +97,31 @@ func TestBadSettingsAreOneLine(t *testing.T) {
 		return ""
 	}, io.Discard, "test"); err != nil {
 		t.Errorf("flag did not override a bad environment value: %v", err)
+	}
+}
+
+// TestDatabaseSizeBudget checks the size setting's units and its default.
+func TestDatabaseSizeBudget(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		want int64
+	}{
+		{"", 1 << 30}, {"0", 0}, {"1048576", 1 << 20}, {"512MiB", 512 << 20}, {"512M", 512 << 20},
+		{"2GiB", 2 << 30}, {"2 GB", 2_000_000_000}, {"64kb", 64_000}, {"100B", 100},
+	} {
+		c, err := Parse(nil, func(k string) string {
+			if k == "MESHBOX_MAX_DB_SIZE" {
+				return tc.text
+			}
+			return ""
+		}, io.Discard, "test")
+		if err != nil {
+			t.Errorf("%q: %v", tc.text, err)
+			continue
+		}
+		if c.MaxDBSize != tc.want {
+			t.Errorf("%q: MaxDBSize = %d, want %d", tc.text, c.MaxDBSize, tc.want)
+		}
 	}
 }
 

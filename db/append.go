@@ -82,6 +82,11 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	if l.closed {
 		return stream.ErrClosed
 	}
+	if l.full.Load() {
+		// Refused up front until the purge has made room: a small write might still fit, but
+		// writers (and /readyz) would then see the log flap between full and not.
+		return fmt.Errorf("append: %w: %s", stream.ErrStorageFull, l.fullReason)
+	}
 	// The transaction is not tied to the caller's context: once begun, a batch either commits
 	// or rolls back as a whole, whoever gave up waiting.
 	ctx = context.WithoutCancel(ctx)
@@ -107,9 +112,13 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 		if _, rerr := l.stmts.rollback.ExecContext(ctx); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			l.log.Debug("rollback", "err", rerr)
 		}
+		if isFull(err) {
+			err = l.refuse(ctx, err)
+		}
 		return fmt.Errorf("append %d items, %d changes: %w", len(b.Items), len(b.Changes), err)
 	}
 	l.lastAt = at
+	l.roomAgain()
 	l.pmu.Lock()
 	for _, c := range b.Changes {
 		switch c.Kind {

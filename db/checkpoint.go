@@ -30,6 +30,9 @@ func (l *Log) checkpointLoop() {
 			return
 		case <-t.C:
 			l.checkpointTiers()
+			if !l.full.Load() {
+				l.holdReserve(false) // taken back once the disk has room again
+			}
 		}
 	}
 }
@@ -38,6 +41,10 @@ func (l *Log) checkpointLoop() {
 // checkpoint on the writer connection between two appends.
 func (l *Log) checkpointTiers() {
 	c, err := l.checkpoint(false, "PASSIVE")
+	if isFull(err) && l.releaseReserve() {
+		// Copying the WAL's newest pages may extend the database file.
+		c, err = l.checkpoint(false, "PASSIVE")
+	}
 	if err != nil {
 		l.log.Warn("checkpoint", "err", err)
 		return
@@ -52,6 +59,9 @@ func (l *Log) checkpointTiers() {
 		c, err = l.checkpoint(true, "PASSIVE")
 	default:
 		return
+	}
+	if isFull(err) && l.releaseReserve() {
+		c, err = l.checkpoint(true, "TRUNCATE")
 	}
 	if err != nil {
 		l.log.Warn("checkpoint", "err", err)

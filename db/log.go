@@ -30,7 +30,16 @@ type Options struct {
 	// WALLimit is the WAL size past which the checkpointer copies it back and starts it over
 	// (TRUNCATE); the file is also cut to this size whenever SQLite restarts it.
 	WALLimit int64
-	Logger   *slog.Logger
+	// MaxBytes is the database file's size budget (0: only the disk bounds it): appends that
+	// would grow the file past it fail with stream.ErrStorageFull, and past 90 % of it the
+	// purge deletes the oldest items whatever their age. The WAL (up to WALLimit) and the
+	// reserve come on top.
+	MaxBytes int64
+	// ReserveBytes is set aside for the purge and checkpoints: page headroom above the budget
+	// that only the purge may use, and a file beside the database given back when the disk
+	// fills. 0: 8 MiB, at most an eighth of MaxBytes; negative: no reserve file.
+	ReserveBytes int64
+	Logger       *slog.Logger
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
 }
@@ -72,6 +81,19 @@ type Log struct {
 	walPage int64 // the database page size, to turn WAL frames into bytes
 
 	watermark atomic.Int64
+
+	// Disk pressure (budget.go). budgetPages and headroomPages are set at Open; fullReason is
+	// guarded by wmu; full is also read without it.
+	budgetPages   int64 // the writer's max_page_count (0: no budget)
+	headroomPages int64 // pages above the budget only the purge may use
+	full          atomic.Bool
+	fullReason    string
+	// rmu guards the reserve file's state.
+	rmu             sync.Mutex
+	reservePath     string
+	reserveSize     int64
+	reserveHeld     bool
+	reserveReleased bool
 
 	// pmu guards the purge marks, read by every ReadAfter.
 	pmu sync.RWMutex
@@ -150,6 +172,9 @@ func Open(ctx context.Context, path string, opts Options) (*Log, error) {
 	if err := migrate(ctx, l.wconn); err != nil {
 		return fail(err)
 	}
+	if err := l.setupBudget(ctx); err != nil {
+		return fail(err)
+	}
 	if l.read, err = sql.Open("sqlite", dsn(path, syncMode, true, 0)); err != nil {
 		return fail(fmt.Errorf("open reader pool: %w", err))
 	}
@@ -183,7 +208,15 @@ func (l *Log) Close() error {
 	l.stmts.close()
 	l.readAfter.Close()
 	var err error
-	if _, cerr := l.wconn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)"); cerr != nil {
+	_, cerr := l.wconn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)")
+	if isFull(cerr) && l.releaseReserve() {
+		_, cerr = l.wconn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)")
+	}
+	switch {
+	case isFull(cerr):
+		// Nothing is lost: the WAL holds every commit and SQLite replays it at the next start.
+		l.log.Warn("final checkpoint skipped: the disk is full; the WAL is kept and replayed at the next start", "err", cerr)
+	case cerr != nil:
 		err = fmt.Errorf("checkpoint: %w", cerr)
 	}
 	return errors.Join(err, l.wconn.Close(), l.read.Close(), l.ckpt.Close(), l.writer.Close())
@@ -201,14 +234,22 @@ func (l *Log) Path() string { return l.path }
 // Watermark is the cursor of the newest committed item.
 func (l *Log) Watermark() int64 { return l.watermark.Load() }
 
-// Ping checks that the database answers and accepts writes.
+// Ping checks that the database answers and accepts writes. While appends are refused for
+// want of room it fails the same way without trying: its own small write rewrites one
+// existing row and could pass while every append fails.
 func (l *Log) Ping(ctx context.Context) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	if l.closed {
 		return stream.ErrClosed
 	}
+	if l.full.Load() {
+		return fmt.Errorf("ping: %w: %s", stream.ErrStorageFull, l.fullReason)
+	}
 	_, err := l.wconn.ExecContext(ctx, "INSERT INTO meta(key, value) VALUES('ping', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", l.opts.Now().UnixMilli())
+	if isFull(err) {
+		return fmt.Errorf("ping: %w", l.refuse(ctx, err))
+	}
 	if err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}

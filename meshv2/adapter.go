@@ -48,6 +48,8 @@ func mapErr(op string, err error) error {
 		errors.Is(err, rules.ErrConflict), errors.Is(err, rules.ErrCursorAhead), errors.Is(err, rules.ErrTooLarge),
 		errors.Is(err, rules.ErrRateLimited):
 		kind = ErrInvalid
+	case errors.Is(err, rules.ErrStorageFull):
+		kind = ErrStorageFull
 	default:
 		return fmt.Errorf("%s: %w", op, err)
 	}

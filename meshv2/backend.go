@@ -20,6 +20,9 @@ var (
 	ErrForbidden = errors.New("forbidden")
 	// ErrInvalid means the input broke a limit or rule of the store (sizes, counts).
 	ErrInvalid = errors.New("invalid input")
+	// ErrStorageFull means the server could not store the write for want of room; it makes
+	// room by itself (purging the oldest items), so the client should retry shortly.
+	ErrStorageFull = errors.New("storage full")
 )
 
 // Group is the part of a group the Mesh v2 layer reports.

@@ -99,6 +99,9 @@ func (r *root) toMeshError(op string, err error) error {
 		return newError(errUnauthorized, "Unauthorized")
 	case errors.Is(err, ErrInvalid):
 		return newError(errValidation, "%s", err.Error())
+	case errors.Is(err, ErrStorageFull):
+		// Logged once by the store when it fills, not per call.
+		return newError(errStorageFull, "The server's storage is full; it is making room. Retry in a few seconds.")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	}

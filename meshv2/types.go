@@ -168,6 +168,10 @@ const (
 	errUnauthenticated = "UnauthorizedException"
 	// errBusy answers a request refused because every execution slot stayed busy.
 	errBusy = "TooManyRequestsException"
+	// errStorageFull is meshbox's own: not one of the types the client disconnects on, so a
+	// node keeps its group and its next call (a retry, the next heartbeat) goes through once
+	// the purge has made room.
+	errStorageFull = "StorageFull"
 )
 
 // meshError is a resolver error that carries an AppSync errorType.

@@ -8,6 +8,7 @@ package rules
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -128,15 +129,18 @@ type Engine struct {
 	store stream.Log
 	rate  *ratelimit.Keyed
 
-	ops     chan *op
-	stop    chan struct{}
-	stopped chan struct{}
-	hooks   Hooks
-	started bool
-	start   sync.Once
-	close   sync.Once
-	closeMu sync.RWMutex
-	closed  bool
+	ops chan *op
+	// purgeNow asks the purge loop for a pass at once: a write found the log full, and only
+	// the purge makes room.
+	purgeNow chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
+	hooks    Hooks
+	started  bool
+	start    sync.Once
+	close    sync.Once
+	closeMu  sync.RWMutex
+	closed   bool
 
 	// mu guards groups: the committed state. Only the writer goroutine replaces entries, and
 	// only after a commit; a group or node value, once published here, is never changed (the
@@ -175,7 +179,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 	e := &Engine{
 		opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now, store: store,
 		rate: ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
-		ops:  make(chan *op, 4096), stop: make(chan struct{}), stopped: make(chan struct{}),
+		ops:  make(chan *op, 4096), purgeNow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 		groups: make(map[string]*groupState, len(st.Groups)),
 	}
 	now := e.now()
@@ -339,7 +343,13 @@ fill:
 	}
 	if err != nil {
 		// Memory is as it was: the batch's edits were made on copies that are now dropped.
-		e.log.Error("write batch failed", "ops", len(batch), "items", len(t.batch.Items), "err", err)
+		if errors.Is(err, ErrStorageFull) {
+			// The log reports the full state once when it begins; every writer is told.
+			e.log.Debug("write batch refused: storage full", "ops", len(batch), "items", len(t.batch.Items))
+			e.wakePurge()
+		} else {
+			e.log.Error("write batch failed", "ops", len(batch), "items", len(t.batch.Items), "err", err)
+		}
 		for _, o := range batch {
 			if o.err == nil {
 				o.err = fmt.Errorf("write failed, nothing was saved: %w", err)

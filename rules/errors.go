@@ -27,6 +27,10 @@ var (
 	ErrCursorAhead = errors.New("cursor is ahead of the stream")
 	// ErrClosed is returned once meshbox is shutting down.
 	ErrClosed = stream.ErrClosed
+	// ErrStorageFull is returned by writes while the log is out of room (its size budget is
+	// reached or its disk is full): nothing was stored, reads still work, and writes resume
+	// by themselves once the purge has made room.
+	ErrStorageFull = stream.ErrStorageFull
 )
 
 // RateLimitError is a request refused by a rate limit; RetryAfter says when one would pass.

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,12 +17,17 @@ type PurgeResult struct {
 }
 
 // Purge ends expired groups and lapsed nodes (with their dissolve and leave items), deletes
-// items older than the event TTL, and forgets groups that ended over a TTL ago.
+// items older than the event TTL (and, near the log's size budget, the oldest ones), and
+// forgets groups that ended over a TTL ago. On a full log the expiry cannot be written (it
+// appends items); the deletion runs all the same, as it is what makes room.
 func (e *Engine) Purge(ctx context.Context) (PurgeResult, error) {
 	start := time.Now()
 	var res PurgeResult
 	if err := e.do(ctx, func(t *tx) error { e.expire(t, &res); return nil }); err != nil {
-		return res, fmt.Errorf("expire: %w", err)
+		if !errors.Is(err, ErrStorageFull) {
+			return res, fmt.Errorf("expire: %w", err)
+		}
+		res.Groups, res.Nodes = 0, 0 // nothing of it was stored; the next pass retries
 	}
 	purged, err := e.store.Purge(ctx, e.now().Add(-e.opts.EventTTL))
 	res.Items = purged.Items
@@ -40,7 +46,7 @@ func (e *Engine) Purge(ctx context.Context) (PurgeResult, error) {
 		})
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrStorageFull) {
 		return res, fmt.Errorf("forget ended groups: %w", err)
 	}
 	e.obs.ObservePurge(res.Items, res.Groups, res.Nodes, time.Since(start))
@@ -82,25 +88,38 @@ func (e *Engine) expire(t *tx, res *PurgeResult) {
 	}
 }
 
-// RunPurge purges every interval until ctx ends.
+// wakePurge asks the purge loop for a pass now, without waiting for it.
+func (e *Engine) wakePurge() {
+	select {
+	case e.purgeNow <- struct{}{}:
+	default: // a pass is already asked for
+	}
+}
+
+// RunPurge purges every interval, and at once when a write finds the log full (also at start,
+// if the log starts full), until ctx ends.
 func (e *Engine) RunPurge(ctx context.Context, every time.Duration) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	if err := e.store.Ping(ctx); errors.Is(err, ErrStorageFull) {
+		e.wakePurge()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			res, err := e.Purge(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					e.log.Error("purge", "err", err)
-				}
-				continue
+		case <-e.purgeNow:
+		}
+		res, err := e.Purge(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Error("purge", "err", err)
 			}
-			if res.Items+res.Groups+res.Nodes > 0 {
-				e.log.Debug("purged", "items", res.Items, "groups", res.Groups, "nodes", res.Nodes)
-			}
+			continue
+		}
+		if res.Items+res.Groups+res.Nodes > 0 {
+			e.log.Debug("purged", "items", res.Items, "groups", res.Groups, "nodes", res.Nodes)
 		}
 	}
 }

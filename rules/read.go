@@ -104,7 +104,7 @@ func (e *Engine) FindMeshV2Node(nid string) (Node, error) {
 	return found.snapshot(), nil
 }
 
-// Nodes returns the live members of a live group, oldest first.
+// Nodes returns the live members of a live group: the host, then the others oldest first.
 func (e *Engine) Nodes(gid string) ([]Node, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
@@ -122,8 +122,13 @@ func (e *Engine) nodesLocked(gid string, now time.Time) ([]Node, error) {
 			out = append(out, n.snapshot())
 		}
 	}
+	// The host first (it joined first; join times share a millisecond often), then by join.
 	sort.Slice(out, func(i, j int) bool {
-		return out[i].JoinedAt.Before(out[j].JoinedAt) || out[i].JoinedAt.Equal(out[j].JoinedAt) && out[i].ID < out[j].ID
+		a, b := out[i], out[j]
+		if a.Host != b.Host {
+			return a.Host
+		}
+		return a.JoinedAt.Before(b.JoinedAt) || a.JoinedAt.Equal(b.JoinedAt) && a.ID < b.ID
 	})
 	return out, nil
 }

@@ -56,6 +56,8 @@ func errorStatus(err error) (status int, code, msg string) {
 		return http.StatusConflict, "domain_full", err.Error()
 	case errors.Is(err, rules.ErrConflict):
 		return http.StatusConflict, "conflict", err.Error()
+	case errors.Is(err, rules.ErrStorageFull):
+		return http.StatusInsufficientStorage, "storage_full", "the server's storage is full: the oldest items are being purged to make room; retry shortly (reads still work)"
 	case errors.Is(err, rules.ErrClosed):
 		return http.StatusServiceUnavailable, "unavailable", "meshbox is shutting down"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -77,6 +79,8 @@ func rejectReason(status int) string {
 		return "bad_request"
 	case http.StatusConflict:
 		return "limit"
+	case http.StatusInsufficientStorage:
+		return "storage_full"
 	}
 	return ""
 }
@@ -88,7 +92,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	status, code, msg := errorStatus(err)
-	if status >= 500 {
+	// A full log is reported once by the log when it fills and when it recovers, never per
+	// request.
+	if status >= 500 && status != http.StatusInsufficientStorage {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
 	}
 	if reason := rejectReason(status); reason != "" {
@@ -100,6 +106,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
+// storageFullRetry is the Retry-After of a write refused for want of room. The first refused
+// write wakes the purge, which makes room in one pass (well under a second on a Pi for a
+// budget's worth of small items); a few seconds keeps refused clients from hammering meanwhile.
+const storageFullRetry = 5 * time.Second
+
 // retryAfter is how long a refused client should wait, when the error says.
 func retryAfter(err error) time.Duration {
 	var ae *apiError
@@ -109,6 +120,8 @@ func retryAfter(err error) time.Duration {
 		return ae.retryAfter
 	case errors.As(err, &rl):
 		return rl.RetryAfter
+	case errors.Is(err, rules.ErrStorageFull):
+		return storageFullRetry
 	}
 	return 0
 }

@@ -11,6 +11,11 @@ import (
 // ErrClosed is returned by a Log (and by the rules above it) once it has been closed.
 var ErrClosed = errors.New("store is closed")
 
+// ErrStorageFull is returned (wrapped) by a Log that cannot store a write: its size budget is
+// reached or its disk is full. Nothing of the write was stored; reads still work, and writes
+// resume by themselves once the purge has made room.
+var ErrStorageFull = errors.New("storage is full")
+
 // Item kinds: everything that happens in a group is one of these.
 const (
 	KindEvent    = "event"

@@ -14,7 +14,8 @@ import (
 type Log interface {
 	// Load returns the stored state (groups, nodes and the watermark) at start.
 	Load(ctx context.Context) (State, error)
-	// Append commits the batch's items and changes atomically, or nothing of it. It assigns
+	// Append commits the batch's items and changes atomically, or nothing of it; when the
+	// log is out of room it stores nothing and returns an error wrapping ErrStorageFull. It assigns
 	// every item its cursor (strictly increasing, never reused, also after a purge or a
 	// restart), its time (b.Now, never earlier than an item before it) and its JSON encoding.
 	// When Append returns nil, Watermark is at least the last item's cursor.
@@ -30,11 +31,14 @@ type Log interface {
 	// Watermark is the cursor of the newest committed item (0 when none ever was).
 	Watermark() int64
 	// Purge deletes every item stamped before cutoff, in batches that never hold writers up
-	// for long, and returns what it removed.
+	// for long, and returns what it removed. A log with a size budget also deletes the oldest
+	// items, whatever their age, while it is near the budget (readers behind them get
+	// truncated as usual), and Purge must be able to run when appends fail with
+	// ErrStorageFull: that is how a full log recovers.
 	Purge(ctx context.Context, cutoff time.Time) (Purged, error)
 	// Stats reports the log's figures.
 	Stats(ctx context.Context) LogStats
-	// Ping checks that the log accepts writes.
+	// Ping checks that the log accepts writes; it fails with ErrStorageFull while appends do.
 	Ping(ctx context.Context) error
 	// Close finishes and closes the log; a closed log returns ErrClosed.
 	Close() error
