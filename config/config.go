@@ -57,7 +57,23 @@ type Config struct {
 	PingInterval    time.Duration
 	ShutdownTimeout time.Duration
 	Pprof           bool
+
+	// NATS: when NATSURL is set, the log is a NATS JetStream stream shared by every instance
+	// given the same servers, stream and subjects; empty keeps the SQLite file (the default).
+	NATSURL      string // comma-separated server URLs (user:password@ in a URL works too)
+	NATSCreds    string // a .creds file (JWT and NKey seed)
+	NATSToken    string
+	NATSCA       string // CA certificate file to verify the servers
+	NATSCert     string // client certificate file (with NATSKey) for mutual TLS
+	NATSKey      string
+	NATSStream   string
+	NATSSubjects string
+	NATSReplicas int
+	NATSMaxBatch int
 }
+
+// UsesNATS reports whether the log is NATS JetStream rather than SQLite.
+func (c Config) UsesNATS() bool { return c.NATSURL != "" }
 
 // ErrHelp is returned when --help or --version was asked for and answered.
 var ErrHelp = errors.New("help requested")
@@ -163,6 +179,16 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "MESHBOX_SHUTDOWN_TIMEOUT", 5*time.Second, "longest graceful shutdown")
 	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", "serve /debug/pprof (for profiling)")
+	str(&c.NATSURL, "nats-url", "MESHBOX_NATS_URL", "", "NATS servers, comma-separated, to share groups with other meshbox instances through JetStream (empty: the SQLite file)")
+	str(&c.NATSCreds, "nats-creds", "MESHBOX_NATS_CREDS", "", "NATS credentials file (.creds)")
+	str(&c.NATSToken, "nats-token", "MESHBOX_NATS_TOKEN", "", "NATS authentication token")
+	str(&c.NATSCA, "nats-ca", "MESHBOX_NATS_CA", "", "CA certificate file to verify the NATS servers' TLS certificates")
+	str(&c.NATSCert, "nats-cert", "MESHBOX_NATS_CERT", "", "client certificate file for NATS mutual TLS")
+	str(&c.NATSKey, "nats-key", "MESHBOX_NATS_KEY", "", "client key file for NATS mutual TLS")
+	str(&c.NATSStream, "nats-stream", "MESHBOX_NATS_STREAM", "MESHBOX", "JetStream stream holding the groups")
+	str(&c.NATSSubjects, "nats-subjects", "MESHBOX_NATS_SUBJECTS", "meshbox", "subject prefix of the stream")
+	num(&c.NATSReplicas, "nats-replicas", "MESHBOX_NATS_REPLICAS", 1, "stream replicas: 1, or 3 on a 3-node cluster (survives a node)")
+	num(&c.NATSMaxBatch, "nats-max-batch", "MESHBOX_NATS_MAX_BATCH", 1000, "most messages in one atomic batch publish: the servers' jetstream max_batch_size")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 
 	fs.Usage = func() {
@@ -217,6 +243,27 @@ func (c *Config) validate() []error {
 	} {
 		if n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if c.UsesNATS() {
+		if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
+			errs = append(errs, fmt.Errorf("nats-replicas must be 1 to 5, not %d", c.NATSReplicas))
+		}
+		if c.NATSMaxBatch < 16 {
+			errs = append(errs, errors.New("nats-max-batch must be at least 16"))
+		}
+		if (c.NATSCert == "") != (c.NATSKey == "") {
+			errs = append(errs, errors.New("nats-cert and nats-key go together"))
+		}
+		if c.NATSStream == "" || strings.ContainsAny(c.NATSStream, ".*> ") {
+			errs = append(errs, fmt.Errorf("nats-stream %q is not a stream name", c.NATSStream))
+		}
+		if c.NATSSubjects == "" || strings.ContainsAny(c.NATSSubjects, "*> ") {
+			errs = append(errs, fmt.Errorf("nats-subjects %q is not a subject prefix", c.NATSSubjects))
+		}
+		// One atomic batch holds a publish's events and the changes beside them.
+		if limit := c.NATSMaxBatch / 2; c.MaxEventsPerPublish > limit {
+			c.MaxEventsPerPublish = limit
 		}
 	}
 	if c.PublishRate < 0 || c.IPRate < 0 || c.MaxConnsPerIP < 0 {
