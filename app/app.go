@@ -17,12 +17,12 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"meshbox/config"
-	"meshbox/db"
 	"meshbox/hub"
 	"meshbox/meshv2"
 	"meshbox/metrics"
 	"meshbox/rules"
 	"meshbox/server"
+	"meshbox/stream"
 	"meshbox/web"
 )
 
@@ -30,8 +30,10 @@ import (
 type App struct {
 	cfg config.Config
 	log *slog.Logger
-	// Log is the SQLite log under the rules; Store the rules every entrance goes through.
-	Log      *db.Log
+	// Log is the log under the rules (SQLite, or JetStream with a NATS URL); Store the rules
+	// every entrance goes through.
+	Log      stream.Log
+	opened   *openedLog
 	Store    *rules.Engine
 	Hub      *hub.Hub
 	Server   *server.Server
@@ -71,12 +73,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	}
 	var err error
 	a.Metrics = metrics.New(version, nil)
-	a.Log, err = db.Open(ctx, cfg.DB, db.Options{Synchronous: cfg.Synchronous, MaxBytes: cfg.MaxDBSize, Logger: log.With("component", "db")})
-	if err != nil {
+	if a.opened, err = openLog(ctx, cfg, version, log); err != nil {
 		return nil, err
 	}
+	a.Log = a.opened.log
 	a.Store, err = rules.New(ctx, a.Log, rules.Options{
-		EventTTL: cfg.EventTTL, MaxGroupLifetime: cfg.MaxGroupLifetime, HostTTL: cfg.HostTTL, MemberTTL: cfg.MemberTTL,
+		MaxBatchItems: a.opened.maxBatchItems,
+		EventTTL:      cfg.EventTTL, MaxGroupLifetime: cfg.MaxGroupLifetime, HostTTL: cfg.HostTTL, MemberTTL: cfg.MemberTTL,
 		Limits: rules.Limits{
 			MaxNodesPerGroup: cfg.MaxNodesPerGroup, MaxGroupsPerDomain: cfg.MaxGroupsPerDomain,
 			MaxDataKeys: cfg.MaxDataKeys, MaxDataKeyBytes: cfg.MaxDataKeyBytes, MaxDataValueBytes: cfg.MaxDataValueBytes,
@@ -85,16 +88,18 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		Logger: log.With("component", "rules"), Observer: a.Metrics,
 	})
 	if err != nil {
-		a.Log.Close()
+		a.opened.Close()
 		return nil, err
 	}
 	// The store both reports to the metrics and is read by them at scrape time.
-	if err := errors.Join(
-		a.Metrics.RegisterStats(web.StatsSource(a.Store)),
-		a.Metrics.RegisterDB(a.Log.WriterDB(), "writer"),
-		a.Metrics.RegisterDB(a.Log.ReaderDB(), "reader"),
-	); err != nil {
-		a.Log.Close()
+	merr := a.Metrics.RegisterStats(web.StatsSource(a.Store))
+	if a.opened.db != nil {
+		merr = errors.Join(merr,
+			a.Metrics.RegisterDB(a.opened.db.WriterDB(), "writer"),
+			a.Metrics.RegisterDB(a.opened.db.ReaderDB(), "reader"))
+	}
+	if err := merr; err != nil {
+		a.opened.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems, TailBytes: cfg.TailBytes, GlobalBytes: cfg.FeedBytes})
@@ -195,5 +200,5 @@ func (a *App) Shutdown(ctx context.Context) error {
 
 // close stops the rules' writer (finishing queued writes), then closes the log.
 func (a *App) close() error {
-	return errors.Join(a.Store.Close(), a.Log.Close())
+	return errors.Join(a.Store.Close(), a.opened.Close())
 }

@@ -72,10 +72,26 @@ type Config struct {
 	ShutdownTimeout      time.Duration
 	Pprof                bool
 
+	// NATS: when NATSURL is set, the log is a NATS JetStream stream shared by every instance
+	// given the same servers, stream and subjects; empty keeps the SQLite file (the default).
+	NATSURL      string // comma-separated server URLs (user:password@ in a URL works too)
+	NATSCreds    string // a .creds file (JWT and NKey seed)
+	NATSToken    string
+	NATSCA       string // CA certificate file to verify the servers
+	NATSCert     string // client certificate file (with NATSKey) for mutual TLS
+	NATSKey      string
+	NATSStream   string
+	NATSSubjects string
+	NATSReplicas int
+	NATSMaxBatch int
+
 	// sources maps a flag name to how the user gave its value ("--db" or "MESHBOX_DB"), so a
 	// later check (the database file) names the setting the same way the parser does.
 	sources map[string]string
 }
+
+// UsesNATS reports whether the log is NATS JetStream rather than SQLite.
+func (c Config) UsesNATS() bool { return c.NATSURL != "" }
 
 // ErrHelp is returned when --help or --version was asked for and answered.
 var ErrHelp = errors.New("help requested")
@@ -313,6 +329,16 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	dur(&c.PingInterval, "ping-interval", "MESHBOX_PING_INTERVAL", 20*time.Second, "how often WebSocket peers are pinged; one that does not answer within the next interval is dropped")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "MESHBOX_SHUTDOWN_TIMEOUT", 5*time.Second, "longest graceful shutdown")
 	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", "serve /debug/pprof (for profiling)")
+	str(&c.NATSURL, "nats-url", "MESHBOX_NATS_URL", "", "NATS servers, comma-separated, to share groups with other meshbox instances through JetStream (empty: the SQLite file)", nil)
+	str(&c.NATSCreds, "nats-creds", "MESHBOX_NATS_CREDS", "", "NATS credentials file (.creds)", nil)
+	str(&c.NATSToken, "nats-token", "MESHBOX_NATS_TOKEN", "", "NATS authentication token", nil)
+	str(&c.NATSCA, "nats-ca", "MESHBOX_NATS_CA", "", "CA certificate file to verify the NATS servers' TLS certificates", nil)
+	str(&c.NATSCert, "nats-cert", "MESHBOX_NATS_CERT", "", "client certificate file for NATS mutual TLS", nil)
+	str(&c.NATSKey, "nats-key", "MESHBOX_NATS_KEY", "", "client key file for NATS mutual TLS", nil)
+	str(&c.NATSStream, "nats-stream", "MESHBOX_NATS_STREAM", "MESHBOX", "JetStream stream holding the groups", checkStreamName)
+	str(&c.NATSSubjects, "nats-subjects", "MESHBOX_NATS_SUBJECTS", "meshbox", "subject prefix of the stream", checkSubjectPrefix)
+	num(&c.NATSReplicas, "nats-replicas", "MESHBOX_NATS_REPLICAS", 1, "stream replicas: 1, or 3 on a 3-node cluster (survives a node)", false)
+	num(&c.NATSMaxBatch, "nats-max-batch", "MESHBOX_NATS_MAX_BATCH", 1000, "most messages in one atomic batch publish: the servers' jetstream max_batch_size", false)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
@@ -346,7 +372,52 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	}
 	c.Synchronous = strings.ToUpper(c.Synchronous) // SQLite's spelling
 	c.MaxBodyBytes = int64(maxBody)
+	errs = append(errs, c.checkNATS()...)
 	return c, errors.Join(errs...)
+}
+
+// checkNATS checks the NATS settings against each other, and fits the publish size to one
+// atomic batch (a publish's events and the changes beside them).
+func (c *Config) checkNATS() []error {
+	if !c.UsesNATS() {
+		return nil
+	}
+	var errs []error
+	if c.NATSReplicas > 5 {
+		errs = append(errs, &Error{Setting: c.source("nats-replicas"), Value: strconv.Itoa(c.NATSReplicas), Problem: "is too many replicas", Accepted: "use 1, 3 or 5"})
+	}
+	if c.NATSMaxBatch < 16 {
+		errs = append(errs, &Error{Setting: c.source("nats-max-batch"), Value: strconv.Itoa(c.NATSMaxBatch), Problem: "is too small", Accepted: "use at least 16 (the servers' max_batch_size, 1000 by default)"})
+	}
+	if (c.NATSCert == "") != (c.NATSKey == "") {
+		errs = append(errs, &Error{Setting: c.source("nats-cert"), NoValue: true, Problem: "needs its key, and the key its certificate", Accepted: "give both --nats-cert and --nats-key"})
+	}
+	if limit := c.NATSMaxBatch / 2; c.MaxEventsPerPublish > limit && limit > 0 {
+		c.MaxEventsPerPublish = limit
+	}
+	return errs
+}
+
+// source is how the user gave a setting ("--name" when not at all).
+func (c *Config) source(name string) string {
+	if s := c.sources[name]; s != "" {
+		return s
+	}
+	return "--" + name
+}
+
+func checkStreamName(s string) (string, string) {
+	if s == "" || strings.ContainsAny(s, ".*> ") {
+		return "is not a stream name", "use letters, digits, dashes or underscores, such as MESHBOX"
+	}
+	return "", ""
+}
+
+func checkSubjectPrefix(s string) (string, string) {
+	if s == "" || strings.ContainsAny(s, "*> ") {
+		return "is not a subject prefix", "use dot-separated words without wildcards, such as meshbox"
+	}
+	return "", ""
 }
 
 // parseSize reads a byte count: a whole number with an optional unit (B, KB, MB, GB, KiB, MiB,

@@ -158,3 +158,31 @@ func TestDatabaseFileProblems(t *testing.T) {
 	}
 	// The unwritable folder is tested end to end in package main, as a user without root.
 }
+
+func TestNATSSettings(t *testing.T) {
+	env := map[string]string{"MESHBOX_NATS_URL": "nats://a:4222,nats://b:4222", "MESHBOX_NATS_REPLICAS": "3"}
+	c, err := Parse([]string{"--nats-stream", "DISTRICT"}, func(k string) string { return env[k] }, io.Discard, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.UsesNATS() || c.NATSReplicas != 3 || c.NATSStream != "DISTRICT" || c.NATSSubjects != "meshbox" || c.NATSMaxBatch != 1000 {
+		t.Fatalf("config = %+v", c)
+	}
+	// A publish's events must fit one atomic batch.
+	if c.MaxEventsPerPublish != 500 {
+		t.Fatalf("max events per publish %d, want it cut to half the batch", c.MaxEventsPerPublish)
+	}
+	d, err := Parse(nil, func(string) string { return "" }, io.Discard, "test")
+	if err != nil || d.UsesNATS() || d.MaxEventsPerPublish != 1000 {
+		t.Fatalf("default uses NATS or changed limits: %+v %v", d, err)
+	}
+	for _, args := range [][]string{
+		{"--nats-url", "nats://x", "--nats-replicas", "0"},
+		{"--nats-url", "nats://x", "--nats-cert", "c.pem"},
+		{"--nats-url", "nats://x", "--nats-stream", "a.b"},
+	} {
+		if _, err := Parse(args, func(string) string { return "" }, io.Discard, "test"); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}

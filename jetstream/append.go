@@ -1,0 +1,249 @@
+package jetstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"meshbox/stream"
+)
+
+// Error codes of the JetStream API that Append handles.
+const (
+	errCodeBatchIncomplete = 10176 // an atomic batch lost a message on the way: nothing was stored
+	errCodeBatchDuplicate  = 10201 // an atomic batch holds a message id already stored
+)
+
+// pubAck is the server's answer to a publish or to a batch's commit.
+type pubAck struct {
+	Stream    string `json:"stream"`
+	Seq       int64  `json:"seq"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+	Count     int    `json:"count,omitempty"`
+	Error     *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error,omitempty"`
+}
+
+// Append commits the batch's state changes and then its items as one atomic batch publish
+// (see the package doc for batches above MaxBatch) and gives the items their cursors: the
+// stream sequences the server assigned.
+func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.closed.Load() {
+		return stream.ErrClosed
+	}
+	// Like a SQLite transaction, a batch once begun is finished whoever gave up waiting.
+	ctx = context.WithoutCancel(ctx)
+	l.mu.RLock()
+	at := max(b.Now.UnixMilli(), l.lastAt)
+	l.mu.RUnlock()
+	msgs := make([]*nats.Msg, 0, len(b.Changes)+len(b.Items))
+	for _, c := range b.Changes {
+		m, err := l.changeMsg(c)
+		if err != nil {
+			return fmt.Errorf("append %d items, %d changes: %w", len(b.Items), len(b.Changes), err)
+		}
+		msgs = append(msgs, m)
+	}
+	atText := strconv.FormatInt(at, 10)
+	for i := range b.Items {
+		it := &b.Items[i]
+		it.At = time.UnixMilli(at).UTC()
+		m := nats.NewMsg(l.subj.items(it.Group))
+		m.Header.Set(hdrAt, atText)
+		m.Data = itemBody(*it)
+		msgs = append(msgs, m)
+	}
+	first := len(b.Changes) // the index of the first item's message
+	for start := 0; start < len(msgs); start += l.opts.MaxBatch {
+		part := msgs[start:min(start+l.opts.MaxBatch, len(msgs))]
+		lastSeq, err := l.publish(ctx, part, nuid.Next())
+		if err != nil {
+			if start > 0 {
+				err = fmt.Errorf("after %d of %d messages were committed: %w", start, len(msgs), err)
+			}
+			return fmt.Errorf("append %d items, %d changes: %w", len(b.Items), len(b.Changes), err)
+		}
+		// A batch's messages are stored at consecutive sequences ending at the commit's.
+		for j := range part {
+			if k := start + j - first; k >= 0 {
+				b.Items[k].Cursor = lastSeq - int64(len(part)-1-j)
+			}
+		}
+	}
+	for i := range b.Items {
+		b.Items[i].JSON = stream.EncodeItem(b.Items[i])
+	}
+	l.mu.Lock()
+	l.lastAt = max(l.lastAt, at)
+	for _, c := range b.Changes {
+		switch c.Kind {
+		case stream.PutGroup:
+			if _, ok := l.marks[c.Group.ID]; !ok {
+				l.marks[c.Group.ID] = 0
+			}
+		case stream.DeleteGroup:
+			delete(l.marks, c.Group.ID)
+			delete(l.lastItem, c.Group.ID)
+			l.deleted[c.Group.ID] = true
+		}
+	}
+	for _, it := range b.Items {
+		l.lastItem[it.Group] = it.Cursor
+	}
+	l.mu.Unlock()
+	if n := len(b.Items); n > 0 {
+		l.advance(b.Items[n-1].Cursor)
+	}
+	return nil
+}
+
+// advance moves the watermark forward to c (never back).
+func (l *Log) advance(c int64) {
+	for {
+		w := l.watermark.Load()
+		if c <= w || l.watermark.CompareAndSwap(w, c) {
+			return
+		}
+	}
+}
+
+// changeMsg is the message that stores one state change: the record's newest version (or its
+// tombstone), rolling up the versions before it.
+func (l *Log) changeMsg(c stream.Change) (*nats.Msg, error) {
+	var m *nats.Msg
+	switch c.Kind {
+	case stream.PutGroup:
+		m = nats.NewMsg(l.subj.group(c.Group.ID))
+		g := c.Group
+		g.LastCursor = 0
+		m.Data, _ = json.Marshal(g) // a record of strings, times and bytes always marshals
+	case stream.DeleteGroup:
+		m = nats.NewMsg(l.subj.group(c.Group.ID))
+		m.Header.Set(hdrDel, "1")
+	case stream.PutNode:
+		m = nats.NewMsg(l.subj.node(c.Node.Group, c.Node.ID))
+		m.Data, _ = json.Marshal(c.Node)
+	case stream.DeleteNode:
+		m = nats.NewMsg(l.subj.node(c.Node.Group, c.Node.ID))
+		m.Header.Set(hdrDel, "1")
+	default:
+		return nil, fmt.Errorf("unknown change kind %d", c.Kind)
+	}
+	m.Header.Set(hdrRoll, "sub")
+	return m, nil
+}
+
+// publish stores msgs (at most MaxBatch) atomically and returns the last one's sequence. Every
+// message gets a Nats-Msg-Id made of id, so a retry after a lost ack stores nothing twice.
+func (l *Log) publish(ctx context.Context, msgs []*nats.Msg, id string) (int64, error) {
+	for i, m := range msgs {
+		m.Header.Set(nats.MsgIdHdr, id+"-"+strconv.Itoa(i+1))
+	}
+	floor := l.streamLast()
+	var lastErr error
+	// A stream whose leader died elects another within seconds: retry until RetryFor is over.
+	giveUp := time.Now().Add(l.opts.RetryFor)
+	for attempt := 0; attempt == 0 || time.Now().Before(giveUp); attempt++ {
+		if attempt > 0 {
+			l.log.Warn("retrying append", "attempt", attempt, "messages", len(msgs), "err", lastErr)
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, time.Second)):
+			}
+		}
+		ack, err := l.publishOnce(ctx, msgs, id+"."+strconv.Itoa(attempt))
+		if err != nil {
+			lastErr = err
+			continue // no answer: perhaps stored, perhaps not; the ids tell on the retry
+		}
+		if ack.Error != nil {
+			switch ack.Error.ErrCode {
+			case errCodeBatchDuplicate:
+				// An earlier attempt was stored whole: find where.
+				return l.findStored(ctx, msgs[len(msgs)-1], floor)
+			case errCodeBatchIncomplete:
+				lastErr = fmt.Errorf("%s", ack.Error.Description)
+				continue
+			}
+			return 0, fmt.Errorf("publish to %s: %s (%d)", l.opts.Stream, ack.Error.Description, ack.Error.ErrCode)
+		}
+		if ack.Duplicate && len(msgs) == 1 {
+			return ack.Seq, nil // the server tells a single message's original sequence
+		}
+		if len(msgs) > 1 && ack.Count != len(msgs) {
+			return 0, fmt.Errorf("publish to %s: batch of %d stored as %d", l.opts.Stream, len(msgs), ack.Count)
+		}
+		return ack.Seq, nil
+	}
+	return 0, fmt.Errorf("publish to %s: %w", l.opts.Stream, lastErr)
+}
+
+// publishOnce sends msgs once: a single message as a plain publish, more as an atomic batch
+// whose last message commits it. Only the commit is answered.
+func (l *Log) publishOnce(ctx context.Context, msgs []*nats.Msg, batchID string) (*pubAck, error) {
+	if len(msgs) > 1 {
+		for i, m := range msgs {
+			m.Header.Set("Nats-Batch-Id", batchID)
+			m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+			if i < len(msgs)-1 {
+				if err := l.nc.PublishMsg(m); err != nil {
+					return nil, err
+				}
+			}
+		}
+		msgs[len(msgs)-1].Header.Set("Nats-Batch-Commit", "1")
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+	defer cancel()
+	resp, err := l.nc.RequestMsgWithContext(ctx, msgs[len(msgs)-1])
+	if err != nil {
+		return nil, err
+	}
+	var ack pubAck
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return nil, fmt.Errorf("decode ack: %w", err)
+	}
+	return &ack, nil
+}
+
+// streamLast is the stream's last sequence as this instance knows it: every message published
+// from now on is stored after it.
+func (l *Log) streamLast() int64 { return l.watermark.Load() }
+
+// findStored finds the sequence at which last (the final message of a batch already stored)
+// was stored, looking after floor on its subject for its message id.
+func (l *Log) findStored(ctx context.Context, last *nats.Msg, floor int64) (int64, error) {
+	id := last.Header.Get(nats.MsgIdHdr)
+	from := floor + 1
+	for {
+		var found, next int64
+		_, err := l.directBatch(ctx, directRequest{Seq: uint64(from), NextFor: last.Subject, Batch: 256}, func(m *rawMsg) {
+			next = max(next, m.seq+1)
+			if found == 0 && m.header.Get(nats.MsgIdHdr) == id {
+				found = m.seq
+			}
+		})
+		if err != nil {
+			return 0, fmt.Errorf("find stored batch: %w", err)
+		}
+		if found != 0 {
+			return found, nil
+		}
+		if next == 0 {
+			return 0, errors.New("find stored batch: the server reports it stored but it is not in the stream")
+		}
+		from = next
+	}
+}

@@ -1,0 +1,126 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	js "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"meshbox/stream"
+)
+
+// purgeBatch bounds the items one purge step deletes; their groups' marks go in one atomic
+// batch, so it stays well below MaxBatch.
+const purgeBatch = 500
+
+// Purge deletes the items stamped before cutoff, oldest first, purgeBatch at a time, and the
+// subjects of groups whose records were deleted. For each step it first stores the purge marks
+// (each group's newest deleted item, and the stream's), then deletes the items: a reader that
+// finds items gone finds the marks too.
+func (l *Log) Purge(ctx context.Context, cutoff time.Time) (stream.Purged, error) {
+	var res stream.Purged
+	if err := l.forgetDeleted(ctx); err != nil {
+		return res, err
+	}
+	for ctx.Err() == nil {
+		n, through, err := l.purgeStep(ctx, cutoff.UnixMilli())
+		if err != nil {
+			return res, err
+		}
+		res.Items += n
+		res.Through = max(res.Through, through)
+		if n < purgeBatch {
+			break
+		}
+	}
+	return res, nil
+}
+
+func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64, err error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.closed.Load() {
+		return 0, 0, stream.ErrClosed
+	}
+	l.mu.RLock()
+	from := l.purgedThrough + 1
+	l.mu.RUnlock()
+	perGroup := map[string]int64{}
+	old := true
+	// Item times never decrease in cursor order, so the old items are a prefix of the items.
+	_, err = l.directBatch(ctx, directRequest{Seq: uint64(from), NextFor: l.subj.allItems(), Batch: purgeBatch}, func(m *rawMsg) {
+		at, perr := strconv.ParseInt(m.header.Get(hdrAt), 10, 64)
+		if !old || perr != nil || at >= cutoff {
+			old = false
+			return
+		}
+		_, gid, _, _ := l.subj.parse(m.subject)
+		perGroup[gid] = m.seq
+		through = m.seq
+		n++
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("find old items: %w", err)
+	}
+	if n == 0 {
+		return 0, 0, nil
+	}
+	msgs := make([]*nats.Msg, 0, len(perGroup)+1)
+	for gid, c := range perGroup {
+		m := nats.NewMsg(l.subj.mark(gid))
+		m.Header.Set(hdrRoll, "sub")
+		m.Data = strconv.AppendInt(nil, c, 10)
+		msgs = append(msgs, m)
+	}
+	m := nats.NewMsg(l.subj.purged())
+	m.Header.Set(hdrRoll, "sub")
+	m.Data = strconv.AppendInt(nil, through, 10)
+	msgs = append(msgs, m)
+	if _, err := l.publish(ctx, msgs, nuid.Next()); err != nil {
+		return 0, 0, fmt.Errorf("store purge marks: %w", err)
+	}
+	l.mu.Lock()
+	l.purgedThrough = max(l.purgedThrough, through)
+	for gid, c := range perGroup {
+		if _, known := l.marks[gid]; known {
+			l.marks[gid] = max(l.marks[gid], c)
+		}
+	}
+	l.mu.Unlock()
+	pctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+	defer cancel()
+	if err := l.st.Purge(pctx, js.WithPurgeSubject(l.subj.allItems()), js.WithPurgeSequence(uint64(through+1))); err != nil {
+		return 0, 0, fmt.Errorf("purge items through %d: %w", through, err)
+	}
+	return n, through, nil
+}
+
+// forgetDeleted drops every message of the groups whose records were deleted (the group's
+// items, records, tombstones and mark).
+func (l *Log) forgetDeleted(ctx context.Context) error {
+	l.mu.RLock()
+	gids := make([]string, 0, len(l.deleted))
+	for gid := range l.deleted {
+		gids = append(gids, gid)
+	}
+	l.mu.RUnlock()
+	for _, gid := range gids {
+		pctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+		err := l.st.Purge(pctx, js.WithPurgeSubject(l.subj.groupAll(gid)))
+		if err == nil {
+			err = l.st.Purge(pctx, js.WithPurgeSubject(l.subj.mark(gid)))
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("forget group %s: %w", gid, err)
+		}
+		l.mu.Lock()
+		delete(l.deleted, gid)
+		l.mu.Unlock()
+	}
+	return nil
+}

@@ -1,0 +1,259 @@
+package jetstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	js "github.com/nats-io/nats.go/jetstream"
+
+	"meshbox/stream"
+)
+
+// rawMsg is a stored message as a direct get or a consumer returns it.
+type rawMsg struct {
+	subject string
+	seq     int64
+	header  nats.Header
+	data    []byte
+}
+
+// directRequest is the server's direct get request (JSApiMsgGetRequest) in the form meshbox
+// uses: a batch of messages from a sequence, filtered by subject.
+type directRequest struct {
+	Seq      uint64 `json:"seq,omitempty"`
+	NextFor  string `json:"next_by_subj,omitempty"`
+	Batch    int    `json:"batch,omitempty"`
+	MaxBytes int    `json:"max_bytes,omitempty"`
+}
+
+// directBatch asks any replica for a batch of messages and calls each with them in order. It
+// returns how many messages matching the filter the replica holds after the last one sent.
+func (l *Log) directBatch(ctx context.Context, req directRequest, each func(m *rawMsg)) (pending int64, err error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, fmt.Errorf("direct get: %w", err)
+	}
+	inbox := l.nc.NewRespInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0, fmt.Errorf("direct get: %w", err)
+	}
+	defer sub.Unsubscribe()
+	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+l.opts.Stream, inbox, body); err != nil {
+		return 0, fmt.Errorf("direct get: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+	defer cancel()
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("direct get from %s: %w", l.opts.Stream, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "404":
+			return 0, nil // nothing at or after the sequence
+		case "204":
+			n, _ := strconv.ParseInt(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			return n, nil
+		default:
+			return 0, fmt.Errorf("direct get from %s: status %s %s", l.opts.Stream, status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseInt(m.Header.Get(js.SequenceHeader), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("direct get from %s: bad sequence: %w", l.opts.Stream, err)
+		}
+		each(&rawMsg{subject: m.Header.Get(js.SubjectHeader), seq: seq, header: m.Header, data: m.Data})
+		if req.Batch <= 1 {
+			return 0, nil // a single get has no end-of-batch message
+		}
+	}
+}
+
+// lastPerSubject delivers the newest message of every record, item and mark subject, up to
+// the stream's sequence last, through an ordered consumer that is gone when it returns.
+func (l *Log) lastPerSubject(ctx context.Context, last uint64, each func(m *rawMsg) error) error {
+	if last == 0 {
+		return nil
+	}
+	s := l.subj
+	c, err := l.js.OrderedConsumer(ctx, l.opts.Stream, js.OrderedConsumerConfig{
+		FilterSubjects: []string{s.p + ".g.*.i", s.p + ".g.*.s", s.p + ".g.*.n.*", s.p + ".m.*", s.purged()},
+		DeliverPolicy:  js.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("read records: %w", err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read records: %w", err)
+	}
+	if info.NumPending == 0 {
+		return nil
+	}
+	for {
+		batch, err := c.Fetch(512, js.FetchMaxWait(l.opts.Timeout))
+		if err != nil {
+			return fmt.Errorf("read records: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("read records: %w", err)
+			}
+			if err := each(&rawMsg{subject: m.Subject(), seq: int64(md.Sequence.Stream), header: m.Headers(), data: m.Data()}); err != nil {
+				return err
+			}
+			if md.NumPending == 0 {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("read records: %w", err)
+		}
+		if got == 0 {
+			return fmt.Errorf("read records: no message within %s", l.opts.Timeout)
+		}
+	}
+}
+
+// itemPrefix is what every item's encoding starts with before its cursor: the stored body
+// leaves it and the cursor out (the sequence is only known once stored), and a read puts
+// both back without decoding the item.
+const itemPrefix = `{"cursor":`
+
+func itemBody(it stream.Item) []byte {
+	it.Cursor = 0
+	return stream.EncodeItem(it)[len(itemPrefix)+1:]
+}
+
+func itemFrom(m *rawMsg, gid string) (stream.Item, error) {
+	b := make([]byte, 0, len(itemPrefix)+20+len(m.data))
+	b = append(b, itemPrefix...)
+	b = strconv.AppendInt(b, m.seq, 10)
+	b = append(b, m.data...)
+	it, err := stream.DecodeItem(b)
+	if err != nil {
+		return it, fmt.Errorf("item %d: %w", m.seq, err)
+	}
+	it.Group = gid
+	return it, nil
+}
+
+// errBehind is reported when every replica asked lacked an item known to be committed.
+var errBehind = errors.New("replica behind the committed watermark")
+
+// ReadAfter reads up to limit items of a group with since < cursor <= through, in cursor order,
+// stopping once maxBytes of items are read (after at least one).
+func (l *Log) ReadAfter(ctx context.Context, gid string, since, through int64, limit, maxBytes int) (items []stream.Item, truncated bool, err error) {
+	through = min(through, l.Watermark())
+	if since < through && limit > 0 {
+		for attempt := 0; ; attempt++ {
+			var complete bool
+			items, complete, err = l.readOnce(ctx, gid, since, through, limit, maxBytes)
+			if err != nil {
+				return nil, false, err
+			}
+			if complete {
+				break
+			}
+			// A replica that is behind answered: ask again (perhaps another one) shortly.
+			if attempt == 50 {
+				return nil, false, fmt.Errorf("read %s after %d: %w", gid, since, errBehind)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	// Read the purge marks after the items: a purge that ran meanwhile then shows as truncated.
+	l.mu.RLock()
+	if mark, known := l.marks[gid]; known {
+		truncated = since < mark
+	} else {
+		truncated = since < l.purgedThrough
+	}
+	l.mu.RUnlock()
+	return items, truncated, nil
+}
+
+// readOnce reads once and reports whether the answer is complete: whether the replica that
+// answered held every committed item of the group this instance knows of.
+func (l *Log) readOnce(ctx context.Context, gid string, since, through int64, limit, maxBytes int) ([]stream.Item, bool, error) {
+	var items []stream.Item
+	var decodeErr error
+	size, beyond, last := 0, false, since
+	req := directRequest{Seq: uint64(since + 1), NextFor: l.subj.items(gid), Batch: int(min(int64(limit), through-since)), MaxBytes: maxBytes}
+	pending, err := l.directBatch(ctx, req, func(m *rawMsg) {
+		if decodeErr != nil || m.seq > through {
+			beyond = beyond || m.seq > through
+			return
+		}
+		if maxBytes > 0 && size >= maxBytes {
+			return
+		}
+		it, err := itemFrom(m, gid)
+		if err != nil {
+			decodeErr = err
+			return
+		}
+		size += len(it.JSON)
+		last = m.seq
+		items = append(items, it)
+	})
+	if err == nil {
+		err = decodeErr
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s after %d: %w", gid, since, err)
+	}
+	if beyond || pending > 0 || len(items) >= req.Batch || (maxBytes > 0 && size >= maxBytes) {
+		return items, true, nil
+	}
+	l.mu.RLock()
+	known, mark := l.lastItem[gid], l.marks[gid]
+	l.mu.RUnlock()
+	// Replicas apply the log in order: one that lacks the newest item known (and not purged)
+	// may lack any item after the last it sent.
+	return items, known <= last || known <= mark, nil
+}
+
+// CursorAt returns the cursor a reader should resume from to get the group's items stamped
+// after t: the cursor just before the first such item, or through when there is none.
+func (l *Log) CursorAt(ctx context.Context, gid string, t time.Time, through int64) (int64, error) {
+	through = min(through, l.Watermark())
+	cut := t.UnixMilli()
+	from := int64(1)
+	for from <= through {
+		found, next := int64(0), int64(0)
+		_, err := l.directBatch(ctx, directRequest{Seq: uint64(from), NextFor: l.subj.items(gid), Batch: 256}, func(m *rawMsg) {
+			next = max(next, m.seq+1)
+			if found != 0 || m.seq > through {
+				return
+			}
+			if at, _ := strconv.ParseInt(m.header.Get(hdrAt), 10, 64); at > cut {
+				found = m.seq
+			}
+		})
+		if err != nil {
+			return 0, fmt.Errorf("cursor at %s: %w", stream.FormatTime(t), err)
+		}
+		if found != 0 {
+			return found - 1, nil
+		}
+		if next == 0 {
+			break
+		}
+		from = next
+	}
+	return through, nil
+}
