@@ -36,9 +36,9 @@ func (l *Log) purgeBatch(ctx context.Context, cutoff int64) (n int, through int6
 	if l.closed {
 		return 0, 0, stream.ErrClosed
 	}
-	var last sql.NullInt64
+	var last, lastAt sql.NullInt64
 	// Item times never decrease in cursor order, so the old items are a prefix of the table.
-	err = l.wconn.QueryRowContext(ctx, `SELECT max(cursor), count(*) FROM (SELECT cursor, at FROM items ORDER BY cursor LIMIT ?) WHERE at < ?`, purgeBatch, cutoff).Scan(&last, &n)
+	err = l.wconn.QueryRowContext(ctx, `SELECT max(cursor), count(*), max(at) FROM (SELECT cursor, at FROM items ORDER BY cursor LIMIT ?) WHERE at < ?`, purgeBatch, cutoff).Scan(&last, &n, &lastAt)
 	if err != nil {
 		return 0, 0, fmt.Errorf("find old items: %w", err)
 	}
@@ -63,7 +63,9 @@ func (l *Log) purgeBatch(ctx context.Context, cutoff int64) (n int, through int6
 			return 0, 0, fmt.Errorf("purge marks: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES('purged_through', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, through); err != nil {
+	// The newest purged item's time too: should the purge empty the table, a restart must not
+	// stamp new items earlier than items clients have seen.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES('purged_through', ?), ('purged_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, through, lastAt.Int64); err != nil {
 		return 0, 0, fmt.Errorf("purge marks: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
