@@ -117,6 +117,9 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 		}
 		return fmt.Errorf("append %d items, %d changes: %w", len(b.Items), len(b.Changes), err)
 	}
+	if l.committedHook != nil {
+		l.committedHook()
+	}
 	l.lastAt = at
 	l.roomAgain()
 	l.pmu.Lock()

@@ -105,8 +105,11 @@ type Log struct {
 	stop        chan struct{}
 	closeOnce   sync.Once
 	ckptStopped chan struct{}
-	// commitHook lets in-package tests force a commit failure.
-	commitHook func() error
+	// commitHook lets in-package tests force a commit failure: it runs after the batch is
+	// written, before COMMIT. committedHook runs after COMMIT, before the watermark moves (the
+	// window in which SQLite already shows the batch to readers). Both run under wmu.
+	commitHook    func() error
+	committedHook func()
 }
 
 var _ stream.Log = (*Log)(nil)
@@ -190,6 +193,11 @@ func Open(ctx context.Context, path string, opts Options) (*Log, error) {
 	if err := l.stmts.prepare(ctx, l.wconn); err != nil {
 		return fail(err)
 	}
+	if err := l.loadPosition(ctx); err != nil {
+		l.stmts.close()
+		l.readAfter.Close()
+		return fail(err)
+	}
 	go l.checkpointLoop()
 	return l, nil
 }
@@ -268,7 +276,6 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 	if err != nil {
 		return st, fmt.Errorf("load groups: %w", err)
 	}
-	marks := map[string]int64{}
 	for rows.Next() {
 		var g stream.GroupRecord
 		var created, expires, hostSeen, ended, endCursor, purged int64
@@ -278,7 +285,6 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 		}
 		g.CreatedAt, g.ExpiresAt, g.HostSeenAt, g.EndedAt = fromMillis(created), fromMillis(expires), fromMillis(hostSeen), fromMillis(ended)
 		g.LastCursor = max(endCursor, purged)
-		marks[g.ID] = purged
 		st.Groups = append(st.Groups, g)
 	}
 	if err := rows.Err(); err != nil {
@@ -319,21 +325,52 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("load nodes: %w", err)
 	}
-	var seq, purged, lastAt sql.NullInt64
-	if err := l.wconn.QueryRowContext(ctx, `SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'items'), (SELECT value FROM meta WHERE key = 'purged_through'), (SELECT at FROM items ORDER BY cursor DESC LIMIT 1)`).Scan(&seq, &purged, &lastAt); err != nil {
-		return st, fmt.Errorf("load cursor: %w", err)
+	if err := l.loadPosition(ctx); err != nil {
+		return st, err
 	}
-	// Never hand out a cursor at or below one already used, also not one of a batch that
-	// failed before this process started (the sequence row is only written on commit).
-	l.next = max(l.next, seq.Int64, purged.Int64)
-	l.lastAt = max(l.lastAt, lastAt.Int64)
-	l.watermark.Store(max(l.watermark.Load(), seq.Int64, purged.Int64))
 	st.Watermark = l.watermark.Load()
+	return st, nil
+}
+
+// loadPosition reads where the log stands: the newest cursor a commit used, the newest item
+// time and the purge marks. Open runs it, so a log appends and reads correctly whether or not
+// Load is called first; the caller holds wmu (or is Open).
+func (l *Log) loadPosition(ctx context.Context) error {
+	var seq, purged, lastAt, purgedAt sql.NullInt64
+	if err := l.wconn.QueryRowContext(ctx, `SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'items'),
+		(SELECT value FROM meta WHERE key = 'purged_through'), (SELECT at FROM items ORDER BY cursor DESC LIMIT 1),
+		(SELECT value FROM meta WHERE key = 'purged_at')`).Scan(&seq, &purged, &lastAt, &purgedAt); err != nil {
+		return fmt.Errorf("load cursor: %w", err)
+	}
+	rows, err := l.wconn.QueryContext(ctx, `SELECT id, purged_through FROM groups`)
+	if err != nil {
+		return fmt.Errorf("load purge marks: %w", err)
+	}
+	defer rows.Close()
+	marks := map[string]int64{}
+	for rows.Next() {
+		var gid string
+		var mark int64
+		if err := rows.Scan(&gid, &mark); err != nil {
+			return fmt.Errorf("load purge marks: %w", err)
+		}
+		marks[gid] = mark
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load purge marks: %w", err)
+	}
+	// Never hand out a cursor at or below one already used. (Cursors of a batch that failed
+	// before this process started may come again: the sequence row is only written on commit,
+	// and nobody ever saw them.)
+	l.next = max(l.next, seq.Int64, purged.Int64)
+	// The newest item time survives a purge that empties the table: clients hold it.
+	l.lastAt = max(l.lastAt, lastAt.Int64, purgedAt.Int64)
+	l.watermark.Store(max(l.watermark.Load(), seq.Int64, purged.Int64))
 	l.pmu.Lock()
 	l.marks = marks
-	l.purgedThrough = purged.Int64
+	l.purgedThrough = max(l.purgedThrough, purged.Int64)
 	l.pmu.Unlock()
-	return st, nil
+	return nil
 }
 
 // Stats reads the log's figures.

@@ -90,9 +90,9 @@ func (l *Log) purgeBatch(ctx context.Context, cutoff int64, limit int, target in
 			return 0, 0, nil
 		}
 	}
-	var last sql.NullInt64
+	var last, lastAt sql.NullInt64
 	// Item times never decrease in cursor order, so the old items are a prefix of the table.
-	err = l.wconn.QueryRowContext(ctx, `SELECT max(cursor), count(*) FROM (SELECT cursor, at FROM items ORDER BY cursor LIMIT ?) WHERE at < ?`, limit, cutoff).Scan(&last, &n)
+	err = l.wconn.QueryRowContext(ctx, `SELECT max(cursor), count(*), max(at) FROM (SELECT cursor, at FROM items ORDER BY cursor LIMIT ?) WHERE at < ?`, limit, cutoff).Scan(&last, &n, &lastAt)
 	if err != nil {
 		return 0, 0, fmt.Errorf("find old items: %w", err)
 	}
@@ -112,12 +112,12 @@ func (l *Log) purgeBatch(ctx context.Context, cutoff int64, limit int, target in
 		}
 		defer l.setMaxPages(context.WithoutCancel(ctx), l.budgetPages)
 	}
-	if err := l.deleteThrough(ctx, through, perGroup); err != nil {
+	if err := l.deleteThrough(ctx, through, lastAt.Int64, perGroup); err != nil {
 		if !isFull(err) || !l.releaseReserve() {
 			return 0, 0, err
 		}
 		// The disk is full: the reserve's space is free now, try once more.
-		if err := l.deleteThrough(ctx, through, perGroup); err != nil {
+		if err := l.deleteThrough(ctx, through, lastAt.Int64, perGroup); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -133,7 +133,7 @@ func (l *Log) purgeBatch(ctx context.Context, cutoff int64, limit int, target in
 }
 
 // deleteThrough deletes the items up to through and moves the purge marks, in one transaction.
-func (l *Log) deleteThrough(ctx context.Context, through int64, perGroup map[string]int64) error {
+func (l *Log) deleteThrough(ctx context.Context, through, throughAt int64, perGroup map[string]int64) error {
 	tx, err := l.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("purge: %w", err)
@@ -147,7 +147,9 @@ func (l *Log) deleteThrough(ctx context.Context, through int64, perGroup map[str
 			return fmt.Errorf("purge marks: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES('purged_through', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, through); err != nil {
+	// The newest purged item's time too: should the purge empty the table, a restart must not
+	// stamp new items earlier than items clients have seen.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES('purged_through', ?), ('purged_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, through, throughAt); err != nil {
 		return fmt.Errorf("purge marks: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -76,7 +76,8 @@ func payloadLen(p *string) int {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string; invalid UTF-8 becomes U+FFFD as encoding/json does.
+// appendString appends s as a JSON string, byte for byte as encoding/json writes it without
+// HTML escaping: invalid UTF-8 becomes U+FFFD, \b and \f are short escapes (Go 1.22 on).
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
@@ -97,6 +98,10 @@ func appendString(b []byte, s string) []byte {
 				b = append(b, '\\', 'r')
 			case '\t':
 				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
 			default:
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 			}
