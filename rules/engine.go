@@ -30,6 +30,14 @@ type Limits struct {
 	// PublishRate is publishes and data changes per node per second, burst twice that
 	// (0: unlimited).
 	PublishRate float64
+	// MaxGroups bounds the live groups of the whole server, MaxGroupsPerClient those created
+	// by one client (in every domain together), and GroupCreateRate how many groups one client
+	// may create per second, after a burst of GroupCreateBurst (0: unlimited). The client is
+	// the one named with WithClient; creations without one are bounded by MaxGroups only.
+	MaxGroups          int
+	MaxGroupsPerClient int
+	GroupCreateRate    float64
+	GroupCreateBurst   int
 	// MaxReadBytes bounds the encoded items one read from the log returns (at least one
 	// item), so a reader far behind never pulls thousands of large payloads at once.
 	MaxReadBytes int
@@ -102,6 +110,7 @@ func (o *Options) defaults() {
 		{&l.MaxNodesPerGroup, 250}, {&l.MaxGroupsPerDomain, 200}, {&l.MaxDataKeys, 100},
 		{&l.MaxDataKeyBytes, 128}, {&l.MaxDataValueBytes, 4096}, {&l.MaxPayloadBytes, 16 << 10},
 		{&l.MaxEventsPerPublish, 1000}, {&l.MaxReadBytes, 256 << 10},
+		{&l.MaxGroups, 2000}, {&l.MaxGroupsPerClient, 200}, {&l.GroupCreateBurst, 60},
 		{&o.MaxBatchItems, 8192}, {&o.MaxBatchBytes, 8 << 20},
 	} {
 		if *d.v <= 0 {
@@ -127,6 +136,8 @@ type Engine struct {
 	now   func() time.Time
 	store stream.Log
 	rate  *ratelimit.Keyed
+	// createRate charges group creations to their client.
+	createRate *ratelimit.Keyed
 
 	ops     chan *op
 	stop    chan struct{}
@@ -150,6 +161,9 @@ type Engine struct {
 
 type groupState struct {
 	Group
+	// client created the group (WithClient); kept in memory only, so after a restart the
+	// groups that survived count for nobody.
+	client    string
 	endedAt   time.Time
 	endReason string
 	// endCursor is the dissolve item's cursor.
@@ -174,8 +188,9 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now, store: store,
-		rate: ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
-		ops:  make(chan *op, 4096), stop: make(chan struct{}), stopped: make(chan struct{}),
+		rate:       ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
+		createRate: ratelimit.New(opts.Limits.GroupCreateRate, opts.Limits.GroupCreateBurst),
+		ops:        make(chan *op, 4096), stop: make(chan struct{}), stopped: make(chan struct{}),
 		groups: make(map[string]*groupState, len(st.Groups)),
 	}
 	now := e.now()
