@@ -93,3 +93,6 @@ func (a *App) announceAdmin(dash *web.Handler, file string, configured, created 
 		fmt.Fprintf(term, "\nTeacher dashboard (scan, or open the link; keep it private):\n%s%s\n\n", code.Terminal(), link)
 	}
 }
+
+// AdminToken is the admin token in use: configured, kept beside the database, or created.
+func (a *App) AdminToken() string { return a.cfg.AdminToken }
