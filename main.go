@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := app.NewLogger(cfg, stdout)
-	a, err := app.Start(ctx, cfg, log, version)
+	a, err := app.StartWith(ctx, cfg, log, version, app.Options{Terminal: stdout})
 	if err != nil {
 		return err
 	}

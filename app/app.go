@@ -63,15 +63,37 @@ func NewLogger(cfg config.Config, out io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(out, opts))
 }
 
+// Options are what a start needs beyond the settings.
+type Options struct {
+	// Terminal receives what is meant for the person who started meshbox rather than for the
+	// log: the dashboard link with a new admin token, as a QR code. nil prints nothing.
+	Terminal io.Writer
+	// Now is the clock of the rate limits; nil is time.Now. Tests drive it.
+	Now func() time.Time
+}
+
 // Start opens the database, starts the writer, the background loops and the HTTP server on
 // cfg.Addr (use 127.0.0.1:0 in tests), and returns once it accepts connections.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version string) (*App, error) {
+	return StartWith(ctx, cfg, log, version, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version string, opts Options) (*App, error) {
 	a := &App{cfg: cfg, log: log, started: time.Now(), version: version, serveErr: make(chan error, 1)}
 	// File problems in words a teacher can act on, before SQLite reports them as codes.
 	if err := cfg.CheckDatabase(); err != nil {
 		return nil, err
 	}
+	// The dashboard's details are the teacher's: there is always an admin token.
+	tokenFile := AdminTokenFile(cfg.DB)
 	var err error
+	var tokenCreated bool
+	tokenConfigured := cfg.AdminToken != ""
+	if cfg.AdminToken, tokenCreated, err = adminToken(cfg.AdminToken, tokenFile); err != nil {
+		return nil, err
+	}
+	a.cfg = cfg
 	a.Metrics = metrics.New(version, nil)
 	if a.opened, err = openLog(ctx, cfg, version, log); err != nil {
 		return nil, err
@@ -84,7 +106,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 			MaxNodesPerGroup: cfg.MaxNodesPerGroup, MaxGroupsPerDomain: cfg.MaxGroupsPerDomain,
 			MaxDataKeys: cfg.MaxDataKeys, MaxDataKeyBytes: cfg.MaxDataKeyBytes, MaxDataValueBytes: cfg.MaxDataValueBytes,
 			MaxPayloadBytes: cfg.MaxPayloadBytes, MaxEventsPerPublish: cfg.MaxEventsPerPublish, PublishRate: cfg.PublishRate,
+			MaxGroups: cfg.MaxGroups, MaxGroupsPerClient: cfg.MaxGroupsPerClient, GroupCreateRate: cfg.GroupCreateRate,
 		},
+		Now:    opts.Now,
 		Logger: log.With("component", "rules"), Observer: a.Metrics,
 	})
 	if err != nil {
@@ -115,7 +139,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	a.mesh, err = meshv2.New(meshv2.Config{
 		APIKey: cfg.APIKey, HostHeartbeatInterval: cfg.HostHeartbeatInterval,
 		MemberHeartbeatInterval: cfg.MemberHeartbeatInterval, PollingInterval: cfg.PollingInterval,
-		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes,
+		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyTimeout,
 		DomainFor:   func(r *http.Request) string { return srv.DomainFor(r) },
 		ClientIP:    func(r *http.Request) string { return srv.ClientIP(r) },
 		AcquireConn: func(r *http.Request) (func(), bool) { return srv.AcquireConn(r) },
@@ -129,7 +153,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	loopCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	srv = server.New(loopCtx, cfg, server.Deps{
-		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP,
+		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP, Now: opts.Now,
 		Mounts: []func(chi.Router){
 			dash.Routes,
 			a.mesh.Routes,
@@ -137,12 +161,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		},
 	})
 	a.Server = srv
-	a.ln, err = net.Listen("tcp", cfg.Addr)
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		cancel()
 		a.close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	a.ln = srv.Listen(ln) // the connection budget
+
 	a.http = &http.Server{
 		Handler:           a.Server.Handler(),
 		ReadHeaderTimeout: 10 * time.Second, // slowloris clients are cut off
@@ -153,6 +179,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		// streams, long-polls, the dashboard stream) end at once rather than holding shutdown
 		// for its whole timeout; writes already queued still finish and are answered.
 		BaseContext: func(net.Listener) context.Context { return loopCtx },
+		ConnContext: srv.ConnContext,
 	}
 	a.loops.Add(4)
 	go func() { defer a.loops.Done(); srv.Run(loopCtx) }()
@@ -164,6 +191,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	if web.ListensOnLoopback(cfg.Addr) {
 		log.Warn("listening on this computer only: students' devices cannot connect; use --addr :8080 to accept them", "addr", cfg.Addr)
 	}
+	a.announceAdmin(dash, tokenFile, tokenConfigured, tokenCreated, opts.Terminal)
 	return a, nil
 }
 

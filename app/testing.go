@@ -27,6 +27,12 @@ func TestConfig(dir string) config.Config {
 // configuration first.
 func StartTest(t testing.TB, edit func(*config.Config)) *App {
 	t.Helper()
+	return StartTestWith(t, edit, Options{})
+}
+
+// StartTestWith is StartTest with start options (a clock, a terminal).
+func StartTestWith(t testing.TB, edit func(*config.Config), opts Options) *App {
+	t.Helper()
 	cfg := TestConfig(t.TempDir())
 	if edit != nil {
 		edit(&cfg)
@@ -35,7 +41,7 @@ func StartTest(t testing.TB, edit func(*config.Config)) *App {
 	if testing.Verbose() {
 		log = NewLogger(cfg, testWriter{t})
 	}
-	a, err := Start(context.Background(), cfg, log, "test")
+	a, err := StartWith(context.Background(), cfg, log, "test", opts)
 	if err != nil {
 		t.Fatalf("start meshbox: %v", err)
 	}

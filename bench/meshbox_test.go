@@ -15,7 +15,7 @@ func startMeshbox(t *testing.T) string {
 	t.Helper()
 	a := app.StartTest(t, func(c *config.Config) {
 		c.PublishRate = 0
-		c.IPRate = 0
+		c.IPRate, c.NodeRate, c.GroupRate, c.GroupCreateRate = 0, 0, 0, 0
 		c.MaxConnsPerIP = 0
 		c.Pprof = true
 	})

@@ -54,13 +54,27 @@ type Config struct {
 	MaxNodesPerGroup    int
 	MaxGroupsPerDomain  int
 	MaxBodyBytes        int64
-	PublishRate         float64 // publish requests per node per second; 0 = unlimited
-	IPRate              float64 // requests per client IP per second; 0 = unlimited
-	MaxConnsPerIP       int     // open streams per client IP; 0 = unlimited
-	MaxWait             time.Duration
-	TailItems           int
-	TailBytes           int // recent items kept in memory per group, in bytes
-	FeedBytes           int // the dashboard's feed of every group's items, in bytes
+	// BodyTimeout is how long a request body may take to arrive, counted from the end of its
+	// headers: a body that stops mid-way is cut when it passes.
+	BodyTimeout   time.Duration
+	PublishRate   float64 // publish requests per node per second; 0 = unlimited
+	NodeRate      float64 // authenticated requests per node per second; 0 = unlimited
+	GroupRate     float64 // authenticated requests per group per second; 0 = unlimited
+	IPRate        float64 // unauthenticated requests per client address per second; 0 = unlimited
+	MaxConnsPerIP int     // open streams per client IP; 0 = unlimited
+	// MaxConns is the connection budget of the whole server (0: derived from the open-file
+	// limit). Past it, connections are served only for /healthz, /readyz and /metrics.
+	MaxConns int
+	// MaxGroups bounds the live groups of the whole server, MaxGroupsPerClient those one
+	// client address created (in every domain), and GroupCreateRate how fast one client
+	// address may create them (per second, burst GroupCreateBurst).
+	MaxGroups          int
+	MaxGroupsPerClient int
+	GroupCreateRate    float64
+	MaxWait            time.Duration
+	TailItems          int
+	TailBytes          int // recent items kept in memory per group, in bytes
+	FeedBytes          int // the dashboard's feed of every group's items, in bytes
 
 	AdminToken      string
 	APIKey          string
@@ -315,13 +329,20 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	maxBody := int(4 << 20)
 	num(&maxBody, "max-body", "MESHBOX_MAX_BODY", maxBody, "largest request body in bytes", false)
 	rate(&c.PublishRate, "publish-rate", "MESHBOX_PUBLISH_RATE", 100, "publish requests per node per second, burst twice that (0 = unlimited)")
-	rate(&c.IPRate, "ip-rate", "MESHBOX_IP_RATE", 1000, "API requests per client IP per second, burst twice that (0 = unlimited)")
+	dur(&c.BodyTimeout, "body-timeout", "MESHBOX_BODY_TIMEOUT", 30*time.Second, "longest time a request body may take to arrive; a body that stops mid-way is cut")
+	rate(&c.NodeRate, "node-rate", "MESHBOX_NODE_RATE", 200, "requests per node (token holder) per second, burst twice that (0 = unlimited)")
+	rate(&c.GroupRate, "group-rate", "MESHBOX_GROUP_RATE", 10000, "requests of all nodes of one group per second, burst twice that (0 = unlimited)")
+	rate(&c.IPRate, "ip-rate", "MESHBOX_IP_RATE", 1000, "requests without a valid token per client address per second, burst twice that (0 = unlimited)")
 	num(&c.MaxConnsPerIP, "max-conns-per-ip", "MESHBOX_MAX_CONNS_PER_IP", 1000, "most open streams per client IP (0 = unlimited)", true)
+	num(&c.MaxConns, "max-conns", "MESHBOX_MAX_CONNS", 0, "most open connections; past it only /healthz, /readyz and /metrics are served (0 = from the open-file limit)", true)
+	num(&c.MaxGroups, "max-groups", "MESHBOX_MAX_GROUPS", 2000, "most live groups on this server", false)
+	num(&c.MaxGroupsPerClient, "max-groups-per-client", "MESHBOX_MAX_GROUPS_PER_CLIENT", 200, "most live groups created from one client address, in all domains together", false)
+	rate(&c.GroupCreateRate, "group-create-rate", "MESHBOX_GROUP_CREATE_RATE", 1, "groups one client address may create per second, after a burst of 60 (0 = unlimited)")
 	dur(&c.MaxWait, "max-wait", "MESHBOX_MAX_WAIT", 30*time.Second, "longest long-poll wait")
 	num(&c.TailItems, "tail-items", "MESHBOX_TAIL_ITEMS", 4096, "recent items kept in memory per group for live readers", false)
 	num(&c.TailBytes, "tail-bytes", "MESHBOX_TAIL_BYTES", 2<<20, "bytes of recent items kept in memory per group for live readers (older ones are read from the database)", false)
 	num(&c.FeedBytes, "feed-bytes", "MESHBOX_FEED_BYTES", 1<<20, "bytes of recent items of all groups kept for the dashboard's live feed", false)
-	str(&c.AdminToken, "admin-token", "MESHBOX_ADMIN_TOKEN", "", "token for admin calls and dashboard actions (empty: dashboard is read-only)", nil)
+	str(&c.AdminToken, "admin-token", "MESHBOX_ADMIN_TOKEN", "", "token for the dashboard's details and admin calls (empty: one is created at first start and kept beside the database)", nil)
 	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)", nil)
 	dur(&c.PollingInterval, "polling-interval", "MESHBOX_POLLING_INTERVAL", 2*time.Second, "Mesh v2 polling interval told to clients without WebSocket")
 	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", "refuse WebSocket upgrades, native and Mesh v2 (to test firewall fallback)")

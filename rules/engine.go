@@ -31,6 +31,14 @@ type Limits struct {
 	// PublishRate is publishes and data changes per node per second, burst twice that
 	// (0: unlimited).
 	PublishRate float64
+	// MaxGroups bounds the live groups of the whole server, MaxGroupsPerClient those created
+	// by one client (in every domain together), and GroupCreateRate how many groups one client
+	// may create per second, after a burst of GroupCreateBurst (0: unlimited). The client is
+	// the one named with WithClient; creations without one are bounded by MaxGroups only.
+	MaxGroups          int
+	MaxGroupsPerClient int
+	GroupCreateRate    float64
+	GroupCreateBurst   int
 	// MaxReadBytes bounds the encoded items one read from the log returns (at least one
 	// item), so a reader far behind never pulls thousands of large payloads at once.
 	MaxReadBytes int
@@ -103,6 +111,7 @@ func (o *Options) defaults() {
 		{&l.MaxNodesPerGroup, 250}, {&l.MaxGroupsPerDomain, 200}, {&l.MaxDataKeys, 100},
 		{&l.MaxDataKeyBytes, 128}, {&l.MaxDataValueBytes, 4096}, {&l.MaxPayloadBytes, 16 << 10},
 		{&l.MaxEventsPerPublish, 1000}, {&l.MaxReadBytes, 256 << 10},
+		{&l.MaxGroups, 2000}, {&l.MaxGroupsPerClient, 200}, {&l.GroupCreateBurst, 60},
 		{&o.MaxBatchItems, 8192}, {&o.MaxBatchBytes, 8 << 20},
 	} {
 		if *d.v <= 0 {
@@ -128,6 +137,8 @@ type Engine struct {
 	now   func() time.Time
 	store stream.Log
 	rate  *ratelimit.Keyed
+	// createRate charges group creations to their client.
+	createRate *ratelimit.Keyed
 
 	ops chan *op
 	// purgeNow asks the purge loop for a pass at once: a write found the log full, and only
@@ -154,6 +165,9 @@ type Engine struct {
 
 type groupState struct {
 	Group
+	// client created the group (WithClient); kept in memory only, so after a restart the
+	// groups that survived count for nobody.
+	client    string
 	endedAt   time.Time
 	endReason string
 	// endCursor is the dissolve item's cursor.
@@ -178,8 +192,9 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now, store: store,
-		rate: ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
-		ops:  make(chan *op, 4096), purgeNow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
+		rate:       ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
+		createRate: ratelimit.New(opts.Limits.GroupCreateRate, opts.Limits.GroupCreateBurst),
+		ops:        make(chan *op, 4096), purgeNow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 		groups: make(map[string]*groupState, len(st.Groups)),
 	}
 	now := e.now()

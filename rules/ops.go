@@ -77,12 +77,25 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 	if ng.HostName, err = checkNode(ng.HostID, ng.HostName, "host"); err != nil {
 		return Joined{}, err
 	}
+	client := clientOf(ctx)
+	if client != "" {
+		if ok, wait := e.createRate.Allow(client, e.now()); !ok {
+			return Joined{}, &RateLimitError{What: "too many new groups from " + client, RetryAfter: wait}
+		}
+	}
 	var res Joined
 	err = e.do(ctx, func(t *tx) error {
-		live := 0
+		live, total, mine := 0, 0, 0
 		var same *groupState
 		t.each(func(g *groupState) {
-			if g.Domain != ng.Domain || e.live(g, g.ID, t.now) != nil {
+			if e.live(g, g.ID, t.now) != nil {
+				return
+			}
+			total++
+			if client != "" && g.client == client {
+				mine++
+			}
+			if g.Domain != ng.Domain {
 				return
 			}
 			if ng.HostID != "" && g.Host == ng.HostID {
@@ -101,6 +114,13 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 		if live >= e.opts.Limits.MaxGroupsPerDomain {
 			return fmt.Errorf("domain %s already has %d live groups: %w", ng.Domain, live, ErrDomainFull)
 		}
+		// Groups end by themselves (host heartbeat, lifetime): a client at a cap can retry.
+		if mine >= e.opts.Limits.MaxGroupsPerClient {
+			return &RateLimitError{What: fmt.Sprintf("%s already created %d live groups; end one first", client, mine), RetryAfter: time.Minute}
+		}
+		if total >= e.opts.Limits.MaxGroups {
+			return &RateLimitError{What: fmt.Sprintf("this server already has %d live groups", total), RetryAfter: time.Minute}
+		}
 		lifetime := ng.Lifetime
 		if lifetime <= 0 || lifetime > e.opts.MaxGroupLifetime {
 			lifetime = e.opts.MaxGroupLifetime
@@ -118,7 +138,7 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 			ID: gid, Domain: ng.Domain, Name: ng.Name, Host: nid, CreatedAt: ms(now),
 			ExpiresAt: ms(now.Add(lifetime)), HostSeenAt: now, UseWebSocket: ng.UseWebSocket,
 			MeshV2: ng.MeshV2Host || ng.OpenToMeshV2,
-		}, nodes: map[string]*nodeState{}})
+		}, client: client, nodes: map[string]*nodeState{}})
 		t.putGroup(d.groupState)
 		return e.addNode(t, d, nid, ng.HostName, ng.MeshV2Host, &res)
 	})

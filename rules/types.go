@@ -1,6 +1,9 @@
 package rules
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Group is a group as clients see it.
 type Group struct {
@@ -91,4 +94,19 @@ type Stats struct {
 	DBBytes       int64         `json:"dbBytes"`
 	WALBytes      int64         `json:"walBytes"`
 	QueueDepth    int           `json:"queueDepth"`
+}
+
+// clientKey is the context key of the client a request comes from.
+type clientKey struct{}
+
+// WithClient names the client (its address) a call comes from, so the rules can charge group
+// creations to it. Every entrance sets it once per request, before any rule runs.
+func WithClient(ctx context.Context, client string) context.Context {
+	return context.WithValue(ctx, clientKey{}, client)
+}
+
+// clientOf is the client WithClient named, or "".
+func clientOf(ctx context.Context) string {
+	c, _ := ctx.Value(clientKey{}).(string)
+	return c
 }

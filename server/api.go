@@ -86,8 +86,14 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// getGroup answers the snapshot: node names and data are the group's business, so it takes a
+// member's token (or the admin's).
 func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) error {
-	snap, err := s.store.Snapshot(r.Context(), chi.URLParam(r, "gid"))
+	gid := chi.URLParam(r, "gid")
+	if _, err := s.auth(r, gid, true); err != nil {
+		return err
+	}
+	snap, err := s.store.Snapshot(r.Context(), gid)
 	if err != nil {
 		return err
 	}

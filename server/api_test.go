@@ -62,7 +62,7 @@ func TestAPICreateJoinPublishRead(t *testing.T) {
 		} `json:"nodes"`
 		Cursor int64 `json:"cursor"`
 	}
-	if st, raw := c.call("GET", "/api/v1/groups/"+host.Group.ID, "", nil, &snap); st != 200 || len(snap.Nodes) != 2 || snap.Cursor != dataOut.Cursor ||
+	if st, raw := c.call("GET", "/api/v1/groups/"+host.Group.ID, host.Token, nil, &snap); st != 200 || len(snap.Nodes) != 2 || snap.Cursor != dataOut.Cursor ||
 		!snap.Nodes[0].Host || snap.Nodes[1].Data["x"] != "10" {
 		t.Fatalf("snapshot: %d %s", st, raw)
 	}
@@ -295,7 +295,8 @@ func TestBadInputGets4xxJSON(t *testing.T) {
 		{"bad wait", "GET", gp + "/events?wait=forever", g.Token, ``, 400},
 		{"missing token", "GET", gp + "/events", "", ``, 401},
 		{"bad token", "GET", gp + "/events", g.Node.ID + ".nope", ``, 401},
-		{"unknown group", "GET", "/api/v1/groups/zzzzzzzz", "", ``, 404},
+		{"unknown group", "GET", "/api/v1/groups/zzzzzzzz", g.Token, ``, 404},
+		{"snapshot without token", "GET", gp, "", ``, 401},
 		{"unknown group join", "POST", "/api/v1/groups/zzzzzzzz/nodes", "", `{}`, 404},
 		{"unknown node", "DELETE", gp + "/nodes/nobody", g.Token, ``, 404},
 		{"unknown route", "GET", "/api/v1/nothing", "", ``, 404},

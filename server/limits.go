@@ -1,9 +1,14 @@
 package server
 
 import (
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+
+	"meshbox/auth"
+	"meshbox/rules"
 )
 
 // counter bounds concurrent streams per key. A limit of 0 means unlimited.
@@ -37,17 +42,76 @@ func rateLimited(what string, wait time.Duration) *apiError {
 	return &apiError{status: http.StatusTooManyRequests, code: "rate_limited", msg: what + ": slow down and retry later", retryAfter: max(wait, time.Second)}
 }
 
-// limitIP applies the per-IP request rate to the API.
-func (s *Server) limitIP(next http.Handler) http.Handler {
+// isProbe reports the paths a monitor polls; they are never rate limited, so a busy classroom
+// address cannot make the box look down.
+func isProbe(path string) bool {
+	return path == "/healthz" || path == "/readyz" || path == "/metrics"
+}
+
+// limit charges every request to whoever is responsible for it, before it does any work:
+//
+//   - a request with a valid node token for the group in its path is charged to that node
+//     (NodeRate) and then to its group (GroupRate). A refused request costs nothing, so a
+//     node over its rate never spends its group's budget, nor its classmates';
+//   - a request with the admin token is charged to the admin (the IP rate, its own bucket);
+//   - everything else, including a wrong token, is charged to the client address (IPRate).
+//
+// A whole class behind one NAT shares an address, but once joined each student's node has its
+// own budget: the address is charged only for joining and for what has no token at all.
+// The request also learns its client (rules.WithClient), so the rules can charge group
+// creations to it on every entrance, Mesh v2 included.
+func (s *Server) limit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodOptions && s.ipRate.Enabled() {
-			if ok, wait := s.ipRate.Allow(s.clientIP(r), time.Now()); !ok {
-				s.writeError(w, r, rateLimited("too many requests from "+s.clientIP(r), wait))
-				return
-			}
+		ip := s.clientIP(r)
+		r = r.WithContext(rules.WithClient(r.Context(), ip))
+		if r.Method == http.MethodOptions || isProbe(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if err := s.charge(r, ip); err != nil {
+			s.writeError(w, r, err)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// charge takes one request from the right budget (see limit).
+func (s *Server) charge(r *http.Request, ip string) error {
+	now := s.now()
+	if tok := auth.Token(r, nil); tok != "" {
+		if s.admin.Match(tok) {
+			if ok, wait := s.adminRate.Allow("admin", now); !ok {
+				return rateLimited("too many admin requests", wait)
+			}
+			return nil
+		}
+		if gid := groupOfPath(r.URL.Path); gid != "" {
+			if n, _, err := s.store.AuthenticateReader(gid, tok); err == nil {
+				if ok, wait := s.nodeRate.Allow(n.Group+"/"+n.ID, now); !ok {
+					return rateLimited("too many requests from node "+n.ID, wait)
+				}
+				if ok, wait := s.groupRate.Allow(n.Group, now); !ok {
+					return rateLimited("too many requests in group "+n.Group, wait)
+				}
+				return nil
+			}
+		}
+	}
+	if ok, wait := s.ipRate.Allow(ip, now); !ok {
+		return rateLimited("too many requests from "+ip, wait)
+	}
+	return nil
+}
+
+// groupOfPath is the group id of a /api/v1/groups/{gid}/… path, or "".
+func groupOfPath(path string) string {
+	rest, ok := strings.CutPrefix(path, "/api/v1/groups/")
+	if !ok {
+		return ""
+	}
+	gid, _, _ := strings.Cut(rest, "/")
+	return gid
 }
 
 // openStream counts a stream against the caller's IP; release it when the stream ends.
@@ -65,4 +129,43 @@ func (s *Server) openStream(r *http.Request) (release func(), err error) {
 func (s *Server) AcquireConn(r *http.Request) (release func(), ok bool) {
 	release, err := s.openStream(r)
 	return release, err == nil
+}
+
+// bodyDeadline gives every request body a deadline (BodyTimeout from the end of its headers):
+// a client that stops sending mid-way is cut, and its connection and file descriptor freed,
+// instead of being held for as long as it likes. The deadline is lifted as soon as the body
+// has been read to its end, so the handler's own work (a commit, a long-poll) is never cut by
+// it. Requests without a body (GET streams, WebSocket upgrades) get none: their handlers bound
+// their own time. It covers every route, /graphql included.
+func (s *Server) bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody || s.cfg.BodyTimeout <= 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)); err != nil {
+			next.ServeHTTP(w, r) // not a connection that supports deadlines (tests, HTTP/2 push)
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the read deadline once the body is read to its end.
+type deadlineBody struct {
+	io.ReadCloser
+	rc     *http.ResponseController
+	lifted bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.lifted {
+		b.lifted = true
+		// Errors only for connections without deadlines, which had none set either.
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }

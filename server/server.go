@@ -6,7 +6,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,13 +15,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
+	"meshbox/auth"
 	"meshbox/config"
 	"meshbox/hub"
 	"meshbox/ratelimit"
@@ -56,23 +56,33 @@ type Deps struct {
 	Middleware func(http.Handler) http.Handler
 	// Mounts add the other HTTP parts (dashboard, Mesh v2, /metrics) to the router.
 	Mounts []func(r chi.Router)
+	// Now is the clock of the rate limits; nil is time.Now. Tests drive it.
+	Now func() time.Time
 }
 
 // Server serves the native API.
 type Server struct {
-	cfg     config.Config
-	store   *rules.Engine
-	hub     *hub.Hub
-	log     *slog.Logger
-	obs     Observer
-	deps    Deps
-	ctx     context.Context // ends every stream when cancelled (shutdown)
-	ipRate  *ratelimit.Keyed
-	ipConns *counter
-	wsConns wsRegistry
-	frames  sync.Pool // *[]byte frame buffers, shared so idle connections hold none
-	bodies  sync.Pool // *bytes.Buffer for request bodies
-	handler http.Handler
+	cfg   config.Config
+	store *rules.Engine
+	hub   *hub.Hub
+	log   *slog.Logger
+	obs   Observer
+	deps  Deps
+	ctx   context.Context // ends every stream when cancelled (shutdown)
+	now   func() time.Time
+	admin *auth.Admin
+	// The request budgets: client addresses (requests without a valid token), nodes, groups
+	// and the admin (see limit).
+	ipRate    *ratelimit.Keyed
+	nodeRate  *ratelimit.Keyed
+	groupRate *ratelimit.Keyed
+	adminRate *ratelimit.Keyed
+	ipConns   *counter
+	conns     *connBudget
+	wsConns   wsRegistry
+	frames    sync.Pool // *[]byte frame buffers, shared so idle connections hold none
+	bodies    sync.Pool // *bytes.Buffer for request bodies
+	handler   http.Handler
 }
 
 // New builds the server. Streams end when ctx is cancelled, which is how shutdown reaches
@@ -84,11 +94,18 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	if deps.Observer == nil {
 		deps.Observer = noopObserver{}
 	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
 	s := &Server{
 		cfg: cfg, store: deps.Store, hub: deps.Hub, log: deps.Logger.With("component", "server"),
-		obs: deps.Observer, deps: deps, ctx: ctx,
-		ipRate:  ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
-		ipConns: newCounter(cfg.MaxConnsPerIP),
+		obs: deps.Observer, deps: deps, ctx: ctx, now: deps.Now, admin: auth.NewAdmin(cfg.AdminToken),
+		ipRate:    ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
+		nodeRate:  ratelimit.New(cfg.NodeRate, int(2*cfg.NodeRate)),
+		groupRate: ratelimit.New(cfg.GroupRate, int(2*cfg.GroupRate)),
+		adminRate: ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
+		ipConns:   newCounter(cfg.MaxConnsPerIP),
+		conns:     &connBudget{budget: connBudgetFor(cfg.MaxConns)},
 	}
 	s.frames.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.bodies.New = func() any { return new(bytes.Buffer) }
@@ -120,7 +137,8 @@ func (s *Server) routes() http.Handler {
 	if s.deps.Middleware != nil {
 		r.Use(s.deps.Middleware)
 	}
-	r.Use(s.limitIP) // every route, the Mesh v2 endpoints and the dashboard included
+	// Every route, the Mesh v2 endpoints and the dashboard included.
+	r.Use(s.priority, s.bodyDeadline, s.limit)
 	r.Get("/healthz", s.adapt(s.healthz))
 	r.Get("/readyz", s.adapt(s.readyz))
 	r.Route("/api/v1", func(r chi.Router) {
@@ -254,6 +272,8 @@ func decodeError(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errorf(http.StatusRequestTimeout, "body_timeout", "the request body did not arrive in time; send it whole")
 	case errors.As(err, &tooBig):
 		return errorf(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
 	case errors.As(err, &typeErr):
@@ -284,24 +304,6 @@ func jsonType(kind string) string {
 	return "a number"
 }
 
-// token is the bearer token of a request, from the header or, for EventSource and browser
-// WebSocket which cannot set headers, the query.
-func token(r *http.Request) string { return tokenOf(r, nil) }
-
-// tokenOf is token with the query already parsed (nil: parse it if needed).
-func tokenOf(r *http.Request, q url.Values) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return strings.TrimSpace(t)
-		}
-		return ""
-	}
-	if q == nil {
-		q = r.URL.Query()
-	}
-	return q.Get("token")
-}
-
 // caller is who a request acts for: a node of the group, or the admin.
 type caller struct {
 	node  rules.Node
@@ -311,11 +313,11 @@ type caller struct {
 // auth identifies the caller of a group call. Tokens are checked against the group named in
 // the path, so a token never reaches another group.
 func (s *Server) auth(r *http.Request, gid string, allowAdmin bool) (caller, error) {
-	tok := token(r)
+	tok := auth.Token(r, nil)
 	if tok == "" {
 		return caller{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
 	}
-	if allowAdmin && s.isAdmin(tok) {
+	if allowAdmin && s.admin.Match(tok) {
 		return caller{admin: true}, nil
 	}
 	n, err := s.store.Authenticate(gid, tok)
@@ -325,8 +327,16 @@ func (s *Server) auth(r *http.Request, gid string, allowAdmin bool) (caller, err
 	return caller{node: n}, nil
 }
 
-func (s *Server) isAdmin(tok string) bool {
-	return s.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken)) == 1
+// connBudgetFor is the connection budget: the setting, or what the open-file limit allows
+// with room left for the database files, logs and the reserve.
+func connBudgetFor(setting int) int64 {
+	if setting > 0 {
+		return int64(setting)
+	}
+	if n := openFileLimit(); n > 0 {
+		return max(n-max(n/8, 64)-reserveConns, 16)
+	}
+	return 10000
 }
 
 // clientIP is the caller's address; behind a reverse proxy (trust-proxy) the first

@@ -12,10 +12,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
 
+	"meshbox/auth"
 	"meshbox/hub"
 	"meshbox/rules"
 	"meshbox/stream"
@@ -41,7 +43,7 @@ type reader struct {
 // no cursor means "from now".
 func (s *Server) openReader(r *http.Request, q url.Values, lastEventID string) (reader, error) {
 	gid := chi.URLParam(r, "gid")
-	tok := tokenOf(r, q)
+	tok := auth.Token(r, q)
 	if tok == "" {
 		return reader{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
 	}
@@ -252,7 +254,16 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	err = s.follow(ctx, sub, rd.since, sseHeartbeat, func(b hub.Batch) error {
 		buf = buf[:0]
 		if b.Truncated {
-			buf = append(buf, "event: reset\ndata: {\"type\":\"reset\"}\n\n"...)
+			// The reset carries the cursor to resume from, so a plain EventSource that
+			// reconnects now sends it as Last-Event-ID instead of the purged one (and is not
+			// reset again): just before the first retained item, or the batch's end.
+			id := b.Next
+			if len(b.Items) > 0 {
+				id = b.Items[0].Cursor - 1
+			}
+			buf = append(buf, "id: "...)
+			buf = strconv.AppendInt(buf, id, 10)
+			buf = append(buf, "\nevent: reset\ndata: {\"type\":\"reset\"}\n\n"...)
 		}
 		for _, it := range b.Items {
 			buf = append(buf, "id: "...)
@@ -358,8 +369,8 @@ func (wc *wsConn) serve(n rules.Node) {
 
 	wc.sub.Notify(wc.wake)
 	wc.wake() // the backlog after the client's cursor
-	s.wsReadLoop(wc.ctx, wc.c, n, wc.send)
-	wc.close(websocket.StatusGoingAway, "connection closed")
+	code, reason := s.wsReadLoop(wc.ctx, wc.c, n, wc.send)
+	wc.close(code, reason)
 	wc.sub.Close()
 	wc.mu.Lock()
 	wc.ended = true // no flusher starts after this, so the wait below is final
@@ -574,8 +585,9 @@ func (s *Server) Run(ctx context.Context) {
 	}
 }
 
-// wsReadLoop answers the client's messages, each after its write committed.
-func (s *Server) wsReadLoop(ctx context.Context, c *websocket.Conn, n rules.Node, send func([]byte) error) {
+// wsReadLoop answers the client's messages, each after its write committed. It returns the
+// close status the connection should end with.
+func (s *Server) wsReadLoop(ctx context.Context, c *websocket.Conn, n rules.Node, send func([]byte) error) (websocket.StatusCode, string) {
 	reply := func(v any) {
 		b, err := json.Marshal(v)
 		if err == nil {
@@ -592,7 +604,13 @@ func (s *Server) wsReadLoop(ctx context.Context, c *websocket.Conn, n rules.Node
 	for {
 		typ, data, err := c.Read(ctx)
 		if err != nil {
-			return
+			return websocket.StatusGoingAway, "connection closed"
+		}
+		if typ == websocket.MessageText && !utf8.Valid(data) {
+			// RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection with 1007;
+			// storing it with U+FFFD in place would change what the client sent.
+			s.obs.ObserveRejected("bad_request")
+			return websocket.StatusInvalidFramePayloadData, "text frame is not valid UTF-8"
 		}
 		if typ != websocket.MessageText {
 			fail(nil, errorf(http.StatusBadRequest, "bad_message", "messages must be JSON text frames"))

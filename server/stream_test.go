@@ -37,6 +37,8 @@ import (
 func unlimited(c *config.Config) {
 	c.PublishRate = 0
 	c.IPRate = 0
+	c.NodeRate = 0
+	c.GroupRate = 0
 }
 
 // Transports, as the hub names them in presence.
@@ -1686,7 +1688,7 @@ func TestPresence(t *testing.T) {
 			ID string `json:"id"`
 		} `json:"nodes"`
 	}
-	if st, raw := c.call("GET", "/api/v1/groups/"+gid, "", nil, &snap); st != http.StatusOK {
+	if st, raw := c.call("GET", "/api/v1/groups/"+gid, host.Token, nil, &snap); st != http.StatusOK {
 		t.Fatalf("snapshot: %d %s", st, raw)
 	}
 	members := map[string]bool{}

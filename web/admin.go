@@ -1,11 +1,8 @@
 package web
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -13,19 +10,16 @@ import (
 	"meshbox/stream"
 )
 
-// admin guards a handler with the admin token. Without a configured token admin actions are
-// disabled (403), so a box set up without one is read-only rather than open.
+// admin guards a handler with the admin token, as a bearer header (any case) or ?token=, checked
+// by the same function as on every other route (auth.Admin). Without a configured token admin
+// actions are disabled (403), so a box set up without one is read-only rather than open.
 func (h *Handler) admin(next http.HandlerFunc) http.HandlerFunc {
-	want := sha256.Sum256([]byte(h.cfg.AdminToken))
 	return func(w http.ResponseWriter, r *http.Request) {
 		if h.cfg.AdminToken == "" {
 			writeError(w, http.StatusForbidden, "admin_disabled", "no admin token is configured; the dashboard is read-only")
 			return
 		}
-		tok, ok := bearer(r)
-		// Hash both sides so the comparison is constant-time whatever the lengths.
-		got := sha256.Sum256([]byte(tok))
-		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		if !h.adminCheck.Request(r) {
 			h.meter.ObserveRejected("unauthorized")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meshbox admin"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "a valid admin token is required")
@@ -35,17 +29,10 @@ func (h *Handler) admin(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func bearer(r *http.Request) (string, bool) {
-	v := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(v, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	tok = strings.TrimSpace(tok)
-	return tok, tok != ""
-}
+// isAdmin reports whether r carries the admin token: then the dashboard shows its details.
+func (h *Handler) isAdmin(r *http.Request) bool { return h.adminCheck.Request(r) }
 
-func (h *Handler) adminCheck(w http.ResponseWriter, _ *http.Request) {
+func (h *Handler) adminOK(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -259,4 +260,26 @@ func (h *Handler) qrSVG(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "public, max-age=86400") // same text, same code
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	_, _ = w.Write([]byte(code.SVG()))
+}
+
+// TeacherLink is the address to offer the teacher at start-up, ending in "/": the public URL;
+// else, when meshbox listens on every network, this computer's best network address on the
+// port of base (so a phone can scan it); else base, the address it listens on.
+func (h *Handler) TeacherLink(base string) string {
+	if h.cfg.PublicURL != "" {
+		return withSlash(h.cfg.PublicURL)
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Port() == "" || h.machine.InContainer {
+		return withSlash(base)
+	}
+	host, _ := splitListen(h.cfg.ListenAddr)
+	ip, perr := netip.ParseAddr(strings.Trim(host, "[]"))
+	if host != "" && (perr != nil || !ip.IsUnspecified()) {
+		return withSlash(base)
+	}
+	if ranked := rankAddrs(h.machine.Addrs()); len(ranked) > 0 {
+		return withSlash(u.Scheme + "://" + net.JoinHostPort(ranked[0].String(), u.Port()))
+	}
+	return withSlash(base)
 }

@@ -13,22 +13,24 @@ import (
 
 // Overview is the dashboard's snapshot of the whole box; web/API.md documents each field.
 type Overview struct {
-	Version       string           `json:"version"`
-	Now           time.Time        `json:"now"`
-	StartedAt     time.Time        `json:"startedAt"`
-	UptimeSeconds float64          `json:"uptimeSeconds"`
-	AdminEnabled  bool             `json:"adminEnabled"`
-	JoinURLs      []string         `json:"joinURLs,omitempty"`
-	Join          *JoinInfo        `json:"join,omitempty"`
-	Connections   map[string]int64 `json:"connections"`
-	Accepted      int64            `json:"connectionsAccepted"`
-	Totals        TotalsView       `json:"totals"`
-	Rates         RatesView        `json:"rates"`
-	Storage       StorageView      `json:"storage"`
-	Purge         PurgeView        `json:"purge"`
-	GroupsLive    int              `json:"groupsLive"`
-	NodesLive     int              `json:"nodesLive"`
-	Domains       []DomainView     `json:"domains"`
+	Version       string    `json:"version"`
+	Now           time.Time `json:"now"`
+	StartedAt     time.Time `json:"startedAt"`
+	UptimeSeconds float64   `json:"uptimeSeconds"`
+	AdminEnabled  bool      `json:"adminEnabled"`
+	// Details tells whether Domains (names, nodes, data) are included: only for the admin.
+	Details     bool             `json:"details"`
+	JoinURLs    []string         `json:"joinURLs,omitempty"`
+	Join        *JoinInfo        `json:"join,omitempty"`
+	Connections map[string]int64 `json:"connections"`
+	Accepted    int64            `json:"connectionsAccepted"`
+	Totals      TotalsView       `json:"totals"`
+	Rates       RatesView        `json:"rates"`
+	Storage     StorageView      `json:"storage"`
+	Purge       PurgeView        `json:"purge"`
+	GroupsLive  int              `json:"groupsLive"`
+	NodesLive   int              `json:"nodesLive"`
+	Domains     []DomainView     `json:"domains"`
 }
 
 // TotalsView are counters since the process started.
@@ -152,6 +154,7 @@ func (h *Handler) overview(ctx context.Context) Overview {
 		StartedAt:     h.cfg.StartedAt.UTC(),
 		UptimeSeconds: now.Sub(h.cfg.StartedAt).Seconds(),
 		AdminEnabled:  h.cfg.AdminToken != "",
+		Details:       true,
 		Connections:   t.Connections,
 		Accepted:      t.Accepted,
 		Totals: TotalsView{
@@ -217,8 +220,19 @@ func (h *Handler) overview(ctx context.Context) Overview {
 	return o
 }
 
+// aggregate is the overview for anyone without the admin token: the figures, without a single
+// name, datum or payload.
+func (o Overview) aggregate() Overview {
+	o.Domains = []DomainView{}
+	o.Details = false
+	return o
+}
+
 func (h *Handler) overviewJSON(w http.ResponseWriter, r *http.Request) {
 	o := h.overview(r.Context())
+	if !h.isAdmin(r) {
+		o = o.aggregate()
+	}
 	j := h.join(r)
 	o.JoinURLs, o.Join = j.URLs, &j
 	writeJSON(w, http.StatusOK, o)

@@ -35,6 +35,9 @@ func sseMessage(event string, data []byte) message {
 
 // subscriber is one open dashboard stream.
 type subscriber struct {
+	// admin streams get the details (group and node names, data, items); others only the
+	// aggregate overview.
+	admin  bool
 	ch     chan message
 	mu     sync.Mutex
 	lagged bool // a message was dropped; a reset is due
@@ -48,6 +51,9 @@ type broadcaster struct {
 	rates rates
 	mu    sync.Mutex
 	subs  map[*subscriber]struct{}
+	// admins counts the admin streams among subs; they have slots of their own, so a class
+	// that opens the dashboard many times never keeps the teacher out.
+	admins int
 	// kick asks for an immediate overview, for example right after an admin action.
 	kick chan struct{}
 }
@@ -56,20 +62,26 @@ func newBroadcaster(h *Handler) *broadcaster {
 	return &broadcaster{h: h, subs: make(map[*subscriber]struct{}), kick: make(chan struct{}, 1)}
 }
 
-func (b *broadcaster) subscribe() (*subscriber, bool) {
+func (b *broadcaster) subscribe(admin bool) (*subscriber, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.subs) >= b.h.cfg.MaxStreams {
+	if admin && b.admins >= b.h.cfg.AdminStreams || !admin && len(b.subs)-b.admins >= b.h.cfg.MaxStreams {
 		return nil, false
 	}
-	s := &subscriber{ch: make(chan message, streamQueue)}
+	s := &subscriber{admin: admin, ch: make(chan message, streamQueue)}
 	b.subs[s] = struct{}{}
+	if admin {
+		b.admins++
+	}
 	return s, true
 }
 
 func (b *broadcaster) unsubscribe(s *subscriber) {
 	b.mu.Lock()
 	delete(b.subs, s)
+	if s.admin {
+		b.admins--
+	}
 	b.mu.Unlock()
 }
 
@@ -79,12 +91,57 @@ func (b *broadcaster) count() int {
 	return len(b.subs)
 }
 
-// send offers m to every subscriber without ever blocking: a dashboard too slow to keep up
-// loses messages and is told so with a reset, it never slows the others.
-func (b *broadcaster) send(m message) {
+// send offers m to every subscriber (every admin one, when adminOnly) without ever blocking: a
+// dashboard too slow to keep up loses messages and is told so with a reset, it never slows
+// the others.
+func (b *broadcaster) send(m message, adminOnly bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for s := range b.subs {
+		if adminOnly && !s.admin {
+			continue
+		}
+		select {
+		case s.ch <- m:
+		default:
+			s.mu.Lock()
+			s.lagged = true
+			s.mu.Unlock()
+		}
+	}
+}
+
+// sendOverview sends the full overview to admin streams and the aggregate one to the others,
+// each encoded once.
+func (b *broadcaster) sendOverview(o Overview) {
+	b.mu.Lock()
+	admins, others := b.admins, len(b.subs)-b.admins
+	b.mu.Unlock()
+	for _, v := range []struct {
+		o     Overview
+		n     int
+		admin bool
+	}{{o, admins, true}, {o.aggregate(), others, false}} {
+		if v.n == 0 {
+			continue
+		}
+		data, err := json.Marshal(v.o)
+		if err != nil {
+			b.h.log.Error("encode overview", "err", err)
+			continue
+		}
+		b.sendTo(sseMessage("overview", data), v.admin)
+	}
+}
+
+// sendTo sends m to the admin streams, or to the others.
+func (b *broadcaster) sendTo(m message, admin bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs {
+		if s.admin != admin {
+			continue
+		}
 		select {
 		case s.ch <- m:
 		default:
@@ -118,12 +175,7 @@ func (b *broadcaster) run(ctx context.Context) {
 		if b.count() == 0 {
 			continue
 		}
-		data, err := json.Marshal(b.h.overview(ctx))
-		if err != nil {
-			b.h.log.Error("encode overview", "err", err)
-			continue
-		}
-		b.send(sseMessage("overview", data))
+		b.sendOverview(b.h.overview(ctx))
 	}
 }
 
@@ -139,7 +191,7 @@ func (b *broadcaster) runItems(ctx context.Context) {
 	for {
 		items, next, truncated := b.h.feed.ReadAll(since, itemBatchMax)
 		if truncated {
-			b.send(sseMessage("reset", []byte("{}")))
+			b.send(sseMessage("reset", []byte("{}")), true)
 		}
 		since = next
 		if len(items) > 0 && b.count() > 0 {
@@ -151,7 +203,7 @@ func (b *broadcaster) runItems(ctx context.Context) {
 			if err != nil {
 				b.h.log.Error("encode feed items", "err", err)
 			} else {
-				b.send(sseMessage("items", data))
+				b.send(sseMessage("items", data), true) // payloads: the teacher's only
 			}
 		}
 		if len(items) == itemBatchMax {
@@ -169,10 +221,13 @@ func (b *broadcaster) runItems(ctx context.Context) {
 	}
 }
 
-// stream is the dashboard's single live connection (Server-Sent Events).
+// stream is the dashboard's single live connection (Server-Sent Events). With the admin token
+// (?token=, as EventSource sends no headers) it carries every detail; without, the aggregate
+// overview only.
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
-	sub, ok := h.hub.subscribe()
+	admin := h.isAdmin(r)
+	sub, ok := h.hub.subscribe(admin)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "too_many_dashboards", "too many dashboards are open; close one and retry")
@@ -190,6 +245,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	hello, _ := json.Marshal(map[string]any{
 		"version":      h.cfg.Version,
 		"adminEnabled": h.cfg.AdminToken != "",
+		"admin":        admin,
 		"joinURLs":     j.URLs,
 		"join":         j,
 	})
@@ -201,7 +257,11 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 		return rc.Flush() == nil
 	}
 	// The first overview goes out at once, not after up to a second.
-	first, err := json.Marshal(h.overview(r.Context()))
+	o := h.overview(r.Context())
+	if !admin {
+		o = o.aggregate()
+	}
+	first, err := json.Marshal(o)
 	if err != nil {
 		return
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"meshbox/auth"
 	"meshbox/metrics"
 	"meshbox/rules"
 	"meshbox/stream"
@@ -48,7 +49,9 @@ type Meter interface {
 
 // Config holds the settings the web handlers need.
 type Config struct {
-	// AdminToken enables admin actions when non-empty; without it the dashboard is read-only.
+	// AdminToken opens the dashboard's details (group and node names, data, items) and the
+	// admin actions. Without it the dashboard shows the join page and aggregate figures only;
+	// when empty, nobody sees the details and admin actions are disabled.
 	AdminToken string
 	// Version is shown on the dashboard.
 	Version string
@@ -63,8 +66,11 @@ type Config struct {
 	ListenAddr string
 	// Machine describes this computer's network; nil means the real one.
 	Machine *Machine
-	// MaxStreams bounds concurrent dashboard streams; 0 means 64.
+	// MaxStreams bounds concurrent dashboard streams without the admin token; 0 means 64.
 	MaxStreams int
+	// AdminStreams are slots kept for streams with the admin token, whatever the others do;
+	// 0 means 8.
+	AdminStreams int
 }
 
 // Handler serves the dashboard, the static files and the dashboard API.
@@ -77,6 +83,8 @@ type Handler struct {
 	assets  *assets
 	hub     *broadcaster
 	machine *Machine
+	// adminCheck is the one admin token check (auth.Admin), shared with the native API.
+	adminCheck *auth.Admin
 }
 
 // New builds the handlers. Run must be running for the dashboard stream and the rate chart.
@@ -86,6 +94,9 @@ func New(cfg Config, store Store, hub Hub, meter Meter, log *slog.Logger) (*Hand
 	}
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 64
+	}
+	if cfg.AdminStreams <= 0 {
+		cfg.AdminStreams = 8
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -101,6 +112,7 @@ func New(cfg Config, store Store, hub Hub, meter Meter, log *slog.Logger) (*Hand
 	h := &Handler{
 		cfg: cfg, store: store, feed: hub, meter: meter,
 		log: log.With("component", "web"), assets: a, machine: machine,
+		adminCheck: auth.NewAdmin(cfg.AdminToken),
 	}
 	h.hub = newBroadcaster(h)
 	return h, nil
@@ -128,7 +140,7 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/api/v1/dashboard/qr.svg", h.qrSVG)
 	r.Get("/api/v1/dashboard/join", h.joinJSON)
 
-	r.Get("/api/v1/admin/check", h.admin(h.adminCheck))
+	r.Get("/api/v1/admin/check", h.admin(h.adminOK))
 	r.Delete("/api/v1/admin/groups/{gid}", h.admin(h.adminDissolve))
 	r.Delete("/api/v1/admin/groups/{gid}/nodes/{nid}", h.admin(h.adminRemoveNode))
 }

@@ -134,7 +134,7 @@ func TestStaticAssetsETag(t *testing.T) {
 
 func TestOverviewShowsClass(t *testing.T) {
 	t.Parallel()
-	b := newTestBox(t, "")
+	b := newTestBox(t, "tok")
 	host, student := b.class(t)
 	sub := b.hub.Subscribe(host.Group.ID, student.Node.ID, "sse")
 	defer sub.Close()
@@ -142,7 +142,7 @@ func TestOverviewShowsClass(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	resp := b.do(t, http.MethodGet, "/api/v1/dashboard/overview", "")
+	resp := b.do(t, http.MethodGet, "/api/v1/dashboard/overview", "tok")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -150,7 +150,7 @@ func TestOverviewShowsClass(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&o); err != nil {
 		t.Fatal(err)
 	}
-	if o.Version != "v-test" || o.AdminEnabled || o.GroupsLive != 1 || o.NodesLive != 2 || len(o.JoinURLs) == 0 {
+	if o.Version != "v-test" || !o.AdminEnabled || !o.Details || o.GroupsLive != 1 || o.NodesLive != 2 || len(o.JoinURLs) == 0 {
 		t.Fatalf("overview header = %+v", o)
 	}
 	if o.Totals.Events != 2 || o.Totals.Items < 5 { // 2 joins, 1 data, 2 events
@@ -189,6 +189,17 @@ func TestAdminActions(t *testing.T) {
 	}
 	if resp := b.do(t, http.MethodGet, "/api/v1/admin/check", token); resp.StatusCode != http.StatusNoContent {
 		t.Errorf("check with token: %d", resp.StatusCode)
+	}
+	// The same spellings as on the native API: ?token=, and the scheme in any case.
+	if resp := b.do(t, http.MethodGet, "/api/v1/admin/check?token="+token, ""); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("check with ?token=: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodGet, b.srv.URL+"/api/v1/admin/check", nil)
+	req.Header.Set("Authorization", "bEARER "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Errorf("check with a lower-case scheme: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	before := b.m.Totals().Rejected
 	for _, tok := range []string{"", "wrong", token + "x"} {
@@ -274,7 +285,7 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream?token=tok", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +295,7 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 		t.Fatalf("content type %q", ct)
 	}
 	s := &sseReader{t: t, br: bufio.NewReader(resp.Body)}
-	if ev, data := s.next(); ev != "hello" || !strings.Contains(data, `"adminEnabled":true`) {
+	if ev, data := s.next(); ev != "hello" || !strings.Contains(data, `"adminEnabled":true`) || !strings.Contains(data, `"admin":true`) {
 		t.Fatalf("first event %s %s", ev, data)
 	}
 	ev, data := s.next()
@@ -457,5 +468,141 @@ func TestRates(t *testing.T) {
 	}
 	if n := len(r.view().Events); n != rateWindow {
 		t.Errorf("window holds %d samples, want %d", n, rateWindow)
+	}
+}
+
+// secrets are what the class of TestWithoutTokenOnlyFigures writes: none may reach anyone
+// without the admin token.
+var secrets = []string{"secret-group", "secret-host", "secret-ada", "secret-key", "secret-value", "secret-event", "secret-payload"}
+
+func (b *testBox) secretClass(t *testing.T) rules.Joined {
+	t.Helper()
+	ctx := context.Background()
+	host, err := b.store.CreateGroup(ctx, rules.NewGroup{Domain: "room1", Name: "secret-group", HostName: "secret-host"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ada, err := b.store.Join(ctx, host.Group.ID, rules.NewNode{Name: "secret-ada"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.SetData(ctx, host.Group.ID, ada.Node.ID, map[string]string{"secret-key": "secret-value"}, false); err != nil {
+		t.Fatal(err)
+	}
+	return host
+}
+
+func leaks(text string) []string {
+	var out []string
+	for _, s := range secrets {
+		if strings.Contains(text, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestWithoutTokenOnlyFigures reads the overview and the stream without the admin token, with
+// a wrong one and with it (header in any case, or ?token=): only the admin sees names, data and
+// payloads; the others get the figures.
+func TestWithoutTokenOnlyFigures(t *testing.T) {
+	t.Parallel()
+	b := newTestBox(t, "tok")
+	host := b.secretClass(t)
+
+	for _, tc := range []struct {
+		name, path, token string
+		details           bool
+	}{
+		{"no token", "/api/v1/dashboard/overview", "", false},
+		{"wrong token", "/api/v1/dashboard/overview", "nope", false},
+		{"token", "/api/v1/dashboard/overview", "tok", true},
+		{"query token", "/api/v1/dashboard/overview?token=tok", "", true},
+	} {
+		resp := b.do(t, http.MethodGet, tc.path, tc.token)
+		raw, _ := io.ReadAll(resp.Body)
+		var o Overview
+		if err := json.Unmarshal(raw, &o); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", tc.name, resp.StatusCode, raw)
+		}
+		if o.GroupsLive != 1 || o.NodesLive != 2 {
+			t.Errorf("%s: figures %d groups %d nodes, want 1 and 2", tc.name, o.GroupsLive, o.NodesLive)
+		}
+		if l := leaks(string(raw)); tc.details != (len(l) > 0) || o.Details != tc.details {
+			t.Errorf("%s: details %v, secrets shown %v", tc.name, o.Details, l)
+		}
+	}
+
+	// The stream without a token: hello, overviews, and never an item, even as events flow.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	s := &sseReader{t: t, br: bufio.NewReader(resp.Body)}
+	if ev, data := s.next(); ev != "hello" || !strings.Contains(data, `"admin":false`) {
+		t.Fatalf("hello: %s %s", ev, data)
+	}
+	// An admin stream alongside shows when the published item has gone out to streams.
+	areq, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream?token=tok", nil)
+	aresp, err := http.DefaultClient.Do(areq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aresp.Body.Close()
+	as := &sseReader{t: t, br: bufio.NewReader(aresp.Body)}
+	as.next() // hello
+	as.next() // overview
+	if _, err := b.store.Publish(context.Background(), host.Group.ID, host.Node.ID, []rules.EventIn{{Name: "secret-event", Payload: ptr("secret-payload")}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, data := as.next()
+		if ev == "items" && strings.Contains(data, "secret-payload") {
+			break
+		}
+	}
+	// Two overviews later the public stream has had every chance to carry the item.
+	for overviews := 0; overviews < 3; {
+		ev, data := s.next()
+		if ev != "overview" {
+			t.Fatalf("public stream got %q: %.200s", ev, data)
+		}
+		if l := leaks(data); len(l) > 0 {
+			t.Fatalf("public overview shows %v", l)
+		}
+		overviews++
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+// TestTeacherAlwaysGetsAStream fills every public dashboard slot: the teacher still connects.
+func TestTeacherAlwaysGetsAStream(t *testing.T) {
+	t.Parallel()
+	b := newTestBox(t, "tok")
+	b.h.cfg.MaxStreams = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp2 := b.do(t, http.MethodGet, "/api/v1/dashboard/stream", ""); resp2.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second public dashboard: %d, want 503", resp2.StatusCode)
+	}
+	areq, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream?token=tok", nil)
+	aresp, err := http.DefaultClient.Do(areq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aresp.Body.Close()
+	if aresp.StatusCode != http.StatusOK {
+		t.Fatalf("teacher's dashboard with every public slot taken: %d", aresp.StatusCode)
 	}
 }

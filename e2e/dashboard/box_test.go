@@ -206,3 +206,19 @@ func screenshotDir(t *testing.T) string {
 	}
 	return dir
 }
+
+// publishPayload publishes one event with a payload.
+func (c *client) publishPayload(m member, name, payload string) {
+	c.t.Helper()
+	c.call(http.MethodPost, "/api/v1/groups/"+m.Group.ID+"/events", m.Token, map[string]any{"events": []map[string]string{{"name": name, "payload": payload}}}, http.StatusOK, nil)
+}
+
+// get reads path (with token, when not empty) and returns the body of a 200 answer.
+func (c *client) get(path, token string) string {
+	c.t.Helper()
+	st, raw := c.try(http.MethodGet, path, token, nil)
+	if st != http.StatusOK {
+		c.t.Fatalf("GET %s: %d %s", path, st, raw)
+	}
+	return string(raw)
+}

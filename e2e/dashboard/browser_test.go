@@ -157,7 +157,7 @@ func (b *box) overview() (groups int, nodes map[string]bool) {
 			} `json:"groups"`
 		} `json:"domains"`
 	}
-	b.call(http.MethodGet, "/api/v1/dashboard/overview", "", nil, http.StatusOK, &o)
+	b.call(http.MethodGet, "/api/v1/dashboard/overview", b.app.AdminToken(), nil, http.StatusOK, &o)
 	nodes = map[string]bool{}
 	for _, d := range o.Domains {
 		for _, g := range d.Groups {
@@ -186,18 +186,31 @@ func TestDashboardLive(t *testing.T) {
 	tb.viewport(1366, 900, false, false)
 	tb.do("open dashboard", chromedp.Navigate(b.base+"/"))
 	tb.waitFor("live stream", `document.getElementById("live-text").dataset.state === "live"`)
-	tb.waitFor("empty state", `!document.getElementById("no-groups").hidden`)
 	if v := tb.eval(`document.getElementById("admin-state").dataset.state`); v != "locked" {
 		t.Errorf("admin state = %q, want %q", v, "locked")
 	}
 
-	// A class arrives while the page is open.
+	// A class arrives while the page is open without the token: figures only.
 	host := b.createGroup("room-12", "robotics", "teacher")
-	ada := b.join(host.Group.ID, "ada")
+	ada := b.join(host.Group.ID, "ada-lovelace")
 	bob := b.join(host.Group.ID, "bob")
 	b.openSSE(ada)
-	b.setData(ada, map[string]string{"color": "red", "score": "3"})
+	b.setData(ada, map[string]string{"color": "red", "score": "3", "motto": "secret-motto"})
 	b.publish(host, "start", "go")
+	tb.waitFor("overview counters", `document.getElementById("groups-live").textContent === "1" && document.getElementById("nodes-live").textContent === "3"`)
+	tb.waitFor("locked banner", `!document.getElementById("locked-banner").hidden`)
+	for _, secret := range []string{"room-12", "robotics", "ada-lovelace", "secret-motto", "p-start", ada.Node.ID, host.Group.ID} {
+		if tb.eval(`String(document.documentElement.outerHTML.includes(`+jsString(secret)+`))`) != "false" {
+			t.Errorf("the page without the token shows %q", secret)
+		}
+	}
+
+	// A wrong token is refused at unlock.
+	tb.do("enter wrong token", chromedp.SendKeys(chromedp.CSS("#admin-token"), "guess"), chromedp.Click(chromedp.CSS("#admin-unlock")))
+	tb.waitFor("wrong token refused", `document.getElementById("toast").textContent.includes("not accepted") && document.getElementById("admin-state").dataset.state === "locked"`)
+	tb.waitFor("refused token cleared", `document.getElementById("admin-token").value === ""`)
+	tb.do("unlock", chromedp.SendKeys(chromedp.CSS("#admin-token"), adminToken), chromedp.Click(chromedp.CSS("#admin-unlock")))
+	tb.waitFor("admin unlocked", `document.getElementById("admin-state").dataset.state === "admin"`)
 
 	group := `document.querySelector('[data-testid=group][data-gid=` + jsString(host.Group.ID) + `]')`
 	tb.waitFor("group card", group+` !== null`)
@@ -206,9 +219,9 @@ func TestDashboardLive(t *testing.T) {
 	tb.waitFor("ada's transport", adaRow+`.querySelector('[data-transport=sse]') !== null`)
 	tb.waitFor("ada's data", adaRow+`.textContent.includes("color=red") && `+adaRow+`.textContent.includes("score=3")`)
 	feed := group + `.querySelector('[data-testid=feed]').textContent`
-	tb.waitFor("events in the feed", feed+`.includes("sent start") && `+feed+`.includes("sent go")`)
+	b.publish(host, "start2")
+	tb.waitFor("events in the feed", feed+`.includes("sent start2")`)
 	tb.waitFor("domain heading", `document.querySelector('[data-domain="room-12"] h3').textContent.includes("room-12")`)
-	tb.waitFor("overview counters", `document.getElementById("groups-live").textContent === "1" && document.getElementById("nodes-live").textContent === "3"`)
 	tb.waitFor("join URL and QR code", `document.getElementById("join-text").textContent.startsWith("http") && document.getElementById("join-qr").naturalWidth > 0`)
 
 	// Live, not only on load: later items and data changes show up too.
@@ -228,22 +241,8 @@ func TestDashboardLive(t *testing.T) {
 	tb.screenshot("dashboard-phone-dark")
 	tb.viewport(1366, 900, false, false)
 
-	// Without the token: the removal is refused, the page says so, bob stays.
-	bobRemove := `tr[data-nid="` + bob.Node.ID + `"] button[data-action=remove]`
-	tb.do("click remove twice without token", chromedp.Click(chromedp.CSS(bobRemove)), chromedp.Click(chromedp.CSS(bobRemove)))
-	tb.waitFor("refusal message", `!document.getElementById("toast").hidden && document.getElementById("toast").textContent.includes("refused")`)
-	if _, nodes := b.overview(); !nodes[bob.Node.ID] {
-		t.Fatal("bob was removed although the dashboard had no admin token")
-	}
-
-	// A wrong token is refused at unlock.
-	tb.do("enter wrong token", chromedp.SendKeys(chromedp.CSS("#admin-token"), "guess"), chromedp.Click(chromedp.CSS("#admin-unlock")))
-	tb.waitFor("wrong token refused", `document.getElementById("toast").textContent.includes("not accepted") && document.getElementById("admin-state").dataset.state === "locked"`)
-
 	// With the token: remove bob, then dissolve the group.
-	tb.waitFor("refused token cleared", `document.getElementById("admin-token").value === ""`)
-	tb.do("unlock", chromedp.SendKeys(chromedp.CSS("#admin-token"), adminToken), chromedp.Click(chromedp.CSS("#admin-unlock")))
-	tb.waitFor("admin unlocked", `document.getElementById("admin-state").dataset.state === "admin"`)
+	bobRemove := `tr[data-nid="` + bob.Node.ID + `"] button[data-action=remove]`
 	tb.do("remove bob", chromedp.Click(chromedp.CSS(bobRemove)), chromedp.Click(chromedp.CSS(bobRemove)))
 	tb.waitFor("bob gone from the page", adaRow+` !== null && `+group+`.querySelector('tr[data-nid=`+jsString(bob.Node.ID)+`]') === null`)
 	tb.waitFor("bob's leave in the feed", group+`.querySelector('[data-testid=feed] li[data-kind=leave][data-reason=removed]') !== null`)
@@ -262,25 +261,58 @@ func TestDashboardLive(t *testing.T) {
 	}
 }
 
-// TestDashboardReadOnly checks a box without an admin token: the page says it is read-only,
-// shows no admin buttons, and its QR code decodes to the address it prints.
-func TestDashboardReadOnly(t *testing.T) {
+// TestDashboardWithoutToken checks a box started without an admin token, as a teacher starts
+// it: the page opened without the token shows the figures and the join helper, and not one
+// group or node name, datum or payload, in the page or on the JSON; the one-click link printed
+// at start opens the details; and the join QR code decodes to the address it prints.
+func TestDashboardWithoutToken(t *testing.T) {
 	t.Parallel()
 	b := startBox(t)
+	host := b.createGroup("secret-domain", "secret-group", "secret-host")
+	ada := b.join(host.Group.ID, "secret-ada")
+	b.openSSE(ada)
+	b.setData(ada, map[string]string{"secret-key": "secret-value"})
+	secrets := []string{"secret-", host.Group.ID, ada.Node.ID, host.Node.ID}
+
 	tb := newTab(t)
 	tb.viewport(1280, 800, false, false)
 	tb.do("open dashboard", chromedp.Navigate(b.base+"/"))
 	tb.waitFor("live stream", `document.getElementById("live-text").dataset.state === "live"`)
-	host := b.createGroup("", "art", "teacher")
-	b.join(host.Group.ID, "cy")
-	tb.waitFor("group card", `document.querySelectorAll('[data-testid=node]').length === 2`)
-	tb.waitFor("read-only banner", `!document.getElementById("readonly-banner").hidden && document.getElementById("admin-state").dataset.state === "read-only"`)
-	if v := tb.eval(`[...document.querySelectorAll("button[data-action]")].filter(b => b.getClientRects().length > 0).length + ""`); v != "0" {
-		t.Errorf("%s admin buttons visible on a read-only box", v)
+	tb.waitFor("figures", `document.getElementById("groups-live").textContent === "1" && document.getElementById("nodes-live").textContent === "2"`)
+	b.publish(host, "secret-event")
+	b.publishPayload(ada, "go", "secret-payload")
+	tb.waitFor("the events counted", `document.getElementById("events-rate").textContent !== "0" || document.getElementById("rejected-total") !== null`)
+	tb.waitFor("locked banner", `!document.getElementById("locked-banner").hidden && document.getElementById("admin-state").dataset.state === "locked"`)
+	if v := tb.eval(`document.querySelectorAll("[data-testid=group], [data-testid=node], button[data-action]").length + ""`); v != "0" {
+		t.Errorf("%s group, node or admin elements on the page without the token", v)
 	}
-	if v := tb.eval(`getComputedStyle(document.getElementById("admin-token")).display`); v != "none" {
-		t.Errorf("token field shown on a read-only box (display %s)", v)
+	html := tb.eval(`document.documentElement.outerHTML`)
+	for _, s := range secrets {
+		if strings.Contains(html, s) {
+			t.Errorf("the page without the token shows %q", s)
+		}
 	}
+	raw := b.get("/api/v1/dashboard/overview", "")
+	for _, s := range secrets {
+		if strings.Contains(raw, s) {
+			t.Errorf("the overview JSON without the token shows %q", s)
+		}
+	}
+	if raw := b.get("/api/v1/dashboard/overview", b.app.AdminToken()); !strings.Contains(raw, "secret-ada") {
+		t.Errorf("the overview JSON with the token lacks the details: %.300s", raw)
+	}
+	tb.screenshot("dashboard-without-token")
+
+	// The one-click link: the details appear, and the token leaves the address bar.
+	teacher := newTab(t)
+	teacher.viewport(1280, 800, false, false)
+	teacher.do("open the teacher link", chromedp.Navigate(b.base+"/#token="+b.app.AdminToken()))
+	teacher.waitFor("the class", `document.querySelectorAll('[data-testid=node]').length === 2 && document.getElementById("admin-state").dataset.state === "admin"`)
+	teacher.waitFor("secret data", `document.querySelector('[data-testid=node]').parentNode.textContent.includes("secret-key=secret-value")`)
+	if u := teacher.eval(`location.href`); strings.Contains(u, "token") {
+		t.Errorf("the token stays in the address bar: %s", u)
+	}
+
 	tb.waitFor("QR code", `document.getElementById("join-qr").complete && document.getElementById("join-qr").naturalWidth > 0`)
 	tb.screenshot("dashboard-readonly")
 

@@ -52,3 +52,6 @@ func startBox(t *testing.T, args ...string) *box {
 	}
 	return b
 }
+
+// teacherURL is the one-click dashboard link meshbox prints at first start.
+func (b *box) teacherURL() string { return b.base + "/#token=" + b.app.AdminToken() }

@@ -33,8 +33,20 @@ const t = (key, params) => i18n.t(key, params);
   const TOKEN_KEY = "meshbox.adminToken";
   const $ = (id) => document.getElementById(id);
 
+  // A one-click link (printed at first start) carries the token in the fragment, which is
+  // never sent to the server: keep it for this tab and take it out of the address bar.
+  {
+    const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (m) {
+      sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+  }
+
   const state = {
     adminEnabled: false,
+    admin: false, // the stream carries the details (the server accepted the token)
+    es: null,
     token: sessionStorage.getItem(TOKEN_KEY) || "",
     clockSkew: 0, // server time minus browser time, ms
     groups: new Map(), // gid -> {el, parts, nodes: Map(nid -> row), feed, names}
@@ -92,11 +104,15 @@ const t = (key, params) => i18n.t(key, params);
   function renderAdmin() {
     const enabled = state.adminEnabled;
     $("readonly-banner").hidden = enabled;
+    // Without the token the server sends figures only; say why the groups are not listed.
+    $("locked-banner").hidden = state.admin;
+    $("domains").hidden = !state.admin;
+    if (!state.admin) $("no-groups").hidden = true;
     $("admin-token").hidden = !enabled || !!state.token;
     $("admin-unlock").hidden = !enabled || !!state.token;
     $("admin-lock").hidden = !enabled || !state.token;
     const s = $("admin-state");
-    const st = !enabled ? "read-only" : state.token ? "admin" : "locked";
+    const st = !enabled ? "read-only" : state.token && state.admin ? "admin" : "locked";
     s.dataset.state = st;
     setText(s, t(st === "read-only" ? "dash.admin.readonly" : st === "admin" ? "dash.admin.on" : "dash.admin.locked"));
     s.title = st === "read-only" ? t("dash.admin.readonly.tip") : "";
@@ -127,14 +143,17 @@ const t = (key, params) => i18n.t(key, params);
     state.token = token;
     sessionStorage.setItem(TOKEN_KEY, token);
     $("admin-token").value = "";
-    renderAdmin();
+    connect(); // again, with the token: the details come with it
     toast(t("dash.toast.unlocked"));
   });
 
   $("admin-lock").addEventListener("click", () => {
     state.token = "";
     sessionStorage.removeItem(TOKEN_KEY);
+    state.admin = false;
+    renderGroups([]);
     renderAdmin();
+    connect();
   });
 
   async function adminAction(method, path, what) {
@@ -342,7 +361,7 @@ const t = (key, params) => i18n.t(key, params);
     for (const [name, dom] of state.domains) {
       if (!seenDomains.has(name)) { dom.el.remove(); state.domains.delete(name); }
     }
-    $("no-groups").hidden = state.groups.size > 0;
+    $("no-groups").hidden = !state.admin || state.groups.size > 0;
     // Drop items of groups that ended before any overview showed them.
     state.overviews++;
     for (const [gid, p] of state.pending) if (state.overviews - p.since > 3) state.pending.delete(gid);
@@ -490,11 +509,24 @@ const t = (key, params) => i18n.t(key, params);
   }
 
   function connect() {
-    const es = new EventSource("/api/v1/dashboard/stream");
+    if (state.es) state.es.close();
+    // EventSource cannot send headers: the token goes in the query.
+    const url = "/api/v1/dashboard/stream" + (state.token ? "?token=" + encodeURIComponent(state.token) : "");
+    const es = (state.es = new EventSource(url));
     es.addEventListener("open", () => setLive("live"));
     es.addEventListener("hello", (e) => {
       const h = JSON.parse(e.data);
       if (h.join) renderJoin(h.join);
+      state.adminEnabled = h.adminEnabled;
+      state.admin = !!h.admin;
+      if (state.token && !state.admin) {
+        // A token from an earlier box, or one changed since: forget it.
+        state.token = "";
+        sessionStorage.removeItem(TOKEN_KEY);
+        toast(t("dash.toast.badtoken"), "error");
+      }
+      if (!state.admin) renderGroups([]);
+      renderAdmin();
     });
     es.addEventListener("overview", (e) => {
       setLive("live");

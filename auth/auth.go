@@ -1,0 +1,58 @@
+// Package auth holds how meshbox reads a request's credentials and checks the admin token: one
+// place, so every route (native API, dashboard, admin calls) accepts the same spellings and
+// compares the same way.
+package auth
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Token is the bearer token of a request: from `Authorization: Bearer TOKEN` (the scheme in any
+// case, as RFC 9110 says auth schemes are case-insensitive), or from ?token= where a browser
+// cannot set headers (EventSource, WebSocket, a link). q is the parsed query, or nil to parse
+// it when needed. A header with another scheme yields "" rather than falling back to the query,
+// so a request never carries two different credentials.
+func Token(r *http.Request, q url.Values) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return ""
+		}
+		return strings.TrimSpace(tok)
+	}
+	if q == nil {
+		if r.URL.RawQuery == "" {
+			return ""
+		}
+		q = r.URL.Query()
+	}
+	return q.Get("token")
+}
+
+// Admin checks tokens against the admin token.
+type Admin struct {
+	set  bool
+	want [sha256.Size]byte
+}
+
+// NewAdmin returns the check for token; an empty token matches nothing.
+func NewAdmin(token string) *Admin {
+	return &Admin{set: token != "", want: sha256.Sum256([]byte(token))}
+}
+
+// Match reports whether tok is the admin token. Both sides are hashed first, so the comparison
+// takes the same time whatever the lengths and wherever the first difference is.
+func (a *Admin) Match(tok string) bool {
+	if a == nil || !a.set || tok == "" {
+		return false
+	}
+	got := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(got[:], a.want[:]) == 1
+}
+
+// Request reports whether r carries the admin token (header or query).
+func (a *Admin) Request(r *http.Request) bool { return a.Match(Token(r, nil)) }
