@@ -76,7 +76,7 @@ type box struct {
 }
 
 // open opens the rules over the SQLite log at path; close them with reopen or at the end.
-func open(t *testing.T, path string, o rules.Options, h rules.Hooks) *box {
+func open(t testing.TB, path string, o rules.Options, h rules.Hooks) *box {
 	t.Helper()
 	lg, err := db.Open(context.Background(), path, db.Options{Now: o.Now})
 	if err != nil {
@@ -93,7 +93,7 @@ func open(t *testing.T, path string, o rules.Options, h rules.Hooks) *box {
 	return b
 }
 
-func (b *box) close(t *testing.T) {
+func (b *box) close(t testing.TB) {
 	t.Helper()
 	if err := errors.Join(b.Engine.Close(), b.log.Log.Close()); err != nil {
 		t.Error(err)
