@@ -6,20 +6,45 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"meshbox/app"
 	"meshbox/bench"
 	"meshbox/config"
+	"meshbox/service"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version and commit are stamped at build time (`make build`, `make release`, the Dockerfile)
+// with -ldflags "-X main.version=… -X main.commit=…".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// buildInfo is what --version prints after "meshbox ": the version, the commit and the Go
+// toolchain and platform, so a teacher can tell which release runs on which board.
+func buildInfo() string {
+	c := commit
+	if c == "" {
+		c = "unknown"
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%s (commit %s, %s, %s/%s)", version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -38,9 +63,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return healthcheck(ctx, args[1:], getenv, stdout)
 		case "bench":
 			return bench.Run(ctx, args[1:], stdout)
+		case "service":
+			return service.Run(args[1:], stdout)
 		}
 	}
-	cfg, err := config.Parse(args, getenv, stdout, version)
+	cfg, err := config.Parse(args, getenv, stdout, buildInfo())
 	if errors.Is(err, config.ErrHelp) {
 		return nil
 	}
@@ -48,6 +75,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := app.NewLogger(cfg, stdout)
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
+	if limit := debug.SetMemoryLimit(-1); limit < math.MaxInt64 {
+		log.Info("memory limit", "bytes", limit)
+	}
+	if err := config.CheckDatabaseDir(cfg.DB); err != nil {
+		return err
+	}
 	a, err := app.Start(ctx, cfg, log, version)
 	if err != nil {
 		return err

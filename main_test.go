@@ -33,9 +33,14 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // startRun runs meshbox through run() as main does and returns its base URL.
 func startRun(t *testing.T, ctx context.Context, dbPath string) (string, chan error, *syncBuffer) {
 	t.Helper()
+	return startRunEnv(t, ctx, map[string]string{"MESHBOX_DB": dbPath, "MESHBOX_ADDR": "127.0.0.1:0", "MESHBOX_MDNS": "false"})
+}
+
+// startRunEnv runs meshbox through run() with the given environment and returns its base URL.
+func startRunEnv(t *testing.T, ctx context.Context, env map[string]string) (string, chan error, *syncBuffer) {
+	t.Helper()
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	env := map[string]string{"MESHBOX_DB": dbPath, "MESHBOX_ADDR": "127.0.0.1:0"}
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, out) }()
 	re := regexp.MustCompile(`addr=(http://\S+)`)
 	deadline := time.Now().Add(10 * time.Second)

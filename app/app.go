@@ -19,6 +19,7 @@ import (
 	"meshbox/config"
 	"meshbox/db"
 	"meshbox/hub"
+	"meshbox/lan"
 	"meshbox/meshv2"
 	"meshbox/metrics"
 	"meshbox/server"
@@ -34,6 +35,7 @@ type App struct {
 	Server   *server.Server
 	Metrics  *metrics.Metrics
 	mesh     *meshv2.Handler
+	lan      *lan.Advertiser // nil when mDNS is off or could not start
 	http     *http.Server
 	ln       net.Listener
 	cancel   context.CancelFunc // ends streams and background loops
@@ -85,7 +87,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems})
 	a.Store.Start(db.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active, OnPurge: a.Hub.Purged})
 
-	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
+	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started, LANHost: lanHost(cfg)}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {
 		a.Store.Close()
 		return nil, fmt.Errorf("dashboard: %w", err)
@@ -134,7 +136,24 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	go func() { defer a.loops.Done(); dash.Run(loopCtx) }()
 	go func() { a.serveErr <- a.http.Serve(a.ln) }()
 	log.Info("meshbox listening", "addr", a.URL(), "db", cfg.DB, "version", version)
+	if cfg.MDNS { // being found by name is a convenience: without it the box still serves
+		a.lan, err = lan.Start(lan.Config{Name: cfg.MDNSName, Port: a.ln.Addr().(*net.TCPAddr).Port,
+			Text: [][2]string{{"path", "/"}, {"meshv2", "/graphql"}}, Logger: log.With("component", "mdns")})
+		if err != nil {
+			log.Warn("not advertised on the LAN", "err", err)
+		} else {
+			log.Info("advertised on the LAN by mDNS", "host", a.lan.Host(), "service", lan.ServiceType)
+		}
+	}
 	return a, nil
+}
+
+// lanHost is the name the dashboard offers for joining when the box advertises itself.
+func lanHost(cfg config.Config) string {
+	if !cfg.MDNS {
+		return ""
+	}
+	return cfg.MDNSName + ".local"
 }
 
 // URL is the base URL the server listens on.
@@ -156,6 +175,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.stopOnce.Do(func() {
 		start := time.Now()
 		a.cancel() // streams end (WebSocket closes with 1012), background loops stop
+		if a.lan != nil {
+			a.lan.Stop()
+		}
 		err := a.mesh.Close(ctx)
 		err = errors.Join(err, a.http.Shutdown(ctx), a.Server.Wait(ctx))
 		if errors.Is(err, context.DeadlineExceeded) {

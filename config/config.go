@@ -55,6 +55,12 @@ type Config struct {
 	PingInterval    time.Duration
 	ShutdownTimeout time.Duration
 	Pprof           bool
+
+	// MDNS advertises the box on the LAN as MDNSName.local with an _http._tcp service.
+	MDNS     bool
+	MDNSName string
+	// MemoryLimit is the Go runtime's soft memory limit in bytes; 0 leaves it to GOMEMLIMIT.
+	MemoryLimit int64
 }
 
 // ErrHelp is returned when --help or --version was asked for and answered.
@@ -109,8 +115,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 		}
 		fs.Float64Var(p, name, n, usage+" ($"+env+")")
 	}
-	boolean := func(p *bool, name, env string, usage string) {
-		b := false
+	boolean := func(p *bool, name, env string, def bool, usage string) {
+		b := def
 		if v := envOr(env, ""); v != "" {
 			pb, err := strconv.ParseBool(v)
 			if err != nil {
@@ -136,7 +142,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	str(&c.DomainMode, "domain-mode", "MESHBOX_DOMAIN_MODE", "shared", "domain for clients that name none: shared (one for the whole server) or ip (derived from the client IP)")
 	str(&c.SharedDomain, "shared-domain", "MESHBOX_SHARED_DOMAIN", "classroom", "the domain used in shared mode")
 	str(&c.DomainSecret, "domain-secret", "MESHBOX_DOMAIN_SECRET", "", "secret mixed into IP-derived domains")
-	boolean(&c.TrustProxy, "trust-proxy", "MESHBOX_TRUST_PROXY", "take the client IP from X-Forwarded-For (only behind a reverse proxy you run)")
+	boolean(&c.TrustProxy, "trust-proxy", "MESHBOX_TRUST_PROXY", false, "take the client IP from X-Forwarded-For (only behind a reverse proxy you run)")
 	num(&c.MaxPayloadBytes, "max-payload", "MESHBOX_MAX_PAYLOAD", 16*1024, "largest event payload in bytes")
 	num(&c.MaxEventsPerPublish, "max-events-per-publish", "MESHBOX_MAX_EVENTS_PER_PUBLISH", 1000, "most events in one publish")
 	num(&c.MaxDataKeys, "max-data-keys", "MESHBOX_MAX_DATA_KEYS", 100, "most data keys per node")
@@ -154,16 +160,20 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	str(&c.AdminToken, "admin-token", "MESHBOX_ADMIN_TOKEN", "", "token for admin calls and dashboard actions (empty: dashboard is read-only)")
 	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)")
 	dur(&c.PollingInterval, "polling-interval", "MESHBOX_POLLING_INTERVAL", 2*time.Second, "Mesh v2 polling interval told to clients without WebSocket")
-	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", "refuse WebSocket upgrades (to test firewall fallback)")
+	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", false, "refuse WebSocket upgrades (to test firewall fallback)")
 	dur(&c.PingInterval, "ping-interval", "MESHBOX_PING_INTERVAL", 20*time.Second, "how often WebSocket peers are pinged; one that does not answer within the next interval is dropped")
 
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "MESHBOX_SHUTDOWN_TIMEOUT", 5*time.Second, "longest graceful shutdown")
-	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", "serve /debug/pprof (for profiling)")
+	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", false, "serve /debug/pprof (for profiling)")
+	boolean(&c.MDNS, "mdns", "MESHBOX_MDNS", true, "advertise the box on the LAN by multicast DNS as NAME.local and an _http._tcp service (the only packets meshbox sends unasked)")
+	str(&c.MDNSName, "mdns-name", "MESHBOX_MDNS_NAME", "meshbox", "host name advertised by mDNS, without .local (give each box in one network its own)")
+	memLimit := ""
+	str(&memLimit, "memory-limit", "MESHBOX_MEMORY_LIMIT", "", "soft memory limit of the Go runtime, such as 256MiB (empty: $GOMEMLIMIT or none); on a 1 GB Raspberry Pi use about 300MiB")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 
 	fs.Usage = func() {
 		fmt.Fprintf(out, "meshbox %s: a self-hosted real-time relay for classrooms\n\n", version)
-		fmt.Fprintf(out, "Usage: meshbox [flags]        run the server\n       meshbox bench [flags]  load-test a running meshbox\n\nFlags (each also read from the environment variable in brackets):\n")
+		fmt.Fprintf(out, "Usage: meshbox [flags]        run the server\n       meshbox bench [flags]  load-test a running meshbox\n       meshbox service install [flags]  write a systemd unit (see meshbox service --help)\n\nFlags (each also read from the environment variable in brackets):\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -180,6 +190,13 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	c.MaxBodyBytes = int64(maxBody)
+	if memLimit != "" {
+		n, err := ParseBytes(memLimit)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("memory-limit: %w", err))
+		}
+		c.MemoryLimit = n
+	}
 	errs = append(errs, c.validate()...)
 	return c, errors.Join(errs...)
 }
@@ -213,6 +230,9 @@ func (c *Config) validate() []error {
 		if n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if c.MDNS && !validHostLabel(c.MDNSName) {
+		errs = append(errs, fmt.Errorf("mdns-name must be one DNS label of letters, digits and hyphens, not %q", c.MDNSName))
 	}
 	if c.PublishRate < 0 || c.IPRate < 0 || c.MaxConnsPerIP < 0 {
 		errs = append(errs, errors.New("rates and connection limits must not be negative"))

@@ -11,9 +11,11 @@ import (
 
 // joinURLs lists addresses students' devices can use to reach this box, best first: the
 // configured public URL, the address the teacher used when it is not loopback, then the box's
-// LAN addresses on the port the request came in on. A teacher who opens the dashboard on the
-// box itself (localhost) still gets a URL that works from the classroom.
-func joinURLs(r *http.Request, public string) []string {
+// LAN addresses on the port the request came in on, then its mDNS name (lanHost, such as
+// meshbox.local) when it advertises one: after the addresses, as older Android devices do not
+// resolve .local names. A teacher who opens the dashboard on the box itself (localhost) still
+// gets a URL that works from the classroom.
+func joinURLs(r *http.Request, public, lanHost string) []string {
 	var out []string
 	seen := map[string]bool{}
 	add := func(u string) {
@@ -47,6 +49,9 @@ func joinURLs(r *http.Request, public string) []string {
 			} else {
 				v6 = append(v6, scheme+"://"+net.JoinHostPort(a.String(), port))
 			}
+		}
+		if lanHost != "" {
+			add(scheme + "://" + net.JoinHostPort(lanHost, port))
 		}
 		// IPv6 addresses are long to type; offer them only when there is no IPv4 one.
 		if len(out) == 0 {

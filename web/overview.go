@@ -218,7 +218,7 @@ func (h *Handler) overview(ctx context.Context) Overview {
 
 func (h *Handler) overviewJSON(w http.ResponseWriter, r *http.Request) {
 	o := h.overview(r.Context())
-	o.JoinURLs = joinURLs(r, h.cfg.PublicURL)
+	o.JoinURLs = joinURLs(r, h.cfg.PublicURL, h.cfg.LANHost)
 	writeJSON(w, http.StatusOK, o)
 }
 

@@ -189,7 +189,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	hello, _ := json.Marshal(map[string]any{
 		"version":      h.cfg.Version,
 		"adminEnabled": h.cfg.AdminToken != "",
-		"joinURLs":     joinURLs(r, h.cfg.PublicURL),
+		"joinURLs":     joinURLs(r, h.cfg.PublicURL, h.cfg.LANHost),
 	})
 	write := func(b []byte) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -56,6 +56,9 @@ type Config struct {
 	// PublicURL, when set, is the address the join helper offers first (for example behind a
 	// reverse proxy); otherwise the addresses are guessed from the request and the interfaces.
 	PublicURL string
+	// LANHost, when set, is the box's mDNS name (meshbox.local), offered among the join
+	// addresses.
+	LANHost string
 	// MaxStreams bounds concurrent dashboard streams; 0 means 64.
 	MaxStreams int
 }

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -383,21 +385,32 @@ func TestJoinURLs(t *testing.T) {
 		}
 		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(local)))
 	}
-	got := joinURLs(req("192.168.5.9:8080", false), "")
+	got := joinURLs(req("192.168.5.9:8080", false), "", "")
 	if got[0] != "http://192.168.5.9:8080/" {
 		t.Errorf("LAN host first: %v", got)
 	}
-	got = joinURLs(req("class.example:443", true), "http://box.school/")
+	got = joinURLs(req("class.example:443", true), "http://box.school/", "")
 	if got[0] != "http://box.school/" || got[1] != "https://class.example:443/" {
 		t.Errorf("public URL then request host: %v", got)
 	}
-	got = joinURLs(req("localhost:8080", false), "")
+	got = joinURLs(req("localhost:8080", false), "", "")
 	for _, u := range got {
 		if strings.Contains(u, "localhost") && len(lanAddrs()) > 0 {
 			t.Errorf("loopback offered although LAN addresses exist: %v", got)
 		}
 		if !strings.HasSuffix(u, ":8080/") {
 			t.Errorf("address without the listening port: %v", got)
+		}
+	}
+	// The mDNS name is offered too, after the box's IPv4 addresses.
+	got = joinURLs(req("localhost:8080", false), "", "meshbox.local")
+	named := slices.Index(got, "http://meshbox.local:8080/")
+	if named < 0 {
+		t.Errorf("mDNS name not offered: %v", got)
+	}
+	for _, u := range got[named+1:] {
+		if a, err := netip.ParseAddrPort(strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")); err == nil && a.Addr().Is4() {
+			t.Errorf("IPv4 address %s after the mDNS name: %v", u, got)
 		}
 	}
 	for _, h := range []string{"localhost:1", "127.0.0.1:80", "[::1]:80", "app.localhost"} {
