@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -191,11 +192,34 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if err := run(context.Background(), []string{"--version"}, func(string) string { return "" }, &out); err != nil || !strings.HasPrefix(out.String(), "meshbox ") {
+	if err := run(context.Background(), []string{"--version"}, func(string) string { return "" }, &out); err != nil ||
+		!regexp.MustCompile(`^meshbox \S+ \(commit \S+, go1\.\d+\S*, linux/\w+\)\n$`).MatchString(out.String()) {
 		t.Fatalf("--version: %q %v", out.String(), err)
 	}
 	if err := run(context.Background(), []string{"--synchronous", "sometimes"}, func(string) string { return "" }, io.Discard); err == nil {
 		t.Fatal("a bad setting was accepted")
 	}
 	fmt.Fprint(io.Discard, "")
+}
+
+// --memory-limit (or MESHBOX_MEMORY_LIMIT) sets the Go runtime's soft limit, and the start-up log
+// says which limit is in force.
+func TestMemoryLimitIsApplied(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done, out := startRunEnv(t, ctx, map[string]string{
+		"MESHBOX_DB": filepath.Join(t.TempDir(), "meshbox.db"), "MESHBOX_ADDR": "127.0.0.1:0", "MESHBOX_MDNS": "false",
+		"MESHBOX_MEMORY_LIMIT": "300MiB",
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 300<<20 {
+		t.Fatalf("memory limit %d, want %d", got, 300<<20)
+	}
+	if !strings.Contains(out.String(), "memory limit") || !strings.Contains(out.String(), fmt.Sprint(300<<20)) {
+		t.Fatalf("start-up log does not name the limit:\n%s", out)
+	}
 }
