@@ -136,8 +136,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	go func() { defer a.loops.Done(); dash.Run(loopCtx) }()
 	go func() { a.serveErr <- a.http.Serve(a.ln) }()
 	log.Info("meshbox listening", "addr", a.URL(), "db", cfg.DB, "version", version)
-	if cfg.MDNS { // being found by name is a convenience: without it the box still serves
-		a.lan, err = lan.Start(lan.Config{Name: cfg.MDNSName, Port: a.ln.Addr().(*net.TCPAddr).Port,
+	// Being found by name is a convenience: without it the box still serves. A box that
+	// listens on loopback only is not advertised: nobody on the LAN could reach it.
+	if tcp := a.ln.Addr().(*net.TCPAddr); cfg.MDNS && !tcp.IP.IsLoopback() {
+		a.lan, err = lan.Start(lan.Config{Name: cfg.MDNSName, Port: tcp.Port,
 			Text: [][2]string{{"path", "/"}, {"meshv2", "/graphql"}}, Logger: log.With("component", "mdns")})
 		if err != nil {
 			log.Warn("not advertised on the LAN", "err", err)

@@ -158,8 +158,8 @@ func TestMeshboxIsFoundByName(t *testing.T) {
 	}
 }
 
-// With mDNS off (--mdns=false, MESHBOX_MDNS=false), meshbox opens no mDNS socket at all, so it
-// neither answers nor sends anything on UDP 5353.
+// With mDNS off (--mdns=false, MESHBOX_MDNS=false), or listening on loopback only, meshbox opens
+// no mDNS socket at all, so it neither answers nor sends anything on UDP 5353.
 func TestMDNSOffOpensNoSocket(t *testing.T) {
 	if !netns.Run(t, testLink...) {
 		return
@@ -173,6 +173,12 @@ func TestMDNSOffOpensNoSocket(t *testing.T) {
 	on.Shutdown(ctx)
 	if udpPortOpen(t, 5353) {
 		t.Fatal("mDNS socket still open after shutdown")
+	}
+	// A box that listens on loopback only is not advertised either: no one on the LAN could
+	// reach it.
+	app.StartTest(t, func(c *config.Config) { c.Addr = "127.0.0.1:0"; c.MDNS = true })
+	if udpPortOpen(t, 5353) {
+		t.Fatal("a loopback-only box opened an mDNS socket")
 	}
 	for _, setting := range [][]string{{"--mdns=false"}, {"MESHBOX_MDNS=false"}} {
 		env := map[string]string{}
