@@ -223,3 +223,26 @@ func TestMemoryLimitIsApplied(t *testing.T) {
 		t.Fatalf("start-up log does not name the limit:\n%s", out)
 	}
 }
+
+// `meshbox healthcheck` (the container's HEALTHCHECK) answers ok while meshbox is ready, for the
+// image's wildcard address as for an explicit one, and fails when nothing listens.
+func TestHealthcheck(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	base, done, _ := startRun(t, ctx, filepath.Join(t.TempDir(), "meshbox.db"))
+	port := base[strings.LastIndex(base, ":")+1:]
+	for _, addr := range []string{":" + port, "127.0.0.1:" + port} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"healthcheck"}, func(k string) string {
+			return map[string]string{"MESHBOX_ADDR": addr}[k]
+		}, &out); err != nil || out.String() != "ok\n" {
+			t.Fatalf("healthcheck on %s: %q, %v", addr, out.String(), err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"healthcheck", "--addr", "127.0.0.1:" + port}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Fatal("healthcheck passed with meshbox stopped")
+	}
+}

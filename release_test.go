@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,16 @@ func TestReleaseBinariesAnswerReadyz(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("/readyz: %d", resp.StatusCode)
+			}
+			// The container's HEALTHCHECK, as the image runs it (MESHBOX_ADDR=:PORT).
+			u, err := url.Parse(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hc := exec.Command(qemu, bin, "healthcheck")
+			hc.Env = append(os.Environ(), "MESHBOX_ADDR=:"+u.Port())
+			if out, err := hc.CombinedOutput(); err != nil || string(out) != "ok\n" {
+				t.Fatalf("healthcheck under %s: %q, %v", target.qemu, out, err)
 			}
 		})
 	}
