@@ -193,7 +193,7 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	out.Reset()
 	if err := run(context.Background(), []string{"--version"}, func(string) string { return "" }, &out); err != nil ||
-		!regexp.MustCompile(`^meshbox \S+ \(commit \S+, go1\.\d+\S*, linux/\w+\)\n$`).MatchString(out.String()) {
+		!regexp.MustCompile(`^meshbox \S+ \(commit \S+, go1\.\d+\S*, linux/[\w/]+\)\n$`).MatchString(out.String()) {
 		t.Fatalf("--version: %q %v", out.String(), err)
 	}
 	if err := run(context.Background(), []string{"--synchronous", "sometimes"}, func(string) string { return "" }, io.Discard); err == nil {

@@ -19,9 +19,9 @@ func TestReleaseBinariesAnswerReadyz(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cross-builds meshbox and runs it under emulation")
 	}
-	for _, target := range []struct{ arch, arm, qemu, suffix string }{
-		{"arm64", "", "qemu-aarch64", "linux-arm64"},
-		{"arm", "7", "qemu-arm", "linux-armv7"},
+	for _, target := range []struct{ arch, arm, qemu, suffix, platform string }{
+		{"arm64", "", "qemu-aarch64", "linux-arm64", "linux/arm64"},
+		{"arm", "7", "qemu-arm", "linux-armv7", "linux/arm/v7"},
 	} {
 		t.Run(target.suffix, func(t *testing.T) {
 			t.Parallel()
@@ -47,7 +47,7 @@ func TestReleaseBinariesAnswerReadyz(t *testing.T) {
 					t.Fatalf("build: %v\n%s", err, out)
 				}
 			}
-			if out, err := exec.Command(qemu, bin, "--version").CombinedOutput(); err != nil || !regexp.MustCompile(`^meshbox \S+ \(commit \S+, go1\.\S+, linux/`+target.arch+`\)`).Match(out) {
+			if out, err := exec.Command(qemu, bin, "--version").CombinedOutput(); err != nil || !regexp.MustCompile(`^meshbox \S+ \(commit \S+, go1\.\S+, `+target.platform+`\)`).Match(out) {
 				t.Fatalf("--version under %s: %q, %v", target.qemu, out, err)
 			}
 			cmd := exec.Command(qemu, bin, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "meshbox.db"), "--mdns=false")
