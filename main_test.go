@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
@@ -200,6 +201,28 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Fatal("a bad setting was accepted")
 	}
 	fmt.Fprint(io.Discard, "")
+}
+
+// Without the setting, GOMEMLIMIT (read by the Go runtime at start) stays in force and the
+// start-up log names it. The test binary runs itself again with GOMEMLIMIT set.
+func TestGOMEMLIMITIsHonoured(t *testing.T) {
+	if os.Getenv("MESHBOX_TEST_GOMEMLIMIT") != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		_, done, out := startRun(t, ctx, filepath.Join(t.TempDir(), "meshbox.db"))
+		cancel()
+		<-done
+		fmt.Print(out.String())
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestGOMEMLIMITIsHonoured$", "-test.v")
+	cmd.Env = append(os.Environ(), "MESHBOX_TEST_GOMEMLIMIT=1", "GOMEMLIMIT=123MiB")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`msg="memory limit" bytes=` + fmt.Sprint(123<<20)).Match(out) {
+		t.Fatalf("GOMEMLIMIT=123MiB not in force:\n%s", out)
+	}
 }
 
 // --memory-limit (or MESHBOX_MEMORY_LIMIT) sets the Go runtime's soft limit, and the start-up log
