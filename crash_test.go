@@ -23,7 +23,7 @@ import (
 // startBinary starts the built meshbox as its own process and returns its base URL.
 func startBinary(t *testing.T, bin, dbPath string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--db", dbPath, "--publish-rate", "0", "--ip-rate", "0")
+	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--db", dbPath, "--publish-rate", "0", "--ip-rate", "0", "--mdns=false")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +48,26 @@ func startBinary(t *testing.T, bin, dbPath string) (*exec.Cmd, string) {
 	return nil, ""
 }
 
+// buildForHost builds meshbox for the machine the go command runs on, not for the GOARCH the
+// tests were built for: under qemu-user (`make test-arm`) the test binary is ARM but the binary
+// it starts must run on the host, as nothing registers ARM binaries with the kernel.
+func buildForHost(t *testing.T, bin string) {
+	t.Helper()
+	host, err := exec.Command("go", "env", "GOHOSTOS", "GOHOSTARCH").Output()
+	if err != nil {
+		t.Fatalf("go env: %v", err)
+	}
+	f := strings.Fields(string(host))
+	if len(f) != 2 {
+		t.Fatalf("go env GOHOSTOS GOHOSTARCH = %q", host)
+	}
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "GOOS="+f[0], "GOARCH="+f[1], "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+}
+
 // TestSIGKILLLosesNoAcknowledgedItem kills meshbox with SIGKILL in the middle of heavy
 // publishing, restarts it on the same database and checks that every acknowledged item is
 // there once, cursors go on increasing, and SQLite reports the file intact.
@@ -57,9 +77,7 @@ func TestSIGKILLLosesNoAcknowledgedItem(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "meshbox")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	buildForHost(t, bin)
 	dbPath := filepath.Join(dir, "meshbox.db")
 	cmd, base := startBinary(t, bin, dbPath)
 

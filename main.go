@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -17,10 +20,35 @@ import (
 	"meshbox/app"
 	"meshbox/bench"
 	"meshbox/config"
+	"meshbox/service"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version and commit are stamped at build time (`make build`, `make release`, the Dockerfile)
+// with -ldflags "-X main.version=… -X main.commit=…".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// buildInfo is what --version prints after "meshbox ": the version, the commit and the Go
+// toolchain and platform, so a teacher can tell which release runs on which board.
+func buildInfo() string {
+	c, arch := commit, runtime.GOARCH
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision" && c == "":
+				c = s.Value
+			case s.Key == "GOARM" && arch == "arm": // armv6 and armv7 builds differ
+				arch += "/v" + strings.TrimSuffix(strings.TrimSuffix(s.Value, ",softfloat"), ",hardfloat")
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return fmt.Sprintf("%s (commit %s, %s, %s/%s)", version, c, runtime.Version(), runtime.GOOS, arch)
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,9 +86,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return healthcheck(ctx, args[1:], getenv, stdout)
 		case "bench":
 			return bench.Run(ctx, args[1:], stdout)
+		case "service":
+			return service.Run(args[1:], stdout)
 		}
 	}
-	cfg, err := config.Parse(args, getenv, stdout, version)
+	cfg, err := config.Parse(args, getenv, stdout, buildInfo())
 	if errors.Is(err, config.ErrHelp) {
 		return nil
 	}
@@ -68,6 +98,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := app.NewLogger(cfg, stdout)
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
+	if limit := debug.SetMemoryLimit(-1); limit < math.MaxInt64 {
+		log.Info("memory limit", "bytes", limit)
+	}
 	a, err := app.StartWith(ctx, cfg, log, version, app.Options{Terminal: stdout})
 	if err != nil {
 		return err

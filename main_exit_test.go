@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -157,12 +158,17 @@ func TestStartupUnwritableFolder(t *testing.T) {
 		}
 		t.Cleanup(func() { os.Chmod(ro, 0o755) })
 	}
+	uidGid := fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())
+	if cred != nil {
+		uidGid = fmt.Sprintf("%d:%d", cred.Uid, cred.Gid)
+	}
 	db := filepath.Join(ro, "meshbox.db")
 	got := runMain(t, []string{"--addr=127.0.0.1:0", "--db=" + db}, nil, cred)
 	prefix := "meshbox: --db=" + db + " is in a folder this user ("
-	suffix := ") cannot write (" + ro + "); SQLite keeps its journal files beside the database: give this user write permission on the folder, or choose another folder\n"
+	suffix := ") cannot write (" + ro + "); SQLite keeps its journal files beside the database: give this user write permission on the folder (in a container with a bind mount: chown " +
+		uidGid + " the host folder, or use a named volume), or choose another folder\n"
 	if got.status != 2 || !strings.HasPrefix(got.stderr, prefix) || !strings.HasSuffix(got.stderr, suffix) || strings.Count(got.stderr, "\n") != 1 ||
-		(user != "" && !strings.Contains(got.stderr, "("+user+")")) {
+		(user != "" && !strings.Contains(got.stderr, "("+user+", uid ")) {
 		t.Errorf("exit %d, stderr %q", got.status, got.stderr)
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -33,7 +35,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // startRun runs meshbox through run() as main does and returns its base URL.
 func startRun(t *testing.T, ctx context.Context, dbPath string) (string, chan error, *syncBuffer) {
 	t.Helper()
-	return startRunEnv(t, ctx, map[string]string{"MESHBOX_DB": dbPath, "MESHBOX_ADDR": "127.0.0.1:0"})
+	return startRunEnv(t, ctx, map[string]string{"MESHBOX_DB": dbPath, "MESHBOX_ADDR": "127.0.0.1:0", "MESHBOX_MDNS": "false"})
 }
 
 // startRunEnv runs meshbox through run() with the given environment and returns its base URL.
@@ -191,11 +193,79 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if err := run(context.Background(), []string{"--version"}, func(string) string { return "" }, &out); err != nil || !strings.HasPrefix(out.String(), "meshbox ") {
+	if err := run(context.Background(), []string{"--version"}, func(string) string { return "" }, &out); err != nil ||
+		!regexp.MustCompile(`^meshbox \S+ \(commit \S+, go1\.\d+\S*, linux/[\w/]+\)\n$`).MatchString(out.String()) {
 		t.Fatalf("--version: %q %v", out.String(), err)
 	}
 	if err := run(context.Background(), []string{"--synchronous", "sometimes"}, func(string) string { return "" }, io.Discard); err == nil {
 		t.Fatal("a bad setting was accepted")
 	}
 	fmt.Fprint(io.Discard, "")
+}
+
+// Without the setting, GOMEMLIMIT (read by the Go runtime at start) stays in force and the
+// start-up log names it. The test binary runs itself again with GOMEMLIMIT set.
+func TestGOMEMLIMITIsHonoured(t *testing.T) {
+	if os.Getenv("MESHBOX_TEST_GOMEMLIMIT") != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		_, done, out := startRun(t, ctx, filepath.Join(t.TempDir(), "meshbox.db"))
+		cancel()
+		<-done
+		fmt.Print(out.String())
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestGOMEMLIMITIsHonoured$", "-test.v")
+	cmd.Env = append(os.Environ(), "MESHBOX_TEST_GOMEMLIMIT=1", "GOMEMLIMIT=123MiB")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`msg="memory limit" bytes=` + fmt.Sprint(123<<20)).Match(out) {
+		t.Fatalf("GOMEMLIMIT=123MiB not in force:\n%s", out)
+	}
+}
+
+// --memory-limit (or MESHBOX_MEMORY_LIMIT) sets the Go runtime's soft limit, and the start-up log
+// says which limit is in force.
+func TestMemoryLimitIsApplied(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done, out := startRunEnv(t, ctx, map[string]string{
+		"MESHBOX_DB": filepath.Join(t.TempDir(), "meshbox.db"), "MESHBOX_ADDR": "127.0.0.1:0", "MESHBOX_MDNS": "false",
+		"MESHBOX_MEMORY_LIMIT": "300MiB",
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 300<<20 {
+		t.Fatalf("memory limit %d, want %d", got, 300<<20)
+	}
+	if !strings.Contains(out.String(), "memory limit") || !strings.Contains(out.String(), fmt.Sprint(300<<20)) {
+		t.Fatalf("start-up log does not name the limit:\n%s", out)
+	}
+}
+
+// `meshbox healthcheck` (the container's HEALTHCHECK) answers ok while meshbox is ready, for the
+// image's wildcard address as for an explicit one, and fails when nothing listens.
+func TestHealthcheck(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	base, done, _ := startRun(t, ctx, filepath.Join(t.TempDir(), "meshbox.db"))
+	port := base[strings.LastIndex(base, ":")+1:]
+	for _, addr := range []string{":" + port, "127.0.0.1:" + port} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"healthcheck"}, func(k string) string {
+			return map[string]string{"MESHBOX_ADDR": addr}[k]
+		}, &out); err != nil || out.String() != "ok\n" {
+			t.Fatalf("healthcheck on %s: %q, %v", addr, out.String(), err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"healthcheck", "--addr", "127.0.0.1:" + port}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Fatal("healthcheck passed with meshbox stopped")
+	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"meshbox/config"
 	"meshbox/hub"
+	"meshbox/lan"
 	"meshbox/meshv2"
 	"meshbox/metrics"
 	"meshbox/rules"
@@ -39,6 +40,7 @@ type App struct {
 	Server   *server.Server
 	Metrics  *metrics.Metrics
 	mesh     *meshv2.Handler
+	lan      *lan.Advertiser // nil when mDNS is off or could not start
 	http     *http.Server
 	ln       net.Listener
 	cancel   context.CancelFunc // ends streams and background loops
@@ -129,7 +131,7 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems, TailBytes: cfg.TailBytes, GlobalBytes: cfg.FeedBytes})
 	a.Store.Start(rules.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active, OnPurge: a.Hub.Purged})
 
-	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
+	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr, LANHost: lanHost(cfg)}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {
 		a.close()
 		return nil, fmt.Errorf("dashboard: %w", err)
@@ -191,8 +193,27 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	if web.ListensOnLoopback(cfg.Addr) {
 		log.Warn("listening on this computer only: students' devices cannot connect; use --addr :8080 to accept them", "addr", cfg.Addr)
 	}
+	// Being found by name is a convenience: without it the box still serves. A box that
+	// listens on loopback only is not advertised: nobody on the LAN could reach it.
+	if tcp := a.ln.Addr().(*net.TCPAddr); cfg.MDNS && !tcp.IP.IsLoopback() {
+		a.lan, err = lan.Start(lan.Config{Name: cfg.MDNSName, Port: tcp.Port,
+			Text: [][2]string{{"path", "/"}, {"meshv2", "/graphql"}}, Logger: log.With("component", "mdns")})
+		if err != nil {
+			log.Warn("not advertised on the LAN", "err", err)
+		} else {
+			log.Info("advertised on the LAN by mDNS", "host", a.lan.Host(), "service", lan.ServiceType)
+		}
+	}
 	a.announceAdmin(dash, tokenFile, tokenConfigured, tokenCreated, opts.Terminal)
 	return a, nil
+}
+
+// lanHost is the name the dashboard offers for joining when the box advertises itself.
+func lanHost(cfg config.Config) string {
+	if !cfg.MDNS {
+		return ""
+	}
+	return cfg.MDNSName + ".local"
 }
 
 // URL is the base URL the server listens on.
@@ -214,6 +235,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.stopOnce.Do(func() {
 		start := time.Now()
 		a.cancel() // streams end (WebSocket closes with 1012), background loops stop
+		if a.lan != nil {
+			a.lan.Stop()
+		}
 		err := a.mesh.Close(ctx)
 		err = errors.Join(err, a.http.Shutdown(ctx), a.Server.Wait(ctx))
 		if errors.Is(err, context.DeadlineExceeded) {

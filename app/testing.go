@@ -11,8 +11,8 @@ import (
 	"meshbox/config"
 )
 
-// TestConfig is the default configuration with a database in dir and a loopback address on a
-// free port, for tests that start a real meshbox.
+// TestConfig is the default configuration with a database in dir, a loopback address on a
+// free port and mDNS off, for tests that start a real meshbox.
 func TestConfig(dir string) config.Config {
 	cfg, err := config.Parse(nil, func(string) string { return "" }, io.Discard, "test")
 	if err != nil {
@@ -20,6 +20,7 @@ func TestConfig(dir string) config.Config {
 	}
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DB = filepath.Join(dir, "meshbox.db")
+	cfg.MDNS = false // tests never advertise on the machine's network
 	return cfg
 }
 

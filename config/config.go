@@ -99,6 +99,12 @@ type Config struct {
 	NATSReplicas int
 	NATSMaxBatch int
 
+	// MDNS advertises the box on the LAN as MDNSName.local with an _http._tcp service.
+	MDNS     bool
+	MDNSName string
+	// MemoryLimit is the Go runtime's soft memory limit in bytes; 0 leaves it to GOMEMLIMIT.
+	MemoryLimit int64
+
 	// sources maps a flag name to how the user gave its value ("--db" or "MESHBOX_DB"), so a
 	// later check (the database file) names the setting the same way the parser does.
 	sources map[string]string
@@ -279,8 +285,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 			return "", ""
 		})
 	}
-	boolean := func(p *bool, name, env string, usage string) {
-		bind(name, env, "false", usage, true, func(s string) (string, string) {
+	boolean := func(p *bool, name, env string, def bool, usage string) {
+		bind(name, env, strconv.FormatBool(def), usage, true, func(s string) (string, string) {
 			switch strings.ToLower(s) {
 			case "1", "t", "true", "yes", "on":
 				*p = true
@@ -318,7 +324,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	oneOf(&c.DomainMode, "domain-mode", "MESHBOX_DOMAIN_MODE", "shared", "domain for clients that name none: shared (one for the whole server) or ip (derived from the client IP)", "a domain mode", "shared", "ip")
 	str(&c.SharedDomain, "shared-domain", "MESHBOX_SHARED_DOMAIN", "classroom", "the domain used in shared mode", checkDomain)
 	str(&c.DomainSecret, "domain-secret", "MESHBOX_DOMAIN_SECRET", "", "secret mixed into IP-derived domains", nil)
-	boolean(&c.TrustProxy, "trust-proxy", "MESHBOX_TRUST_PROXY", "take the client IP from X-Forwarded-For (only behind a reverse proxy you run)")
+	boolean(&c.TrustProxy, "trust-proxy", "MESHBOX_TRUST_PROXY", false, "take the client IP from X-Forwarded-For (only behind a reverse proxy you run)")
 	num(&c.MaxPayloadBytes, "max-payload", "MESHBOX_MAX_PAYLOAD", 16*1024, "largest event payload in bytes", false)
 	num(&c.MaxEventsPerPublish, "max-events-per-publish", "MESHBOX_MAX_EVENTS_PER_PUBLISH", 1000, "most events in one publish", false)
 	num(&c.MaxDataKeys, "max-data-keys", "MESHBOX_MAX_DATA_KEYS", 100, "most data keys per node", false)
@@ -345,11 +351,11 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	str(&c.AdminToken, "admin-token", "MESHBOX_ADMIN_TOKEN", "", "token for the dashboard's details and admin calls (empty: one is created at first start and kept beside the database)", nil)
 	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)", nil)
 	dur(&c.PollingInterval, "polling-interval", "MESHBOX_POLLING_INTERVAL", 2*time.Second, "Mesh v2 polling interval told to clients without WebSocket")
-	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", "refuse WebSocket upgrades, native and Mesh v2 (to test firewall fallback)")
-	boolean(&c.GraphQLIntrospection, "graphql-introspection", "MESHBOX_GRAPHQL_INTROSPECTION", "allow GraphQL introspection (__schema, __type) on /graphql")
+	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", false, "refuse WebSocket upgrades, native and Mesh v2 (to test firewall fallback)")
+	boolean(&c.GraphQLIntrospection, "graphql-introspection", "MESHBOX_GRAPHQL_INTROSPECTION", false, "allow GraphQL introspection (__schema, __type) on /graphql")
 	dur(&c.PingInterval, "ping-interval", "MESHBOX_PING_INTERVAL", 20*time.Second, "how often WebSocket peers are pinged; one that does not answer within the next interval is dropped")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "MESHBOX_SHUTDOWN_TIMEOUT", 5*time.Second, "longest graceful shutdown")
-	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", "serve /debug/pprof (for profiling)")
+	boolean(&c.Pprof, "pprof", "MESHBOX_PPROF", false, "serve /debug/pprof (for profiling)")
 	str(&c.NATSURL, "nats-url", "MESHBOX_NATS_URL", "", "NATS servers, comma-separated, to share groups with other meshbox instances through JetStream (empty: the SQLite file)", nil)
 	str(&c.NATSCreds, "nats-creds", "MESHBOX_NATS_CREDS", "", "NATS credentials file (.creds)", nil)
 	str(&c.NATSToken, "nats-token", "MESHBOX_NATS_TOKEN", "", "NATS authentication token", nil)
@@ -360,6 +366,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	str(&c.NATSSubjects, "nats-subjects", "MESHBOX_NATS_SUBJECTS", "meshbox", "subject prefix of the stream", checkSubjectPrefix)
 	num(&c.NATSReplicas, "nats-replicas", "MESHBOX_NATS_REPLICAS", 1, "stream replicas: 1, or 3 on a 3-node cluster (survives a node)", false)
 	num(&c.NATSMaxBatch, "nats-max-batch", "MESHBOX_NATS_MAX_BATCH", 1000, "most messages in one atomic batch publish: the servers' jetstream max_batch_size", false)
+	boolean(&c.MDNS, "mdns", "MESHBOX_MDNS", true, "advertise the box on the LAN by multicast DNS as NAME.local and an _http._tcp service (the only packets meshbox sends unasked)")
+	str(&c.MDNSName, "mdns-name", "MESHBOX_MDNS_NAME", "meshbox", "host name advertised by mDNS, without .local (give each box in one network its own)", checkHostLabel)
+	size(&c.MemoryLimit, "memory-limit", "MESHBOX_MEMORY_LIMIT", "0", "soft memory limit of the Go runtime, such as 256MiB (0: $GOMEMLIMIT or none); on a 1 GB Raspberry Pi use about 300MiB")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
@@ -468,7 +477,7 @@ func parseSize(s string) (int64, bool) {
 
 func usage(fs *flag.FlagSet, out io.Writer, version string) {
 	fmt.Fprintf(out, "meshbox %s: a self-hosted real-time relay for classrooms\n\n", version)
-	fmt.Fprintf(out, "Usage: meshbox [flags]        run the server\n       meshbox bench [flags]  load-test a running meshbox\n\nFlags (each also read from the environment variable in brackets):\n")
+	fmt.Fprintf(out, "Usage: meshbox [flags]        run the server\n       meshbox bench [flags]  load-test a running meshbox\n       meshbox service install [flags]  write a systemd unit (see meshbox service --help)\n\nFlags (each also read from the environment variable in brackets):\n")
 	fs.SetOutput(out)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
@@ -508,6 +517,13 @@ func checkPublicURL(s string) (string, string) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return "is not a web address", accepted
+	}
+	return "", ""
+}
+
+func checkHostLabel(s string) (string, string) {
+	if !validHostLabel(s) {
+		return "is not a host name", "use one word of letters, digits and hyphens, such as meshbox or room-2"
 	}
 	return "", ""
 }

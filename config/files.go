@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/user"
@@ -52,7 +53,8 @@ func (c Config) CheckDatabase() error {
 	probe, err := os.CreateTemp(dir, ".meshbox-write-check-*")
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
-			return fail("is in a folder "+whoAmI()+" cannot write ("+dir+")", "SQLite keeps its journal files beside the database: give this user write permission on the folder, or choose another folder")
+			return fail("is in a folder "+whoAmI()+" cannot write ("+dir+")", "SQLite keeps its journal files beside the database: give this user write permission on the folder "+
+				fmt.Sprintf("(in a container with a bind mount: chown %d:%d the host folder, or use a named volume)", os.Getuid(), os.Getgid())+", or choose another folder")
 		}
 		return fail("is in a folder that cannot be written ("+err.Error()+")", "choose another folder")
 	}
@@ -63,9 +65,9 @@ func (c Config) CheckDatabase() error {
 
 // whoAmI names the user this process runs as, as a teacher would look it up.
 func whoAmI() string {
-	uid := os.Getuid()
+	uid := strconv.Itoa(os.Getuid())
 	if u, err := user.Current(); err == nil && u.Username != "" {
-		return "this user (" + u.Username + ")"
+		return "this user (" + u.Username + ", uid " + uid + ")"
 	}
-	return "this user (uid " + strconv.Itoa(uid) + ")"
+	return "this user (uid " + uid + ")"
 }

@@ -126,6 +126,11 @@ func (h *Handler) join(r *http.Request) JoinInfo {
 		for _, a := range ranked {
 			add(scheme + "://" + net.JoinHostPort(a.String(), port))
 		}
+		// The box's mDNS name after its addresses: older Android devices do not resolve
+		// .local names.
+		if h.cfg.LANHost != "" && len(ranked) > 0 {
+			add(scheme + "://" + net.JoinHostPort(h.cfg.LANHost, port))
+		}
 	}
 	if len(info.URLs) == 0 {
 		return JoinInfo{URLs: []string{own}, Source: joinThisComputer, Warning: warnNoNetwork}

@@ -66,6 +66,9 @@ type Config struct {
 	ListenAddr string
 	// Machine describes this computer's network; nil means the real one.
 	Machine *Machine
+	// LANHost, when set, is the box's mDNS name (meshbox.local), offered among the join
+	// addresses.
+	LANHost string
 	// MaxStreams bounds concurrent dashboard streams without the admin token; 0 means 64.
 	MaxStreams int
 	// AdminStreams are slots kept for streams with the admin token, whatever the others do;

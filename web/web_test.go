@@ -382,7 +382,12 @@ func TestQREndpoint(t *testing.T) {
 // host (the browser's address bar) should offer students.
 func joinFor(t *testing.T, public, listen, host string, m *Machine) JoinInfo {
 	t.Helper()
-	h, err := New(Config{PublicURL: public, ListenAddr: listen, Machine: m}, nil, nil, nil, nil)
+	return joinWith(t, Config{PublicURL: public, ListenAddr: listen, Machine: m}, host)
+}
+
+func joinWith(t *testing.T, cfg Config, host string) JoinInfo {
+	t.Helper()
+	h, err := New(cfg, nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,6 +395,21 @@ func joinFor(t *testing.T, public, listen, host string, m *Machine) JoinInfo {
 	r.Host = host
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
 	return h.join(r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(local))))
+}
+
+// TestJoinAddressesOfferTheMDNSName: a box advertised as meshbox.local offers that name after
+// its addresses (older Android devices do not resolve .local names), never alone.
+func TestJoinAddressesOfferTheMDNSName(t *testing.T) {
+	t.Parallel()
+	lan := fixedMachine(false, "eth0=192.168.1.20")
+	got := joinWith(t, Config{ListenAddr: ":8080", Machine: lan, LANHost: "meshbox.local"}, "localhost:8080")
+	if want := "http://192.168.1.20:8080/ http://meshbox.local:8080/"; strings.Join(got.URLs, " ") != want {
+		t.Errorf("got %v, want %s", got.URLs, want)
+	}
+	got = joinWith(t, Config{ListenAddr: "127.0.0.1:8080", Machine: lan, LANHost: "meshbox.local"}, "127.0.0.1:8080")
+	if strings.Contains(strings.Join(got.URLs, " "), "meshbox.local") {
+		t.Errorf("bound to loopback, the mDNS name was offered: %v", got.URLs)
+	}
 }
 
 func fixedMachine(container bool, addrs ...string) *Machine {

@@ -46,7 +46,7 @@ func startMeshbox(t *testing.T, s settings) *meshbox {
 }
 
 func (m *meshbox) args() []string {
-	args := []string{"--addr", m.addr, "--db", m.db, "--log-level", "warn"}
+	args := []string{"--addr", m.addr, "--db", m.db, "--log-level", "warn", "--mdns=false"}
 	if m.s.noWebSocket {
 		args = append(args, "--no-websocket")
 	}

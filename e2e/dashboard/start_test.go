@@ -22,7 +22,7 @@ type box struct {
 // fresh database, plus extra command-line settings.
 func startBox(t *testing.T, args ...string) *box {
 	t.Helper()
-	args = append([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "meshbox.db"), "--log-level", "warn"}, args...)
+	args = append([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "meshbox.db"), "--log-level", "warn", "--mdns=false"}, args...)
 	cfg, err := config.Parse(args, func(string) string { return "" }, io.Discard, "e2e")
 	if err != nil {
 		t.Fatal(err)

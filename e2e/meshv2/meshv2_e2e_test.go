@@ -46,7 +46,14 @@ func runNode(t *testing.T, file, url, key string, env ...string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-force-exit", "--test-reporter=spec", file)
+	args := []string{"--test", "--test-reporter=spec", file}
+	// --test-force-exit (Node ≥ 20.14) ends the run as soon as the tests are done; Debian
+	// bookworm's Node 18 lacks it and waits instead for the client's idle sockets and timers to
+	// end (some seconds), with the same result.
+	if exec.CommandContext(ctx, node, "--test-force-exit", "--version").Run() == nil {
+		args = append([]string{"--test-force-exit"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Env = append(append(os.Environ(), "MESHBOX_URL="+url, "MESHBOX_API_KEY="+key), env...)
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test %s output:\n%s", file, out)

@@ -61,7 +61,9 @@ func RunCluster(t testing.TB, n int) *Cluster {
 				ready = false
 			}
 		}
-		if ready && c.leader() != nil {
+		// Streams are placed only on peers the meta leader knows to be online with current
+		// stats: wait for all of them, or creating a replicated stream fails ("peer offline").
+		if l := c.leader(); ready && l != nil && len(l.JetStreamClusterPeers()) == n {
 			return c
 		}
 		time.Sleep(20 * time.Millisecond)
