@@ -23,7 +23,13 @@ import (
 // startBinary starts the built meshbox as its own process and returns its base URL.
 func startBinary(t *testing.T, bin, dbPath string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--db", dbPath, "--publish-rate", "0", "--ip-rate", "0", "--mdns=false")
+	return startCommand(t, exec.Command(bin, "--addr", "127.0.0.1:0", "--db", dbPath, "--publish-rate", "0", "--ip-rate", "0", "--mdns=false"))
+}
+
+// startCommand starts a meshbox command (a built binary, or one under qemu-user) and returns it
+// with the base URL it logs once it listens; it is killed when the test ends.
+func startCommand(t *testing.T, cmd *exec.Cmd) (*exec.Cmd, string) {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +50,7 @@ func startBinary(t *testing.T, bin, dbPath string) (*exec.Cmd, string) {
 			return cmd, m[1]
 		}
 	}
-	t.Fatal("meshbox did not start")
+	t.Fatalf("%s did not start", cmd.Path)
 	return nil, ""
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"net/http"
 	"net/url"
 	"os"
@@ -50,31 +49,7 @@ func TestReleaseBinariesAnswerReadyz(t *testing.T) {
 			if out, err := exec.Command(qemu, bin, "--version").CombinedOutput(); err != nil || !regexp.MustCompile(`^meshbox \S+ \(commit \S+, go1\.\S+, `+target.platform+`\)`).Match(out) {
 				t.Fatalf("--version under %s: %q, %v", target.qemu, out, err)
 			}
-			cmd := exec.Command(qemu, bin, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "meshbox.db"), "--mdns=false")
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			sc := bufio.NewScanner(stdout)
-			re := regexp.MustCompile(`addr=(http://\S+)`)
-			base := ""
-			for base == "" && sc.Scan() {
-				if m := re.FindStringSubmatch(sc.Text()); m != nil {
-					base = m[1]
-				}
-			}
-			if base == "" {
-				t.Fatal("meshbox did not start under emulation")
-			}
-			go func() {
-				for sc.Scan() {
-				}
-			}()
+			_, base := startCommand(t, exec.Command(qemu, bin, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "meshbox.db"), "--mdns=false"))
 			resp, err := http.Get(base + "/readyz")
 			if err != nil {
 				t.Fatal(err)
