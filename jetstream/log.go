@@ -25,6 +25,7 @@ package jetstream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -106,6 +107,9 @@ type Log struct {
 	closed atomic.Bool
 
 	watermark atomic.Int64
+	// pos is the stream's last sequence at the newest scan: a follower of the loaded state
+	// starts after it.
+	pos atomic.Int64
 
 	// mu guards what this instance knows of the stream, kept up by its own writes and by
 	// Observe (the follower of other instances' writes).
@@ -155,7 +159,24 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	if l.st, err = j.CreateOrUpdateStream(cctx, cfg); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", opts.Stream, err)
 	}
-	return l, nil
+	// A log knows its position from the start (its watermark, newest item time and purge
+	// marks), before any Load: appends and reads may come first.
+	// A stream just created in a cluster may need a moment to elect its leader.
+	giveUp := time.Now().Add(opts.RetryFor)
+	for {
+		_, err := l.scan(ctx)
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(giveUp) {
+			return nil, fmt.Errorf("open stream %s: %w", opts.Stream, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // Close stops accepting appends. It does not close the connection, which the caller owns.
@@ -188,6 +209,11 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 	if l.closed.Load() {
 		return stream.State{}, stream.ErrClosed
 	}
+	return l.scan(ctx)
+}
+
+// scan reads the stored state and updates what the log knows of the stream from it.
+func (l *Log) scan(ctx context.Context) (stream.State, error) {
 	var st stream.State
 	ictx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
 	info, err := l.st.Info(ictx)
@@ -238,11 +264,11 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 			}
 			marks[gid] = c
 		case 'p':
-			c, err := strconv.ParseInt(string(m.data), 10, 64)
+			c, at, err := parsePurgeMark(m.data)
 			if err != nil {
 				return fmt.Errorf("decode purge mark: %w", err)
 			}
-			purged = c
+			purged, lastAt = c, max(lastAt, at)
 		}
 		return nil
 	})
@@ -277,7 +303,17 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 		l.deleted[gid] = true
 	}
 	l.mu.Unlock()
-	l.watermark.Store(max(l.watermark.Load(), int64(info.State.LastSeq)))
+	// The watermark is the newest item's cursor, retained or purged; the stream's last
+	// sequence (a record's, perhaps) is where a follower of this state starts.
+	wm := purged
+	for _, c := range lastItem {
+		wm = max(wm, c)
+	}
+	for _, c := range marks {
+		wm = max(wm, c)
+	}
+	l.advance(wm)
+	l.pos.Store(max(l.pos.Load(), int64(info.State.LastSeq)))
 	st.Watermark = l.watermark.Load()
 	return st, nil
 }

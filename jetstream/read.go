@@ -192,7 +192,12 @@ func (l *Log) readOnce(ctx context.Context, gid string, since, through int64, li
 	var items []stream.Item
 	var decodeErr error
 	size, beyond, last := 0, false, since
-	req := directRequest{Seq: uint64(since + 1), NextFor: l.subj.items(gid), Batch: int(min(int64(limit), through-since)), MaxBytes: maxBytes}
+	req := directRequest{Seq: uint64(since + 1), NextFor: l.subj.items(gid), Batch: int(min(int64(limit), through-since))}
+	if maxBytes > 0 {
+		// The server counts whole messages (subject and headers too), the contract counts
+		// encodings: let the server stop only well past the budget, and cut here exactly.
+		req.MaxBytes = 2*maxBytes + req.Batch*512
+	}
 	pending, err := l.directBatch(ctx, req, func(m *rawMsg) {
 		if decodeErr != nil || m.seq > through {
 			beyond = beyond || m.seq > through
