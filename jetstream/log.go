@@ -35,6 +35,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"meshbox/stream"
 )
@@ -124,6 +125,13 @@ type Log struct {
 	purgedThrough int64
 	// deleted holds groups whose records were tombstoned: the next Purge drops their subjects.
 	deleted map[string]bool
+	// recSeq holds each group's newest record message (what the expected-sequence check of a
+	// batch built on the group compares), domSeq each domain's newest creation mark.
+	recSeq map[string]int64
+	domSeq map[string]int64
+
+	// origin starts the message ids of this instance's messages, so its follower tells its own.
+	origin string
 }
 
 var _ stream.Log = (*Log)(nil)
@@ -139,6 +147,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	l := &Log{
 		opts: opts, log: opts.Logger, nc: nc, js: j, subj: subjects{p: opts.Subjects},
 		lastItem: map[string]int64{}, marks: map[string]int64{}, deleted: map[string]bool{},
+		recSeq: map[string]int64{}, domSeq: map[string]int64{}, origin: nuid.Next(),
 	}
 	cfg := js.StreamConfig{
 		Name:        opts.Stream,
@@ -161,22 +170,10 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	}
 	// A log knows its position from the start (its watermark, newest item time and purge
 	// marks), before any Load: appends and reads may come first.
-	// A stream just created in a cluster may need a moment to elect its leader.
-	giveUp := time.Now().Add(opts.RetryFor)
-	for {
-		_, err := l.scan(ctx)
-		if err == nil {
-			return l, nil
-		}
-		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(giveUp) {
-			return nil, fmt.Errorf("open stream %s: %w", opts.Stream, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	if _, err := l.scan(ctx); err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", opts.Stream, err)
 	}
+	return l, nil
 }
 
 // Close stops accepting appends. It does not close the connection, which the caller owns.
@@ -212,8 +209,24 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 	return l.scan(ctx)
 }
 
-// scan reads the stored state and updates what the log knows of the stream from it.
+// scan reads the stored state and updates what the log knows of the stream from it. A stream
+// just created, or whose leader just changed, may answer no one for a moment: it retries.
 func (l *Log) scan(ctx context.Context) (stream.State, error) {
+	giveUp := time.Now().Add(l.opts.RetryFor)
+	for {
+		st, err := l.scanOnce(ctx)
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) || time.Now().After(giveUp) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (l *Log) scanOnce(ctx context.Context) (stream.State, error) {
 	var st stream.State
 	ictx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
 	info, err := l.st.Info(ictx)
@@ -225,6 +238,7 @@ func (l *Log) scan(ctx context.Context) (stream.State, error) {
 	var nodes []stream.NodeRecord
 	lastItem, marks := map[string]int64{}, map[string]int64{}
 	deleted := map[string]bool{}
+	recSeq, domSeq := map[string]int64{}, map[string]int64{}
 	var purged, lastAt int64
 	err = l.lastPerSubject(ctx, info.State.LastSeq, func(m *rawMsg) error {
 		kind, gid, _, ok := l.subj.parse(m.subject)
@@ -232,7 +246,12 @@ func (l *Log) scan(ctx context.Context) (stream.State, error) {
 			return nil
 		}
 		del := m.header.Get(hdrDel) != ""
+		if kind == 's' || kind == 'n' {
+			recSeq[gid] = max(recSeq[gid], m.seq)
+		}
 		switch kind {
+		case 'd':
+			domSeq[gid] = m.seq
 		case 'i':
 			lastItem[gid] = m.seq
 			if at, _ := strconv.ParseInt(m.header.Get(hdrAt), 10, 64); at > lastAt {
@@ -302,6 +321,12 @@ func (l *Log) scan(ctx context.Context) (stream.State, error) {
 	for gid := range deleted {
 		l.deleted[gid] = true
 	}
+	for gid, c := range recSeq {
+		l.recSeq[gid] = max(l.recSeq[gid], c)
+	}
+	for d, c := range domSeq {
+		l.domSeq[d] = max(l.domSeq[d], c)
+	}
 	l.mu.Unlock()
 	// The watermark is the newest item's cursor, retained or purged; the stream's last
 	// sequence (a record's, perhaps) is where a follower of this state starts.
@@ -315,6 +340,7 @@ func (l *Log) scan(ctx context.Context) (stream.State, error) {
 	l.advance(wm)
 	l.pos.Store(max(l.pos.Load(), int64(info.State.LastSeq)))
 	st.Watermark = l.watermark.Load()
+	st.Position = int64(info.State.LastSeq)
 	return st, nil
 }
 

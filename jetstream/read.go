@@ -83,7 +83,7 @@ func (l *Log) lastPerSubject(ctx context.Context, last uint64, each func(m *rawM
 	}
 	s := l.subj
 	c, err := l.js.OrderedConsumer(ctx, l.opts.Stream, js.OrderedConsumerConfig{
-		FilterSubjects: []string{s.p + ".g.*.i", s.p + ".g.*.s", s.p + ".g.*.n.*", s.p + ".m.*", s.purged()},
+		FilterSubjects: []string{s.p + ".g.*.i", s.p + ".g.*.r.>", s.p + ".m.*", s.purged(), s.p + ".d.*"},
 		DeliverPolicy:  js.DeliverLastPerSubjectPolicy,
 	})
 	if err != nil {

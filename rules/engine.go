@@ -51,6 +51,9 @@ type Options struct {
 	Observer      Observer
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
+	// CatchUpTimeout bounds how long the writer waits for a shared log's follower to deliver
+	// a position (default 10 s).
+	CatchUpTimeout time.Duration
 }
 
 // Observer receives the rules' measurements; package metrics implements it.
@@ -118,6 +121,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.CatchUpTimeout <= 0 {
+		o.CatchUpTimeout = 10 * time.Second
+	}
 }
 
 // Engine applies the group rules over a log.
@@ -150,6 +156,14 @@ type Engine struct {
 	// watermark is the newest cursor whose item is committed and whose state is applied: the
 	// upper bound of every read, whatever the transport.
 	watermark atomic.Int64
+
+	// On a shared log (see follow.go): follower is the log as a stream.Follower, entries what
+	// it delivers, pos the log position the state reflects (all three the writer's own), and
+	// stopFollow stops the follower once the writer is done.
+	follower   stream.Follower
+	entries    <-chan stream.Entry
+	pos        int64
+	stopFollow context.CancelFunc
 }
 
 type groupState struct {
@@ -216,6 +230,9 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		g.Nodes = len(g.nodes)
 	}
 	e.watermark.Store(st.Watermark)
+	if f, ok := store.(stream.Follower); ok {
+		e.follower, e.pos = f, st.Position
+	}
 	return e, nil
 }
 
@@ -233,6 +250,11 @@ func (e *Engine) Start(h Hooks) {
 		}
 		e.hooks = h
 		e.started = true
+		e.stopFollow = func() {}
+		if e.follower != nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			e.entries, e.stopFollow = e.follower.Follow(ctx), cancel
+		}
 		go e.writeLoop()
 	})
 }
@@ -247,6 +269,7 @@ func (e *Engine) Close() error {
 		close(e.stop)
 		if e.started {
 			<-e.stopped
+			e.stopFollow()
 		}
 	})
 	return nil
@@ -306,6 +329,12 @@ func (e *Engine) writeLoop() {
 		select {
 		case o := <-e.ops:
 			batch = e.runBatch(batch[:0], o)
+		case en, ok := <-e.entries: // nil, never ready, unless the log is shared
+			if !ok {
+				e.entries = nil
+				continue
+			}
+			e.followed(en)
 		case <-e.stop:
 			for {
 				select {
@@ -337,9 +366,18 @@ fill:
 			break fill
 		}
 	}
-	err := t.fatal
-	if err == nil && (len(t.batch.Items) > 0 || len(t.batch.Changes) > 0) {
-		err = e.store.Append(context.Background(), &t.batch)
+	err := e.commit(t)
+	for attempt := 1; isConflict(err) && attempt <= maxConflictRetries; attempt++ {
+		// Another instance changed what the batch was built on: catch up and run the same
+		// requests again on the fresh state. Nothing of the batch was stored.
+		if err = e.catchUpNow(false); err != nil {
+			break
+		}
+		t = e.newTx()
+		for _, o := range batch {
+			o.err = e.runOp(o, t)
+		}
+		err = e.commit(t)
 	}
 	if err != nil {
 		// Memory is as it was: the batch's edits were made on copies that are now dropped.
@@ -349,6 +387,12 @@ fill:
 			e.wakePurge()
 		} else {
 			e.log.Error("write batch failed", "ops", len(batch), "items", len(t.batch.Items), "err", err)
+		}
+		if e.follower != nil && t.batch.Last > 0 {
+			// A part of the batch was stored after all: take it in as the log has it.
+			if cerr := e.catchUpNow(false); cerr != nil {
+				e.log.Error("catch up after a failed batch", "err", cerr)
+			}
 		}
 		for _, o := range batch {
 			if o.err == nil {
@@ -377,6 +421,28 @@ fill:
 		o.done <- o.err
 	}
 	return batch
+}
+
+// commit hands the batch to the log (when it holds anything to store). On a shared log it
+// names what the batch was built on, and once the log accepted it, applies everything the
+// other instances committed before it, so the batch is applied in log order.
+func (e *Engine) commit(t *tx) error {
+	if t.fatal != nil {
+		return t.fatal
+	}
+	if len(t.batch.Items) == 0 && len(t.batch.Changes) == 0 {
+		return nil
+	}
+	if e.follower != nil {
+		e.guard(t)
+	}
+	if err := e.store.Append(context.Background(), &t.batch); err != nil {
+		return err
+	}
+	if e.follower != nil {
+		e.catchUp(t.batch.Last, true)
+	}
+	return nil
 }
 
 // runOp runs one op, turning a panic into a failure of the batch so a bug in one request never

@@ -21,6 +21,8 @@ type tx struct {
 	bytes  int      // payload bytes of the batch's items, for the batch bound
 	after  []func() // run once the batch committed and was applied
 	fatal  error    // a failure of the batch itself: nothing of it is kept
+	// domains are those the batch creates groups in (a shared log checks them).
+	domains []string
 }
 
 // draft is a group being changed by the batch.
