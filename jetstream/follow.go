@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"meshbox/stream"
 )
@@ -50,7 +51,9 @@ func (l *Log) follow(ctx context.Context, next int64, ch chan<- stream.Entry) (i
 	if err != nil {
 		return next, fmt.Errorf("create consumer: %w", err)
 	}
-	it, err := c.Messages()
+	// Short pulls with frequent heartbeats: a follower whose server died notices within
+	// seconds and starts again from where it was (the default waits half a minute).
+	it, err := c.Messages(js.PullExpiry(3*time.Second), js.PullHeartbeat(time.Second))
 	if err != nil {
 		return next, fmt.Errorf("consume: %w", err)
 	}
@@ -156,13 +159,19 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 	return en, nil
 }
 
-// Position is the stream's last sequence now.
+// Position appends a barrier message (no state, rolled up so one is kept) and returns its
+// sequence: once the follower delivered it (or anything after it), it delivered every batch
+// committed before the call. The stream's last sequence would not do: its message may be
+// gone (a forgotten group's), and a follower never delivers a deleted message.
 func (l *Log) Position(ctx context.Context) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
-	defer cancel()
-	info, err := l.st.Info(ctx)
+	if l.closed.Load() {
+		return 0, stream.ErrClosed
+	}
+	m := nats.NewMsg(l.subj.check())
+	m.Header.Set(hdrRoll, "sub")
+	seq, err := l.publish(ctx, []*nats.Msg{m}, l.origin+"."+nuid.Next())
 	if err != nil {
 		return 0, fmt.Errorf("stream position: %w", err)
 	}
-	return int64(info.State.LastSeq), nil
+	return seq, nil
 }

@@ -163,10 +163,25 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 		AllowRollup:        true,
 		AllowAtomicPublish: true,
 	}
-	cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	if l.st, err = j.CreateOrUpdateStream(cctx, cfg); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", opts.Stream, err)
+	// A cluster that just formed (or lost a node) may take a while to place a new stream:
+	// retry until RetryFor is over.
+	giveUp := time.Now().Add(opts.RetryFor)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+		l.st, err = j.CreateOrUpdateStream(cctx, cfg)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(giveUp) {
+			return nil, fmt.Errorf("create stream %s: %w", opts.Stream, err)
+		}
+		opts.Logger.Warn("create stream: retrying", "stream", opts.Stream, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	// A log knows its position from the start (its watermark, newest item time and purge
 	// marks), before any Load: appends and reads may come first.

@@ -164,6 +164,11 @@ type Engine struct {
 	entries    <-chan stream.Entry
 	pos        int64
 	stopFollow context.CancelFunc
+	// applied is the log position the published state reflects (appliedMu guards it), and
+	// appliedCh is closed, and replaced, whenever it moves: Sync waits on it.
+	appliedMu sync.Mutex
+	applied   int64
+	appliedCh chan struct{}
 }
 
 type groupState struct {
@@ -194,7 +199,8 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now, store: store,
 		rate: ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
 		ops:  make(chan *op, 4096), purgeNow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
-		groups: make(map[string]*groupState, len(st.Groups)),
+		groups:    make(map[string]*groupState, len(st.Groups)),
+		appliedCh: make(chan struct{}),
 	}
 	now := e.now()
 	for _, r := range st.Groups {
@@ -231,7 +237,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 	}
 	e.watermark.Store(st.Watermark)
 	if f, ok := store.(stream.Follower); ok {
-		e.follower, e.pos = f, st.Position
+		e.follower, e.pos, e.applied = f, st.Position, st.Position
 	}
 	return e, nil
 }
@@ -302,6 +308,15 @@ type op struct {
 // do runs fn in the writer's next batch and returns once that batch committed (nil, or fn's
 // own error) or failed (the commit's error).
 func (e *Engine) do(ctx context.Context, fn func(t *tx) error) error {
+	err := e.doOnce(ctx, fn)
+	if e.syncUnknown(ctx, err) {
+		// The group or node may have been created through another instance a moment ago.
+		err = e.doOnce(ctx, fn)
+	}
+	return err
+}
+
+func (e *Engine) doOnce(ctx context.Context, fn func(t *tx) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
 	// The read lock keeps Close from stopping the writer between the check and the send, so
 	// every queued op is run by the writer's final drain.
@@ -403,6 +418,9 @@ fill:
 		return batch
 	}
 	e.apply(t)
+	if e.follower != nil {
+		e.reached(e.pos)
+	}
 	items := t.batch.Items
 	if len(items) > 0 {
 		e.hooks.OnCommit(items)

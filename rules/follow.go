@@ -137,6 +137,7 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 	}
 	e.mu.Unlock()
 	e.pos = max(e.pos, ens[len(ens)-1].Seq)
+	e.reached(ens[len(ens)-1].Seq)
 	if len(items) > 0 {
 		e.hooks.OnCommit(items)
 	}
@@ -215,3 +216,64 @@ func (e *Engine) guard(t *tx) {
 
 // isConflict tells whether a batch failed because others changed what it was built on.
 func isConflict(err error) bool { return errors.Is(err, stream.ErrConflict) }
+
+// reached tells Sync's waiters that the state reflects the log up to position p.
+func (e *Engine) reached(p int64) {
+	e.appliedMu.Lock()
+	if p > e.applied {
+		e.applied = p
+		close(e.appliedCh)
+		e.appliedCh = make(chan struct{})
+	}
+	e.appliedMu.Unlock()
+}
+
+// Sync waits until this instance applied everything the shared log held when Sync was called,
+// so what a client just did through another instance is seen here too. On a log of its own
+// it returns at once.
+func (e *Engine) Sync(ctx context.Context) error {
+	if e.follower == nil {
+		return nil
+	}
+	p, err := e.follower.Position(ctx)
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	for {
+		e.appliedMu.Lock()
+		done, ch := e.applied >= p, e.appliedCh
+		e.appliedMu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("sync: %w", ctx.Err())
+		}
+	}
+}
+
+// unknown tells whether err says a group or node is not known here: on a shared log, perhaps
+// only not yet (another instance just created it), which Sync settles.
+func unknown(err error) bool {
+	return errors.Is(err, ErrGroupNotFound) || errors.Is(err, ErrNodeNotFound)
+}
+
+// syncTimeout bounds the Sync behind a request about a group or node not known here.
+const syncTimeout = 5 * time.Second
+
+// syncUnknown syncs after an error about something not known here, and reports whether the
+// request is worth running again.
+func (e *Engine) syncUnknown(ctx context.Context, err error) bool {
+	if e.follower == nil || !unknown(err) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	if serr := e.Sync(ctx); serr != nil {
+		e.log.Warn("sync with the shared log", "err", serr)
+		return false
+	}
+	return true
+}

@@ -80,8 +80,8 @@ type Follower interface {
 	// order, own ones too (marked Own), until ctx ends; then it closes the channel. Call it
 	// once, after Load.
 	Follow(ctx context.Context) <-chan Entry
-	// Position is the log's newest position now: once a follower delivered it, it delivered
-	// every batch committed before the call.
+	// Position is the log's newest position now: once a follower delivered it (or anything
+	// after it), it delivered every batch committed before the call. It may write to the log.
 	Position(ctx context.Context) (int64, error)
 }
 
