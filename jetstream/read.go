@@ -26,6 +26,7 @@ type rawMsg struct {
 // uses: a batch of messages from a sequence, filtered by subject.
 type directRequest struct {
 	Seq      uint64 `json:"seq,omitempty"`
+	LastFor  string `json:"last_by_subj,omitempty"`
 	NextFor  string `json:"next_by_subj,omitempty"`
 	Batch    int    `json:"batch,omitempty"`
 	MaxBytes int    `json:"max_bytes,omitempty"`

@@ -13,6 +13,7 @@ import (
 //	P.m.<gid>            the group's purge mark: its newest item a purge deleted
 //	P.p                  the stream's purge mark: the newest item any purge deleted
 //	P.c                  a message that only carries a check (state of no record changed)
+//	P.l.<name>           a lease: which instance does a job for the cluster, until when
 //	P.d.<domain>         the domain's creation mark: written by every batch that creates a
 //	                     group in the domain, so that concurrent creations conflict
 //
@@ -30,6 +31,7 @@ func (s subjects) node(gid, nid string) string {
 func (s subjects) records(gid string) string  { return s.p + ".g." + token(gid) + ".r.>" }
 func (s subjects) domain(d string) string     { return s.p + ".d." + token(d) }
 func (s subjects) check() string              { return s.p + ".c" }
+func (s subjects) lease(name string) string   { return s.p + ".l." + token(name) }
 func (s subjects) groupAll(gid string) string { return s.p + ".g." + token(gid) + ".>" }
 func (s subjects) mark(gid string) string     { return s.p + ".m." + token(gid) }
 func (s subjects) purged() string             { return s.p + ".p" }

@@ -186,6 +186,9 @@ type groupState struct {
 type nodeState struct {
 	Node
 	tokenHash []byte
+	// storedExp is the expiry in the node's stored record (activity may have moved
+	// ExpiresAt on since, in memory only).
+	storedExp time.Time
 }
 
 // New loads the state from the log. Call Start to begin accepting writes.
@@ -223,7 +226,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		n := &nodeState{Node: Node{
 			ID: r.ID, Group: r.Group, Name: r.Name, JoinedAt: r.JoinedAt, LastSeen: r.LastSeen,
 			ExpiresAt: r.ExpiresAt, Data: r.Data, DataAt: r.DataAt, Host: r.ID == g.Host, MeshV2: r.MeshV2,
-		}, tokenHash: r.TokenHash}
+		}, tokenHash: r.TokenHash, storedExp: r.ExpiresAt}
 		if g.former != nil {
 			g.former[n.ID] = n
 			continue

@@ -183,7 +183,7 @@ func (e *Engine) applyChange(t *tx, c stream.Change) {
 		n := &nodeState{Node: Node{
 			ID: r.ID, Group: r.Group, Name: r.Name, JoinedAt: r.JoinedAt, LastSeen: r.LastSeen,
 			ExpiresAt: r.ExpiresAt, Data: r.Data, DataAt: r.DataAt, Host: r.ID == d.Host, MeshV2: r.MeshV2,
-		}, tokenHash: r.TokenHash}
+		}, tokenHash: r.TokenHash, storedExp: r.ExpiresAt}
 		if old := d.nodes[r.ID]; old != nil {
 			// Activity seen here (a stream open on this instance) is not in the record.
 			n.LastSeen, n.ExpiresAt = maxTime(n.LastSeen, old.LastSeen), maxTime(n.ExpiresAt, old.ExpiresAt)

@@ -130,8 +130,9 @@ func (t *tx) putGroup(g *groupState) {
 	}})
 }
 
-// putNode stores the node's record.
+// putNode stores the node's record. n must be the batch's own copy.
 func (t *tx) putNode(n *nodeState) {
+	n.storedExp = n.ExpiresAt
 	t.change(stream.Change{Kind: stream.PutNode, Node: stream.NodeRecord{
 		Group: n.Group, ID: n.ID, Name: n.Name, TokenHash: n.tokenHash, JoinedAt: n.JoinedAt, LastSeen: n.LastSeen,
 		ExpiresAt: n.ExpiresAt, Data: n.Data, DataAt: n.DataAt, MeshV2: n.MeshV2,

@@ -182,3 +182,11 @@ type LogStats struct {
 	Bytes        int64
 	WALBytes     int64
 }
+
+// Leaser is implemented by a shared log that can elect one instance for a job (the purge):
+// Lease reports whether this instance holds the lease named name, taking it when it is free
+// or lapsed and renewing it when held, for ttl. Holders are told apart by their clocks'
+// idea of ttl: keep ttl well above the clock skew between instances.
+type Leaser interface {
+	Lease(ctx context.Context, name string, ttl time.Duration) (bool, error)
+}
