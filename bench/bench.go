@@ -29,6 +29,7 @@ const (
 // settings holds the parsed flags.
 type settings struct {
 	url        string
+	readURLs   []string // readers spread over these (default: url)
 	scenario   string
 	transport  string
 	readers    int
@@ -101,6 +102,14 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs := flag.NewFlagSet("meshbox bench", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&cfg.url, "url", "http://127.0.0.1:8080", "meshbox server base URL")
+	fs.Func("read-urls", "comma-separated base URLs that readers connect to, spread in turn (several instances sharing groups; default -url); groups are created and events published on -url", func(v string) error {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+				cfg.readURLs = append(cfg.readURLs, u)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&cfg.scenario, "scenario", scenarioFanout, "fanout | publish | saturate | classroom | idle")
 	fs.StringVar(&cfg.transport, "transport", transportWS, "reader transport: ws | sse | poll")
 	fs.IntVar(&cfg.readers, "readers", 0, "stream readers (default 1000; idle: 10000 connections)")

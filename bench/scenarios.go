@@ -263,7 +263,7 @@ func (b *bench) classroom(ctx context.Context) (*Result, error) {
 		classes[i] = cl
 		var rs []*reader
 		for _, m := range cl.members {
-			rs = append(rs, &reader{run: b.run, m: m, stats: stats, expected: &cl.acked})
+			rs = append(rs, &reader{run: b.run, m: m, stats: stats, expected: &cl.acked, base: b.readBase(len(rs))})
 		}
 		setReady(rs, cl.members)
 		readers = append(readers, rs...)

@@ -51,7 +51,7 @@ func (b *bench) joinNodes(ctx context.Context, g member, n int, prefix string) (
 func (b *bench) newReaders(nodes []member, n int, expected *atomic.Int64, stats *streamStats) []*reader {
 	rs := make([]*reader, n)
 	for i := range rs {
-		rs[i] = &reader{run: b.run, m: nodes[i/b.cfg.perNode%len(nodes)], stats: stats, expected: expected}
+		rs[i] = &reader{run: b.run, m: nodes[i/b.cfg.perNode%len(nodes)], stats: stats, expected: expected, base: b.readBase(i)}
 	}
 	return rs
 }
@@ -273,3 +273,12 @@ func collect(res *Result, readers []*reader, stats *streamStats) {
 
 // ceilDiv divides rounding up.
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// readBase is the server reader i reads from: with -read-urls, the readers are spread over
+// them in turn (several meshbox instances sharing groups through NATS); otherwise the -url.
+func (b *bench) readBase(i int) string {
+	if len(b.cfg.readURLs) == 0 {
+		return ""
+	}
+	return b.cfg.readURLs[i%len(b.cfg.readURLs)]
+}

@@ -71,8 +71,10 @@ type streamStats struct {
 
 // reader follows one group stream and checks what arrives.
 type reader struct {
-	run      string
-	m        member
+	run string
+	m   member
+	// base is the server this reader reads from (empty: the client's base).
+	base     string
 	track    tracker
 	stats    *streamStats
 	expected *atomic.Int64 // acked items of this run in the reader's group
@@ -162,8 +164,12 @@ func (r *reader) follow(ctx context.Context, c *client, transport string, connec
 }
 
 // streamURL builds the URL of a group's stream endpoint.
-func (c *client) streamURL(m member, endpoint string, since int64, extra string) string {
-	return c.base + "/api/v1/groups/" + url.PathEscape(m.Group) + "/" + endpoint +
+func (c *client) streamURL(r *reader, endpoint string, since int64, extra string) string {
+	base := r.base
+	if base == "" {
+		base = c.base
+	}
+	return base + "/api/v1/groups/" + url.PathEscape(r.m.Group) + "/" + endpoint +
 		"?since=" + strconv.FormatInt(since, 10) + extra
 }
 
@@ -177,7 +183,7 @@ type wsMessage struct {
 // followWS reads items over a WebSocket until it fails; it returns the
 // cursor to resume from.
 func (r *reader) followWS(ctx context.Context, c *client, since int64, connected func()) (int64, error) {
-	u := "ws" + trimHTTP(c.streamURL(r.m, "ws", since, ""))
+	u := "ws" + trimHTTP(c.streamURL(r, "ws", since, ""))
 	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{
 		HTTPClient: c.http,
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + r.m.Token}},
@@ -226,7 +232,7 @@ func (r *reader) followWS(ctx context.Context, c *client, since int64, connected
 
 // followSSE reads items from a Server-Sent Events stream.
 func (r *reader) followSSE(ctx context.Context, c *client, since int64, connected func()) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.streamURL(r.m, "stream", since, ""), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.streamURL(r, "stream", since, ""), nil)
 	if err != nil {
 		return since, fmt.Errorf("build request: %w", err)
 	}
@@ -279,7 +285,7 @@ func (r *reader) followPoll(ctx context.Context, c *client, since int64, connect
 	var buf bytes.Buffer
 	var a pollAnswer
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.streamURL(r.m, "events", since, "&wait=25"), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.streamURL(r, "events", since, "&wait=25"), nil)
 		if err != nil {
 			return since, fmt.Errorf("build request: %w", err)
 		}

@@ -32,6 +32,11 @@ type Options struct {
 	GlobalBytes int
 	// IdleTail is how long a group's tail is kept after its last reader left.
 	IdleTail time.Duration
+	// ActiveGrace is how long a node still counts as present after its last stream ended: a
+	// long-poll reader has no request open between two polls, yet it is not silent.
+	ActiveGrace time.Duration
+	// Now returns the current time; tests may replace it.
+	Now func() time.Time
 	// MaxBatchBytes bounds the encoded items one read returns (at least one item), so a
 	// reader far behind holds a bounded frame rather than thousands of large payloads.
 	MaxBatchBytes int
@@ -49,6 +54,8 @@ type Hub struct {
 
 	pmu      sync.RWMutex
 	presence map[string]map[string]map[string]int // group → node → transport → open streams
+	// left holds when a node's last stream ended, for ActiveGrace.
+	left map[string]map[string]time.Time // group → node → time
 }
 
 // tail holds a group's most recent items. Items are never changed once appended, so readers
@@ -89,6 +96,12 @@ func New(store Store, opts Options) *Hub {
 	if opts.IdleTail <= 0 {
 		opts.IdleTail = 2 * time.Minute
 	}
+	if opts.ActiveGrace <= 0 {
+		opts.ActiveGrace = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.MaxBatchBytes <= 0 {
 		opts.MaxBatchBytes = 256 << 10
 	}
@@ -97,6 +110,7 @@ func New(store Store, opts Options) *Hub {
 		store: store, opts: opts, groups: map[string]*tail{}, last: last,
 		global:   &tail{start: last, max: opts.GlobalItems, maxB: opts.GlobalBytes, wake: make(chan struct{})},
 		presence: map[string]map[string]map[string]int{},
+		left:     map[string]map[string]time.Time{},
 	}
 }
 
@@ -284,6 +298,10 @@ func (s *Sub) Close() {
 			}
 			if len(tr) == 0 {
 				delete(h.presence[s.group], s.node)
+				if h.left[s.group] == nil {
+					h.left[s.group] = map[string]time.Time{}
+				}
+				h.left[s.group][s.node] = h.opts.Now()
 			}
 			if len(h.presence[s.group]) == 0 {
 				delete(h.presence, s.group)
@@ -402,11 +420,16 @@ func (t *tail) startCursor() int64 {
 	return t.start
 }
 
-// Active reports whether a node has any stream open; the store counts that as activity.
+// Active reports whether a node has a stream open, or had one within ActiveGrace; the rules
+// count that as activity.
 func (h *Hub) Active(gid, nid string) bool {
 	h.pmu.RLock()
 	defer h.pmu.RUnlock()
-	return len(h.presence[gid][nid]) > 0
+	if len(h.presence[gid][nid]) > 0 {
+		return true
+	}
+	at, ok := h.left[gid][nid]
+	return ok && h.opts.Now().Sub(at) < h.opts.ActiveGrace
 }
 
 // Transports returns the transports each node of a group has open.
@@ -435,6 +458,18 @@ func (h *Hub) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
+			h.pmu.Lock()
+			for gid, nodes := range h.left {
+				for nid, at := range nodes {
+					if h.opts.Now().Sub(at) >= h.opts.ActiveGrace {
+						delete(nodes, nid)
+					}
+				}
+				if len(nodes) == 0 {
+					delete(h.left, gid)
+				}
+			}
+			h.pmu.Unlock()
 			h.mu.Lock()
 			for gid, t := range h.groups {
 				if t.subs == 0 && now.Sub(t.idleAt) > h.opts.IdleTail {

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -297,7 +298,8 @@ func TestWait(t *testing.T) {
 
 // TestPresence counts open streams per node and transport.
 func TestPresence(t *testing.T) {
-	st, h := newHub(t, Options{}, rules.Options{})
+	clk := &fakeClock{t: time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)}
+	st, h := newHub(t, Options{Now: clk.Now, ActiveGrace: 5 * time.Second}, rules.Options{})
 	j := newGroup(t, st, "p")
 	gid, nid := j.Group.ID, j.Node.ID
 	if h.Active(gid, nid) {
@@ -317,8 +319,17 @@ func TestPresence(t *testing.T) {
 	}
 	ws2.Close()
 	sse.Close()
-	if h.Active(gid, nid) || len(h.Transports(gid)[nid]) != 0 {
-		t.Fatalf("still active after every stream closed: %v", h.Transports(gid))
+	if len(h.Transports(gid)[nid]) != 0 {
+		t.Fatalf("transports after every stream closed: %v", h.Transports(gid))
+	}
+	// A long-poll reader has no request open between two polls: it stays present for the
+	// grace period after its last stream ended, then not.
+	if !h.Active(gid, nid) {
+		t.Fatal("not active right after its last stream ended")
+	}
+	clk.Add(5 * time.Second)
+	if h.Active(gid, nid) {
+		t.Fatal("still active a grace period after every stream closed")
 	}
 	if !h.Active(gid, "n2") {
 		t.Fatal("the other node lost its presence")
@@ -458,3 +469,11 @@ func TestTailMemoryIsBoundedInBytes(t *testing.T) {
 		t.Fatalf("reader got %d items, want 4096", got)
 	}
 }
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -18,6 +19,9 @@ import (
 const (
 	errCodeBatchIncomplete = 10176 // an atomic batch lost a message on the way: nothing was stored
 	errCodeBatchDuplicate  = 10201 // an atomic batch holds a message id already stored
+	// An expected-last-sequence check failed: another instance changed the state meanwhile.
+	errCodeWrongLastSeq      = 10071
+	errCodeWrongLastSeqConst = 10164
 )
 
 // pubAck is the server's answer to a publish or to a batch's commit.
@@ -65,9 +69,17 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 		msgs = append(msgs, m)
 	}
 	first := len(b.Changes) // the index of the first item's message
+	if len(b.Groups)+len(b.Domains) > 0 {
+		var err error
+		if msgs, err = l.guard(b, msgs); err != nil {
+			return fmt.Errorf("append %d items, %d changes: %w", len(b.Items), len(b.Changes), err)
+		}
+		first = len(msgs) - len(b.Items)
+	}
+	seqs := make([]int64, len(msgs))
 	for start := 0; start < len(msgs); start += l.opts.MaxBatch {
 		part := msgs[start:min(start+l.opts.MaxBatch, len(msgs))]
-		lastSeq, err := l.publish(ctx, part, nuid.Next())
+		lastSeq, err := l.publish(ctx, part, l.origin+"."+nuid.Next())
 		if err != nil {
 			if start > 0 {
 				err = fmt.Errorf("after %d of %d messages were committed: %w", start, len(msgs), err)
@@ -76,10 +88,12 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 		}
 		// A batch's messages are stored at consecutive sequences ending at the commit's.
 		for j := range part {
+			seqs[start+j] = lastSeq - int64(len(part)-1-j)
 			if k := start + j - first; k >= 0 {
-				b.Items[k].Cursor = lastSeq - int64(len(part)-1-j)
+				b.Items[k].Cursor = seqs[start+j]
 			}
 		}
+		b.Last = lastSeq
 	}
 	for i := range b.Items {
 		b.Items[i].JSON = stream.EncodeItem(b.Items[i])
@@ -98,6 +112,14 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 			l.deleted[c.Group.ID] = true
 		}
 	}
+	for i, m := range msgs[:first] {
+		switch kind, gid, _, _ := l.subj.parse(m.Subject); kind {
+		case 's', 'n':
+			l.recSeq[gid] = max(l.recSeq[gid], seqs[i])
+		case 'd':
+			l.domSeq[gid] = max(l.domSeq[gid], seqs[i])
+		}
+	}
 	for _, it := range b.Items {
 		l.lastItem[it.Group] = it.Cursor
 	}
@@ -106,6 +128,58 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 		l.advance(b.Items[n-1].Cursor)
 	}
 	return nil
+}
+
+// Headers of JetStream's optimistic concurrency control.
+const (
+	hdrExpectSubjSeq = "Nats-Expected-Last-Subject-Sequence"
+	hdrExpectSubject = "Nats-Expected-Last-Subject-Sequence-Subject"
+)
+
+// guard makes a batch built on the state at b.Base conditional: a creation mark per domain
+// the batch creates groups in, and on one message per group the batch was built on, the check
+// that no record of the group was stored since the one this instance knows. The server
+// refuses the whole batch if any check fails. A change that this instance has already seen
+// after Base is refused at once, without asking. It returns the messages to publish, the
+// items' still last.
+func (l *Log) guard(b *stream.Batch, msgs []*nats.Msg) ([]*nats.Msg, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make([]*nats.Msg, 0, len(b.Domains)+len(msgs)+len(b.Groups))
+	for i, d := range b.Domains {
+		if slices.Contains(b.Domains[:i], d) {
+			continue // one mark per domain: a batch may not write a checked subject twice
+		}
+		seq := l.domSeq[d]
+		if seq > b.Base {
+			return nil, fmt.Errorf("a group was created in domain %s at %d, after %d: %w", d, seq, b.Base, stream.ErrConflict)
+		}
+		m := nats.NewMsg(l.subj.domain(d))
+		m.Header.Set(hdrRoll, "sub")
+		m.Header.Set(hdrExpectSubjSeq, strconv.FormatInt(seq, 10))
+		out = append(out, m)
+	}
+	marks := len(out)
+	out = append(out, msgs...)
+	for i, gid := range b.Groups {
+		seq := l.recSeq[gid]
+		if seq > b.Base {
+			return nil, fmt.Errorf("group %s changed at %d, after %d: %w", gid, seq, b.Base, stream.ErrConflict)
+		}
+		if marks+i == len(out) {
+			// More groups than messages (groups only touched in memory): a check needs a
+			// message to ride on. It goes before the items, which must stay last.
+			m := nats.NewMsg(l.subj.check())
+			m.Header.Set(hdrRoll, "sub")
+			out = slices.Insert(out, len(out)-len(b.Items), m)
+		}
+		// Checks go on the first messages: before any record of the batch, so the server
+		// compares with what was stored before the batch.
+		m := out[marks+i]
+		m.Header.Set(hdrExpectSubjSeq, strconv.FormatInt(seq, 10))
+		m.Header.Set(hdrExpectSubject, l.subj.records(gid))
+	}
+	return out, nil
 }
 
 // advance moves the watermark forward to c (never back).
@@ -176,6 +250,8 @@ func (l *Log) publish(ctx context.Context, msgs []*nats.Msg, id string) (int64, 
 			case errCodeBatchIncomplete:
 				lastErr = fmt.Errorf("%s", ack.Error.Description)
 				continue
+			case errCodeWrongLastSeq, errCodeWrongLastSeqConst:
+				return 0, fmt.Errorf("publish to %s: %s: %w", l.opts.Stream, ack.Error.Description, stream.ErrConflict)
 			}
 			return 0, fmt.Errorf("publish to %s: %s (%d)", l.opts.Stream, ack.Error.Description, ack.Error.ErrCode)
 		}

@@ -25,6 +25,7 @@ package jetstream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -34,6 +35,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	js "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"meshbox/stream"
 )
@@ -106,6 +108,9 @@ type Log struct {
 	closed atomic.Bool
 
 	watermark atomic.Int64
+	// pos is the stream's last sequence at the newest scan: a follower of the loaded state
+	// starts after it.
+	pos atomic.Int64
 
 	// mu guards what this instance knows of the stream, kept up by its own writes and by
 	// Observe (the follower of other instances' writes).
@@ -120,6 +125,13 @@ type Log struct {
 	purgedThrough int64
 	// deleted holds groups whose records were tombstoned: the next Purge drops their subjects.
 	deleted map[string]bool
+	// recSeq holds each group's newest record message (what the expected-sequence check of a
+	// batch built on the group compares), domSeq each domain's newest creation mark.
+	recSeq map[string]int64
+	domSeq map[string]int64
+
+	// origin starts the message ids of this instance's messages, so its follower tells its own.
+	origin string
 }
 
 var _ stream.Log = (*Log)(nil)
@@ -135,6 +147,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	l := &Log{
 		opts: opts, log: opts.Logger, nc: nc, js: j, subj: subjects{p: opts.Subjects},
 		lastItem: map[string]int64{}, marks: map[string]int64{}, deleted: map[string]bool{},
+		recSeq: map[string]int64{}, domSeq: map[string]int64{}, origin: nuid.Next(),
 	}
 	cfg := js.StreamConfig{
 		Name:        opts.Stream,
@@ -150,10 +163,30 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 		AllowRollup:        true,
 		AllowAtomicPublish: true,
 	}
-	cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	if l.st, err = j.CreateOrUpdateStream(cctx, cfg); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", opts.Stream, err)
+	// A cluster that just formed (or lost a node) may take a while to place a new stream:
+	// retry until RetryFor is over.
+	giveUp := time.Now().Add(opts.RetryFor)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+		l.st, err = j.CreateOrUpdateStream(cctx, cfg)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(giveUp) {
+			return nil, fmt.Errorf("create stream %s: %w", opts.Stream, err)
+		}
+		opts.Logger.Warn("create stream: retrying", "stream", opts.Stream, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// A log knows its position from the start (its watermark, newest item time and purge
+	// marks), before any Load: appends and reads may come first.
+	if _, err := l.scan(ctx); err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", opts.Stream, err)
 	}
 	return l, nil
 }
@@ -188,6 +221,27 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 	if l.closed.Load() {
 		return stream.State{}, stream.ErrClosed
 	}
+	return l.scan(ctx)
+}
+
+// scan reads the stored state and updates what the log knows of the stream from it. A stream
+// just created, or whose leader just changed, may answer no one for a moment: it retries.
+func (l *Log) scan(ctx context.Context) (stream.State, error) {
+	giveUp := time.Now().Add(l.opts.RetryFor)
+	for {
+		st, err := l.scanOnce(ctx)
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) || time.Now().After(giveUp) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (l *Log) scanOnce(ctx context.Context) (stream.State, error) {
 	var st stream.State
 	ictx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
 	info, err := l.st.Info(ictx)
@@ -199,6 +253,7 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 	var nodes []stream.NodeRecord
 	lastItem, marks := map[string]int64{}, map[string]int64{}
 	deleted := map[string]bool{}
+	recSeq, domSeq := map[string]int64{}, map[string]int64{}
 	var purged, lastAt int64
 	err = l.lastPerSubject(ctx, info.State.LastSeq, func(m *rawMsg) error {
 		kind, gid, _, ok := l.subj.parse(m.subject)
@@ -206,7 +261,12 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 			return nil
 		}
 		del := m.header.Get(hdrDel) != ""
+		if kind == 's' || kind == 'n' {
+			recSeq[gid] = max(recSeq[gid], m.seq)
+		}
 		switch kind {
+		case 'd':
+			domSeq[gid] = m.seq
 		case 'i':
 			lastItem[gid] = m.seq
 			if at, _ := strconv.ParseInt(m.header.Get(hdrAt), 10, 64); at > lastAt {
@@ -238,11 +298,11 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 			}
 			marks[gid] = c
 		case 'p':
-			c, err := strconv.ParseInt(string(m.data), 10, 64)
+			c, at, err := parsePurgeMark(m.data)
 			if err != nil {
 				return fmt.Errorf("decode purge mark: %w", err)
 			}
-			purged = c
+			purged, lastAt = c, max(lastAt, at)
 		}
 		return nil
 	})
@@ -276,9 +336,26 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 	for gid := range deleted {
 		l.deleted[gid] = true
 	}
+	for gid, c := range recSeq {
+		l.recSeq[gid] = max(l.recSeq[gid], c)
+	}
+	for d, c := range domSeq {
+		l.domSeq[d] = max(l.domSeq[d], c)
+	}
 	l.mu.Unlock()
-	l.watermark.Store(max(l.watermark.Load(), int64(info.State.LastSeq)))
+	// The watermark is the newest item's cursor, retained or purged; the stream's last
+	// sequence (a record's, perhaps) is where a follower of this state starts.
+	wm := purged
+	for _, c := range lastItem {
+		wm = max(wm, c)
+	}
+	for _, c := range marks {
+		wm = max(wm, c)
+	}
+	l.advance(wm)
+	l.pos.Store(max(l.pos.Load(), int64(info.State.LastSeq)))
 	st.Watermark = l.watermark.Load()
+	st.Position = int64(info.State.LastSeq)
 	return st, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -51,6 +52,7 @@ func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64
 	l.mu.RUnlock()
 	perGroup := map[string]int64{}
 	old := true
+	var newest int64 // the newest deleted item's time
 	// Item times never decrease in cursor order, so the old items are a prefix of the items.
 	_, err = l.directBatch(ctx, directRequest{Seq: uint64(from), NextFor: l.subj.allItems(), Batch: purgeBatch}, func(m *rawMsg) {
 		at, perr := strconv.ParseInt(m.header.Get(hdrAt), 10, 64)
@@ -61,6 +63,7 @@ func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64
 		_, gid, _, _ := l.subj.parse(m.subject)
 		perGroup[gid] = m.seq
 		through = m.seq
+		newest = max(newest, at)
 		n++
 	})
 	if err != nil {
@@ -78,7 +81,9 @@ func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64
 	}
 	m := nats.NewMsg(l.subj.purged())
 	m.Header.Set(hdrRoll, "sub")
-	m.Data = strconv.AppendInt(nil, through, 10)
+	// The stream's mark keeps the newest deleted item's time too: once every item is gone, it is
+	// what keeps the times of later items from going back.
+	m.Data = fmt.Appendf(nil, "%d %d", through, newest)
 	msgs = append(msgs, m)
 	if _, err := l.publish(ctx, msgs, nuid.Next()); err != nil {
 		return 0, 0, fmt.Errorf("store purge marks: %w", err)
@@ -123,4 +128,19 @@ func (l *Log) forgetDeleted(ctx context.Context) error {
 		l.mu.Unlock()
 	}
 	return nil
+}
+
+// parsePurgeMark reads the stream's purge mark: "<through> <newest deleted item's time, ms>"
+// (or "<through>" alone, as written before the time was kept).
+func parsePurgeMark(b []byte) (through, at int64, err error) {
+	c, t, found := strings.Cut(string(b), " ")
+	if through, err = strconv.ParseInt(c, 10, 64); err != nil {
+		return 0, 0, err
+	}
+	if found {
+		if at, err = strconv.ParseInt(t, 10, 64); err != nil {
+			return 0, 0, err
+		}
+	}
+	return through, at, nil
 }

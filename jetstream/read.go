@@ -26,6 +26,7 @@ type rawMsg struct {
 // uses: a batch of messages from a sequence, filtered by subject.
 type directRequest struct {
 	Seq      uint64 `json:"seq,omitempty"`
+	LastFor  string `json:"last_by_subj,omitempty"`
 	NextFor  string `json:"next_by_subj,omitempty"`
 	Batch    int    `json:"batch,omitempty"`
 	MaxBytes int    `json:"max_bytes,omitempty"`
@@ -83,7 +84,7 @@ func (l *Log) lastPerSubject(ctx context.Context, last uint64, each func(m *rawM
 	}
 	s := l.subj
 	c, err := l.js.OrderedConsumer(ctx, l.opts.Stream, js.OrderedConsumerConfig{
-		FilterSubjects: []string{s.p + ".g.*.i", s.p + ".g.*.s", s.p + ".g.*.n.*", s.p + ".m.*", s.purged()},
+		FilterSubjects: []string{s.p + ".g.*.i", s.p + ".g.*.r.>", s.p + ".m.*", s.purged(), s.p + ".d.*"},
 		DeliverPolicy:  js.DeliverLastPerSubjectPolicy,
 	})
 	if err != nil {
@@ -192,7 +193,12 @@ func (l *Log) readOnce(ctx context.Context, gid string, since, through int64, li
 	var items []stream.Item
 	var decodeErr error
 	size, beyond, last := 0, false, since
-	req := directRequest{Seq: uint64(since + 1), NextFor: l.subj.items(gid), Batch: int(min(int64(limit), through-since)), MaxBytes: maxBytes}
+	req := directRequest{Seq: uint64(since + 1), NextFor: l.subj.items(gid), Batch: int(min(int64(limit), through-since))}
+	if maxBytes > 0 {
+		// The server counts whole messages (subject and headers too), the contract counts
+		// encodings: let the server stop only well past the budget, and cut here exactly.
+		req.MaxBytes = 2*maxBytes + req.Batch*512
+	}
 	pending, err := l.directBatch(ctx, req, func(m *rawMsg) {
 		if decodeErr != nil || m.seq > through {
 			beyond = beyond || m.seq > through

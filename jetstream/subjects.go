@@ -7,26 +7,38 @@ import (
 
 // The layout of the stream's subjects, under a prefix P (default "meshbox"):
 //
-//	P.g.<gid>.i        the group's items; a message's stream sequence is the item's cursor
-//	P.g.<gid>.s        the group's record (the newest message wins; a tombstone deletes it)
-//	P.g.<gid>.n.<nid>  a node's record (likewise)
-//	P.m.<gid>          the group's purge mark: its newest item a purge deleted
-//	P.p                the stream's purge mark: the newest item any purge deleted
+//	P.g.<gid>.i          the group's items; a message's stream sequence is the item's cursor
+//	P.g.<gid>.r.g        the group's record (the newest message wins; a tombstone deletes it)
+//	P.g.<gid>.r.n.<nid>  a node's record (likewise)
+//	P.m.<gid>            the group's purge mark: its newest item a purge deleted
+//	P.p                  the stream's purge mark: the newest item any purge deleted
+//	P.c                  a message that only carries a check (state of no record changed)
+//	P.l.<name>           a lease: which instance does a job for the cluster, until when
+//	P.d.<domain>         the domain's creation mark: written by every batch that creates a
+//	                     group in the domain, so that concurrent creations conflict
 //
+// A group's records lie under P.g.<gid>.r.>, so one expected-last-subject-sequence check on
+// that filter tells whether another instance changed the group's state.
 // Records are published with a subject rollup, so the stream keeps one message per record;
 // everything of a group lies under P.g.<gid>.> so that forgetting a group is one purge.
 type subjects struct{ p string }
 
-func (s subjects) items(gid string) string     { return s.p + ".g." + token(gid) + ".i" }
-func (s subjects) group(gid string) string     { return s.p + ".g." + token(gid) + ".s" }
-func (s subjects) node(gid, nid string) string { return s.p + ".g." + token(gid) + ".n." + token(nid) }
-func (s subjects) groupAll(gid string) string  { return s.p + ".g." + token(gid) + ".>" }
-func (s subjects) mark(gid string) string      { return s.p + ".m." + token(gid) }
-func (s subjects) purged() string              { return s.p + ".p" }
-func (s subjects) all() string                 { return s.p + ".>" }
-func (s subjects) allItems() string            { return s.p + ".g.*.i" }
+func (s subjects) items(gid string) string { return s.p + ".g." + token(gid) + ".i" }
+func (s subjects) group(gid string) string { return s.p + ".g." + token(gid) + ".r.g" }
+func (s subjects) node(gid, nid string) string {
+	return s.p + ".g." + token(gid) + ".r.n." + token(nid)
+}
+func (s subjects) records(gid string) string  { return s.p + ".g." + token(gid) + ".r.>" }
+func (s subjects) domain(d string) string     { return s.p + ".d." + token(d) }
+func (s subjects) check() string              { return s.p + ".c" }
+func (s subjects) lease(name string) string   { return s.p + ".l." + token(name) }
+func (s subjects) groupAll(gid string) string { return s.p + ".g." + token(gid) + ".>" }
+func (s subjects) mark(gid string) string     { return s.p + ".m." + token(gid) }
+func (s subjects) purged() string             { return s.p + ".p" }
+func (s subjects) all() string                { return s.p + ".>" }
+func (s subjects) allItems() string           { return s.p + ".g.*.i" }
 
-// kind tells what a subject of the stream holds and whose it is.
+// parse tells what a subject of the stream holds and whose it is.
 func (s subjects) parse(subj string) (kind byte, gid, nid string, ok bool) {
 	rest, found := strings.CutPrefix(subj, s.p+".")
 	if !found {
@@ -39,12 +51,18 @@ func (s subjects) parse(subj string) (kind byte, gid, nid string, ok bool) {
 	case len(parts) == 2 && parts[0] == "m":
 		gid, ok = untoken(parts[1])
 		return 'm', gid, "", ok
-	case len(parts) == 3 && parts[0] == "g" && (parts[2] == "i" || parts[2] == "s"):
+	case len(parts) == 2 && parts[0] == "d":
+		d, ok := untoken(parts[1])
+		return 'd', d, "", ok
+	case len(parts) == 3 && parts[0] == "g" && parts[2] == "i":
 		gid, ok = untoken(parts[1])
-		return parts[2][0], gid, "", ok
-	case len(parts) == 4 && parts[0] == "g" && parts[2] == "n":
+		return 'i', gid, "", ok
+	case len(parts) == 4 && parts[0] == "g" && parts[2] == "r" && parts[3] == "g":
+		gid, ok = untoken(parts[1])
+		return 's', gid, "", ok
+	case len(parts) == 5 && parts[0] == "g" && parts[2] == "r" && parts[3] == "n":
 		gid, ok1 := untoken(parts[1])
-		nid, ok2 := untoken(parts[3])
+		nid, ok2 := untoken(parts[4])
 		return 'n', gid, nid, ok1 && ok2
 	}
 	return 0, "", "", false

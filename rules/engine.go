@@ -59,6 +59,9 @@ type Options struct {
 	Observer      Observer
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
+	// CatchUpTimeout bounds how long the writer waits for a shared log's follower to deliver
+	// a position (default 10 s).
+	CatchUpTimeout time.Duration
 }
 
 // Observer receives the rules' measurements; package metrics implements it.
@@ -127,6 +130,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.CatchUpTimeout <= 0 {
+		o.CatchUpTimeout = 10 * time.Second
+	}
 }
 
 // Engine applies the group rules over a log.
@@ -161,6 +167,19 @@ type Engine struct {
 	// watermark is the newest cursor whose item is committed and whose state is applied: the
 	// upper bound of every read, whatever the transport.
 	watermark atomic.Int64
+
+	// On a shared log (see follow.go): follower is the log as a stream.Follower, entries what
+	// it delivers, pos the log position the state reflects (all three the writer's own), and
+	// stopFollow stops the follower once the writer is done.
+	follower   stream.Follower
+	entries    <-chan stream.Entry
+	pos        int64
+	stopFollow context.CancelFunc
+	// applied is the log position the published state reflects (appliedMu guards it), and
+	// appliedCh is closed, and replaced, whenever it moves: Sync waits on it.
+	appliedMu sync.Mutex
+	applied   int64
+	appliedCh chan struct{}
 }
 
 type groupState struct {
@@ -181,6 +200,9 @@ type groupState struct {
 type nodeState struct {
 	Node
 	tokenHash []byte
+	// storedExp is the expiry in the node's stored record (activity may have moved
+	// ExpiresAt on since, in memory only).
+	storedExp time.Time
 }
 
 // New loads the state from the log. Call Start to begin accepting writes.
@@ -195,7 +217,8 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		rate:       ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
 		createRate: ratelimit.New(opts.Limits.GroupCreateRate, opts.Limits.GroupCreateBurst),
 		ops:        make(chan *op, 4096), purgeNow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
-		groups: make(map[string]*groupState, len(st.Groups)),
+		groups:    make(map[string]*groupState, len(st.Groups)),
+		appliedCh: make(chan struct{}),
 	}
 	now := e.now()
 	for _, r := range st.Groups {
@@ -218,7 +241,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		n := &nodeState{Node: Node{
 			ID: r.ID, Group: r.Group, Name: r.Name, JoinedAt: r.JoinedAt, LastSeen: r.LastSeen,
 			ExpiresAt: r.ExpiresAt, Data: r.Data, DataAt: r.DataAt, Host: r.ID == g.Host, MeshV2: r.MeshV2,
-		}, tokenHash: r.TokenHash}
+		}, tokenHash: r.TokenHash, storedExp: r.ExpiresAt}
 		if g.former != nil {
 			g.former[n.ID] = n
 			continue
@@ -231,6 +254,9 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		g.Nodes = len(g.nodes)
 	}
 	e.watermark.Store(st.Watermark)
+	if f, ok := store.(stream.Follower); ok {
+		e.follower, e.pos, e.applied = f, st.Position, st.Position
+	}
 	return e, nil
 }
 
@@ -248,6 +274,11 @@ func (e *Engine) Start(h Hooks) {
 		}
 		e.hooks = h
 		e.started = true
+		e.stopFollow = func() {}
+		if e.follower != nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			e.entries, e.stopFollow = e.follower.Follow(ctx), cancel
+		}
 		go e.writeLoop()
 	})
 }
@@ -262,6 +293,7 @@ func (e *Engine) Close() error {
 		close(e.stop)
 		if e.started {
 			<-e.stopped
+			e.stopFollow()
 		}
 	})
 	return nil
@@ -294,6 +326,15 @@ type op struct {
 // do runs fn in the writer's next batch and returns once that batch committed (nil, or fn's
 // own error) or failed (the commit's error).
 func (e *Engine) do(ctx context.Context, fn func(t *tx) error) error {
+	err := e.doOnce(ctx, fn)
+	if e.syncUnknown(ctx, err) {
+		// The group or node may have been created through another instance a moment ago.
+		err = e.doOnce(ctx, fn)
+	}
+	return err
+}
+
+func (e *Engine) doOnce(ctx context.Context, fn func(t *tx) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
 	// The read lock keeps Close from stopping the writer between the check and the send, so
 	// every queued op is run by the writer's final drain.
@@ -321,6 +362,12 @@ func (e *Engine) writeLoop() {
 		select {
 		case o := <-e.ops:
 			batch = e.runBatch(batch[:0], o)
+		case en, ok := <-e.entries: // nil, never ready, unless the log is shared
+			if !ok {
+				e.entries = nil
+				continue
+			}
+			e.followed(en)
 		case <-e.stop:
 			for {
 				select {
@@ -352,9 +399,18 @@ fill:
 			break fill
 		}
 	}
-	err := t.fatal
-	if err == nil && (len(t.batch.Items) > 0 || len(t.batch.Changes) > 0) {
-		err = e.store.Append(context.Background(), &t.batch)
+	err := e.commit(t)
+	for attempt := 1; isConflict(err) && attempt <= maxConflictRetries; attempt++ {
+		// Another instance changed what the batch was built on: catch up and run the same
+		// requests again on the fresh state. Nothing of the batch was stored.
+		if err = e.catchUpNow(false); err != nil {
+			break
+		}
+		t = e.newTx()
+		for _, o := range batch {
+			o.err = e.runOp(o, t)
+		}
+		err = e.commit(t)
 	}
 	if err != nil {
 		// Memory is as it was: the batch's edits were made on copies that are now dropped.
@@ -365,6 +421,12 @@ fill:
 		} else {
 			e.log.Error("write batch failed", "ops", len(batch), "items", len(t.batch.Items), "err", err)
 		}
+		if e.follower != nil && t.batch.Last > 0 {
+			// A part of the batch was stored after all: take it in as the log has it.
+			if cerr := e.catchUpNow(false); cerr != nil {
+				e.log.Error("catch up after a failed batch", "err", cerr)
+			}
+		}
 		for _, o := range batch {
 			if o.err == nil {
 				o.err = fmt.Errorf("write failed, nothing was saved: %w", err)
@@ -374,6 +436,9 @@ fill:
 		return batch
 	}
 	e.apply(t)
+	if e.follower != nil {
+		e.reached(e.pos)
+	}
 	items := t.batch.Items
 	if len(items) > 0 {
 		e.hooks.OnCommit(items)
@@ -392,6 +457,28 @@ fill:
 		o.done <- o.err
 	}
 	return batch
+}
+
+// commit hands the batch to the log (when it holds anything to store). On a shared log it
+// names what the batch was built on, and once the log accepted it, applies everything the
+// other instances committed before it, so the batch is applied in log order.
+func (e *Engine) commit(t *tx) error {
+	if t.fatal != nil {
+		return t.fatal
+	}
+	if len(t.batch.Items) == 0 && len(t.batch.Changes) == 0 {
+		return nil
+	}
+	if e.follower != nil {
+		e.guard(t)
+	}
+	if err := e.store.Append(context.Background(), &t.batch); err != nil {
+		return err
+	}
+	if e.follower != nil {
+		e.catchUp(t.batch.Last, true)
+	}
+	return nil
 }
 
 // runOp runs one op, turning a panic into a failure of the batch so a bug in one request never

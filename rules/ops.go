@@ -140,6 +140,7 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 			MeshV2: ng.MeshV2Host || ng.OpenToMeshV2,
 		}, client: client, nodes: map[string]*nodeState{}})
 		t.putGroup(d.groupState)
+		t.domains = append(t.domains, ng.Domain)
 		return e.addNode(t, d, nid, ng.HostName, ng.MeshV2Host, &res)
 	})
 	return res, err

@@ -111,6 +111,24 @@ func (e *Engine) RunPurge(ctx context.Context, every time.Duration) {
 		case <-tick.C:
 		case <-e.purgeNow:
 		}
+		if e.follower != nil {
+			// Presence is the cluster's: a node active here keeps its record alive for the
+			// instance that runs the expiry.
+			if err := e.keepActive(ctx); err != nil && ctx.Err() == nil {
+				e.log.Warn("keep active nodes alive", "err", err)
+			}
+		}
+		if l, ok := e.store.(stream.Leaser); ok {
+			// One instance of a cluster expires and purges; the others stand by, and one of
+			// them takes over within three intervals of the holder's end.
+			held, err := l.Lease(ctx, "purge", 3*every)
+			if err != nil && ctx.Err() == nil {
+				e.log.Warn("purge lease", "err", err)
+			}
+			if !held {
+				continue
+			}
+		}
 		res, err := e.Purge(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -122,4 +140,38 @@ func (e *Engine) RunPurge(ctx context.Context, every time.Duration) {
 			e.log.Debug("purged", "items", res.Items, "groups", res.Groups, "nodes", res.Nodes)
 		}
 	}
+}
+
+// keepActive stores the activity of nodes that are alive here but whose stored record would
+// soon lapse (a stream open on this instance, or requests that only moved the expiry in
+// memory), so that the instance running the expiry sees them alive too. A node is written at
+// most about once per half of its TTL.
+func (e *Engine) keepActive(ctx context.Context) error {
+	return e.do(ctx, func(t *tx) error {
+		var due []*groupState
+		t.each(func(g *groupState) {
+			if e.live(g, g.ID, t.now) == nil {
+				due = append(due, g)
+			}
+		})
+		for _, g := range due {
+			for _, n := range g.nodes {
+				half := e.ttl(n.Host) / 2
+				active := e.hooks.Active(g.ID, n.ID)
+				if n.storedExp.Sub(t.now) > half || !active && !n.ExpiresAt.After(n.storedExp) {
+					continue
+				}
+				d := t.edit(g)
+				if active {
+					t.touch(d, n.ID)
+				}
+				c := d.node(n.ID)
+				t.putNode(c)
+				if c.Host {
+					t.putGroup(d.groupState)
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -14,22 +14,33 @@ import (
 // Authenticate returns the node a token belongs to (without its data), provided it is a
 // live member of group gid.
 func (e *Engine) Authenticate(gid, token string) (Node, error) {
+	n, known, err := e.authenticate(gid, token)
+	if err != nil && !known && e.syncUnknown(context.Background(), ErrNodeNotFound) {
+		// The node may have joined through another instance a moment ago.
+		n, _, err = e.authenticate(gid, token)
+	}
+	return n, err
+}
+
+// authenticate is Authenticate on the state as it is; known tells that the group and the
+// token's node are known here (so a failure is not for want of news from other instances).
+func (e *Engine) authenticate(gid, token string) (Node, bool, error) {
 	nid, hash, ok := splitToken(token)
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	g := e.groups[gid]
 	if err := e.live(g, gid, e.now()); err != nil {
-		return Node{}, err
+		return Node{}, g != nil, err
 	}
 	if !ok {
-		return Node{}, ErrUnauthorized
+		return Node{}, true, ErrUnauthorized
 	}
 	n := g.nodes[nid]
 	if n == nil || !tokenMatches(n.tokenHash, hash) {
-		return Node{}, ErrUnauthorized
+		return Node{}, n != nil || g.former[nid] != nil, ErrUnauthorized
 	}
 	// Every request authenticates: no copy of the node's data, which the caller never needs.
-	return Node{ID: n.ID, Group: n.Group, Name: n.Name, Host: n.Host}, nil
+	return Node{ID: n.ID, Group: n.Group, Name: n.Name, Host: n.Host}, true, nil
 }
 
 // AuthenticateReader is Authenticate for readers: the members of a group that ended (and is

@@ -21,6 +21,8 @@ type tx struct {
 	bytes  int      // payload bytes of the batch's items, for the batch bound
 	after  []func() // run once the batch committed and was applied
 	fatal  error    // a failure of the batch itself: nothing of it is kept
+	// domains are those the batch creates groups in (a shared log checks them).
+	domains []string
 }
 
 // draft is a group being changed by the batch.
@@ -128,8 +130,9 @@ func (t *tx) putGroup(g *groupState) {
 	}})
 }
 
-// putNode stores the node's record.
+// putNode stores the node's record. n must be the batch's own copy.
 func (t *tx) putNode(n *nodeState) {
+	n.storedExp = n.ExpiresAt
 	t.change(stream.Change{Kind: stream.PutNode, Node: stream.NodeRecord{
 		Group: n.Group, ID: n.ID, Name: n.Name, TokenHash: n.tokenHash, JoinedAt: n.JoinedAt, LastSeen: n.LastSeen,
 		ExpiresAt: n.ExpiresAt, Data: n.Data, DataAt: n.DataAt, MeshV2: n.MeshV2,

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -50,6 +51,51 @@ type Batch struct {
 	Now     time.Time
 	Items   []Item
 	Changes []Change
+
+	// What follows matters to logs that several instances share (a Follower); others ignore it.
+
+	// Base is the position in the log that the state the batch was built on reflects: every
+	// message at or before it was applied, none after it.
+	Base int64
+	// Groups are the groups whose state the batch was built on. The log refuses the batch
+	// whole, with ErrConflict, when another instance changed a record of one of them after Base.
+	Groups []string
+	// Domains are the domains in which the batch creates groups: it is refused likewise when
+	// another instance created a group in one of them after Base (so per-domain limits hold).
+	Domains []string
+	// Last is set by Append: the position of the batch's last message, which the log's
+	// Follower delivers too.
+	Last int64
+}
+
+// ErrConflict is returned (wrapped) by a shared log's Append when the batch was built on state
+// that another instance changed meanwhile: nothing was stored. The writer catches up with the
+// log and builds the batch again.
+var ErrConflict = errors.New("state changed by another instance")
+
+// Follower is implemented by a log that several instances share. Every instance follows the
+// log once and applies, in log order, what the others committed.
+type Follower interface {
+	// Follow delivers every message of the log after the position of the last Load, in log
+	// order, own ones too (marked Own), until ctx ends; then it closes the channel. Call it
+	// once, after Load.
+	Follow(ctx context.Context) <-chan Entry
+	// Position is the log's newest position now: once a follower delivered it (or anything
+	// after it), it delivered every batch committed before the call. It may write to the log.
+	Position(ctx context.Context) (int64, error)
+}
+
+// Entry is one message of a shared log as its Follower delivers it: an item, a state change,
+// or neither (a message of the log's own bookkeeping, which only moves the position).
+type Entry struct {
+	// Seq is the message's position in the log; an item's cursor.
+	Seq int64
+	// Own tells that this instance appended the message.
+	Own    bool
+	Item   *Item
+	Change *Change
+	// Purged, when not zero, tells that a purge deleted every item through it.
+	Purged int64
 }
 
 // ChangeKind names what a Change does.
@@ -116,6 +162,9 @@ type State struct {
 	Groups    []GroupRecord
 	Nodes     []NodeRecord
 	Watermark int64
+	// Position is, for a shared log (a Follower), the position in the log that the state
+	// reflects: its Follow starts after it.
+	Position int64
 }
 
 // Purged counts what one Purge removed; Through is the newest cursor deleted so far (0: none).
@@ -132,4 +181,12 @@ type LogStats struct {
 	OldestItemAt time.Time
 	Bytes        int64
 	WALBytes     int64
+}
+
+// Leaser is implemented by a shared log that can elect one instance for a job (the purge):
+// Lease reports whether this instance holds the lease named name, taking it when it is free
+// or lapsed and renewing it when held, for ttl. Holders are told apart by their clocks'
+// idea of ttl: keep ttl well above the clock skew between instances.
+type Leaser interface {
+	Lease(ctx context.Context, name string, ttl time.Duration) (bool, error)
 }

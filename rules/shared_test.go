@@ -1,0 +1,267 @@
+package rules_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"meshbox/jetstream"
+	"meshbox/jetstream/natstest"
+	"meshbox/rules"
+	"meshbox/stream"
+)
+
+// Several engines over one JetStream stream are several meshbox instances sharing groups.
+
+// seen records what an engine handed its live readers, in order.
+type seen struct {
+	mu    sync.Mutex
+	items []stream.Item
+}
+
+func (s *seen) add(items []stream.Item) {
+	s.mu.Lock()
+	s.items = append(s.items, items...)
+	s.mu.Unlock()
+}
+
+func (s *seen) of(gid string) []stream.Item {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []stream.Item
+	for _, it := range s.items {
+		if it.Group == gid {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+// instance is one engine over the shared stream with what it handed its readers.
+type instance struct {
+	*rules.Engine
+	seen *seen
+}
+
+var streams atomic.Int64
+
+// instances starts n engines over one new stream of cluster c.
+func instances(t *testing.T, c *natstest.Cluster, n int, o rules.Options) []instance {
+	t.Helper()
+	name := fmt.Sprintf("rules%d", streams.Add(1))
+	var out []instance
+	for range n {
+		lg, err := jetstream.Open(context.Background(), c.Connect(), jetstream.Options{Stream: name, Subjects: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := rules.New(context.Background(), lg, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &seen{}
+		e.Start(rules.Hooks{OnCommit: s.add})
+		t.Cleanup(func() {
+			if err := errors.Join(e.Close(), lg.Close()); err != nil {
+				t.Error(err)
+			}
+		})
+		out = append(out, instance{e, s})
+	}
+	return out
+}
+
+// waitFor waits until ok holds: the instances apply what others wrote as it arrives.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling an observable condition
+	}
+}
+
+// checkOrder checks that items are strictly increasing in cursor (each exactly once).
+func checkOrder(t *testing.T, who string, items []stream.Item) {
+	t.Helper()
+	for i := 1; i < len(items); i++ {
+		if items[i].Cursor <= items[i-1].Cursor {
+			t.Fatalf("%s: item %d has cursor %d after %d", who, i, items[i].Cursor, items[i-1].Cursor)
+		}
+	}
+}
+
+func TestSharedStreamFollowsOtherInstances(t *testing.T) {
+	t.Parallel()
+	in := instances(t, natstest.Run(t), 3, rules.Options{})
+	a, b, c := in[0], in[1], in[2]
+	ctx := context.Background()
+	host := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: "class"})
+	gid := host.Group.ID
+	waitFor(t, "B to see the group", func() bool { _, err := b.Group(gid); return err == nil })
+	member, err := b.Join(ctx, gid, rules.NewNode{Name: "pupil"})
+	if err != nil {
+		t.Fatalf("join on B: %v", err)
+	}
+	waitFor(t, "C to see the member", func() bool { _, err := c.Node(gid, member.Node.ID); return err == nil })
+	// Writers on every instance at once: each instance hands its readers every item, in
+	// cursor order, exactly once.
+	var wg sync.WaitGroup
+	for i, x := range in {
+		nid := host.Node.ID
+		if i == 1 {
+			nid = member.Node.ID
+		}
+		if i == 2 {
+			j, err := c.Join(ctx, gid, rules.NewNode{Name: "third"})
+			if err != nil {
+				t.Fatalf("join on C: %v", err)
+			}
+			nid = j.Node.ID
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 30 {
+				if _, err := x.Publish(ctx, gid, nid, []rules.EventIn{{Name: fmt.Sprint(i, "-", k)}}); err != nil {
+					t.Errorf("publish on %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	last := max(a.Watermark(), b.Watermark(), c.Watermark())
+	for _, x := range in {
+		waitFor(t, "every instance to reach the last cursor", func() bool { return x.Watermark() >= last })
+	}
+	want := a.seen.of(gid)
+	if len(want) != 1+2+90 {
+		t.Fatalf("A saw %d items, want 93 (2 joins after the host's, 90 events)", len(want))
+	}
+	for i, x := range in {
+		got := x.seen.of(gid)
+		checkOrder(t, fmt.Sprint("instance ", i), got)
+		if len(got) != len(want) {
+			t.Fatalf("instance %d saw %d items, A %d", i, len(got), len(want))
+		}
+		for k := range got {
+			if got[k].Cursor != want[k].Cursor || string(got[k].JSON) != string(want[k].JSON) {
+				t.Fatalf("instance %d item %d = %s, A has %s", i, k, got[k].JSON, want[k].JSON)
+			}
+		}
+		g, err := x.Group(gid)
+		if err != nil || g.Nodes != 3 {
+			t.Fatalf("instance %d: group %+v, %v; want 3 nodes", i, g, err)
+		}
+	}
+	// A dissolve on C ends the group everywhere.
+	if err := c.Dissolve(ctx, gid, stream.ReasonHost); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range in {
+		waitFor(t, "the group to end everywhere", func() bool {
+			_, err := x.Publish(ctx, gid, host.Node.ID, []rules.EventIn{{Name: "late"}})
+			return errors.Is(err, rules.ErrGroupEnded)
+		})
+	}
+}
+
+func mustCreateOn(t *testing.T, e *rules.Engine, ng rules.NewGroup) rules.Joined {
+	t.Helper()
+	j, err := e.CreateGroup(context.Background(), ng)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	return j
+}
+
+// Joins racing on two instances never put more nodes in a group than the limit, and
+// creations racing in one domain never more groups in it.
+func TestSharedStreamLimitsHoldAcrossInstances(t *testing.T) {
+	t.Parallel()
+	const nodes, groups = 5, 3
+	in := instances(t, natstest.Run(t), 2, rules.Options{Limits: rules.Limits{MaxNodesPerGroup: nodes, MaxGroupsPerDomain: groups}})
+	ctx := context.Background()
+	host := mustCreateOn(t, in[0].Engine, rules.NewGroup{Domain: "d", Name: "class"})
+	gid := host.Group.ID
+	waitFor(t, "B to see the group", func() bool { _, err := in[1].Group(gid); return err == nil })
+	var joined, full, created, domainFull atomic.Int64
+	var wg sync.WaitGroup
+	for _, x := range in {
+		for range 10 {
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				_, err := x.Join(ctx, gid, rules.NewNode{Name: "m"})
+				switch {
+				case err == nil:
+					joined.Add(1)
+				case errors.Is(err, rules.ErrGroupFull):
+					full.Add(1)
+				default:
+					t.Errorf("join: %v", err)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				_, err := x.CreateGroup(ctx, rules.NewGroup{Domain: "other", Name: "g"})
+				switch {
+				case err == nil:
+					created.Add(1)
+				case errors.Is(err, rules.ErrDomainFull):
+					domainFull.Add(1)
+				default:
+					t.Errorf("create: %v", err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if joined.Load() != nodes-1 || full.Load() != 20-(nodes-1) {
+		t.Fatalf("%d joins succeeded, %d refused as full; want %d and %d", joined.Load(), full.Load(), nodes-1, 20-(nodes-1))
+	}
+	if created.Load() != groups || domainFull.Load() != 20-groups {
+		t.Fatalf("%d creations succeeded, %d refused; want %d and %d", created.Load(), domainFull.Load(), groups, 20-groups)
+	}
+	for i, x := range in {
+		waitFor(t, "both instances to agree", func() bool {
+			g, err := x.Group(gid)
+			return err == nil && g.Nodes == nodes && len(x.Groups("other")) == groups
+		})
+		_ = i
+	}
+}
+
+// A Mesh v2 host creating its group on two instances at once gets one group.
+func TestSharedStreamMeshV2CreateIsIdempotent(t *testing.T) {
+	t.Parallel()
+	in := instances(t, natstest.Run(t), 2, rules.Options{})
+	ctx := context.Background()
+	for round := range 5 {
+		ids := make([]string, 2)
+		var wg sync.WaitGroup
+		for i, x := range in {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				j, err := x.CreateGroup(ctx, rules.NewGroup{Domain: "mesh", Name: "g", HostID: fmt.Sprint("host-", round), HostName: "h", MeshV2Host: true})
+				if err != nil {
+					t.Errorf("create on %d: %v", i, err)
+					return
+				}
+				ids[i] = j.Group.ID
+			}()
+		}
+		wg.Wait()
+		if ids[0] == "" || ids[0] != ids[1] {
+			t.Fatalf("round %d: the same host got groups %q and %q", round, ids[0], ids[1])
+		}
+	}
+}
