@@ -149,6 +149,10 @@ func TestMeshV2GetsTheNativeLimits(t *testing.T) {
 	for i := range many {
 		many[i] = event("")
 	}
+	flood := make([]map[string]any, 20000)
+	for i := range flood {
+		flood[i] = event("")
+	}
 	report := `mutation($g:ID!,$d:String!,$n:ID!,$k:[SensorDataInput!]!){reportDataByNode(groupId:$g,domain:$d,nodeId:$n,data:$k){groupId}}`
 	kv := func(n, size int) []map[string]any {
 		out := make([]map[string]any, n)
@@ -167,6 +171,7 @@ func TestMeshV2GetsTheNativeLimits(t *testing.T) {
 		"payload over the limit": {fire, v(map[string]any{"e": []any{event(strings.Repeat("p", 1025))}})},
 		"3 MiB payload":          {fire, v(map[string]any{"e": []any{event(strings.Repeat("p", 3<<20))}})},
 		"too many events":        {fire, v(map[string]any{"e": many})},
+		"20,000 events":          {fire, v(map[string]any{"e": flood})},
 		"data value too long":    {report, v(map[string]any{"k": kv(1, 257)})},
 		"too many data keys":     {report, v(map[string]any{"k": kv(5, 1)})},
 	} {
