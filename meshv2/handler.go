@@ -12,6 +12,8 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"meshbox/auth"
+	"meshbox/live"
 	"net"
 	"net/http"
 	"os"
@@ -78,9 +80,10 @@ type Config struct {
 	MaxSubscriptions int
 	// MaxTrackedNodes bounds the polling positions and expected readers kept in memory.
 	MaxTrackedNodes int
-	// AcquireConn counts a real-time connection against the caller's per-address cap; ok is
-	// false when the caller is at the cap. Nil means no cap.
-	AcquireConn func(r *http.Request) (release func(), ok bool)
+	// Conns manages real-time connections with every other long-lived connection of the
+	// server (one per-address cap, pings, shutdown). Nil gives the handler its own, without a
+	// cap, ended by Close.
+	Conns *live.Manager
 	// ClientIP is the caller's address as the rest of the server sees it (behind a trusted
 	// proxy, X-Forwarded-For). Nil means the connection's remote address.
 	ClientIP func(r *http.Request) string
@@ -162,11 +165,14 @@ type Handler struct {
 	log      *slog.Logger
 	exec     *execSlots
 
-	// ctx ends every real-time connection and the roster's sweeper on Close.
+	// conns manages the real-time connections; ownConns when the handler made it.
+	conns    *live.Manager
+	ownConns bool
+	// ctx ends the roster's sweeper (and the handler's own connections) on Close.
 	ctx    context.Context
 	cancel context.CancelFunc
-	conns  sync.WaitGroup
 	bg     sync.WaitGroup
+	cors   func(http.Handler) http.Handler
 }
 
 // New builds the handler over backend. The schema is parsed and checked against the
@@ -210,7 +216,15 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		return nil, fmt.Errorf("parse mesh v2 real-time schema: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel}
+	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel, conns: cfg.Conns}
+	// The editor runs on another origin (often a public one calling a LAN box, hence Private
+	// Network Access); AppSync answers with the caller's origin.
+	h.cors = auth.CORS(auth.CORSOptions{EchoOrigin: true, Methods: []string{http.MethodGet, http.MethodPost}, MaxAgeSeconds: 86400})
+	if h.conns == nil {
+		h.conns, h.ownConns = live.New(ctx, live.Config{Observer: cfg.Observer, WriteTimeout: cfg.WriteTimeout}), true
+		h.bg.Add(1)
+		go func() { defer h.bg.Done(); h.conns.Run(ctx) }()
+	}
 	h.exec = newExecSlots(cfg.MaxConcurrent, func(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithTimeout(ctx, cfg.QueueWait)
 	})
@@ -229,18 +243,21 @@ func (h *Handler) Routes(r chi.Router) {
 }
 
 // GraphQL returns the handler of POST /graphql (and its CORS preflight).
-func (h *Handler) GraphQL() http.Handler { return http.HandlerFunc(h.serveGraphQL) }
+func (h *Handler) GraphQL() http.Handler { return h.cors(http.HandlerFunc(h.serveGraphQL)) }
 
 // Realtime returns the handler of GET /graphql/realtime (and its CORS preflight).
-func (h *Handler) Realtime() http.Handler { return http.HandlerFunc(h.serveRealtime) }
+func (h *Handler) Realtime() http.Handler { return h.cors(http.HandlerFunc(h.serveRealtime)) }
 
-// Close ends every real-time connection (with status 1012, so clients reconnect) and waits
-// for their goroutines, or until ctx ends.
+// Close stops the handler's background work; with connections of its own it ends them (with
+// status 1012, so clients reconnect) and waits for them, or until ctx ends. Shared
+// connections end with the server's context and are waited for by their manager's owner.
 func (h *Handler) Close(ctx context.Context) error {
 	h.cancel()
 	done := make(chan struct{})
 	go func() {
-		h.conns.Wait()
+		if h.ownConns {
+			h.conns.Wait(ctx)
+		}
 		h.bg.Wait()
 		close(done)
 	}()
@@ -255,39 +272,6 @@ func (h *Handler) Close(ctx context.Context) error {
 			return fmt.Errorf("close mesh v2 connections: %w", ctx.Err())
 		}
 	}
-}
-
-// corsAllowHeaders are the request headers the aws-appsync client and its auth links send.
-const corsAllowHeaders = "Content-Type, X-Api-Key, X-Amz-Date, X-Amz-User-Agent, X-Amz-Security-Token, " +
-	"Authorization, Host, Accept, Cache-Control, X-Requested-With"
-
-// cors writes the CORS headers; it reports true when the request was a preflight and has
-// been answered. The editor runs on another origin (often a public one calling a LAN box,
-// hence Private Network Access).
-func cors(w http.ResponseWriter, r *http.Request, methods string) bool {
-	hd := w.Header()
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		hd.Set("Access-Control-Allow-Origin", "*")
-	} else {
-		hd.Set("Access-Control-Allow-Origin", origin)
-		hd.Add("Vary", "Origin")
-	}
-	if r.Method != http.MethodOptions {
-		return false
-	}
-	hd.Set("Access-Control-Allow-Methods", methods)
-	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
-		// Echoing what was asked keeps custom AppSync headers working without a list
-		// that has to follow every client release; the fixed list documents the usual ones.
-		hd.Set("Access-Control-Allow-Headers", corsAllowHeaders+", "+req)
-	} else {
-		hd.Set("Access-Control-Allow-Headers", corsAllowHeaders)
-	}
-	hd.Set("Access-Control-Allow-Private-Network", "true")
-	hd.Set("Access-Control-Max-Age", "86400")
-	w.WriteHeader(http.StatusNoContent)
-	return true
 }
 
 // keyOK checks an API key in constant time; any key passes when none is configured.
@@ -351,9 +335,6 @@ type gqlRequest struct {
 }
 
 func (h *Handler) serveGraphQL(w http.ResponseWriter, r *http.Request) {
-	if cors(w, r, "POST, OPTIONS") {
-		return
-	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST, OPTIONS")
 		writeHTTPError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use POST")

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -174,82 +173,6 @@ func TestOverviewShowsClass(t *testing.T) {
 	}
 	if ada.Name != "ada" || ada.Data["score"] != "7" || strings.Join(ada.Transports, ",") != "sse" || ada.Host {
 		t.Errorf("student = %+v", ada)
-	}
-}
-
-func TestAdminActions(t *testing.T) {
-	t.Parallel()
-	const token = "s3cret-admin"
-	b := newTestBox(t, token)
-	host, student := b.class(t)
-	gid := host.Group.ID
-
-	if resp := b.do(t, http.MethodGet, "/api/v1/admin/check", ""); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
-		t.Errorf("check without token: %d", resp.StatusCode)
-	}
-	if resp := b.do(t, http.MethodGet, "/api/v1/admin/check", token); resp.StatusCode != http.StatusNoContent {
-		t.Errorf("check with token: %d", resp.StatusCode)
-	}
-	// The same spellings as on the native API: ?token=, and the scheme in any case.
-	if resp := b.do(t, http.MethodGet, "/api/v1/admin/check?token="+token, ""); resp.StatusCode != http.StatusNoContent {
-		t.Errorf("check with ?token=: %d", resp.StatusCode)
-	}
-	req, _ := http.NewRequest(http.MethodGet, b.srv.URL+"/api/v1/admin/check", nil)
-	req.Header.Set("Authorization", "bEARER "+token)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
-		t.Errorf("check with a lower-case scheme: %v %v", resp, err)
-	} else {
-		resp.Body.Close()
-	}
-	before := b.m.Totals().Rejected
-	for _, tok := range []string{"", "wrong", token + "x"} {
-		resp := b.do(t, http.MethodDelete, "/api/v1/admin/groups/"+gid+"/nodes/"+student.Node.ID, tok)
-		var e struct {
-			Error struct{ Code string } `json:"error"`
-		}
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		if resp.StatusCode != http.StatusUnauthorized || e.Error.Code != "unauthorized" {
-			t.Errorf("remove with token %q: %d %q", tok, resp.StatusCode, e.Error.Code)
-		}
-	}
-	if got := b.m.Totals().Rejected - before; got != 3 {
-		t.Errorf("rejected counter moved by %d, want 3", got)
-	}
-	if _, err := b.store.Node(gid, student.Node.ID); err != nil {
-		t.Fatalf("refused removal still removed the node: %v", err)
-	}
-
-	if resp := b.do(t, http.MethodDelete, "/api/v1/admin/groups/"+gid+"/nodes/"+student.Node.ID, token); resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("remove with token: %d", resp.StatusCode)
-	}
-	if _, err := b.store.Node(gid, student.Node.ID); !errors.Is(err, rules.ErrNodeNotFound) {
-		t.Errorf("node after removal: %v", err)
-	}
-	if resp := b.do(t, http.MethodDelete, "/api/v1/admin/groups/"+gid+"/nodes/"+student.Node.ID, token); resp.StatusCode != http.StatusNotFound {
-		t.Errorf("second removal: %d, want 404", resp.StatusCode)
-	}
-	if resp := b.do(t, http.MethodDelete, "/api/v1/admin/groups/"+gid, token); resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("dissolve: %d", resp.StatusCode)
-	}
-	if _, err := b.store.Group(gid); err == nil {
-		t.Error("group still live after dissolve")
-	}
-	if resp := b.do(t, http.MethodDelete, "/api/v1/admin/groups/nope", token); resp.StatusCode != http.StatusNotFound {
-		t.Errorf("dissolve unknown group: %d, want 404", resp.StatusCode)
-	}
-}
-
-func TestAdminDisabledWithoutToken(t *testing.T) {
-	t.Parallel()
-	b := newTestBox(t, "")
-	host, _ := b.class(t)
-	for _, tok := range []string{"", "anything"} {
-		if resp := b.do(t, http.MethodDelete, "/api/v1/admin/groups/"+host.Group.ID, tok); resp.StatusCode != http.StatusForbidden {
-			t.Errorf("dissolve with token %q on a read-only box: %d, want 403", tok, resp.StatusCode)
-		}
-	}
-	if _, err := b.store.Group(host.Group.ID); err != nil {
-		t.Errorf("group ended on a read-only box: %v", err)
 	}
 }
 
