@@ -2,7 +2,6 @@ package meshv2
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -29,31 +28,12 @@ func NewStoreBackend(store *rules.Engine, h *hub.Hub) *StoreBackend {
 	return &StoreBackend{store: store, hub: h}
 }
 
-// mapErr wraps a store error with the meshv2 sentinel it means, keeping the original text.
+// mapErr names the operation; the rules' sentinel stays inside for apierror to map.
 func mapErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var kind error
-	switch {
-	case errors.Is(err, rules.ErrGroupNotFound):
-		kind = ErrGroupNotFound
-	case errors.Is(err, rules.ErrGroupEnded):
-		kind = ErrGroupEnded
-	case errors.Is(err, rules.ErrNodeNotFound):
-		kind = ErrNodeNotFound
-	case errors.Is(err, rules.ErrForbidden), errors.Is(err, rules.ErrUnauthorized):
-		kind = ErrForbidden
-	case errors.Is(err, rules.ErrInvalid), errors.Is(err, rules.ErrGroupFull), errors.Is(err, rules.ErrDomainFull),
-		errors.Is(err, rules.ErrConflict), errors.Is(err, rules.ErrCursorAhead), errors.Is(err, rules.ErrTooLarge),
-		errors.Is(err, rules.ErrRateLimited):
-		kind = ErrInvalid
-	case errors.Is(err, rules.ErrStorageFull):
-		kind = ErrStorageFull
-	default:
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return fmt.Errorf("%s: %w: %w", op, kind, err)
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 func groupOf(g rules.Group) Group {
@@ -169,6 +149,19 @@ func (b *StoreBackend) Snapshot(ctx context.Context, groupID string) (Snapshot, 
 		out.Nodes[i] = nodeOf(n)
 	}
 	return out, nil
+}
+
+// Group implements Backend with the rules' in-memory read; the cursor is read after the
+// group, so nothing of the group's state is newer than it.
+func (b *StoreBackend) Group(_ context.Context, groupID string) (Snapshot, error) {
+	if err := b.store.MeshV2Member(groupID, ""); err != nil {
+		return Snapshot{}, mapErr("group", err)
+	}
+	g, err := b.store.Group(groupID)
+	if err != nil {
+		return Snapshot{}, mapErr("group", err)
+	}
+	return Snapshot{Group: groupOf(g), Cursor: b.store.LastCursor()}, nil
 }
 
 // Groups implements Backend.

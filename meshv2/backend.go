@@ -2,28 +2,12 @@ package meshv2
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
-// Errors a Backend returns. The resolvers map them to the Mesh v2 error types the Smalruby
-// client acts on (GroupNotFound, NodeNotFound, Unauthorized, ValidationError), so an adapter
-// must wrap its own errors around these with %w.
-var (
-	// ErrGroupNotFound means the group does not exist (or never did in that domain).
-	ErrGroupNotFound = errors.New("group not found")
-	// ErrGroupEnded means the group existed but was dissolved, expired or lost its host.
-	ErrGroupEnded = errors.New("group ended")
-	// ErrNodeNotFound means the node is not (or no longer) a member of the group.
-	ErrNodeNotFound = errors.New("node not found")
-	// ErrForbidden means the node may not do this, for example a member dissolving the group.
-	ErrForbidden = errors.New("forbidden")
-	// ErrInvalid means the input broke a limit or rule of the store (sizes, counts).
-	ErrInvalid = errors.New("invalid input")
-	// ErrStorageFull means the server could not store the write for want of room; it makes
-	// room by itself (purging the oldest items), so the client should retry shortly.
-	ErrStorageFull = errors.New("storage full")
-)
+// A Backend returns the rules' sentinel errors (rules.ErrGroupNotFound, ErrNodeNotFound, …),
+// wrapped with %w; package apierror maps them to the Mesh v2 errorTypes the Smalruby client
+// acts on, as it maps them to HTTP statuses for the native API.
 
 // Group is the part of a group the Mesh v2 layer reports.
 type Group struct {
@@ -130,6 +114,9 @@ type Backend interface {
 	Publish(ctx context.Context, groupID, nodeID string, events []EventIn) ([]int64, error)
 	// Snapshot returns a live group, its nodes and the current cursor.
 	Snapshot(ctx context.Context, groupID string) (Snapshot, error)
+	// Group returns a live group and the current cursor, without its nodes: an in-memory
+	// read for the hot paths (publish, heartbeats, polls), which need no node list.
+	Group(ctx context.Context, groupID string) (Snapshot, error)
 	// Groups lists the live groups of a domain.
 	Groups(ctx context.Context, domain string) ([]Group, error)
 	// SearchGroups lists live groups whose name starts with prefix, in any domain.

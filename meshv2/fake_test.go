@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"meshbox/rules"
 	"sort"
 	"strings"
 	"sync"
@@ -52,10 +53,10 @@ func (f *fakeBackend) appendLocked(gid string, it Item) int64 {
 func (f *fakeBackend) liveLocked(gid string) (*fakeGroup, error) {
 	fg := f.groups[gid]
 	if fg == nil {
-		return nil, fmt.Errorf("fake: %w", ErrGroupNotFound)
+		return nil, fmt.Errorf("fake: %w", rules.ErrGroupNotFound)
 	}
 	if fg.ended {
-		return nil, fmt.Errorf("fake: %w", ErrGroupEnded)
+		return nil, fmt.Errorf("fake: %w", rules.ErrGroupEnded)
 	}
 	return fg, nil
 }
@@ -115,7 +116,7 @@ func (f *fakeBackend) Leave(_ context.Context, gid, nid string) error {
 		return err
 	}
 	if fg.nodes[nid] == nil {
-		return fmt.Errorf("fake: %w", ErrNodeNotFound)
+		return fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	delete(fg.nodes, nid)
 	f.appendLocked(gid, Item{Kind: KindLeave, Node: nid, Reason: "left"})
@@ -143,7 +144,7 @@ func (f *fakeBackend) Heartbeat(_ context.Context, gid, nid string) (Group, Node
 	}
 	n := fg.nodes[nid]
 	if n == nil {
-		return Group{}, Node{}, fmt.Errorf("fake: %w", ErrNodeNotFound)
+		return Group{}, Node{}, fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	now := time.Now()
 	n.LastSeen, n.ExpiresAt = now, now.Add(f.ttl)
@@ -159,7 +160,7 @@ func (f *fakeBackend) ReplaceData(_ context.Context, gid, nid string, data map[s
 	}
 	n := fg.nodes[nid]
 	if n == nil {
-		return 0, fmt.Errorf("fake: %w", ErrNodeNotFound)
+		return 0, fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	changed := map[string]string{}
 	for k := range n.Data {
@@ -181,7 +182,7 @@ func (f *fakeBackend) Publish(_ context.Context, gid, nid string, events []Event
 		return nil, err
 	}
 	if fg.nodes[nid] == nil {
-		return nil, fmt.Errorf("fake: %w", ErrNodeNotFound)
+		return nil, fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	var cs []int64
 	for _, e := range events {
@@ -203,6 +204,16 @@ func (f *fakeBackend) Snapshot(_ context.Context, gid string) (Snapshot, error) 
 	}
 	sort.Slice(s.Nodes, func(i, j int) bool { return s.Nodes[i].ID < s.Nodes[j].ID })
 	return s, nil
+}
+
+func (f *fakeBackend) Group(_ context.Context, gid string) (Snapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fg, err := f.liveLocked(gid)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return Snapshot{Group: fg.g, Cursor: f.cursor}, nil
 }
 
 func (f *fakeBackend) listLocked(keep func(Group) bool, limit int) []Group {
@@ -239,7 +250,7 @@ func (f *fakeBackend) FindNode(_ context.Context, nid string) (Group, Node, erro
 			return fg.g, copyNode(n), nil
 		}
 	}
-	return Group{}, Node{}, fmt.Errorf("fake: %w", ErrNodeNotFound)
+	return Group{}, Node{}, fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 }
 
 func (f *fakeBackend) CursorAt(_ context.Context, gid string, t time.Time) (int64, error) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"meshbox/apierror"
+	"meshbox/rules"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,16 +77,17 @@ func validID(what string, id graphql.ID) error {
 	return nil
 }
 
-// toMeshError turns a backend error into the GraphQL error the client expects. Unknown errors
-// are logged once here and reported without their details.
+// toMeshError turns a backend error into the GraphQL error the client expects: apierror
+// decides the errorType (the same map gives the native API its statuses); the messages are
+// the cloud's. Unknown errors are logged once here and reported without their details.
 func (r *root) toMeshError(op string, err error) error {
 	var me *meshError
-	switch {
-	case errors.As(err, &me):
+	if errors.As(err, &me) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
-	case errors.Is(err, ErrGroupNotFound):
-		return newError(errGroupNotFound, "Group not found")
-	case errors.Is(err, ErrGroupEnded):
+	}
+	a := apierror.Of(err)
+	switch {
+	case errors.Is(err, rules.ErrGroupEnded):
 		// The cloud's three messages; the client only looks at the type.
 		switch msg := err.Error(); {
 		case strings.Contains(msg, "heartbeat"):
@@ -93,32 +96,42 @@ func (r *root) toMeshError(op string, err error) error {
 			return newError(errGroupNotFound, "Group not found")
 		}
 		return newError(errGroupNotFound, "Group expired")
-	case errors.Is(err, ErrNodeNotFound):
+	case a.MeshType == errGroupNotFound:
+		return newError(errGroupNotFound, "Group not found")
+	case a.MeshType == errNodeNotFound:
 		return newError(errNodeNotFound, "Node not found")
-	case errors.Is(err, ErrForbidden):
+	case a.MeshType == errUnauthorized:
 		return newError(errUnauthorized, "Unauthorized")
-	case errors.Is(err, ErrInvalid):
-		return newError(errValidation, "%s", err.Error())
-	case errors.Is(err, ErrStorageFull):
+	case a.MeshType == errStorageFull:
 		// Logged once by the store when it fills, not per call.
 		return newError(errStorageFull, "The server's storage is full; it is making room. Retry in a few seconds.")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return err
+	case a.Internal:
+		r.log.Error("mesh v2 operation failed", "op", op, "err", err)
+		return newError(errInternal, "internal error")
 	}
-	r.log.Error("mesh v2 operation failed", "op", op, "err", err)
-	return newError(errInternal, "internal error")
+	return newError(a.MeshType, "%s", err.Error())
 }
 
-// liveGroup loads a group and checks it is alive and in the named domain; a group in another
-// domain is reported as missing so domains stay separate namespaces.
+// liveGroup loads a group (without its nodes: an in-memory read, no snapshot) and checks it
+// is alive and in the named domain; a group in another domain is reported as missing so
+// domains stay separate namespaces.
 func (r *root) liveGroup(ctx context.Context, op string, groupID graphql.ID, domain string) (Snapshot, error) {
+	return r.checkLive(ctx, op, groupID, domain, r.backend.Group)
+}
+
+// liveSnapshot is liveGroup with the group's nodes, for the calls that list them.
+func (r *root) liveSnapshot(ctx context.Context, op string, groupID graphql.ID, domain string) (Snapshot, error) {
+	return r.checkLive(ctx, op, groupID, domain, r.backend.Snapshot)
+}
+
+func (r *root) checkLive(ctx context.Context, op string, groupID graphql.ID, domain string, load func(context.Context, string) (Snapshot, error)) (Snapshot, error) {
 	if err := validDomain(domain); err != nil {
 		return Snapshot{}, err
 	}
 	if err := validID("groupId", groupID); err != nil {
 		return Snapshot{}, err
 	}
-	snap, err := r.backend.Snapshot(ctx, string(groupID))
+	snap, err := load(ctx, string(groupID))
 	if err != nil {
 		return Snapshot{}, r.toMeshError(op, err)
 	}
@@ -223,7 +236,7 @@ func (r *root) GetNodeStatus(ctx context.Context, args struct{ NodeID graphql.ID
 		return nil, err
 	}
 	g, n, err := r.backend.FindNode(ctx, string(args.NodeID))
-	if errors.Is(err, ErrNodeNotFound) || errors.Is(err, ErrGroupNotFound) || errors.Is(err, ErrGroupEnded) {
+	if errors.Is(err, rules.ErrNodeNotFound) || errors.Is(err, rules.ErrGroupNotFound) || errors.Is(err, rules.ErrGroupEnded) {
 		return nil, nil
 	}
 	if err != nil {
@@ -241,7 +254,7 @@ type groupArgs struct {
 // ListGroupStatuses resolves Query.listGroupStatuses: the data of every node that has
 // reported some, as in the cloud.
 func (r *root) ListGroupStatuses(ctx context.Context, args groupArgs) ([]nodeStatus, error) {
-	snap, err := r.liveGroup(ctx, "listGroupStatuses", args.GroupID, args.Domain)
+	snap, err := r.liveSnapshot(ctx, "listGroupStatuses", args.GroupID, args.Domain)
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +277,7 @@ func statusesOf(snap Snapshot) []nodeStatus {
 // ListNodesInGroup resolves Query.listNodesInGroup: the members, without the host, as in the
 // cloud (the host never joins its own group there).
 func (r *root) ListNodesInGroup(ctx context.Context, args groupArgs) ([]nodeOut, error) {
-	snap, err := r.liveGroup(ctx, "listNodesInGroup", args.GroupID, args.Domain)
+	snap, err := r.liveSnapshot(ctx, "listNodesInGroup", args.GroupID, args.Domain)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +358,7 @@ func (r *root) GetEventsSince(ctx context.Context, args sinceArgs) ([]eventOut, 
 
 // PollGroupData resolves Query.pollGroupData: events and every member's data in one call.
 func (r *root) PollGroupData(ctx context.Context, args sinceArgs) (*pollGroupData, error) {
-	snap, err := r.liveGroup(ctx, "pollGroupData", args.GroupID, args.Domain)
+	snap, err := r.liveSnapshot(ctx, "pollGroupData", args.GroupID, args.Domain)
 	if err != nil {
 		return nil, err
 	}
@@ -758,7 +771,7 @@ func (r *root) RecordEventsByNode(ctx context.Context, args eventsArgs) (*record
 // OnMessageInGroup resolves Subscription.onMessageInGroup: the group's stream from now on,
 // turned into batchEvent, nodeStatus and groupDissolve messages.
 func (r *root) OnMessageInGroup(ctx context.Context, args groupArgs) (<-chan *meshMessage, error) {
-	snap, err := r.liveGroup(ctx, "onMessageInGroup", args.GroupID, args.Domain)
+	snap, err := r.liveSnapshot(ctx, "onMessageInGroup", args.GroupID, args.Domain)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package meshv2
 import (
 	"context"
 	"errors"
+	"meshbox/rules"
 	"time"
 
 	graphql "github.com/graph-gophers/graphql-go"
@@ -37,7 +38,7 @@ func (r *root) follow(ctx context.Context, snap Snapshot, out chan<- *meshMessag
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, ErrGroupNotFound) || errors.Is(err, ErrGroupEnded) {
+		if errors.Is(err, rules.ErrGroupNotFound) || errors.Is(err, rules.ErrGroupEnded) {
 			send(r.dissolved(g))
 			return
 		}
