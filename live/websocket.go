@@ -24,6 +24,7 @@ type Socket struct {
 	// waits for the lock and cannot clear the start of a stalled write.
 	wmu        sync.Mutex
 	writeStart atomic.Int64
+	waiting    atomic.Int32 // writers waiting for wmu (tests observe it)
 	closeOnce  sync.Once
 	reason     atomic.Pointer[Reason]
 }
@@ -82,7 +83,9 @@ func (s *Socket) WS() *websocket.Conn { return s.ws }
 // Write sends one text message. It arms no timer: a write that stalls is cut off by the
 // manager's pinger (Slow), and Close ends a write in progress by closing the socket.
 func (s *Socket) Write(b []byte) error {
+	s.waiting.Add(1)
 	s.wmu.Lock()
+	s.waiting.Add(-1)
 	defer s.wmu.Unlock()
 	s.writeStart.Store(time.Now().UnixNano())
 	defer s.writeStart.Store(0)
