@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +49,26 @@ func publish(t *testing.T, st *rules.Engine, j rules.Joined, n int) []int64 {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// clock is the rules' time in tests that age items: advanced by hand, never slept on.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Now()} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }
 
 func cursors(items []stream.Item) []int64 {
@@ -177,10 +198,11 @@ func TestReadSkipsOtherGroupsActivity(t *testing.T) {
 
 // TestReadTruncated: a reader behind the retention is told, once, and moves on.
 func TestReadTruncated(t *testing.T) {
-	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond})
+	clk := newClock()
+	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond, Now: clk.Now})
 	j := newGroup(t, st, "old")
 	cs := publish(t, st, j, 3)
-	time.Sleep(50 * time.Millisecond)
+	clk.Advance(50 * time.Millisecond)
 	if _, err := st.Purge(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +226,8 @@ func TestReadTruncated(t *testing.T) {
 // TestPurgeDropsTailItems: items the store purged leave the tail too, so a reader open across
 // the purge, with a cursor before them, learns of the truncation as a new reader would.
 func TestPurgeDropsTailItems(t *testing.T) {
-	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond})
+	clk := newClock()
+	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond, Now: clk.Now})
 	j := newGroup(t, st, "purge")
 	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
 	defer sub.Close()
@@ -212,7 +235,7 @@ func TestPurgeDropsTailItems(t *testing.T) {
 	if b, err := sub.Read(context.Background(), j.Cursor, 10); err != nil || !slices.Equal(cursors(b.Items), cs) {
 		t.Fatalf("read before the purge: %+v %v", b, err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	clk.Advance(50 * time.Millisecond)
 	if _, err := st.Purge(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +312,7 @@ func TestWait(t *testing.T) {
 	}
 	// Nothing to read: the context ends the wait.
 	ctx, cancel = context.WithCancel(context.Background())
-	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	go cancel() // before or during the wait: either way the context ends it
 	if err := sub.Wait(ctx, st.LastCursor()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled wait: %v", err)
 	}
