@@ -7,13 +7,13 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"meshbox/rules"
 	"meshbox/rules/rulestest"
 	"meshbox/stream"
+	"meshbox/testclock"
 )
 
 // The hub is tested over a real store in a temporary SQLite file, connected the way app
@@ -49,26 +49,6 @@ func publish(t *testing.T, st *rules.Engine, j rules.Joined, n int) []int64 {
 		t.Fatal(err)
 	}
 	return cs
-}
-
-// clock is the rules' time in tests that age items: advanced by hand, never slept on.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 func cursors(items []stream.Item) []int64 {
@@ -198,7 +178,7 @@ func TestReadSkipsOtherGroupsActivity(t *testing.T) {
 
 // TestReadTruncated: a reader behind the retention is told, once, and moves on.
 func TestReadTruncated(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond, Now: clk.Now})
 	j := newGroup(t, st, "old")
 	cs := publish(t, st, j, 3)
@@ -226,7 +206,7 @@ func TestReadTruncated(t *testing.T) {
 // TestPurgeDropsTailItems: items the store purged leave the tail too, so a reader open across
 // the purge, with a cursor before them, learns of the truncation as a new reader would.
 func TestPurgeDropsTailItems(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond, Now: clk.Now})
 	j := newGroup(t, st, "purge")
 	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")

@@ -206,14 +206,10 @@ func (f *fakeBackend) Snapshot(_ context.Context, gid string) (Snapshot, error) 
 	return s, nil
 }
 
-func (f *fakeBackend) Group(_ context.Context, gid string) (Snapshot, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fg, err := f.liveLocked(gid)
-	if err != nil {
-		return Snapshot{}, err
-	}
-	return Snapshot{Group: fg.g, Cursor: f.cursor}, nil
+func (f *fakeBackend) Group(ctx context.Context, gid string) (Snapshot, error) {
+	s, err := f.Snapshot(ctx, gid)
+	s.Nodes = nil
+	return s, err
 }
 
 func (f *fakeBackend) listLocked(keep func(Group) bool, limit int) []Group {

@@ -55,8 +55,9 @@ type Config struct {
 	// uses, so Mesh v2 and native clients of one classroom share a domain. When nil, a
 	// domain is derived from the connection's remote IP.
 	DomainFor func(r *http.Request) string
-	// Observer counts real-time connections (transport graphql_ws); nil counts nothing.
-	Observer Observer
+	// Observer counts real-time connections (transport graphql_ws) when the handler manages
+	// its own (Conns is nil); nil counts nothing.
+	Observer live.Observer
 
 	// NoWebSocket refuses real-time upgrades, as --no-websocket does for the native API, so
 	// the Smalruby client's WebSocket probe fails as behind a school filter.
@@ -88,17 +89,6 @@ type Config struct {
 	// proxy, X-Forwarded-For). Nil means the connection's remote address.
 	ClientIP func(r *http.Request) string
 }
-
-// Observer receives connection counts; package metrics implements it.
-type Observer interface {
-	ConnOpened(transport string)
-	ConnClosed(transport string)
-}
-
-type noopObserver struct{}
-
-func (noopObserver) ConnOpened(string) {}
-func (noopObserver) ConnClosed(string) {}
 
 func (c Config) withDefaults() Config {
 	def := func(d *time.Duration, v time.Duration) {
@@ -182,9 +172,6 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
-	if cfg.Observer == nil {
-		cfg.Observer = noopObserver{}
-	}
 	logger = logger.With("component", "meshv2")
 	r := &root{cfg: cfg, backend: backend, log: logger, now: time.Now}
 	r.roster = newRoster(backend, time.Now, cfg.PollingInterval, cfg.MaxTrackedNodes)
@@ -253,25 +240,14 @@ func (h *Handler) Realtime() http.Handler { return h.cors(http.HandlerFunc(h.ser
 // connections end with the server's context and are waited for by their manager's owner.
 func (h *Handler) Close(ctx context.Context) error {
 	h.cancel()
-	done := make(chan struct{})
-	go func() {
-		if h.ownConns {
-			h.conns.Wait(ctx)
-		}
-		h.bg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		select {
-		case <-done:
-			return nil
-		default:
-			return fmt.Errorf("close mesh v2 connections: %w", ctx.Err())
+	var err error
+	if h.ownConns {
+		if err = h.conns.Wait(ctx); err != nil {
+			err = fmt.Errorf("close mesh v2 connections: %w", err)
 		}
 	}
+	h.bg.Wait() // the roster's sweeper (and the own pinger) end as soon as h.ctx does
+	return err
 }
 
 // keyOK checks an API key in constant time; any key passes when none is configured.

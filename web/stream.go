@@ -89,26 +89,6 @@ func (b *broadcaster) count() int {
 	return len(b.subs)
 }
 
-// send offers m to every subscriber (every admin one, when adminOnly) without ever blocking: a
-// dashboard too slow to keep up loses messages and is told so with a reset, it never slows
-// the others.
-func (b *broadcaster) send(m message, adminOnly bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for s := range b.subs {
-		if adminOnly && !s.admin {
-			continue
-		}
-		select {
-		case s.ch <- m:
-		default:
-			s.mu.Lock()
-			s.lagged = true
-			s.mu.Unlock()
-		}
-	}
-}
-
 // sendOverview sends the full overview to admin streams and the aggregate one to the others,
 // each encoded once.
 func (b *broadcaster) sendOverview(o Overview) {
@@ -132,7 +112,8 @@ func (b *broadcaster) sendOverview(o Overview) {
 	}
 }
 
-// sendTo sends m to the admin streams, or to the others.
+// sendTo offers m to the admin streams, or to the others, without ever blocking: a dashboard
+// too slow to keep up loses messages and is told so with a reset, it never slows the others.
 func (b *broadcaster) sendTo(m message, admin bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -181,7 +162,7 @@ func (b *broadcaster) runItems(ctx context.Context) {
 	for {
 		items, next, truncated := b.h.feed.ReadAll(since, itemBatchMax)
 		if truncated {
-			b.send(sseMessage("reset", []byte("{}")), true)
+			b.sendTo(sseMessage("reset", []byte("{}")), true)
 		}
 		since = next
 		if len(items) > 0 && b.count() > 0 {
@@ -193,7 +174,7 @@ func (b *broadcaster) runItems(ctx context.Context) {
 			if err != nil {
 				b.h.log.Error("encode feed items", "err", err)
 			} else {
-				b.send(sseMessage("items", data), true) // payloads: the teacher's only
+				b.sendTo(sseMessage("items", data), true) // payloads: the teacher's only
 			}
 		}
 		if len(items) == itemBatchMax {
