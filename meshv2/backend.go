@@ -60,16 +60,7 @@ type EventIn struct {
 	FiredAt  time.Time
 }
 
-// Item kinds of the group stream.
-const (
-	KindEvent    = "event"
-	KindData     = "data"
-	KindJoin     = "join"
-	KindLeave    = "leave"
-	KindDissolve = "dissolve"
-)
-
-// Item is one entry of a group's stream.
+// Item is one entry of a group's stream, its kind one of stream's (stream.KindEvent, …).
 type Item struct {
 	Cursor   int64
 	Kind     string

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"meshbox/rules"
+	"meshbox/stream"
 	"sort"
 	"strings"
 	"sync"
@@ -78,7 +79,7 @@ func (f *fakeBackend) CreateGroup(_ context.Context, ng NewGroup) (Group, error)
 	fg := &fakeGroup{g: g, nodes: map[string]*Node{}}
 	fg.nodes[ng.HostID] = &Node{ID: ng.HostID, Name: ng.HostID, JoinedAt: now, LastSeen: now, ExpiresAt: now.Add(f.ttl), Data: map[string]string{}}
 	f.groups[g.ID] = fg
-	g.Cursor = f.appendLocked(g.ID, Item{Kind: KindJoin, Node: ng.HostID, Name: ng.HostID})
+	g.Cursor = f.appendLocked(g.ID, Item{Kind: stream.KindJoin, Node: ng.HostID, Name: ng.HostID})
 	return g, nil
 }
 
@@ -94,7 +95,7 @@ func (f *fakeBackend) Join(_ context.Context, gid, nid string) (Group, Node, err
 	if n == nil {
 		n = &Node{ID: nid, Name: nid, JoinedAt: now, Data: map[string]string{}}
 		fg.nodes[nid] = n
-		f.appendLocked(gid, Item{Kind: KindJoin, Node: nid, Name: nid})
+		f.appendLocked(gid, Item{Kind: stream.KindJoin, Node: nid, Name: nid})
 	}
 	n.LastSeen, n.ExpiresAt = now, now.Add(f.ttl)
 	g := fg.g
@@ -119,7 +120,7 @@ func (f *fakeBackend) Leave(_ context.Context, gid, nid string) error {
 		return fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	delete(fg.nodes, nid)
-	f.appendLocked(gid, Item{Kind: KindLeave, Node: nid, Reason: "left"})
+	f.appendLocked(gid, Item{Kind: stream.KindLeave, Node: nid, Reason: "left"})
 	return nil
 }
 
@@ -131,7 +132,7 @@ func (f *fakeBackend) Dissolve(_ context.Context, gid string) error {
 		return err
 	}
 	fg.ended = true
-	f.appendLocked(gid, Item{Kind: KindDissolve, Reason: "host"})
+	f.appendLocked(gid, Item{Kind: stream.KindDissolve, Reason: "host"})
 	return nil
 }
 
@@ -171,7 +172,7 @@ func (f *fakeBackend) ReplaceData(_ context.Context, gid, nid string, data map[s
 	maps.Copy(changed, data)
 	n.Data = maps.Clone(data)
 	n.DataAt = time.Now()
-	return f.appendLocked(gid, Item{Kind: KindData, Node: nid, Data: changed}), nil
+	return f.appendLocked(gid, Item{Kind: stream.KindData, Node: nid, Data: changed}), nil
 }
 
 func (f *fakeBackend) Publish(_ context.Context, gid, nid string, events []EventIn) ([]int64, error) {
@@ -186,7 +187,7 @@ func (f *fakeBackend) Publish(_ context.Context, gid, nid string, events []Event
 	}
 	var cs []int64
 	for _, e := range events {
-		cs = append(cs, f.appendLocked(gid, Item{Kind: KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey, FiredAt: e.FiredAt}))
+		cs = append(cs, f.appendLocked(gid, Item{Kind: stream.KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey, FiredAt: e.FiredAt}))
 	}
 	return cs, nil
 }

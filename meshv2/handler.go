@@ -5,7 +5,6 @@ package meshv2
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,6 +162,7 @@ type Handler struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 	cors   func(http.Handler) http.Handler
+	apiKey *auth.Secret
 }
 
 // New builds the handler over backend. The schema is parsed and checked against the
@@ -203,7 +203,7 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		return nil, fmt.Errorf("parse mesh v2 real-time schema: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel, conns: cfg.Conns}
+	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel, conns: cfg.Conns, apiKey: auth.NewSecret(cfg.APIKey)}
 	// The editor runs on another origin (often a public one calling a LAN box, hence Private
 	// Network Access); AppSync answers with the caller's origin.
 	h.cors = auth.CORS(auth.CORSOptions{EchoOrigin: true, Methods: []string{http.MethodGet, http.MethodPost}, MaxAgeSeconds: 86400})
@@ -250,12 +250,10 @@ func (h *Handler) Close(ctx context.Context) error {
 	return err
 }
 
-// keyOK checks an API key in constant time; any key passes when none is configured.
+// keyOK checks an API key with the one credential check (auth.Secret: hashed, then compared
+// in constant time); any key passes when none is configured.
 func (h *Handler) keyOK(key string) bool {
-	if h.cfg.APIKey == "" {
-		return true
-	}
-	return subtle.ConstantTimeCompare([]byte(key), []byte(h.cfg.APIKey)) == 1
+	return !h.apiKey.Set() || h.apiKey.Match(key)
 }
 
 // gqlError is one error as AppSync writes it: errorType at the top level, where the

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"meshbox/apierror"
 	"meshbox/rules"
+	"meshbox/stream"
 	"slices"
 	"strconv"
 	"strings"
@@ -427,7 +428,7 @@ func (r *root) poll(ctx context.Context, snap Snapshot, since string) ([]eventOu
 			return nil, r.toMeshError("read", err)
 		}
 		for _, it := range res.Items {
-			if it.Kind != KindEvent {
+			if it.Kind != stream.KindEvent {
 				continue
 			}
 			events = append(events, r.eventOf(snap.Group, it, node))

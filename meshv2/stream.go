@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"meshbox/rules"
+	"meshbox/stream"
 	"time"
 
 	graphql "github.com/graph-gophers/graphql-go"
@@ -118,7 +119,7 @@ func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]stri
 	}
 	for _, it := range items {
 		switch it.Kind {
-		case KindEvent:
+		case stream.KindEvent:
 			if batch != nil && string(batch.FiredByNodeID) != it.Node {
 				flush()
 			}
@@ -127,7 +128,7 @@ func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]stri
 			}
 			batch.Events = append(batch.Events, r.eventOf(g, it, ""))
 			batch.Timestamp = dt(it.At)
-		case KindData:
+		case stream.KindData:
 			flush()
 			m := data[it.Node]
 			if m == nil {
@@ -143,13 +144,13 @@ func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]stri
 			}
 			st := statusOf(g, Node{ID: it.Node, Data: m, DataAt: it.At})
 			msgs = append(msgs, &meshMessage{GroupID: graphql.ID(g.ID), Domain: g.Domain, NodeStatus: &st})
-		case KindJoin:
+		case stream.KindJoin:
 			if data[it.Node] == nil {
 				data[it.Node] = map[string]string{}
 			}
-		case KindLeave:
+		case stream.KindLeave:
 			delete(data, it.Node)
-		case KindDissolve:
+		case stream.KindDissolve:
 			flush()
 			msgs = append(msgs, r.dissolved(g))
 			return msgs, true
