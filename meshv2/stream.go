@@ -16,7 +16,7 @@ const followBatch = 512
 // follow turns a group's stream after snap.Cursor into Mesh v2 messages until ctx ends or the
 // group ends. It holds only a cursor and the members' data (to report a node's whole data
 // list after each change), so a slow subscriber never holds items in memory.
-func (r *root) follow(ctx context.Context, snap Snapshot, out chan<- *meshMessage) {
+func (r *root) follow(ctx context.Context, snap rules.Snapshot, out chan<- *meshMessage) {
 	defer close(out)
 	g := snap.Group
 	data := dataOf(snap)
@@ -85,7 +85,7 @@ func (r *root) follow(ctx context.Context, snap Snapshot, out chan<- *meshMessag
 	}
 }
 
-func dataOf(snap Snapshot) map[string]map[string]string {
+func dataOf(snap rules.Snapshot) map[string]map[string]string {
 	data := make(map[string]map[string]string, len(snap.Nodes))
 	for _, n := range snap.Nodes {
 		m := make(map[string]string, len(n.Data))
@@ -97,7 +97,7 @@ func dataOf(snap Snapshot) map[string]map[string]string {
 	return data
 }
 
-func (r *root) dissolved(g Group) *meshMessage {
+func (r *root) dissolved(g rules.Group) *meshMessage {
 	return &meshMessage{
 		GroupID:       graphql.ID(g.ID),
 		Domain:        g.Domain,
@@ -109,7 +109,7 @@ func (r *root) dissolved(g Group) *meshMessage {
 // batchEvent (a publish is one run of items); a data item becomes the node's nodeStatus with
 // its whole data; a dissolve ends the subscription. Joins and leaves only update the data
 // map, since the Mesh v2 schema has no message for them.
-func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]string) (msgs []*meshMessage, ended bool) {
+func (r *root) messagesOf(g rules.Group, items []stream.Item, data map[string]map[string]string) (msgs []*meshMessage, ended bool) {
 	var batch *batchEvent
 	flush := func() {
 		if batch != nil {
@@ -142,7 +142,7 @@ func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]stri
 					m[k] = v
 				}
 			}
-			st := statusOf(g, Node{ID: it.Node, Data: m, DataAt: it.At})
+			st := statusOf(g, rules.Node{ID: it.Node, Data: m, DataAt: it.At})
 			msgs = append(msgs, &meshMessage{GroupID: graphql.ID(g.ID), Domain: g.Domain, NodeStatus: &st})
 		case stream.KindJoin:
 			if data[it.Node] == nil {
