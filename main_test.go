@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -129,7 +130,12 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Shut down once publishes are flowing (some acknowledged), not after a fixed time.
+	waitUntil(t, "acknowledged publishes before shutdown", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 16
+	})
 	start := time.Now()
 	cancel()
 	select {
@@ -198,4 +204,16 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Fatal("a bad setting was accepted")
 	}
 	fmt.Fprint(io.Discard, "")
+}
+
+// waitUntil polls cond until it holds: the condition is observable, its timing is not.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		runtime.Gosched()
+	}
 }
