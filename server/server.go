@@ -70,7 +70,6 @@ type Server struct {
 	log   *slog.Logger
 	obs   Observer
 	deps  Deps
-	ctx   context.Context // ends every stream when cancelled (shutdown)
 	now   func() time.Time
 	admin *auth.Admin
 	// clients identifies callers (address, assigned domain).
@@ -88,8 +87,9 @@ type Server struct {
 	handler   http.Handler
 }
 
-// New builds the server. Streams end when ctx is cancelled, which is how shutdown reaches
-// connections that http.Server.Shutdown does not wait for (hijacked WebSockets, SSE).
+// New builds the server. Without deps.Conns, streams end when ctx is cancelled, which is how
+// shutdown reaches connections that http.Server.Shutdown does not wait for (hijacked
+// WebSockets, SSE); with it, when the manager's context is.
 func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
@@ -102,7 +102,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	}
 	s := &Server{
 		cfg: cfg, store: deps.Store, hub: deps.Hub, log: deps.Logger.With("component", "server"),
-		obs: deps.Observer, deps: deps, ctx: ctx, now: deps.Now, admin: auth.NewAdmin(cfg.AdminToken),
+		obs: deps.Observer, deps: deps, now: deps.Now, admin: auth.NewAdmin(cfg.AdminToken),
 		ipRate:    ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
 		nodeRate:  ratelimit.New(cfg.NodeRate, int(2*cfg.NodeRate)),
 		groupRate: ratelimit.New(cfg.GroupRate, int(2*cfg.GroupRate)),
@@ -127,9 +127,6 @@ func LiveConfig(cfg config.Config, obs live.Observer) live.Config {
 
 // Handler is the root HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
-
-// Context is the server context: cancelled on shutdown.
-func (s *Server) Context() context.Context { return s.ctx }
 
 // handlerFunc is a handler that returns its error; adapt turns it into an http.HandlerFunc
 // that answers errors in one way.
