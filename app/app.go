@@ -152,7 +152,6 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyTimeout,
 		DomainFor: clients.Domain, ClientIP: clients.IP, Conns: a.conns,
 		NoWebSocket: cfg.NoWebSocket, Introspection: cfg.GraphQLIntrospection,
-		Observer: a.Metrics,
 	}, meshv2.NewStoreBackend(a.Store, a.Hub), log.With("component", "meshv2"))
 	if err != nil {
 		cancel()

@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"meshbox/hub"
+	"meshbox/live"
 	"meshbox/metrics"
 	"meshbox/rules"
 	"meshbox/rules/rulestest"
@@ -33,12 +34,17 @@ type testBox struct {
 
 func newTestBox(t *testing.T, adminToken string) *testBox {
 	t.Helper()
+	return newTestBoxWith(t, Config{AdminToken: adminToken, Version: "v-test"})
+}
+
+func newTestBoxWith(t *testing.T, cfg Config) *testBox {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := metrics.New("test", nil)
 	store := rulestest.Open(t, "", rules.Options{Observer: m})
 	hb := hub.New(store, hub.Options{})
 	store.Start(rules.Hooks{OnCommit: hb.Publish, Active: hb.Active})
-	h, err := New(Config{AdminToken: adminToken, Version: "v-test"}, store, hb, m, nil)
+	h, err := New(cfg, store, hb, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +285,36 @@ func TestStreamLimit(t *testing.T) {
 	defer resp.Body.Close()
 	if resp2 := b.do(t, http.MethodGet, "/api/v1/dashboard/stream", ""); resp2.StatusCode != http.StatusServiceUnavailable || resp2.Header.Get("Retry-After") == "" {
 		t.Errorf("second dashboard: %d, want 503 with Retry-After", resp2.StatusCode)
+	}
+}
+
+// Dashboard streams are long-lived connections like any other: one manager (package live) holds
+// them under the per-address cap shared with every transport, except the teacher's, which have
+// slots of their own.
+func TestStreamSharesTheAddressCap(t *testing.T) {
+	t.Parallel()
+	b := newTestBoxWith(t, Config{AdminToken: "tok", Conns: live.New(context.Background(), live.Config{MaxPerAddr: 1})})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	second := b.do(t, http.MethodGet, "/api/v1/dashboard/stream", "")
+	raw, _ := io.ReadAll(second.Body)
+	if second.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(raw), "too_many_connections") || second.Header.Get("Retry-After") == "" {
+		t.Errorf("second public dashboard of one address: %d %s", second.StatusCode, raw)
+	}
+	treq, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream?token=tok", nil)
+	teacher, err := http.DefaultClient.Do(treq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer teacher.Body.Close()
+	if teacher.StatusCode != http.StatusOK {
+		t.Errorf("the teacher's dashboard at the cap: %d, want 200", teacher.StatusCode)
 	}
 }
 
