@@ -271,18 +271,25 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 	}
 }
 
-func TestStreamLimit(t *testing.T) {
-	t.Parallel()
-	b := newTestBox(t, "")
-	b.h.cfg.MaxStreams = 1
+// openDashboard opens a dashboard stream held until the test ends.
+func (b *testBox) openDashboard(t *testing.T, query string) *http.Response {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream", nil)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream"+query, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func TestStreamLimit(t *testing.T) {
+	t.Parallel()
+	b := newTestBox(t, "")
+	b.h.cfg.MaxStreams = 1
+	b.openDashboard(t, "")
 	if resp2 := b.do(t, http.MethodGet, "/api/v1/dashboard/stream", ""); resp2.StatusCode != http.StatusServiceUnavailable || resp2.Header.Get("Retry-After") == "" {
 		t.Errorf("second dashboard: %d, want 503 with Retry-After", resp2.StatusCode)
 	}
@@ -294,25 +301,13 @@ func TestStreamLimit(t *testing.T) {
 func TestStreamSharesTheAddressCap(t *testing.T) {
 	t.Parallel()
 	b := newTestBoxWith(t, Config{AdminToken: "tok", Conns: live.New(context.Background(), live.Config{MaxPerAddr: 1})})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	b.openDashboard(t, "")
 	second := b.do(t, http.MethodGet, "/api/v1/dashboard/stream", "")
 	raw, _ := io.ReadAll(second.Body)
 	if second.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(raw), "too_many_connections") || second.Header.Get("Retry-After") == "" {
 		t.Errorf("second public dashboard of one address: %d %s", second.StatusCode, raw)
 	}
-	treq, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream?token=tok", nil)
-	teacher, err := http.DefaultClient.Do(treq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer teacher.Body.Close()
+	teacher := b.openDashboard(t, "?token=tok")
 	if teacher.StatusCode != http.StatusOK {
 		t.Errorf("the teacher's dashboard at the cap: %d, want 200", teacher.StatusCode)
 	}
