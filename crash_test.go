@@ -15,7 +15,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	_ "modernc.org/sqlite"
 )
@@ -118,7 +117,13 @@ func TestSIGKILLLosesNoAcknowledgedItem(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(700 * time.Millisecond)
+	// Kill once writes are flowing (some acknowledged), not after a fixed time: what matters
+	// is that the kill lands among acknowledged and in-flight writes.
+	waitUntil(t, "acknowledged writes before the kill", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 200
+	})
 	mu.Lock()
 	cmd.Process.Signal(syscall.SIGKILL) // while holding mu: no ack is recorded after the kill
 	mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -131,7 +132,12 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Shut down once publishes are flowing (some acknowledged), not after a fixed time.
+	waitUntil(t, "acknowledged publishes before shutdown", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 16
+	})
 	start := time.Now()
 	cancel()
 	select {
@@ -267,5 +273,17 @@ func TestHealthcheck(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"healthcheck", "--addr", "127.0.0.1:" + port}, func(string) string { return "" }, io.Discard); err == nil {
 		t.Fatal("healthcheck passed with meshbox stopped")
+	}
+}
+
+// waitUntil polls cond until it holds: the condition is observable, its timing is not.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		runtime.Gosched()
 	}
 }

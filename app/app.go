@@ -19,6 +19,7 @@ import (
 	"meshbox/config"
 	"meshbox/hub"
 	"meshbox/lan"
+	"meshbox/live"
 	"meshbox/meshv2"
 	"meshbox/metrics"
 	"meshbox/rules"
@@ -39,6 +40,7 @@ type App struct {
 	Hub      *hub.Hub
 	Server   *server.Server
 	Metrics  *metrics.Metrics
+	conns    *live.Manager
 	mesh     *meshv2.Handler
 	lan      *lan.Advertiser // nil when mDNS is off or could not start
 	http     *http.Server
@@ -131,31 +133,36 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	a.Hub = hub.New(a.Store, hub.Options{TailItems: cfg.TailItems, TailBytes: cfg.TailBytes, GlobalBytes: cfg.FeedBytes})
 	a.Store.Start(rules.Hooks{OnCommit: a.Hub.Publish, Active: a.Hub.Active, OnPurge: a.Hub.Purged})
 
-	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr, LANHost: lanHost(cfg)}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
+	// One context ends every long-lived connection and background loop at shutdown; one
+	// manager holds every long-lived connection (native streams, Mesh v2 real-time, dashboard
+	// streams) under one per-address cap; one rule identifies callers on every entrance.
+	loopCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.conns = live.New(loopCtx, server.LiveConfig(cfg, a.Metrics))
+	clients := server.Clients(cfg)
+	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr, LANHost: lanHost(cfg),
+		Clients: clients, Conns: a.conns}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {
+		cancel()
 		a.close()
 		return nil, fmt.Errorf("dashboard: %w", err)
 	}
-	// Mesh v2 clients must land in the same domains as native ones: the server's rule decides.
-	var srv *server.Server
+	// Mesh v2 clients land in the same domains as native ones: the same rule decides.
 	a.mesh, err = meshv2.New(meshv2.Config{
 		APIKey: cfg.APIKey, HostHeartbeatInterval: cfg.HostHeartbeatInterval,
 		MemberHeartbeatInterval: cfg.MemberHeartbeatInterval, PollingInterval: cfg.PollingInterval,
 		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyTimeout,
-		DomainFor:   func(r *http.Request) string { return srv.DomainFor(r) },
-		ClientIP:    func(r *http.Request) string { return srv.ClientIP(r) },
-		AcquireConn: func(r *http.Request) (func(), bool) { return srv.AcquireConn(r) },
+		DomainFor: clients.Domain, ClientIP: clients.IP, Conns: a.conns,
 		NoWebSocket: cfg.NoWebSocket, Introspection: cfg.GraphQLIntrospection,
-		Observer: a.Metrics,
 	}, meshv2.NewStoreBackend(a.Store, a.Hub), log.With("component", "meshv2"))
 	if err != nil {
+		cancel()
 		a.close()
 		return nil, fmt.Errorf("mesh v2: %w", err)
 	}
-	loopCtx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
-	srv = server.New(loopCtx, cfg, server.Deps{
+	srv := server.New(loopCtx, cfg, server.Deps{
 		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP, Now: opts.Now,
+		Conns: a.conns,
 		Mounts: []func(chi.Router){
 			dash.Routes,
 			a.mesh.Routes,
@@ -184,7 +191,7 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		ConnContext: srv.ConnContext,
 	}
 	a.loops.Add(4)
-	go func() { defer a.loops.Done(); srv.Run(loopCtx) }()
+	go func() { defer a.loops.Done(); a.conns.Run(loopCtx) }()
 	go func() { defer a.loops.Done(); a.Store.RunPurge(loopCtx, cfg.PurgeInterval) }()
 	go func() { defer a.loops.Done(); a.Hub.Run(loopCtx) }()
 	go func() { defer a.loops.Done(); dash.Run(loopCtx) }()
@@ -239,7 +246,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 			a.lan.Stop()
 		}
 		err := a.mesh.Close(ctx)
-		err = errors.Join(err, a.http.Shutdown(ctx), a.Server.Wait(ctx))
+		err = errors.Join(err, a.http.Shutdown(ctx), a.conns.Wait(ctx))
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = errors.Join(err, a.http.Close())
 		}

@@ -33,20 +33,30 @@ func Token(r *http.Request, q url.Values) string {
 	return q.Get("token")
 }
 
-// Admin checks tokens against the admin token.
-type Admin struct {
+// Secret checks tokens against one secret: the admin token, or Mesh v2's API key. It is the one
+// comparison of a presented credential with a configured one in meshbox.
+type Secret struct {
 	set  bool
 	want [sha256.Size]byte
 }
 
-// NewAdmin returns the check for token; an empty token matches nothing.
-func NewAdmin(token string) *Admin {
-	return &Admin{set: token != "", want: sha256.Sum256([]byte(token))}
+// NewSecret returns the check for secret; an empty secret matches nothing.
+func NewSecret(secret string) *Secret {
+	return &Secret{set: secret != "", want: sha256.Sum256([]byte(secret))}
 }
 
-// Match reports whether tok is the admin token. Both sides are hashed first, so the comparison
+// Admin is the check of the admin token.
+type Admin = Secret
+
+// NewAdmin returns the check of the admin token; an empty token matches nothing.
+func NewAdmin(token string) *Admin { return NewSecret(token) }
+
+// Set reports whether a secret is configured.
+func (a *Secret) Set() bool { return a != nil && a.set }
+
+// Match reports whether tok is the secret. Both sides are hashed first, so the comparison
 // takes the same time whatever the lengths and wherever the first difference is.
-func (a *Admin) Match(tok string) bool {
+func (a *Secret) Match(tok string) bool {
 	if a == nil || !a.set || tok == "" {
 		return false
 	}
@@ -54,5 +64,5 @@ func (a *Admin) Match(tok string) bool {
 	return subtle.ConstantTimeCompare(got[:], a.want[:]) == 1
 }
 
-// Request reports whether r carries the admin token (header or query).
-func (a *Admin) Request(r *http.Request) bool { return a.Match(Token(r, nil)) }
+// Request reports whether r carries the secret as its bearer token (header or query).
+func (a *Secret) Request(r *http.Request) bool { return a.Match(Token(r, nil)) }

@@ -183,6 +183,7 @@ type wsMessage struct {
 // followWS reads items over a WebSocket until it fails; it returns the
 // cursor to resume from.
 func (r *reader) followWS(ctx context.Context, c *client, since int64, connected func()) (int64, error) {
+	var dec decoder // one parser for the connection: no allocation per message
 	u := "ws" + trimHTTP(c.streamURL(r, "ws", since, ""))
 	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{
 		HTTPClient: c.http,
@@ -214,7 +215,7 @@ func (r *reader) followWS(ctx context.Context, c *client, since int64, connected
 			return since, fmt.Errorf("websocket read: %w", err)
 		}
 		recv := time.Now()
-		if err := decodeWSMessage(buf.Bytes(), &msg); err != nil {
+		if err := dec.wsMessage(buf.Bytes(), &msg); err != nil {
 			return since, fmt.Errorf("websocket message: %w", err)
 		}
 		r.stats.frames.Add(1)
@@ -232,6 +233,7 @@ func (r *reader) followWS(ctx context.Context, c *client, since int64, connected
 
 // followSSE reads items from a Server-Sent Events stream.
 func (r *reader) followSSE(ctx context.Context, c *client, since int64, connected func()) (int64, error) {
+	var dec decoder // one parser for the connection: no allocation per message
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.streamURL(r, "stream", since, ""), nil)
 	if err != nil {
 		return since, fmt.Errorf("build request: %w", err)
@@ -264,7 +266,7 @@ func (r *reader) followSSE(ctx context.Context, c *client, since int64, connecte
 			r.stats.resets.Add(1)
 			continue
 		}
-		if err := decodeItem(ev.Data, &one[0]); err != nil {
+		if err := dec.item(ev.Data, &one[0]); err != nil {
 			return since, fmt.Errorf("sse item: %w", err)
 		}
 		r.handle(one, recv)
@@ -281,6 +283,7 @@ type pollAnswer struct {
 
 // followPoll long-polls for items.
 func (r *reader) followPoll(ctx context.Context, c *client, since int64, connected func()) (int64, error) {
+	var dec decoder // one parser for the connection: no allocation per message
 	connected()
 	var buf bytes.Buffer
 	var a pollAnswer
@@ -304,7 +307,7 @@ func (r *reader) followPoll(ctx context.Context, c *client, since int64, connect
 			return since, fmt.Errorf("long-poll: %w", apiError(resp, buf.Bytes()))
 		}
 		recv := time.Now()
-		if err := decodePollAnswer(buf.Bytes(), &a); err != nil {
+		if err := dec.pollAnswer(buf.Bytes(), &a); err != nil {
 			return since, fmt.Errorf("long-poll answer: %w", err)
 		}
 		r.stats.frames.Add(1)

@@ -4,6 +4,13 @@
 // A value that cannot be used is reported as one line naming the setting the way the user gave it
 // (--event-ttl or MESHBOX_EVENT_TTL), the value, and what is accepted: a teacher who mistyped one
 // setting must not have to find that line in a screen of usage text.
+//
+// Kept on the standard library's flag package rather than github.com/peterbourgon/ff/v4 (which
+// also reads an environment twin per flag): ff applies the environment by setting the flags
+// and reports a bad variable as the flag's parse error, so the message would name the flag
+// (--event-ttl) for a value the user set as MESHBOX_EVENT_TTL, and its help output lists
+// settings in its own layout. Both are the points of this package; what ff would save is the
+// loop that reads the environment before flag.Parse, a few lines.
 package config
 
 import (

@@ -14,6 +14,7 @@ import (
 	"meshbox/rules"
 	"meshbox/rules/rulestest"
 	"meshbox/stream"
+	"meshbox/testclock"
 )
 
 // The hub is tested over a real store in a temporary SQLite file, connected the way app
@@ -178,10 +179,11 @@ func TestReadSkipsOtherGroupsActivity(t *testing.T) {
 
 // TestReadTruncated: a reader behind the retention is told, once, and moves on.
 func TestReadTruncated(t *testing.T) {
-	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond})
+	clk := testclock.New()
+	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond, Now: clk.Now})
 	j := newGroup(t, st, "old")
 	cs := publish(t, st, j, 3)
-	time.Sleep(50 * time.Millisecond)
+	clk.Advance(50 * time.Millisecond)
 	if _, err := st.Purge(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +207,8 @@ func TestReadTruncated(t *testing.T) {
 // TestPurgeDropsTailItems: items the store purged leave the tail too, so a reader open across
 // the purge, with a cursor before them, learns of the truncation as a new reader would.
 func TestPurgeDropsTailItems(t *testing.T) {
-	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond})
+	clk := testclock.New()
+	st, h := newHub(t, Options{}, rules.Options{EventTTL: 20 * time.Millisecond, Now: clk.Now})
 	j := newGroup(t, st, "purge")
 	sub := h.Subscribe(j.Group.ID, j.Node.ID, "ws")
 	defer sub.Close()
@@ -213,7 +216,7 @@ func TestPurgeDropsTailItems(t *testing.T) {
 	if b, err := sub.Read(context.Background(), j.Cursor, 10); err != nil || !slices.Equal(cursors(b.Items), cs) {
 		t.Fatalf("read before the purge: %+v %v", b, err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	clk.Advance(50 * time.Millisecond)
 	if _, err := st.Purge(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +293,7 @@ func TestWait(t *testing.T) {
 	}
 	// Nothing to read: the context ends the wait.
 	ctx, cancel = context.WithCancel(context.Background())
-	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	go cancel() // before or during the wait: either way the context ends it
 	if err := sub.Wait(ctx, st.LastCursor()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled wait: %v", err)
 	}

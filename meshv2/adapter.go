@@ -2,7 +2,6 @@ package meshv2
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -29,72 +28,27 @@ func NewStoreBackend(store *rules.Engine, h *hub.Hub) *StoreBackend {
 	return &StoreBackend{store: store, hub: h}
 }
 
-// mapErr wraps a store error with the meshv2 sentinel it means, keeping the original text.
+// mapErr names the operation; the rules' sentinel stays inside for apierror to map.
 func mapErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var kind error
-	switch {
-	case errors.Is(err, rules.ErrGroupNotFound):
-		kind = ErrGroupNotFound
-	case errors.Is(err, rules.ErrGroupEnded):
-		kind = ErrGroupEnded
-	case errors.Is(err, rules.ErrNodeNotFound):
-		kind = ErrNodeNotFound
-	case errors.Is(err, rules.ErrForbidden), errors.Is(err, rules.ErrUnauthorized):
-		kind = ErrForbidden
-	case errors.Is(err, rules.ErrInvalid), errors.Is(err, rules.ErrGroupFull), errors.Is(err, rules.ErrDomainFull),
-		errors.Is(err, rules.ErrConflict), errors.Is(err, rules.ErrCursorAhead), errors.Is(err, rules.ErrTooLarge),
-		errors.Is(err, rules.ErrRateLimited):
-		kind = ErrInvalid
-	case errors.Is(err, rules.ErrStorageFull):
-		kind = ErrStorageFull
-	default:
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return fmt.Errorf("%s: %w: %w", op, kind, err)
-}
-
-func groupOf(g rules.Group) Group {
-	return Group{ID: g.ID, Domain: g.Domain, Name: g.Name, HostID: g.Host, CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt, UseWebSocket: g.UseWebSocket}
-}
-
-func nodeOf(n rules.Node) Node {
-	return Node{ID: n.ID, Name: n.Name, JoinedAt: n.JoinedAt, LastSeen: n.LastSeen, ExpiresAt: n.ExpiresAt, DataAt: n.DataAt, Data: n.Data}
-}
-
-func groupsOf(gs []rules.Group) []Group {
-	out := make([]Group, len(gs))
-	for i, g := range gs {
-		out[i] = groupOf(g)
-	}
-	return out
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 // CreateGroup implements Backend; the host's node id doubles as its name, as in the cloud.
-func (b *StoreBackend) CreateGroup(ctx context.Context, g NewGroup) (Group, error) {
-	j, err := b.store.CreateGroup(ctx, rules.NewGroup{
-		Domain: g.Domain, Name: g.Name, HostID: g.HostID, HostName: g.HostID, Lifetime: g.Lifetime, UseWebSocket: g.UseWebSocket,
-		MeshV2Host: true,
-	})
-	if err != nil {
-		return Group{}, mapErr("create group", err)
-	}
-	g2 := groupOf(j.Group)
-	g2.Cursor = j.Cursor
-	return g2, nil
+func (b *StoreBackend) CreateGroup(ctx context.Context, g rules.NewGroup) (rules.Joined, error) {
+	g.HostName, g.MeshV2Host = g.HostID, true
+	j, err := b.store.CreateGroup(ctx, g)
+	j.Token = "" // Mesh v2 nodes act without one
+	return j, mapErr("create group", err)
 }
 
 // Join implements Backend.
-func (b *StoreBackend) Join(ctx context.Context, groupID, nodeID string) (Group, Node, error) {
+func (b *StoreBackend) Join(ctx context.Context, groupID, nodeID string) (rules.Joined, error) {
 	j, err := b.store.Join(ctx, groupID, rules.NewNode{ID: nodeID, Name: nodeID, MeshV2: true})
-	if err != nil {
-		return Group{}, Node{}, mapErr("join", err)
-	}
-	g := groupOf(j.Group)
-	g.Cursor = j.Cursor
-	return g, nodeOf(j.Node), nil
+	j.Token = ""
+	return j, mapErr("join", err)
 }
 
 // Leave implements Backend.
@@ -118,15 +72,15 @@ func (b *StoreBackend) Dissolve(ctx context.Context, groupID string) error {
 }
 
 // Heartbeat implements Backend.
-func (b *StoreBackend) Heartbeat(ctx context.Context, groupID, nodeID string) (Group, Node, error) {
+func (b *StoreBackend) Heartbeat(ctx context.Context, groupID, nodeID string) (rules.Group, rules.Node, error) {
 	if err := b.store.MeshV2Member(groupID, nodeID); err != nil {
-		return Group{}, Node{}, mapErr("heartbeat", err)
+		return rules.Group{}, rules.Node{}, mapErr("heartbeat", err)
 	}
 	g, n, err := b.store.Heartbeat(ctx, groupID, nodeID)
 	if err != nil {
-		return Group{}, Node{}, mapErr("heartbeat", err)
+		return rules.Group{}, rules.Node{}, mapErr("heartbeat", err)
 	}
-	return groupOf(g), nodeOf(n), nil
+	return g, n, nil
 }
 
 // ReplaceData implements Backend.
@@ -138,53 +92,51 @@ func (b *StoreBackend) ReplaceData(ctx context.Context, groupID, nodeID string, 
 	return c, mapErr("set data", err)
 }
 
-// Publish implements Backend. An empty payload is stored as none, as the cloud stores null.
-func (b *StoreBackend) Publish(ctx context.Context, groupID, nodeID string, events []EventIn) ([]int64, error) {
-	in := make([]rules.EventIn, len(events))
-	for i, e := range events {
-		in[i] = rules.EventIn{Name: e.Name, OrderKey: e.OrderKey, FiredAt: e.FiredAt}
-		if e.Payload != "" {
-			p := e.Payload
-			in[i].Payload = &p
-		}
-	}
+// Publish implements Backend.
+func (b *StoreBackend) Publish(ctx context.Context, groupID, nodeID string, events []rules.EventIn) ([]int64, error) {
 	if err := b.store.MeshV2Member(groupID, nodeID); err != nil {
 		return nil, mapErr("publish", err)
 	}
-	cs, err := b.store.Publish(ctx, groupID, nodeID, in)
+	cs, err := b.store.Publish(ctx, groupID, nodeID, events)
 	return cs, mapErr("publish", err)
 }
 
 // Snapshot implements Backend.
-func (b *StoreBackend) Snapshot(ctx context.Context, groupID string) (Snapshot, error) {
+func (b *StoreBackend) Snapshot(ctx context.Context, groupID string) (rules.Snapshot, error) {
 	if err := b.store.MeshV2Member(groupID, ""); err != nil {
-		return Snapshot{}, mapErr("snapshot", err)
+		return rules.Snapshot{}, mapErr("snapshot", err)
 	}
 	s, err := b.store.Snapshot(ctx, groupID)
+	return s, mapErr("snapshot", err)
+}
+
+// Group implements Backend with the rules' in-memory read; the cursor is read after the
+// group, so nothing of the group's state is newer than it.
+func (b *StoreBackend) Group(_ context.Context, groupID string) (rules.Snapshot, error) {
+	if err := b.store.MeshV2Member(groupID, ""); err != nil {
+		return rules.Snapshot{}, mapErr("group", err)
+	}
+	g, err := b.store.Group(groupID)
 	if err != nil {
-		return Snapshot{}, mapErr("snapshot", err)
+		return rules.Snapshot{}, mapErr("group", err)
 	}
-	out := Snapshot{Group: groupOf(s.Group), Cursor: s.Cursor, Nodes: make([]Node, len(s.Nodes))}
-	for i, n := range s.Nodes {
-		out.Nodes[i] = nodeOf(n)
-	}
-	return out, nil
+	return rules.Snapshot{Group: g, Cursor: b.store.LastCursor()}, nil
 }
 
 // Groups implements Backend.
-func (b *StoreBackend) Groups(_ context.Context, domain string) ([]Group, error) {
+func (b *StoreBackend) Groups(_ context.Context, domain string) ([]rules.Group, error) {
 	if domain == "" {
 		return nil, nil
 	}
-	return groupsOf(meshV2Only(b.store.Groups(domain), 0)), nil
+	return meshV2Only(b.store.Groups(domain), 0), nil
 }
 
 // SearchGroups implements Backend.
-func (b *StoreBackend) SearchGroups(_ context.Context, prefix string, limit int) ([]Group, error) {
+func (b *StoreBackend) SearchGroups(_ context.Context, prefix string, limit int) ([]rules.Group, error) {
 	if prefix == "" {
 		return nil, nil
 	}
-	return groupsOf(meshV2Only(b.store.SearchGroups(prefix, 0), limit)), nil
+	return meshV2Only(b.store.SearchGroups(prefix, 0), limit), nil
 }
 
 // meshV2Only keeps the groups Mesh v2 may reach, at most limit (0: all).
@@ -199,16 +151,16 @@ func meshV2Only(gs []rules.Group, limit int) []rules.Group {
 }
 
 // FindNode implements Backend.
-func (b *StoreBackend) FindNode(_ context.Context, nodeID string) (Group, Node, error) {
+func (b *StoreBackend) FindNode(_ context.Context, nodeID string) (rules.Group, rules.Node, error) {
 	n, err := b.store.FindMeshV2Node(nodeID)
 	if err != nil {
-		return Group{}, Node{}, mapErr("find node", err)
+		return rules.Group{}, rules.Node{}, mapErr("find node", err)
 	}
 	g, err := b.store.Group(n.Group)
 	if err != nil {
-		return Group{}, Node{}, mapErr("find node", err)
+		return rules.Group{}, rules.Node{}, mapErr("find node", err)
 	}
-	return groupOf(g), nodeOf(n), nil
+	return g, n, nil
 }
 
 // CursorAt implements Backend.
@@ -237,26 +189,22 @@ func (r hubReader) Close() { r.sub.Close() }
 
 func (r hubReader) Wait(ctx context.Context, since int64) error { return r.sub.Wait(ctx, since) }
 
-func (r hubReader) Read(ctx context.Context, since int64, limit int) (ReadResult, error) {
+func (r hubReader) Read(ctx context.Context, since int64, limit int) (hub.Batch, error) {
 	bt, err := r.sub.Read(ctx, since, limit)
 	if err != nil {
-		return ReadResult{}, mapErr("read", err)
+		return hub.Batch{}, mapErr("read", err)
 	}
-	out := ReadResult{Next: bt.Next, Truncated: bt.Truncated, Items: make([]Item, len(bt.Items))}
+	// Items kept in memory hold their payload and data once, in their JSON: decode the few
+	// kinds whose fields Mesh v2 reports, in a copy (the tail's items are shared).
+	items := make([]stream.Item, len(bt.Items))
 	for i, it := range bt.Items {
 		if it.Kind == stream.KindEvent || it.Kind == stream.KindData {
-			// Items kept in memory hold their payload and data once, in their JSON.
 			if it, err = it.Decode(); err != nil {
-				return ReadResult{}, mapErr("read", err)
+				return hub.Batch{}, mapErr("read", err)
 			}
 		}
-		out.Items[i] = Item{
-			Cursor: it.Cursor, Kind: it.Kind, Node: it.Node, Name: it.Name, OrderKey: it.OrderKey,
-			At: it.At, FiredAt: it.FiredAt, Data: it.Data, Reason: it.Reason,
-		}
-		if it.Payload != nil {
-			out.Items[i].Payload = *it.Payload
-		}
+		items[i] = it
 	}
-	return out, nil
+	bt.Items = items
+	return bt, nil
 }

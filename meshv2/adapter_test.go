@@ -2,32 +2,14 @@ package meshv2
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"meshbox/hub"
 	"meshbox/rules"
 	"meshbox/rules/rulestest"
+	"meshbox/testclock"
 )
-
-// testClock is a settable clock shared by the store and the resolvers.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // newStoreBackend opens a real SQLite store in t.TempDir() with a hub, wired as main does.
 func newStoreBackend(t *testing.T, now func() time.Time) (*StoreBackend, *rules.Engine) {
@@ -50,7 +32,7 @@ func backends(t *testing.T, test func(t *testing.T, b Backend)) {
 
 func TestStoreBackendLifetimes(t *testing.T) {
 	t.Parallel()
-	clock := &testClock{t: time.Now()}
+	clock := testclock.New()
 	b, store := newStoreBackend(t, clock.Now)
 	s := newTestServer(t, Config{MaxConnectionTime: time.Hour}, b)
 	s.h.root.now = clock.Now
@@ -59,7 +41,7 @@ func TestStoreBackendLifetimes(t *testing.T) {
 
 	// A member silent past its TTL is removed; the host heartbeat keeps the group.
 	for range 5 {
-		clock.Add(130 * time.Second)
+		clock.Advance(130 * time.Second)
 		s.ok(t, "renewHeartbeat", qRenew, map[string]any{"groupId": gid, "domain": "classroom", "hostId": "host"})
 	}
 	if _, err := store.Purge(context.Background()); err != nil {
@@ -68,18 +50,18 @@ func TestStoreBackendLifetimes(t *testing.T) {
 	s.fails(t, errNodeNotFound, qMemberHB, map[string]any{"groupId": gid, "domain": "classroom", "nodeId": "m1"})
 
 	// The host's heartbeat lapsing ends the group.
-	clock.Add(151 * time.Second)
+	clock.Advance(151 * time.Second)
 	s.fails(t, errGroupNotFound, qRenew, map[string]any{"groupId": gid, "domain": "classroom", "hostId": "host"})
 
 	// expiresAt is absolute: heartbeats do not move it.
 	g2 := obj(t, s.ok(t, "createGroup", qCreateGroup, map[string]any{
 		"name": "h2", "hostId": "h2", "domain": "classroom", "maxConnectionTimeSeconds": 100, "useWebSocket": true,
 	}))
-	clock.Add(60 * time.Second)
+	clock.Advance(60 * time.Second)
 	hb := obj(t, s.ok(t, "renewHeartbeat", qRenew, map[string]any{"groupId": g2["id"], "domain": "classroom", "hostId": "h2"}))
 	if hb["expiresAt"] != g2["expiresAt"] {
 		t.Fatalf("heartbeat moved expiresAt from %v to %v", g2["expiresAt"], hb["expiresAt"])
 	}
-	clock.Add(41 * time.Second)
+	clock.Advance(41 * time.Second)
 	s.fails(t, errGroupNotFound, qRenew, map[string]any{"groupId": g2["id"], "domain": "classroom", "hostId": "h2"})
 }

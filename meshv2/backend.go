@@ -2,140 +2,48 @@ package meshv2
 
 import (
 	"context"
-	"errors"
+	"meshbox/hub"
+	"meshbox/rules"
 	"time"
 )
 
-// Errors a Backend returns. The resolvers map them to the Mesh v2 error types the Smalruby
-// client acts on (GroupNotFound, NodeNotFound, Unauthorized, ValidationError), so an adapter
-// must wrap its own errors around these with %w.
-var (
-	// ErrGroupNotFound means the group does not exist (or never did in that domain).
-	ErrGroupNotFound = errors.New("group not found")
-	// ErrGroupEnded means the group existed but was dissolved, expired or lost its host.
-	ErrGroupEnded = errors.New("group ended")
-	// ErrNodeNotFound means the node is not (or no longer) a member of the group.
-	ErrNodeNotFound = errors.New("node not found")
-	// ErrForbidden means the node may not do this, for example a member dissolving the group.
-	ErrForbidden = errors.New("forbidden")
-	// ErrInvalid means the input broke a limit or rule of the store (sizes, counts).
-	ErrInvalid = errors.New("invalid input")
-	// ErrStorageFull means the server could not store the write for want of room; it makes
-	// room by itself (purging the oldest items), so the client should retry shortly.
-	ErrStorageFull = errors.New("storage full")
-)
+// A Backend returns the rules' sentinel errors (rules.ErrGroupNotFound, ErrNodeNotFound, …),
+// wrapped with %w; package apierror maps them to the Mesh v2 errorTypes the Smalruby client
+// acts on, as it maps them to HTTP statuses for the native API.
 
-// Group is the part of a group the Mesh v2 layer reports.
-type Group struct {
-	ID           string
-	Domain       string
-	Name         string
-	HostID       string
-	CreatedAt    time.Time
-	ExpiresAt    time.Time
-	UseWebSocket bool
-	// Cursor, in the answers of CreateGroup and Join only, is the stream position right after
-	// the call's own items: where a new reader of that node starts. Zero elsewhere.
-	Cursor int64
-}
-
-// Node is a member of a group, with its data.
-type Node struct {
-	ID        string
-	Name      string
-	JoinedAt  time.Time
-	LastSeen  time.Time
-	ExpiresAt time.Time
-	// DataAt is when the node's data last changed; zero when it never had any.
-	DataAt time.Time
-	Data   map[string]string
-}
-
-// Snapshot is a group with its nodes, consistent with Cursor: every item after Cursor
-// happened after this state.
-type Snapshot struct {
-	Group  Group
-	Nodes  []Node
-	Cursor int64
-}
-
-// NewGroup is what createGroup asks the store for.
-type NewGroup struct {
-	Domain       string
-	Name         string
-	HostID       string
-	Lifetime     time.Duration
-	UseWebSocket bool
-}
-
-// EventIn is one event to publish.
-type EventIn struct {
-	Name     string
-	Payload  string
-	OrderKey string
-	FiredAt  time.Time
-}
-
-// Item kinds of the group stream.
-const (
-	KindEvent    = "event"
-	KindData     = "data"
-	KindJoin     = "join"
-	KindLeave    = "leave"
-	KindDissolve = "dissolve"
-)
-
-// Item is one entry of a group's stream.
-type Item struct {
-	Cursor   int64
-	Kind     string
-	Node     string
-	Name     string
-	Payload  string
-	OrderKey string
-	At       time.Time
-	// FiredAt is the publishing client's own time of an event; zero when it gave none.
-	FiredAt time.Time
-	// Data holds the changed keys of a data item; "" means the key was deleted.
-	Data   map[string]string
-	Reason string
-}
-
-// ReadResult is a page of a group's stream.
-type ReadResult struct {
-	Items []Item
-	// Next is the cursor to read after next time.
-	Next int64
-	// Truncated says items after the requested cursor were purged before they were read.
-	Truncated bool
-}
+// The Mesh v2 layer speaks the rules' types (rules.Group, rules.Node, rules.Snapshot,
+// rules.NewGroup, rules.EventIn) and the stream's (stream.Item, hub.Batch): it is an entrance
+// like the native API, not a store of its own.
 
 // Backend is what the Mesh v2 layer needs from meshbox's groups, nodes and stream. Writes
 // must be durable when they return; Read must return items in cursor order.
 type Backend interface {
 	// CreateGroup creates a group with its host node, or returns the live group the same
 	// host already has in the domain.
-	CreateGroup(ctx context.Context, g NewGroup) (Group, error)
+	CreateGroup(ctx context.Context, g rules.NewGroup) (rules.Joined, error)
 	// Join adds (or renews) the node nodeID in the group.
-	Join(ctx context.Context, groupID, nodeID string) (Group, Node, error)
+	Join(ctx context.Context, groupID, nodeID string) (rules.Joined, error)
 	// Leave removes a member and its data.
 	Leave(ctx context.Context, groupID, nodeID string) error
 	// Dissolve ends the group; the caller has checked that hostID is its host.
 	Dissolve(ctx context.Context, groupID string) error
 	// Heartbeat renews a node (and the group's host heartbeat when it is the host).
-	Heartbeat(ctx context.Context, groupID, nodeID string) (Group, Node, error)
+	Heartbeat(ctx context.Context, groupID, nodeID string) (rules.Group, rules.Node, error)
 	// ReplaceData sets the node's whole data map, deleting keys not in data.
 	ReplaceData(ctx context.Context, groupID, nodeID string, data map[string]string) (int64, error)
 	// Publish appends events to the group's stream and returns their cursors.
-	Publish(ctx context.Context, groupID, nodeID string, events []EventIn) ([]int64, error)
+	Publish(ctx context.Context, groupID, nodeID string, events []rules.EventIn) ([]int64, error)
 	// Snapshot returns a live group, its nodes and the current cursor.
-	Snapshot(ctx context.Context, groupID string) (Snapshot, error)
+	Snapshot(ctx context.Context, groupID string) (rules.Snapshot, error)
+	// Group returns a live group and the current cursor, without its nodes: an in-memory
+	// read for the hot paths (publish, heartbeats, polls), which need no node list.
+	Group(ctx context.Context, groupID string) (rules.Snapshot, error)
 	// Groups lists the live groups of a domain.
-	Groups(ctx context.Context, domain string) ([]Group, error)
+	Groups(ctx context.Context, domain string) ([]rules.Group, error)
 	// SearchGroups lists live groups whose name starts with prefix, in any domain.
-	SearchGroups(ctx context.Context, prefix string, limit int) ([]Group, error)
+	SearchGroups(ctx context.Context, prefix string, limit int) ([]rules.Group, error)
 	// FindNode finds a node by id in any live group.
-	FindNode(ctx context.Context, nodeID string) (Group, Node, error)
+	FindNode(ctx context.Context, nodeID string) (rules.Group, rules.Node, error)
 	// CursorAt returns the cursor to read after to get the group's items stamped after t.
 	CursorAt(ctx context.Context, groupID string, t time.Time) (int64, error)
 	// Open opens a reader of the group's stream. Mesh v2 does not say which node reads, so
@@ -150,7 +58,7 @@ type Backend interface {
 // Reader reads one group's stream by cursor.
 type Reader interface {
 	// Read returns up to limit items after since without waiting.
-	Read(ctx context.Context, since int64, limit int) (ReadResult, error)
+	Read(ctx context.Context, since int64, limit int) (hub.Batch, error)
 	// Wait blocks until there is an item after since, or ctx ends.
 	Wait(ctx context.Context, since int64) error
 	// Close releases the reader.

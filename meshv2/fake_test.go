@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"meshbox/hub"
+	"meshbox/rules"
+	"meshbox/stream"
 	"sort"
 	"strings"
 	"sync"
@@ -26,12 +29,12 @@ type fakeBackend struct {
 
 type fakeItem struct {
 	gid string
-	Item
+	stream.Item
 }
 
 type fakeGroup struct {
-	g     Group
-	nodes map[string]*Node
+	g     rules.Group
+	nodes map[string]*rules.Node
 	ended bool
 }
 
@@ -39,7 +42,7 @@ func newFakeBackend() *fakeBackend {
 	return &fakeBackend{groups: map[string]*fakeGroup{}, wake: make(chan struct{}), ttl: 10 * time.Minute, present: map[string]int{}}
 }
 
-func (f *fakeBackend) appendLocked(gid string, it Item) int64 {
+func (f *fakeBackend) appendLocked(gid string, it stream.Item) int64 {
 	f.cursor++
 	it.Cursor = f.cursor
 	it.At = time.Now()
@@ -52,56 +55,52 @@ func (f *fakeBackend) appendLocked(gid string, it Item) int64 {
 func (f *fakeBackend) liveLocked(gid string) (*fakeGroup, error) {
 	fg := f.groups[gid]
 	if fg == nil {
-		return nil, fmt.Errorf("fake: %w", ErrGroupNotFound)
+		return nil, fmt.Errorf("fake: %w", rules.ErrGroupNotFound)
 	}
 	if fg.ended {
-		return nil, fmt.Errorf("fake: %w", ErrGroupEnded)
+		return nil, fmt.Errorf("fake: %w", rules.ErrGroupEnded)
 	}
 	return fg, nil
 }
 
-func (f *fakeBackend) CreateGroup(_ context.Context, ng NewGroup) (Group, error) {
+func (f *fakeBackend) CreateGroup(_ context.Context, ng rules.NewGroup) (rules.Joined, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, fg := range f.groups {
-		if !fg.ended && fg.g.HostID == ng.HostID && fg.g.Domain == ng.Domain {
-			g := fg.g
-			g.Cursor = f.cursor
-			return g, nil
+		if !fg.ended && fg.g.Host == ng.HostID && fg.g.Domain == ng.Domain {
+			return rules.Joined{Group: fg.g, Node: copyNode(fg.nodes[ng.HostID]), Cursor: f.cursor}, nil
 		}
 	}
 	f.seq++
 	now := time.Now()
-	g := Group{ID: fmt.Sprintf("g%d", f.seq), Domain: ng.Domain, Name: ng.Name, HostID: ng.HostID,
-		CreatedAt: now, ExpiresAt: now.Add(ng.Lifetime), UseWebSocket: ng.UseWebSocket}
-	fg := &fakeGroup{g: g, nodes: map[string]*Node{}}
-	fg.nodes[ng.HostID] = &Node{ID: ng.HostID, Name: ng.HostID, JoinedAt: now, LastSeen: now, ExpiresAt: now.Add(f.ttl), Data: map[string]string{}}
+	g := rules.Group{ID: fmt.Sprintf("g%d", f.seq), Domain: ng.Domain, Name: ng.Name, Host: ng.HostID,
+		CreatedAt: now, ExpiresAt: now.Add(ng.Lifetime), UseWebSocket: ng.UseWebSocket, MeshV2: true}
+	fg := &fakeGroup{g: g, nodes: map[string]*rules.Node{}}
+	fg.nodes[ng.HostID] = &rules.Node{ID: ng.HostID, Group: g.ID, Name: ng.HostID, JoinedAt: now, LastSeen: now, ExpiresAt: now.Add(f.ttl), Data: map[string]string{}, Host: true, MeshV2: true}
 	f.groups[g.ID] = fg
-	g.Cursor = f.appendLocked(g.ID, Item{Kind: KindJoin, Node: ng.HostID, Name: ng.HostID})
-	return g, nil
+	c := f.appendLocked(g.ID, stream.Item{Kind: stream.KindJoin, Node: ng.HostID, Name: ng.HostID})
+	return rules.Joined{Group: g, Node: copyNode(fg.nodes[ng.HostID]), Cursor: c}, nil
 }
 
-func (f *fakeBackend) Join(_ context.Context, gid, nid string) (Group, Node, error) {
+func (f *fakeBackend) Join(_ context.Context, gid, nid string) (rules.Joined, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fg, err := f.liveLocked(gid)
 	if err != nil {
-		return Group{}, Node{}, err
+		return rules.Joined{}, err
 	}
 	now := time.Now()
 	n := fg.nodes[nid]
 	if n == nil {
-		n = &Node{ID: nid, Name: nid, JoinedAt: now, Data: map[string]string{}}
+		n = &rules.Node{ID: nid, Group: gid, Name: nid, JoinedAt: now, Data: map[string]string{}, MeshV2: true}
 		fg.nodes[nid] = n
-		f.appendLocked(gid, Item{Kind: KindJoin, Node: nid, Name: nid})
+		f.appendLocked(gid, stream.Item{Kind: stream.KindJoin, Node: nid, Name: nid})
 	}
 	n.LastSeen, n.ExpiresAt = now, now.Add(f.ttl)
-	g := fg.g
-	g.Cursor = f.cursor
-	return g, copyNode(n), nil
+	return rules.Joined{Group: fg.g, Node: copyNode(n), Cursor: f.cursor}, nil
 }
 
-func copyNode(n *Node) Node {
+func copyNode(n *rules.Node) rules.Node {
 	c := *n
 	c.Data = maps.Clone(n.Data)
 	return c
@@ -115,10 +114,10 @@ func (f *fakeBackend) Leave(_ context.Context, gid, nid string) error {
 		return err
 	}
 	if fg.nodes[nid] == nil {
-		return fmt.Errorf("fake: %w", ErrNodeNotFound)
+		return fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	delete(fg.nodes, nid)
-	f.appendLocked(gid, Item{Kind: KindLeave, Node: nid, Reason: "left"})
+	f.appendLocked(gid, stream.Item{Kind: stream.KindLeave, Node: nid, Reason: "left"})
 	return nil
 }
 
@@ -130,20 +129,20 @@ func (f *fakeBackend) Dissolve(_ context.Context, gid string) error {
 		return err
 	}
 	fg.ended = true
-	f.appendLocked(gid, Item{Kind: KindDissolve, Reason: "host"})
+	f.appendLocked(gid, stream.Item{Kind: stream.KindDissolve, Reason: "host"})
 	return nil
 }
 
-func (f *fakeBackend) Heartbeat(_ context.Context, gid, nid string) (Group, Node, error) {
+func (f *fakeBackend) Heartbeat(_ context.Context, gid, nid string) (rules.Group, rules.Node, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fg, err := f.liveLocked(gid)
 	if err != nil {
-		return Group{}, Node{}, err
+		return rules.Group{}, rules.Node{}, err
 	}
 	n := fg.nodes[nid]
 	if n == nil {
-		return Group{}, Node{}, fmt.Errorf("fake: %w", ErrNodeNotFound)
+		return rules.Group{}, rules.Node{}, fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	now := time.Now()
 	n.LastSeen, n.ExpiresAt = now, now.Add(f.ttl)
@@ -159,7 +158,7 @@ func (f *fakeBackend) ReplaceData(_ context.Context, gid, nid string, data map[s
 	}
 	n := fg.nodes[nid]
 	if n == nil {
-		return 0, fmt.Errorf("fake: %w", ErrNodeNotFound)
+		return 0, fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	changed := map[string]string{}
 	for k := range n.Data {
@@ -170,10 +169,10 @@ func (f *fakeBackend) ReplaceData(_ context.Context, gid, nid string, data map[s
 	maps.Copy(changed, data)
 	n.Data = maps.Clone(data)
 	n.DataAt = time.Now()
-	return f.appendLocked(gid, Item{Kind: KindData, Node: nid, Data: changed}), nil
+	return f.appendLocked(gid, stream.Item{Kind: stream.KindData, Node: nid, Data: changed}), nil
 }
 
-func (f *fakeBackend) Publish(_ context.Context, gid, nid string, events []EventIn) ([]int64, error) {
+func (f *fakeBackend) Publish(_ context.Context, gid, nid string, events []rules.EventIn) ([]int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fg, err := f.liveLocked(gid)
@@ -181,23 +180,23 @@ func (f *fakeBackend) Publish(_ context.Context, gid, nid string, events []Event
 		return nil, err
 	}
 	if fg.nodes[nid] == nil {
-		return nil, fmt.Errorf("fake: %w", ErrNodeNotFound)
+		return nil, fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 	}
 	var cs []int64
 	for _, e := range events {
-		cs = append(cs, f.appendLocked(gid, Item{Kind: KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey, FiredAt: e.FiredAt}))
+		cs = append(cs, f.appendLocked(gid, stream.Item{Kind: stream.KindEvent, Node: nid, Name: e.Name, Payload: e.Payload, OrderKey: e.OrderKey, FiredAt: e.FiredAt}))
 	}
 	return cs, nil
 }
 
-func (f *fakeBackend) Snapshot(_ context.Context, gid string) (Snapshot, error) {
+func (f *fakeBackend) Snapshot(_ context.Context, gid string) (rules.Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fg, err := f.liveLocked(gid)
 	if err != nil {
-		return Snapshot{}, err
+		return rules.Snapshot{}, err
 	}
-	s := Snapshot{Group: fg.g, Cursor: f.cursor}
+	s := rules.Snapshot{Group: fg.g, Cursor: f.cursor}
 	for _, n := range fg.nodes {
 		s.Nodes = append(s.Nodes, copyNode(n))
 	}
@@ -205,8 +204,14 @@ func (f *fakeBackend) Snapshot(_ context.Context, gid string) (Snapshot, error) 
 	return s, nil
 }
 
-func (f *fakeBackend) listLocked(keep func(Group) bool, limit int) []Group {
-	var out []Group
+func (f *fakeBackend) Group(ctx context.Context, gid string) (rules.Snapshot, error) {
+	s, err := f.Snapshot(ctx, gid)
+	s.Nodes = nil
+	return s, err
+}
+
+func (f *fakeBackend) listLocked(keep func(rules.Group) bool, limit int) []rules.Group {
+	var out []rules.Group
 	for _, fg := range f.groups {
 		if !fg.ended && keep(fg.g) {
 			out = append(out, fg.g)
@@ -219,19 +224,19 @@ func (f *fakeBackend) listLocked(keep func(Group) bool, limit int) []Group {
 	return out
 }
 
-func (f *fakeBackend) Groups(_ context.Context, domain string) ([]Group, error) {
+func (f *fakeBackend) Groups(_ context.Context, domain string) ([]rules.Group, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.listLocked(func(g Group) bool { return g.Domain == domain }, 0), nil
+	return f.listLocked(func(g rules.Group) bool { return g.Domain == domain }, 0), nil
 }
 
-func (f *fakeBackend) SearchGroups(_ context.Context, prefix string, limit int) ([]Group, error) {
+func (f *fakeBackend) SearchGroups(_ context.Context, prefix string, limit int) ([]rules.Group, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.listLocked(func(g Group) bool { return strings.HasPrefix(g.Name, prefix) }, limit), nil
+	return f.listLocked(func(g rules.Group) bool { return strings.HasPrefix(g.Name, prefix) }, limit), nil
 }
 
-func (f *fakeBackend) FindNode(_ context.Context, nid string) (Group, Node, error) {
+func (f *fakeBackend) FindNode(_ context.Context, nid string) (rules.Group, rules.Node, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, fg := range f.groups {
@@ -239,7 +244,7 @@ func (f *fakeBackend) FindNode(_ context.Context, nid string) (Group, Node, erro
 			return fg.g, copyNode(n), nil
 		}
 	}
-	return Group{}, Node{}, fmt.Errorf("fake: %w", ErrNodeNotFound)
+	return rules.Group{}, rules.Node{}, fmt.Errorf("fake: %w", rules.ErrNodeNotFound)
 }
 
 func (f *fakeBackend) CursorAt(_ context.Context, gid string, t time.Time) (int64, error) {
@@ -292,10 +297,10 @@ type fakeReader struct {
 
 func (r *fakeReader) Close() {}
 
-func (r *fakeReader) after(since int64, limit int) ([]Item, <-chan struct{}) {
+func (r *fakeReader) after(since int64, limit int) ([]stream.Item, <-chan struct{}) {
 	r.f.mu.Lock()
 	defer r.f.mu.Unlock()
-	var items []Item
+	var items []stream.Item
 	for _, it := range r.f.items {
 		if it.Cursor > since && len(items) < limit && it.gid == r.gid {
 			items = append(items, it.Item)
@@ -304,9 +309,9 @@ func (r *fakeReader) after(since int64, limit int) ([]Item, <-chan struct{}) {
 	return items, r.f.wake
 }
 
-func (r *fakeReader) Read(_ context.Context, since int64, limit int) (ReadResult, error) {
+func (r *fakeReader) Read(_ context.Context, since int64, limit int) (hub.Batch, error) {
 	items, _ := r.after(since, limit)
-	res := ReadResult{Items: items, Next: since}
+	res := hub.Batch{Items: items, Next: since}
 	if len(items) > 0 {
 		res.Next = items[len(items)-1].Cursor
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,7 +106,9 @@ func TestGroupLifecycle(t *testing.T) {
 		}
 
 		since := time.Now().UTC().Format("2006-01-02T15:04:05.000Z")
-		time.Sleep(2 * time.Millisecond)
+		for time.Now().UTC().Format("2006-01-02T15:04:05.000Z") == since {
+			runtime.Gosched() // until the next millisecond: what follows is stamped after since
+		}
 		fired := time.Date(2026, 1, 2, 3, 4, 5, 678e6, time.UTC)
 		fire := obj(t, s.ok(t, "fireEventsByNode", qFire, map[string]any{"groupId": gid, "domain": "classroom", "nodeId": "m1",
 			"events": []map[string]any{{"eventName": "go", "payload": "p1", "firedAt": fired.Format(time.RFC3339Nano), "orderKey": "k1"}}}))

@@ -5,13 +5,14 @@ package meshv2
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"meshbox/auth"
+	"meshbox/live"
 	"net"
 	"net/http"
 	"os"
@@ -53,8 +54,9 @@ type Config struct {
 	// uses, so Mesh v2 and native clients of one classroom share a domain. When nil, a
 	// domain is derived from the connection's remote IP.
 	DomainFor func(r *http.Request) string
-	// Observer counts real-time connections (transport graphql_ws); nil counts nothing.
-	Observer Observer
+	// Observer counts real-time connections (transport graphql_ws) when the handler manages
+	// its own (Conns is nil); nil counts nothing.
+	Observer live.Observer
 
 	// NoWebSocket refuses real-time upgrades, as --no-websocket does for the native API, so
 	// the Smalruby client's WebSocket probe fails as behind a school filter.
@@ -78,24 +80,14 @@ type Config struct {
 	MaxSubscriptions int
 	// MaxTrackedNodes bounds the polling positions and expected readers kept in memory.
 	MaxTrackedNodes int
-	// AcquireConn counts a real-time connection against the caller's per-address cap; ok is
-	// false when the caller is at the cap. Nil means no cap.
-	AcquireConn func(r *http.Request) (release func(), ok bool)
+	// Conns manages real-time connections with every other long-lived connection of the
+	// server (one per-address cap, pings, shutdown). Nil gives the handler its own, without a
+	// cap, ended by Close.
+	Conns *live.Manager
 	// ClientIP is the caller's address as the rest of the server sees it (behind a trusted
 	// proxy, X-Forwarded-For). Nil means the connection's remote address.
 	ClientIP func(r *http.Request) string
 }
-
-// Observer receives connection counts; package metrics implements it.
-type Observer interface {
-	ConnOpened(transport string)
-	ConnClosed(transport string)
-}
-
-type noopObserver struct{}
-
-func (noopObserver) ConnOpened(string) {}
-func (noopObserver) ConnClosed(string) {}
 
 func (c Config) withDefaults() Config {
 	def := func(d *time.Duration, v time.Duration) {
@@ -162,11 +154,15 @@ type Handler struct {
 	log      *slog.Logger
 	exec     *execSlots
 
-	// ctx ends every real-time connection and the roster's sweeper on Close.
+	// conns manages the real-time connections; ownConns when the handler made it.
+	conns    *live.Manager
+	ownConns bool
+	// ctx ends the roster's sweeper (and the handler's own connections) on Close.
 	ctx    context.Context
 	cancel context.CancelFunc
-	conns  sync.WaitGroup
 	bg     sync.WaitGroup
+	cors   func(http.Handler) http.Handler
+	apiKey *auth.Secret
 }
 
 // New builds the handler over backend. The schema is parsed and checked against the
@@ -176,9 +172,6 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
-	if cfg.Observer == nil {
-		cfg.Observer = noopObserver{}
-	}
 	logger = logger.With("component", "meshv2")
 	r := &root{cfg: cfg, backend: backend, log: logger, now: time.Now}
 	r.roster = newRoster(backend, time.Now, cfg.PollingInterval, cfg.MaxTrackedNodes)
@@ -210,7 +203,15 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		return nil, fmt.Errorf("parse mesh v2 real-time schema: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel}
+	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel, conns: cfg.Conns, apiKey: auth.NewSecret(cfg.APIKey)}
+	// The editor runs on another origin (often a public one calling a LAN box, hence Private
+	// Network Access); AppSync answers with the caller's origin.
+	h.cors = auth.CORS(auth.CORSOptions{EchoOrigin: true, Methods: []string{http.MethodGet, http.MethodPost}, MaxAgeSeconds: 86400})
+	if h.conns == nil {
+		h.conns, h.ownConns = live.New(ctx, live.Config{Observer: cfg.Observer, WriteTimeout: cfg.WriteTimeout}), true
+		h.bg.Add(1)
+		go func() { defer h.bg.Done(); h.conns.Run(ctx) }()
+	}
 	h.exec = newExecSlots(cfg.MaxConcurrent, func(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithTimeout(ctx, cfg.QueueWait)
 	})
@@ -229,73 +230,30 @@ func (h *Handler) Routes(r chi.Router) {
 }
 
 // GraphQL returns the handler of POST /graphql (and its CORS preflight).
-func (h *Handler) GraphQL() http.Handler { return http.HandlerFunc(h.serveGraphQL) }
+func (h *Handler) GraphQL() http.Handler { return h.cors(http.HandlerFunc(h.serveGraphQL)) }
 
 // Realtime returns the handler of GET /graphql/realtime (and its CORS preflight).
-func (h *Handler) Realtime() http.Handler { return http.HandlerFunc(h.serveRealtime) }
+func (h *Handler) Realtime() http.Handler { return h.cors(http.HandlerFunc(h.serveRealtime)) }
 
-// Close ends every real-time connection (with status 1012, so clients reconnect) and waits
-// for their goroutines, or until ctx ends.
+// Close stops the handler's background work; with connections of its own it ends them (with
+// status 1012, so clients reconnect) and waits for them, or until ctx ends. Shared
+// connections end with the server's context and are waited for by their manager's owner.
 func (h *Handler) Close(ctx context.Context) error {
 	h.cancel()
-	done := make(chan struct{})
-	go func() {
-		h.conns.Wait()
-		h.bg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		select {
-		case <-done:
-			return nil
-		default:
-			return fmt.Errorf("close mesh v2 connections: %w", ctx.Err())
+	var err error
+	if h.ownConns {
+		if err = h.conns.Wait(ctx); err != nil {
+			err = fmt.Errorf("close mesh v2 connections: %w", err)
 		}
 	}
+	h.bg.Wait() // the roster's sweeper (and the own pinger) end as soon as h.ctx does
+	return err
 }
 
-// corsAllowHeaders are the request headers the aws-appsync client and its auth links send.
-const corsAllowHeaders = "Content-Type, X-Api-Key, X-Amz-Date, X-Amz-User-Agent, X-Amz-Security-Token, " +
-	"Authorization, Host, Accept, Cache-Control, X-Requested-With"
-
-// cors writes the CORS headers; it reports true when the request was a preflight and has
-// been answered. The editor runs on another origin (often a public one calling a LAN box,
-// hence Private Network Access).
-func cors(w http.ResponseWriter, r *http.Request, methods string) bool {
-	hd := w.Header()
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		hd.Set("Access-Control-Allow-Origin", "*")
-	} else {
-		hd.Set("Access-Control-Allow-Origin", origin)
-		hd.Add("Vary", "Origin")
-	}
-	if r.Method != http.MethodOptions {
-		return false
-	}
-	hd.Set("Access-Control-Allow-Methods", methods)
-	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
-		// Echoing what was asked keeps custom AppSync headers working without a list
-		// that has to follow every client release; the fixed list documents the usual ones.
-		hd.Set("Access-Control-Allow-Headers", corsAllowHeaders+", "+req)
-	} else {
-		hd.Set("Access-Control-Allow-Headers", corsAllowHeaders)
-	}
-	hd.Set("Access-Control-Allow-Private-Network", "true")
-	hd.Set("Access-Control-Max-Age", "86400")
-	w.WriteHeader(http.StatusNoContent)
-	return true
-}
-
-// keyOK checks an API key in constant time; any key passes when none is configured.
+// keyOK checks an API key with the one credential check (auth.Secret: hashed, then compared
+// in constant time); any key passes when none is configured.
 func (h *Handler) keyOK(key string) bool {
-	if h.cfg.APIKey == "" {
-		return true
-	}
-	return subtle.ConstantTimeCompare([]byte(key), []byte(h.cfg.APIKey)) == 1
+	return !h.apiKey.Set() || h.apiKey.Match(key)
 }
 
 // gqlError is one error as AppSync writes it: errorType at the top level, where the
@@ -351,9 +309,6 @@ type gqlRequest struct {
 }
 
 func (h *Handler) serveGraphQL(w http.ResponseWriter, r *http.Request) {
-	if cors(w, r, "POST, OPTIONS") {
-		return
-	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST, OPTIONS")
 		writeHTTPError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use POST")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"meshbox/rules"
 	"net"
 	"net/http"
 	"runtime"
@@ -95,7 +96,7 @@ func TestDocumentBounds(t *testing.T) {
 	b.WriteString("query { ...F0 }\n")
 	for i := range 16 {
 		fmt.Fprintf(&b, "fragment F%d on Query { listGroupsByDomain(domain: \"c\") { ...G%d ...G%d } }\n", i, i, i)
-		fmt.Fprintf(&b, "fragment G%d on Group { id name ...H%d }\nfragment H%d on Group { domain }\n", i, i, i)
+		fmt.Fprintf(&b, "fragment G%d on rules.Group { id name ...H%d }\nfragment H%d on rules.Group { domain }\n", i, i, i)
 	}
 	s.fails(t, errValidation, b.String(), nil)
 	// Depth is capped.
@@ -139,7 +140,7 @@ type blockingBackend struct {
 	release chan struct{}
 }
 
-func (b *blockingBackend) Groups(ctx context.Context, domain string) ([]Group, error) {
+func (b *blockingBackend) Groups(ctx context.Context, domain string) ([]rules.Group, error) {
 	b.entered <- struct{}{}
 	select {
 	case <-b.release:

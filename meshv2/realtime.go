@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"meshbox/apierror"
+	"meshbox/live"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +49,7 @@ type rtError struct {
 
 type rtConn struct {
 	h      *Handler
-	ws     *websocket.Conn
+	ws     *live.Socket
 	ctx    context.Context
 	cancel context.CancelFunc
 	out    chan []byte
@@ -108,70 +111,68 @@ func markStarted(ctx context.Context) {
 	}
 }
 
-// serveRealtime speaks the AppSync real-time protocol. The upgrade is accepted without
-// credentials because the Smalruby client probes reachability with a bare connection;
-// the API key is checked at connection_init and at each start.
+// serveRealtime speaks the AppSync real-time protocol over a socket of package live (which
+// registers it, charges it to the caller's address, pings it, drops it when its writes stall
+// and closes it with 1012 at shutdown). The upgrade is accepted without credentials because
+// the Smalruby client probes reachability with a bare connection; the API key is checked at
+// connection_init and at each start.
 func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
-	if cors(w, r, "GET, OPTIONS") {
-		return
-	}
 	if h.cfg.NoWebSocket {
 		writeHTTPError(w, http.StatusForbidden, "WebSocketDisabled", "WebSocket is disabled on this server: poll instead")
 		return
 	}
-	// A real-time socket is a long-lived connection like a native stream: it counts toward
-	// the same per-address cap.
-	if h.cfg.AcquireConn != nil {
-		release, ok := h.cfg.AcquireConn(r)
-		if !ok {
-			w.Header().Set("Retry-After", "5")
-			writeHTTPError(w, http.StatusTooManyRequests, errBusy, "too many open connections from this address")
-			return
-		}
-		defer release()
-	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := h.conns.Accept(w, r, h.cfg.ClientIP(r), "graphql_ws", &live.AcceptOptions{
 		Subprotocols: []string{rtSubprotocol},
 		// The editor is served from another origin by design; access is governed by the
 		// API key, not by the page's origin.
 		InsecureSkipVerify: true,
-	})
+	}, h.log)
 	if err != nil {
+		if !live.Answered(err) {
+			a := apierror.Of(err)
+			if a.RetryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int(a.RetryAfter.Seconds())))
+			}
+			writeHTTPError(w, a.Status, a.MeshType, a.Message)
+		}
 		return
 	}
-	h.conns.Add(1)
-	defer h.conns.Done()
-	h.cfg.Observer.ConnOpened("graphql_ws")
-	defer h.cfg.Observer.ConnClosed("graphql_ws")
-	ws.SetReadLimit(rtReadLimit)
+	ws.WS().SetReadLimit(rtReadLimit)
 
-	// The connection lives until the client goes, the server shuts down (h.ctx, or the
-	// request context tied to the server's base context) or a write fails. Reads do not
-	// use this context: coder/websocket drops the connection without a close frame when a
-	// read's context ends, and clients should get 1012 on shutdown so they reconnect.
+	// The connection lives until the client goes, the server shuts down or a write fails.
+	// Reads do not use this context: coder/websocket drops the connection without a close
+	// frame when a read's context ends, and clients should get 1012 on shutdown (the socket
+	// sends it) so they reconnect.
 	ctx, cancel := context.WithCancel(withCaller(r.Context(), caller{domain: h.cfg.DomainFor(r), ip: h.cfg.ClientIP(r)}))
-	stop := context.AfterFunc(h.ctx, cancel)
-	defer stop()
+	stopSock := context.AfterFunc(ws.Context(), cancel)
+	defer stopSock()
+	// When the connection's work ends, the socket goes too, which ends the read loop.
+	stopEnd := context.AfterFunc(ctx, func() {
+		if ws.ShuttingDown() {
+			ws.Close(live.Shutdown)
+			return
+		}
+		ws.Drop(live.PeerGone)
+	})
+	defer stopEnd()
 	c := &rtConn{h: h, ws: ws, ctx: ctx, cancel: cancel, out: make(chan []byte, rtOutQueueFrames), subs: map[string]*rtSub{}}
 	c.headerKey = headerAPIKey(r.URL.Query().Get("header"))
 
-	closed := make(chan struct{})
-	go func() {
-		defer close(closed)
-		<-ctx.Done()
-		if h.ctx.Err() != nil || r.Context().Err() != nil {
-			_ = ws.Close(websocket.StatusServiceRestart, "server restarting")
-			return
-		}
-		_ = ws.CloseNow()
-	}()
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
 		defer cancel()
 		c.writeLoop()
 	}()
-	c.readLoop()
+	if c.readLoop() {
+		// The client is to get what is queued (a connection_error) before the socket goes:
+		// the writer sends everything before the end mark, then returns.
+		select {
+		case c.out <- nil:
+		case <-ctx.Done():
+		}
+		<-writerDone
+	}
 	cancel()
 	c.wg.Wait()
 	c.mu.Lock()
@@ -180,7 +181,7 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	}
 	c.mu.Unlock()
 	<-writerDone
-	<-closed
+	ws.Release(live.PeerGone)
 }
 
 // headerAPIKey decodes the base64 JSON of the header query parameter and returns its key.
@@ -225,7 +226,9 @@ func equalFoldASCII(a, b string) bool {
 	return true
 }
 
-// writeLoop is the connection's only writer: queued frames, keep-alives and pings.
+// writeLoop is the connection's only writer: queued frames and keep-alives. A nil frame
+// marks the end: everything queued before it has been written. Pings and stalled writes are
+// the socket's (package live).
 func (c *rtConn) writeLoop() {
 	ka := time.NewTicker(c.h.cfg.KeepAliveInterval)
 	defer ka.Stop()
@@ -236,7 +239,7 @@ func (c *rtConn) writeLoop() {
 		case <-c.ctx.Done():
 			return
 		case b := <-c.out:
-			if !c.write(b) {
+			if b == nil || c.ws.Write(b) != nil {
 				return
 			}
 		case <-initDeadline.C:
@@ -248,25 +251,11 @@ func (c *rtConn) writeLoop() {
 			if !c.acked.Load() {
 				continue
 			}
-			if !c.write([]byte(`{"type":"ka"}`)) {
-				return
-			}
-			// A ping finds a dead peer that would otherwise hold its subscriptions until
-			// TCP gives up; browsers answer pings on their own.
-			pctx, cancel := context.WithTimeout(c.ctx, c.h.cfg.WriteTimeout)
-			err := c.ws.Ping(pctx)
-			cancel()
-			if err != nil {
+			if c.ws.Write([]byte(`{"type":"ka"}`)) != nil {
 				return
 			}
 		}
 	}
-}
-
-func (c *rtConn) write(b []byte) bool {
-	ctx, cancel := context.WithTimeout(c.ctx, c.h.cfg.WriteTimeout)
-	defer cancel()
-	return c.ws.Write(ctx, websocket.MessageText, b) == nil
 }
 
 // send queues a message for the writer; false when the connection is gone.
@@ -294,11 +283,13 @@ func (c *rtConn) sendError(id, kind, msg string) bool {
 	})})
 }
 
-func (c *rtConn) readLoop() {
+// readLoop reads the client's messages until the connection ends; flush reports that what
+// is queued must still be sent (the client is being told why it is closed).
+func (c *rtConn) readLoop() (flush bool) {
 	for {
-		typ, b, err := c.ws.Read(context.Background())
+		typ, b, err := c.ws.WS().Read(context.Background())
 		if err != nil {
-			return
+			return false
 		}
 		if typ != websocket.MessageText {
 			c.sendError("", "UnsupportedOperation", "binary messages are not supported")
@@ -309,47 +300,45 @@ func (c *rtConn) readLoop() {
 			c.sendError("", "MessageParsingError", "message is not valid JSON")
 			continue
 		}
-		if !c.handle(m) {
-			return
+		if ok, flush := c.handle(m); !ok {
+			return flush
 		}
 	}
 }
 
-// handle answers one client message; false ends the connection.
-func (c *rtConn) handle(m rtMessage) bool {
+// handle answers one client message; ok false ends the connection, after what is queued
+// when flush.
+func (c *rtConn) handle(m rtMessage) (ok, flush bool) {
 	switch m.Type {
 	case "connection_init":
 		if !c.h.keyOK(c.headerKey) {
 			c.send(rtMessage{Type: "connection_error", Payload: payloadOf(map[string]any{
 				"errors": []rtError{{ErrorType: errUnauthenticated, Message: "You are not authorized to make this call.", ErrorCode: 401}},
 			})})
-			// Let the writer flush the error before the connection goes.
-			time.Sleep(50 * time.Millisecond)
-			return false
+			return false, true
 		}
 		c.acked.Store(true)
 		ok := c.send(rtMessage{Type: "connection_ack", Payload: payloadOf(map[string]int64{
 			"connectionTimeoutMs": c.h.cfg.ConnectionTimeout.Milliseconds(),
 		})})
 		// The client arms its keep-alive timer on the first ka, so one comes at once.
-		return ok && c.send(rtMessage{Type: "ka"})
+		return ok && c.send(rtMessage{Type: "ka"}), false
 	case "start":
 		c.start(m)
-		return true
+		return true, false
 	case "stop":
 		c.stop(m.ID)
-		return true
-	case "ka", "connection_terminate":
-		if m.Type == "connection_terminate" {
-			return false
-		}
-		return true
+		return true, false
+	case "ka":
+		return true, false
+	case "connection_terminate":
+		return false, false
 	case "":
 		c.sendError(m.ID, "MessageParsingError", "message has no type")
-		return true
+		return true, false
 	default:
 		c.sendError(m.ID, "UnsupportedOperation", "unknown message type "+truncate(m.Type, 40))
-		return true
+		return true, false
 	}
 }
 

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"meshbox/apierror"
+	"meshbox/rules"
+	"meshbox/stream"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,16 +78,17 @@ func validID(what string, id graphql.ID) error {
 	return nil
 }
 
-// toMeshError turns a backend error into the GraphQL error the client expects. Unknown errors
-// are logged once here and reported without their details.
+// toMeshError turns a backend error into the GraphQL error the client expects: apierror
+// decides the errorType (the same map gives the native API its statuses); the messages are
+// the cloud's. Unknown errors are logged once here and reported without their details.
 func (r *root) toMeshError(op string, err error) error {
 	var me *meshError
-	switch {
-	case errors.As(err, &me):
+	if errors.As(err, &me) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
-	case errors.Is(err, ErrGroupNotFound):
-		return newError(errGroupNotFound, "Group not found")
-	case errors.Is(err, ErrGroupEnded):
+	}
+	a := apierror.Of(err)
+	switch {
+	case errors.Is(err, rules.ErrGroupEnded):
 		// The cloud's three messages; the client only looks at the type.
 		switch msg := err.Error(); {
 		case strings.Contains(msg, "heartbeat"):
@@ -93,51 +97,61 @@ func (r *root) toMeshError(op string, err error) error {
 			return newError(errGroupNotFound, "Group not found")
 		}
 		return newError(errGroupNotFound, "Group expired")
-	case errors.Is(err, ErrNodeNotFound):
+	case a.MeshType == errGroupNotFound:
+		return newError(errGroupNotFound, "Group not found")
+	case a.MeshType == errNodeNotFound:
 		return newError(errNodeNotFound, "Node not found")
-	case errors.Is(err, ErrForbidden):
+	case a.MeshType == errUnauthorized:
 		return newError(errUnauthorized, "Unauthorized")
-	case errors.Is(err, ErrInvalid):
-		return newError(errValidation, "%s", err.Error())
-	case errors.Is(err, ErrStorageFull):
+	case a.MeshType == errStorageFull:
 		// Logged once by the store when it fills, not per call.
 		return newError(errStorageFull, "The server's storage is full; it is making room. Retry in a few seconds.")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return err
+	case a.Internal:
+		r.log.Error("mesh v2 operation failed", "op", op, "err", err)
+		return newError(errInternal, "internal error")
 	}
-	r.log.Error("mesh v2 operation failed", "op", op, "err", err)
-	return newError(errInternal, "internal error")
+	return newError(a.MeshType, "%s", err.Error())
 }
 
-// liveGroup loads a group and checks it is alive and in the named domain; a group in another
-// domain is reported as missing so domains stay separate namespaces.
-func (r *root) liveGroup(ctx context.Context, op string, groupID graphql.ID, domain string) (Snapshot, error) {
+// liveGroup loads a group (without its nodes: an in-memory read, no snapshot) and checks it
+// is alive and in the named domain; a group in another domain is reported as missing so
+// domains stay separate namespaces.
+func (r *root) liveGroup(ctx context.Context, op string, groupID graphql.ID, domain string) (rules.Snapshot, error) {
+	return r.checkLive(ctx, op, groupID, domain, r.backend.Group)
+}
+
+// liveSnapshot is liveGroup with the group's nodes, for the calls that list them.
+func (r *root) liveSnapshot(ctx context.Context, op string, groupID graphql.ID, domain string) (rules.Snapshot, error) {
+	return r.checkLive(ctx, op, groupID, domain, r.backend.Snapshot)
+}
+
+func (r *root) checkLive(ctx context.Context, op string, groupID graphql.ID, domain string, load func(context.Context, string) (rules.Snapshot, error)) (rules.Snapshot, error) {
 	if err := validDomain(domain); err != nil {
-		return Snapshot{}, err
+		return rules.Snapshot{}, err
 	}
 	if err := validID("groupId", groupID); err != nil {
-		return Snapshot{}, err
+		return rules.Snapshot{}, err
 	}
-	snap, err := r.backend.Snapshot(ctx, string(groupID))
+	snap, err := load(ctx, string(groupID))
 	if err != nil {
-		return Snapshot{}, r.toMeshError(op, err)
+		return rules.Snapshot{}, r.toMeshError(op, err)
 	}
 	if snap.Group.Domain != domain {
-		return Snapshot{}, newError(errGroupNotFound, "Group not found")
+		return rules.Snapshot{}, newError(errGroupNotFound, "Group not found")
 	}
 	if !snap.Group.ExpiresAt.IsZero() && !r.now().Before(snap.Group.ExpiresAt) {
-		return Snapshot{}, newError(errGroupNotFound, "Group expired")
+		return rules.Snapshot{}, newError(errGroupNotFound, "Group expired")
 	}
 	return snap, nil
 }
 
-func (r *root) groupOut(g Group) *groupOut {
+func (r *root) groupOut(g rules.Group) *groupOut {
 	out := &groupOut{
 		ID:                       graphql.ID(g.ID),
 		Domain:                   g.Domain,
 		FullID:                   g.ID + "@" + g.Domain,
 		Name:                     g.Name,
-		HostID:                   graphql.ID(g.HostID),
+		HostID:                   graphql.ID(g.Host),
 		ExpiresAt:                dt(g.ExpiresAt),
 		HeartbeatIntervalSeconds: int32p(r.cfg.HostHeartbeatInterval),
 		UseWebSocket:             g.UseWebSocket,
@@ -148,7 +162,7 @@ func (r *root) groupOut(g Group) *groupOut {
 	return out
 }
 
-func (r *root) groupsOut(gs []Group) []*groupOut {
+func (r *root) groupsOut(gs []rules.Group) []*groupOut {
 	now := r.now()
 	out := make([]*groupOut, 0, len(gs))
 	for _, g := range gs {
@@ -161,7 +175,7 @@ func (r *root) groupsOut(gs []Group) []*groupOut {
 }
 
 // statusOf reports a node's whole data list, sorted by key so repeated answers compare equal.
-func statusOf(g Group, n Node) nodeStatus {
+func statusOf(g rules.Group, n rules.Node) nodeStatus {
 	data := make([]sensorData, 0, len(n.Data))
 	for k, v := range n.Data {
 		data = append(data, sensorData{Key: k, Value: v})
@@ -185,7 +199,7 @@ func optString(s string) *string {
 // client's firedAt, stored with it, because receivers replay events with their original
 // gaps; recorded events (and those of native clients) carry the server time, as in the
 // cloud. reader, when known, is the polling node the cursor is handed to.
-func (r *root) eventOf(g Group, it Item, reader string) eventOut {
+func (r *root) eventOf(g rules.Group, it stream.Item, reader string) eventOut {
 	ts := it.At
 	if !it.FiredAt.IsZero() {
 		ts = it.FiredAt
@@ -196,7 +210,7 @@ func (r *root) eventOf(g Group, it Item, reader string) eventOut {
 		FiredByNodeID: graphql.ID(it.Node),
 		GroupID:       graphql.ID(g.ID),
 		Domain:        g.Domain,
-		Payload:       optString(it.Payload),
+		Payload:       optString(deref(it.Payload)),
 		Timestamp:     dt(ts),
 		Cursor:        &cur,
 		OrderKey:      optString(it.OrderKey),
@@ -223,7 +237,7 @@ func (r *root) GetNodeStatus(ctx context.Context, args struct{ NodeID graphql.ID
 		return nil, err
 	}
 	g, n, err := r.backend.FindNode(ctx, string(args.NodeID))
-	if errors.Is(err, ErrNodeNotFound) || errors.Is(err, ErrGroupNotFound) || errors.Is(err, ErrGroupEnded) {
+	if errors.Is(err, rules.ErrNodeNotFound) || errors.Is(err, rules.ErrGroupNotFound) || errors.Is(err, rules.ErrGroupEnded) {
 		return nil, nil
 	}
 	if err != nil {
@@ -241,7 +255,7 @@ type groupArgs struct {
 // ListGroupStatuses resolves Query.listGroupStatuses: the data of every node that has
 // reported some, as in the cloud.
 func (r *root) ListGroupStatuses(ctx context.Context, args groupArgs) ([]nodeStatus, error) {
-	snap, err := r.liveGroup(ctx, "listGroupStatuses", args.GroupID, args.Domain)
+	snap, err := r.liveSnapshot(ctx, "listGroupStatuses", args.GroupID, args.Domain)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +264,7 @@ func (r *root) ListGroupStatuses(ctx context.Context, args groupArgs) ([]nodeSta
 
 // statusesOf lists the nodes that have reported data; a node that never did has no status
 // in the cloud either.
-func statusesOf(snap Snapshot) []nodeStatus {
+func statusesOf(snap rules.Snapshot) []nodeStatus {
 	out := make([]nodeStatus, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
 		if n.DataAt.IsZero() && len(n.Data) == 0 {
@@ -264,13 +278,13 @@ func statusesOf(snap Snapshot) []nodeStatus {
 // ListNodesInGroup resolves Query.listNodesInGroup: the members, without the host, as in the
 // cloud (the host never joins its own group there).
 func (r *root) ListNodesInGroup(ctx context.Context, args groupArgs) ([]nodeOut, error) {
-	snap, err := r.liveGroup(ctx, "listNodesInGroup", args.GroupID, args.Domain)
+	snap, err := r.liveSnapshot(ctx, "listNodesInGroup", args.GroupID, args.Domain)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]nodeOut, 0, len(snap.Nodes))
 	for _, n := range snap.Nodes {
-		if n.ID == snap.Group.HostID {
+		if n.ID == snap.Group.Host {
 			continue
 		}
 		out = append(out, r.nodeOut(snap.Group, n))
@@ -279,7 +293,7 @@ func (r *root) ListNodesInGroup(ctx context.Context, args groupArgs) ([]nodeOut,
 }
 
 // nodeOut reports a node with its own expiry and the group's transport mode.
-func (r *root) nodeOut(g Group, n Node) nodeOut {
+func (r *root) nodeOut(g rules.Group, n rules.Node) nodeOut {
 	gid := graphql.ID(g.ID)
 	domain := g.Domain
 	ws := g.UseWebSocket
@@ -295,7 +309,7 @@ func (r *root) nodeOut(g Group, n Node) nodeOut {
 		out.ExpiresAt = &exp
 	}
 	interval := r.cfg.MemberHeartbeatInterval
-	if n.ID == g.HostID {
+	if n.ID == g.Host {
 		interval = r.cfg.HostHeartbeatInterval
 	}
 	out.HeartbeatIntervalSeconds = int32p(interval)
@@ -345,7 +359,7 @@ func (r *root) GetEventsSince(ctx context.Context, args sinceArgs) ([]eventOut, 
 
 // PollGroupData resolves Query.pollGroupData: events and every member's data in one call.
 func (r *root) PollGroupData(ctx context.Context, args sinceArgs) (*pollGroupData, error) {
-	snap, err := r.liveGroup(ctx, "pollGroupData", args.GroupID, args.Domain)
+	snap, err := r.liveSnapshot(ctx, "pollGroupData", args.GroupID, args.Domain)
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +377,7 @@ func (r *root) PollGroupData(ctx context.Context, args sinceArgs) (*pollGroupDat
 //   - an ISO time: a client's first poll, from its own clock. When the roster attributes it
 //     to a node that has just joined, the node reads from its join, so neither the gap
 //     between its join and its first poll nor its clock's error loses events.
-func (r *root) sincePosition(ctx context.Context, snap Snapshot, since string) (int64, string, error) {
+func (r *root) sincePosition(ctx context.Context, snap rules.Snapshot, since string) (int64, string, error) {
 	since = strings.TrimSpace(since)
 	if since == "" {
 		c, err := r.backend.CursorAt(ctx, snap.Group.ID, time.Time{})
@@ -396,7 +410,7 @@ func (r *root) sincePosition(ctx context.Context, snap Snapshot, since string) (
 // other item kinds, which polling clients learn about through nodeStatuses. The cursors of
 // an attributed poll name its node, and the roster keeps the position it leaves the node at
 // (the client moves to the last event's cursor).
-func (r *root) poll(ctx context.Context, snap Snapshot, since string) ([]eventOut, error) {
+func (r *root) poll(ctx context.Context, snap rules.Snapshot, since string) ([]eventOut, error) {
 	cursor, node, err := r.sincePosition(ctx, snap, since)
 	if err != nil {
 		return nil, err
@@ -414,7 +428,7 @@ func (r *root) poll(ctx context.Context, snap Snapshot, since string) ([]eventOu
 			return nil, r.toMeshError("read", err)
 		}
 		for _, it := range res.Items {
-			if it.Kind != KindEvent {
+			if it.Kind != stream.KindEvent {
 				continue
 			}
 			events = append(events, r.eventOf(snap.Group, it, node))
@@ -472,7 +486,7 @@ func (r *root) CreateGroup(ctx context.Context, args struct {
 		}
 		lifetime = time.Duration(s) * time.Second
 	}
-	g, err := r.backend.CreateGroup(ctx, NewGroup{
+	j, err := r.backend.CreateGroup(ctx, rules.NewGroup{
 		Domain:       args.Domain,
 		Name:         args.Name,
 		HostID:       string(args.HostID),
@@ -482,8 +496,8 @@ func (r *root) CreateGroup(ctx context.Context, args struct {
 	if err != nil {
 		return nil, r.toMeshError("createGroup", err)
 	}
-	r.roster.expect(g.ID, g.HostID, callerOf(ctx).ip, g.Cursor, !g.UseWebSocket)
-	return r.groupOut(g), nil
+	r.roster.expect(j.Group.ID, j.Group.Host, callerOf(ctx).ip, j.Cursor, !j.Group.UseWebSocket)
+	return r.groupOut(j.Group), nil
 }
 
 // JoinGroup resolves Mutation.joinGroup with what the client arms itself from: the group's
@@ -502,13 +516,14 @@ func (r *root) JoinGroup(ctx context.Context, args struct {
 	if _, err := r.liveGroup(ctx, "joinGroup", args.GroupID, args.Domain); err != nil {
 		return nil, err
 	}
-	g, n, err := r.backend.Join(ctx, string(args.GroupID), string(args.NodeID))
+	j, err := r.backend.Join(ctx, string(args.GroupID), string(args.NodeID))
 	if err != nil {
 		return nil, r.toMeshError("joinGroup", err)
 	}
+	g, n := j.Group, j.Node
 	// The client polls when the group does, or when it was forced to (it then asks false).
 	polling := !g.UseWebSocket || (args.UseWebSocket != nil && !*args.UseWebSocket)
-	r.roster.expect(g.ID, n.ID, callerOf(ctx).ip, g.Cursor, polling)
+	r.roster.expect(g.ID, n.ID, callerOf(ctx).ip, j.Cursor, polling)
 	out := r.nodeOut(g, n)
 	exp := dt(g.ExpiresAt)
 	out.ExpiresAt = &exp
@@ -553,7 +568,7 @@ func (r *root) DissolveGroup(ctx context.Context, args hostArgs) (*meshMessage, 
 	if err != nil {
 		return nil, err
 	}
-	if string(args.HostID) != snap.Group.HostID {
+	if string(args.HostID) != snap.Group.Host {
 		return nil, newError(errUnauthorized, "Only the host can dissolve the group")
 	}
 	if err := r.backend.Dissolve(ctx, snap.Group.ID); err != nil {
@@ -573,7 +588,7 @@ func (r *root) RenewHeartbeat(ctx context.Context, args hostArgs) (*heartbeatPay
 	if err != nil {
 		return nil, err
 	}
-	if string(args.HostID) != snap.Group.HostID {
+	if string(args.HostID) != snap.Group.Host {
 		return nil, newError(errUnauthorized, "Only the host can renew the group heartbeat")
 	}
 	g, _, err := r.backend.Heartbeat(ctx, snap.Group.ID, string(args.HostID))
@@ -667,33 +682,34 @@ type eventsArgs struct {
 
 // publish appends the events to the group stream; fire and record differ only in what
 // they answer, since every transport reads the one stream.
-func (r *root) publish(ctx context.Context, op string, args eventsArgs, keepFiredAt bool) (Snapshot, []int64, error) {
+func (r *root) publish(ctx context.Context, op string, args eventsArgs, keepFiredAt bool) (rules.Snapshot, []int64, error) {
 	if err := validID("nodeId", args.NodeID); err != nil {
-		return Snapshot{}, nil, err
+		return rules.Snapshot{}, nil, err
 	}
 	snap, err := r.liveGroup(ctx, op, args.GroupID, args.Domain)
 	if err != nil {
-		return Snapshot{}, nil, err
+		return rules.Snapshot{}, nil, err
 	}
 	if len(args.Events) == 0 {
 		return snap, nil, nil
 	}
-	in := make([]EventIn, len(args.Events))
+	in := make([]rules.EventIn, len(args.Events))
 	for i, e := range args.Events {
 		if e.EventName == "" {
-			return Snapshot{}, nil, newError(errValidation, "eventName must not be empty")
+			return rules.Snapshot{}, nil, newError(errValidation, "eventName must not be empty")
 		}
-		in[i] = EventIn{Name: e.EventName, Payload: deref(e.Payload), OrderKey: deref(e.OrderKey)}
+		// An empty payload is stored as none, as the cloud stores null.
+		in[i] = rules.EventIn{Name: e.EventName, Payload: optString(deref(e.Payload)), OrderKey: deref(e.OrderKey)}
 		if keepFiredAt {
 			in[i].FiredAt = e.FiredAt.Time
 		}
 	}
 	cursors, err := r.backend.Publish(ctx, snap.Group.ID, string(args.NodeID), in)
 	if err != nil {
-		return Snapshot{}, nil, r.toMeshError(op, err)
+		return rules.Snapshot{}, nil, r.toMeshError(op, err)
 	}
 	if len(cursors) != len(in) {
-		return Snapshot{}, nil, r.toMeshError(op, fmt.Errorf("publish returned %d cursors for %d events", len(cursors), len(in)))
+		return rules.Snapshot{}, nil, r.toMeshError(op, fmt.Errorf("publish returned %d cursors for %d events", len(cursors), len(in)))
 	}
 	return snap, cursors, nil
 }
@@ -758,7 +774,7 @@ func (r *root) RecordEventsByNode(ctx context.Context, args eventsArgs) (*record
 // OnMessageInGroup resolves Subscription.onMessageInGroup: the group's stream from now on,
 // turned into batchEvent, nodeStatus and groupDissolve messages.
 func (r *root) OnMessageInGroup(ctx context.Context, args groupArgs) (<-chan *meshMessage, error) {
-	snap, err := r.liveGroup(ctx, "onMessageInGroup", args.GroupID, args.Domain)
+	snap, err := r.liveSnapshot(ctx, "onMessageInGroup", args.GroupID, args.Domain)
 	if err != nil {
 		return nil, err
 	}

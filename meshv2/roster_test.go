@@ -2,6 +2,7 @@ package meshv2
 
 import (
 	"fmt"
+	"meshbox/testclock"
 	"slices"
 	"strings"
 	"testing"
@@ -142,7 +143,7 @@ func TestMeshNodesArePresent(t *testing.T) {
 	t.Parallel()
 	backends(t, func(t *testing.T, b Backend) {
 		s := newTestServer(t, Config{}, b)
-		clock := &testClock{t: time.Now()}
+		clock := testclock.New()
 		s.h.root.roster.now = clock.Now
 
 		// A polling group: the host and a member that asked for WebSocket both poll.
@@ -159,9 +160,9 @@ func TestMeshNodesArePresent(t *testing.T) {
 			t.Fatalf("presence = %v", got)
 		}
 		// Polling within the interval keeps a node present; one that stops is not.
-		clock.Add(3 * time.Second)
+		clock.Advance(3 * time.Second)
 		host.poll(t)
-		clock.Add(3 * time.Second)
+		clock.Advance(3 * time.Second)
 		s.h.root.roster.sweep()
 		if got := presenceOf(b, gid); !slices.Equal(got, []string{"host/graphql_poll"}) {
 			t.Fatalf("presence after m1 stopped polling = %v", got)

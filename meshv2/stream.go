@@ -3,6 +3,8 @@ package meshv2
 import (
 	"context"
 	"errors"
+	"meshbox/rules"
+	"meshbox/stream"
 	"time"
 
 	graphql "github.com/graph-gophers/graphql-go"
@@ -14,7 +16,7 @@ const followBatch = 512
 // follow turns a group's stream after snap.Cursor into Mesh v2 messages until ctx ends or the
 // group ends. It holds only a cursor and the members' data (to report a node's whole data
 // list after each change), so a slow subscriber never holds items in memory.
-func (r *root) follow(ctx context.Context, snap Snapshot, out chan<- *meshMessage) {
+func (r *root) follow(ctx context.Context, snap rules.Snapshot, out chan<- *meshMessage) {
 	defer close(out)
 	g := snap.Group
 	data := dataOf(snap)
@@ -37,7 +39,7 @@ func (r *root) follow(ctx context.Context, snap Snapshot, out chan<- *meshMessag
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, ErrGroupNotFound) || errors.Is(err, ErrGroupEnded) {
+		if errors.Is(err, rules.ErrGroupNotFound) || errors.Is(err, rules.ErrGroupEnded) {
 			send(r.dissolved(g))
 			return
 		}
@@ -83,7 +85,7 @@ func (r *root) follow(ctx context.Context, snap Snapshot, out chan<- *meshMessag
 	}
 }
 
-func dataOf(snap Snapshot) map[string]map[string]string {
+func dataOf(snap rules.Snapshot) map[string]map[string]string {
 	data := make(map[string]map[string]string, len(snap.Nodes))
 	for _, n := range snap.Nodes {
 		m := make(map[string]string, len(n.Data))
@@ -95,7 +97,7 @@ func dataOf(snap Snapshot) map[string]map[string]string {
 	return data
 }
 
-func (r *root) dissolved(g Group) *meshMessage {
+func (r *root) dissolved(g rules.Group) *meshMessage {
 	return &meshMessage{
 		GroupID:       graphql.ID(g.ID),
 		Domain:        g.Domain,
@@ -107,7 +109,7 @@ func (r *root) dissolved(g Group) *meshMessage {
 // batchEvent (a publish is one run of items); a data item becomes the node's nodeStatus with
 // its whole data; a dissolve ends the subscription. Joins and leaves only update the data
 // map, since the Mesh v2 schema has no message for them.
-func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]string) (msgs []*meshMessage, ended bool) {
+func (r *root) messagesOf(g rules.Group, items []stream.Item, data map[string]map[string]string) (msgs []*meshMessage, ended bool) {
 	var batch *batchEvent
 	flush := func() {
 		if batch != nil {
@@ -117,7 +119,7 @@ func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]stri
 	}
 	for _, it := range items {
 		switch it.Kind {
-		case KindEvent:
+		case stream.KindEvent:
 			if batch != nil && string(batch.FiredByNodeID) != it.Node {
 				flush()
 			}
@@ -126,7 +128,7 @@ func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]stri
 			}
 			batch.Events = append(batch.Events, r.eventOf(g, it, ""))
 			batch.Timestamp = dt(it.At)
-		case KindData:
+		case stream.KindData:
 			flush()
 			m := data[it.Node]
 			if m == nil {
@@ -140,15 +142,15 @@ func (r *root) messagesOf(g Group, items []Item, data map[string]map[string]stri
 					m[k] = v
 				}
 			}
-			st := statusOf(g, Node{ID: it.Node, Data: m, DataAt: it.At})
+			st := statusOf(g, rules.Node{ID: it.Node, Data: m, DataAt: it.At})
 			msgs = append(msgs, &meshMessage{GroupID: graphql.ID(g.ID), Domain: g.Domain, NodeStatus: &st})
-		case KindJoin:
+		case stream.KindJoin:
 			if data[it.Node] == nil {
 				data[it.Node] = map[string]string{}
 			}
-		case KindLeave:
+		case stream.KindLeave:
 			delete(data, it.Node)
-		case KindDissolve:
+		case stream.KindDissolve:
 			flush()
 			msgs = append(msgs, r.dissolved(g))
 			return msgs, true

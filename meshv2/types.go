@@ -3,6 +3,7 @@ package meshv2
 import (
 	"encoding/json"
 	"fmt"
+	"meshbox/apierror"
 	"time"
 
 	graphql "github.com/graph-gophers/graphql-go"
@@ -160,18 +161,18 @@ type pollGroupData struct {
 
 // Error types of the Mesh v2 protocol, as the client's DISCONNECT_ERROR_TYPES names them.
 const (
-	errGroupNotFound   = "GroupNotFound"
-	errUnauthorized    = "Unauthorized"
-	errNodeNotFound    = "NodeNotFound"
-	errValidation      = "ValidationError"
-	errInternal        = "InternalFailure"
-	errUnauthenticated = "UnauthorizedException"
+	errGroupNotFound   = apierror.MeshGroupNotFound
+	errUnauthorized    = apierror.MeshUnauthorized
+	errNodeNotFound    = apierror.MeshNodeNotFound
+	errValidation      = apierror.MeshValidation
+	errInternal        = apierror.MeshInternal
+	errUnauthenticated = apierror.MeshUnauthenticated
 	// errBusy answers a request refused because every execution slot stayed busy.
-	errBusy = "TooManyRequestsException"
+	errBusy = apierror.MeshBusy
 	// errStorageFull is meshbox's own: not one of the types the client disconnects on, so a
 	// node keeps its group and its next call (a retry, the next heartbeat) goes through once
 	// the purge has made room.
-	errStorageFull = "StorageFull"
+	errStorageFull = apierror.MeshStorageFull
 )
 
 // meshError is a resolver error that carries an AppSync errorType.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,8 +282,13 @@ func (m *Metrics) RegisterDB(db *sql.DB, name string) error {
 	return nil
 }
 
-// ConnOpened records a streaming connection being accepted.
+// ConnOpened records a streaming connection being accepted. Only the client transports
+// (Transports) are counted: the connection layer also registers the dashboard's own stream,
+// which is not a client of the relay.
 func (m *Metrics) ConnOpened(transport string) {
+	if !slices.Contains(Transports, transport) {
+		return
+	}
 	m.connOpen.WithLabelValues(transport).Inc()
 	m.connAccepted.WithLabelValues(transport).Inc()
 	m.accepted.Add(1)
@@ -293,6 +299,9 @@ func (m *Metrics) ConnOpened(transport string) {
 
 // ConnClosed records a streaming connection ending.
 func (m *Metrics) ConnClosed(transport string) {
+	if !slices.Contains(Transports, transport) {
+		return
+	}
 	m.connOpen.WithLabelValues(transport).Dec()
 	m.mu.Lock()
 	m.openBy[transport]--

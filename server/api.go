@@ -8,12 +8,13 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"meshbox/apierror"
 	"meshbox/rules"
 	"meshbox/stream"
 )
 
 func (s *Server) getDomain(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]string{"domain": s.domainFor(r)})
+	apierror.WriteJSON(w, http.StatusOK, map[string]string{"domain": s.domainFor(r)})
 	return nil
 }
 
@@ -37,7 +38,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) error {
 	if groups == nil {
 		groups = []rules.Group{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"domain": domain, "groups": groups})
+	apierror.WriteJSON(w, http.StatusOK, map[string]any{"domain": domain, "groups": groups})
 	return nil
 }
 
@@ -82,7 +83,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, s.joined(j))
+	apierror.WriteJSON(w, http.StatusCreated, s.joined(j))
 	return nil
 }
 
@@ -97,7 +98,7 @@ func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, snap)
+	apierror.WriteJSON(w, http.StatusOK, snap)
 	return nil
 }
 
@@ -114,7 +115,7 @@ func (s *Server) joinGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, s.joined(j))
+	apierror.WriteJSON(w, http.StatusCreated, s.joined(j))
 	return nil
 }
 
@@ -170,7 +171,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"group": g, "node": n})
+	apierror.WriteJSON(w, http.StatusOK, map[string]any{"group": g, "node": n})
 	return nil
 }
 
@@ -190,7 +191,7 @@ func (s *Server) setData(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]int64{"cursor": cursor})
+	apierror.WriteJSON(w, http.StatusOK, map[string]int64{"cursor": cursor})
 	return nil
 }
 
@@ -234,7 +235,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	}
 	b = append(b, `],"next":`...)
 	b = strconv.AppendInt(b, cursors[len(cursors)-1], 10)
-	writeRaw(w, http.StatusOK, append(b, "}\n"...))
+	apierror.WriteRaw(w, http.StatusOK, append(b, "}\n"...))
 	return nil
 }
 
@@ -245,7 +246,7 @@ func (s *Server) publishEvents(ctx context.Context, n rules.Node, events []event
 		switch {
 		case err == nil:
 			s.obs.ObservePublish("ok")
-		case errorStatusCode(err) < 500:
+		case apierror.Of(err).Status < 500:
 			s.obs.ObservePublish("rejected")
 		default:
 			s.obs.ObservePublish("error")
@@ -256,9 +257,4 @@ func (s *Server) publishEvents(ctx context.Context, n rules.Node, events []event
 		in[i] = rules.EventIn{Name: e.Name, Payload: e.Payload}
 	}
 	return s.store.Publish(ctx, n.Group, n.ID, in)
-}
-
-func errorStatusCode(err error) int {
-	status, _, _ := errorStatus(err)
-	return status
 }

@@ -330,6 +330,8 @@ func TestCORSPreflight(t *testing.T) {
 	req, _ := http.NewRequest("OPTIONS", c.base+"/api/v1/groups", nil)
 	req.Header.Set("Origin", "https://scratch.example")
 	req.Header.Set("Access-Control-Request-Method", "POST")
+	// As a browser sends it for a call with a bearer token: the allowed headers echo it.
+	req.Header.Set("Access-Control-Request-Headers", "authorization,content-type")
 	req.Header.Set("Access-Control-Request-Private-Network", "true")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -337,8 +339,53 @@ func TestCORSPreflight(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
-		!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") ||
+		!strings.Contains(strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers")), "authorization") ||
 		resp.Header.Get("Access-Control-Allow-Private-Network") != "true" {
 		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// The dashboard unlocks with GET /api/v1/admin/check and acts through the API's own routes; the
+// admin token is accepted in the same spellings as every token.
+func TestAdminCheck(t *testing.T) {
+	t.Parallel()
+	const token = "s3cret-admin"
+	a, c := newServer(t, func(cfg *config.Config) { cfg.AdminToken = token })
+	for _, tc := range []struct {
+		path, header string
+		want         int
+	}{
+		{"/api/v1/admin/check", "", 401},
+		{"/api/v1/admin/check", "Bearer wrong", 401},
+		{"/api/v1/admin/check", "Bearer " + token + "x", 401},
+		{"/api/v1/admin/check", "Bearer " + token, 204},
+		{"/api/v1/admin/check", "bEARER " + token, 204},
+		{"/api/v1/admin/check?token=" + token, "", 204},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, c.base+tc.path, nil)
+		if tc.header != "" {
+			req.Header.Set("Authorization", tc.header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want || tc.want == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s with %q: %d %v, want %d", tc.path, tc.header, resp.StatusCode, resp.Header, tc.want)
+		}
+	}
+	g := c.create("g")
+	before := a.Metrics.Totals().Rejected
+	for _, tok := range []string{"", "wrong", token + "x"} {
+		if st, raw := c.call("DELETE", "/api/v1/groups/"+g.Group.ID, tok, nil, nil); st != 401 || !strings.Contains(string(raw), `"unauthorized"`) {
+			t.Errorf("dissolve with token %q: %d %s", tok, st, raw)
+		}
+	}
+	if got := a.Metrics.Totals().Rejected - before; got != 3 {
+		t.Errorf("rejected counter moved by %d, want 3", got)
+	}
+	if st, raw := c.call("DELETE", "/api/v1/groups/"+g.Group.ID, token, nil, nil); st != 204 {
+		t.Fatalf("dissolve with the admin token: %d %s", st, raw)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"meshbox/apierror"
 	"net"
 	"net/http"
 	"sync"
@@ -125,7 +126,7 @@ func (s *Server) priority(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		s.writeError(w, r, &apiError{status: http.StatusServiceUnavailable, code: "busy",
-			msg: "the server is at its connection limit; retry shortly", retryAfter: 5 * time.Second})
+		s.writeError(w, r, &apierror.Error{Status: http.StatusServiceUnavailable, Code: "busy",
+			Msg: "the server is at its connection limit; retry shortly", RetryAfter: 5 * time.Second})
 	})
 }

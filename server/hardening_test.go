@@ -17,27 +17,8 @@ import (
 
 	"meshbox/app"
 	"meshbox/config"
+	"meshbox/testclock"
 )
-
-// fakeClock is the clock of the rate limits in tests that must not depend on wall time.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // rawRequest writes head (and part of a body) on a fresh connection and returns what the
 // server answers; a closed connection reads as "". safety bounds a server that never answers,
@@ -136,7 +117,7 @@ func TestProbesAnswerWithConnectionsHoarded(t *testing.T) {
 // flooder's refused requests cost nobody anything.
 func TestFloodingNodeLeavesClassmatesAlone(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock() // frozen: no budget refills while the test runs, however slow
+	clock := testclock.New() // frozen: no budget refills while the test runs, however slow
 	a := app.StartTestWith(t, func(cfg *config.Config) {
 		cfg.NodeRate, cfg.IPRate, cfg.PublishRate = 5, 5, 0 // bursts of 10
 	}, app.Options{Now: clock.Now})
@@ -170,7 +151,7 @@ func TestFloodingNodeLeavesClassmatesAlone(t *testing.T) {
 // per second, nearly 5,000 from the address), and not one request is refused.
 func TestClassOnLongPollSeesNo429(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testclock.New()
 	a := app.StartTestWith(t, nil, app.Options{Now: clock.Now})
 	c := &client{t: t, base: a.URL()}
 	const nodes, perNodePerSecond, seconds = 40, 3, 2
@@ -280,7 +261,7 @@ func pollOnceWith(ctx context.Context, hc *http.Client, base string, j joined, s
 // may create them only so fast (a frozen clock: nothing refills).
 func TestGroupCreationLimits(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testclock.New()
 	a := app.StartTestWith(t, func(cfg *config.Config) {
 		cfg.TrustProxy = true
 		cfg.MaxGroupsPerClient, cfg.MaxGroups = 3, 5

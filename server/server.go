@@ -9,22 +9,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
+	"meshbox/apierror"
 	"meshbox/auth"
 	"meshbox/config"
 	"meshbox/hub"
+	"meshbox/live"
 	"meshbox/ratelimit"
 	"meshbox/rules"
 )
@@ -58,6 +57,9 @@ type Deps struct {
 	Mounts []func(r chi.Router)
 	// Now is the clock of the rate limits; nil is time.Now. Tests drive it.
 	Now func() time.Time
+	// Conns manages the long-lived connections (streams, WebSockets); nil builds one over the
+	// server context with the settings' cap, ping interval and write timeout.
+	Conns *live.Manager
 }
 
 // Server serves the native API.
@@ -68,25 +70,26 @@ type Server struct {
 	log   *slog.Logger
 	obs   Observer
 	deps  Deps
-	ctx   context.Context // ends every stream when cancelled (shutdown)
 	now   func() time.Time
 	admin *auth.Admin
+	// clients identifies callers (address, assigned domain).
+	clients auth.Clients
 	// The request budgets: client addresses (requests without a valid token), nodes, groups
 	// and the admin (see limit).
 	ipRate    *ratelimit.Keyed
 	nodeRate  *ratelimit.Keyed
 	groupRate *ratelimit.Keyed
 	adminRate *ratelimit.Keyed
-	ipConns   *counter
 	conns     *connBudget
-	wsConns   wsRegistry
+	live      *live.Manager
 	frames    sync.Pool // *[]byte frame buffers, shared so idle connections hold none
 	bodies    sync.Pool // *bytes.Buffer for request bodies
 	handler   http.Handler
 }
 
-// New builds the server. Streams end when ctx is cancelled, which is how shutdown reaches
-// connections that http.Server.Shutdown does not wait for (hijacked WebSockets, SSE).
+// New builds the server. Without deps.Conns, streams end when ctx is cancelled, which is how
+// shutdown reaches connections that http.Server.Shutdown does not wait for (hijacked
+// WebSockets, SSE); with it, when the manager's context is.
 func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
@@ -99,13 +102,17 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	}
 	s := &Server{
 		cfg: cfg, store: deps.Store, hub: deps.Hub, log: deps.Logger.With("component", "server"),
-		obs: deps.Observer, deps: deps, ctx: ctx, now: deps.Now, admin: auth.NewAdmin(cfg.AdminToken),
+		obs: deps.Observer, deps: deps, now: deps.Now, admin: auth.NewAdmin(cfg.AdminToken),
 		ipRate:    ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
 		nodeRate:  ratelimit.New(cfg.NodeRate, int(2*cfg.NodeRate)),
 		groupRate: ratelimit.New(cfg.GroupRate, int(2*cfg.GroupRate)),
 		adminRate: ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
-		ipConns:   newCounter(cfg.MaxConnsPerIP),
 		conns:     &connBudget{budget: connBudgetFor(cfg.MaxConns)},
+		live:      deps.Conns,
+		clients:   Clients(cfg),
+	}
+	if s.live == nil {
+		s.live = live.New(ctx, LiveConfig(cfg, deps.Observer))
 	}
 	s.frames.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.bodies.New = func() any { return new(bytes.Buffer) }
@@ -113,11 +120,13 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	return s
 }
 
+// LiveConfig is the connection policy the settings ask for.
+func LiveConfig(cfg config.Config, obs live.Observer) live.Config {
+	return live.Config{MaxPerAddr: cfg.MaxConnsPerIP, PingInterval: cfg.PingInterval, WriteTimeout: 15 * time.Second, Observer: obs}
+}
+
 // Handler is the root HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
-
-// Context is the server context: cancelled on shutdown.
-func (s *Server) Context() context.Context { return s.ctx }
 
 // handlerFunc is a handler that returns its error; adapt turns it into an http.HandlerFunc
 // that answers errors in one way.
@@ -142,8 +151,13 @@ func (s *Server) routes() http.Handler {
 	r.Get("/healthz", s.adapt(s.healthz))
 	r.Get("/readyz", s.adapt(s.readyz))
 	r.Route("/api/v1", func(r chi.Router) {
-		r.Use(s.cors)
+		r.Use(auth.CORS(auth.CORSOptions{
+			Methods:       []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete},
+			Expose:        []string{"Retry-After"},
+			MaxAgeSeconds: 600,
+		}))
 		r.Get("/domain", s.adapt(s.getDomain))
+		r.Get("/admin/check", s.adapt(s.adminCheck))
 		r.Get("/groups", s.adapt(s.listGroups))
 		r.Post("/groups", s.adapt(s.createGroup))
 		r.Get("/groups/{gid}", s.adapt(s.getGroup))
@@ -190,31 +204,19 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// cors lets pages on other origins (a class project on a teacher's site, the Scratch editor)
-// call the API. Access is controlled by tokens, never by cookies, so any origin is fine.
-func (s *Server) cors(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		if origin := r.Header.Get("Origin"); origin != "" {
-			h.Set("Access-Control-Allow-Origin", "*")
-			h.Set("Access-Control-Expose-Headers", "Retry-After")
-			if r.Method == http.MethodOptions {
-				h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
-				h.Set("Access-Control-Max-Age", "600")
-				if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
-					h.Set("Access-Control-Allow-Private-Network", "true")
-				}
-				w.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
+// adminCheck answers 204 when the request carries the admin token (the dashboard's unlock),
+// 401 otherwise; the admin's actions are the API's own routes, called with that token.
+func (s *Server) adminCheck(w http.ResponseWriter, r *http.Request) error {
+	if !s.admin.Request(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meshbox admin"`)
+		return errorf(http.StatusUnauthorized, "unauthorized", "a valid admin token is required")
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	apierror.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
 
@@ -222,27 +224,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		return &apiError{status: http.StatusServiceUnavailable, code: "not_ready", msg: "database is not writable: " + err.Error()}
+		return errorf(http.StatusServiceUnavailable, "not_ready", "database is not writable: "+err.Error())
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	apierror.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	return nil
-}
-
-// writeJSON marshals before writing, so a marshal error never leaves half a body.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
-	}
-	writeRaw(w, status, append(b, '\n'))
-}
-
-func writeRaw(w http.ResponseWriter, status int, b []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(b)
 }
 
 // decode reads a JSON request body into v: one value, within the body size limit.
@@ -339,34 +324,13 @@ func connBudgetFor(setting int) int64 {
 	return 10000
 }
 
-// clientIP is the caller's address; behind a reverse proxy (trust-proxy) the first
-// X-Forwarded-For entry.
-func (s *Server) clientIP(r *http.Request) string {
-	if s.cfg.TrustProxy {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			first, _, _ := strings.Cut(xff, ",")
-			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
-				return ip.String()
-			}
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// clientIP is the caller's address (auth.Clients decides).
+func (s *Server) clientIP(r *http.Request) string { return s.clients.IP(r) }
 
 // domainFor is the domain the server assigns a caller that names none.
-func (s *Server) domainFor(r *http.Request) string {
-	if s.cfg.DomainMode == "ip" {
-		return fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(s.cfg.DomainSecret+s.clientIP(r))))
-	}
-	return s.cfg.SharedDomain
+func (s *Server) domainFor(r *http.Request) string { return s.clients.Domain(r) }
+
+// Clients is how the settings identify callers; every entrance uses the same.
+func Clients(cfg config.Config) auth.Clients {
+	return auth.Clients{TrustProxy: cfg.TrustProxy, DomainMode: cfg.DomainMode, DomainSecret: cfg.DomainSecret, SharedDomain: cfg.SharedDomain}
 }
-
-// DomainFor is the domain the server assigns the caller of r (Mesh v2 createDomain uses it).
-func (s *Server) DomainFor(r *http.Request) string { return s.domainFor(r) }
-
-// ClientIP is the caller's address as the limits see it (Mesh v2 attributes polls with it).
-func (s *Server) ClientIP(r *http.Request) string { return s.clientIP(r) }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"meshbox/apierror"
 	"meshbox/web/qr"
 )
 
@@ -243,7 +244,7 @@ func interfaceAddrs() []HostAddr {
 
 // joinJSON answers the join information alone, for /try's share link.
 func (h *Handler) joinJSON(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, h.join(r))
+	apierror.WriteJSON(w, http.StatusOK, h.join(r))
 }
 
 // maxQRText bounds the text the QR endpoint encodes; addresses are far shorter.
@@ -253,12 +254,12 @@ const maxQRText = 200
 func (h *Handler) qrSVG(w http.ResponseWriter, r *http.Request) {
 	text := r.URL.Query().Get("text")
 	if text == "" || len(text) > maxQRText {
-		writeError(w, http.StatusBadRequest, "bad_request", "text must be 1 to 200 bytes")
+		h.errs.Write(w, r, apierror.New(http.StatusBadRequest, "bad_request", "text must be 1 to 200 bytes"))
 		return
 	}
 	code, err := qr.Encode(text)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		h.errs.Write(w, r, apierror.New(http.StatusBadRequest, "bad_request", err.Error()))
 		return
 	}
 	w.Header().Set("Content-Type", "image/svg+xml")

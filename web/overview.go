@@ -2,12 +2,12 @@ package web
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"sort"
 	"sync"
 	"time"
 
+	"meshbox/apierror"
 	"meshbox/metrics"
 )
 
@@ -235,27 +235,5 @@ func (h *Handler) overviewJSON(w http.ResponseWriter, r *http.Request) {
 	}
 	j := h.join(r)
 	o.JoinURLs, o.Join = j.URLs, &j
-	writeJSON(w, http.StatusOK, o)
-}
-
-// writeJSON marshals before writing so an encoding failure can still become a clean 500.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "could not encode the response")
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
-}
-
-// writeError answers in the native API's error shape.
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	b, _ := json.Marshal(map[string]map[string]string{"error": {"code": code, "message": msg}})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	apierror.WriteJSON(w, http.StatusOK, o)
 }

@@ -1,9 +1,10 @@
 package web
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"meshbox/apierror"
+	"meshbox/live"
 	"net/http"
 	"strconv"
 	"sync"
@@ -16,21 +17,13 @@ const (
 	itemBatchMax   = 500                    // items read from the feed per batch
 	streamQueue    = 64                     // messages a dashboard may lag before it is told to reset
 	heartbeatEvery = 15 * time.Second
-	writeTimeout   = 10 * time.Second
 )
 
 // message is one SSE event, encoded once and shared by every dashboard.
 type message []byte
 
 func sseMessage(event string, data []byte) message {
-	var b bytes.Buffer
-	b.Grow(len(data) + len(event) + 16)
-	b.WriteString("event: ")
-	b.WriteString(event)
-	b.WriteString("\ndata: ")
-	b.Write(data) // JSON never contains a raw newline, so one data line suffices
-	b.WriteString("\n\n")
-	return b.Bytes()
+	return live.AppendEvent(make([]byte, 0, len(data)+len(event)+16), -1, event, data)
 }
 
 // subscriber is one open dashboard stream.
@@ -54,12 +47,17 @@ type broadcaster struct {
 	// admins counts the admin streams among subs; they have slots of their own, so a class
 	// that opens the dashboard many times never keeps the teacher out.
 	admins int
-	// kick asks for an immediate overview, for example right after an admin action.
-	kick chan struct{}
+	// since is where the item feed starts: taken when the handler is built, so items
+	// committed before Run's goroutine gets to run are not skipped.
+	since int64
 }
 
 func newBroadcaster(h *Handler) *broadcaster {
-	return &broadcaster{h: h, subs: make(map[*subscriber]struct{}), kick: make(chan struct{}, 1)}
+	b := &broadcaster{h: h, subs: make(map[*subscriber]struct{})}
+	if h.store != nil {
+		b.since = h.store.LastCursor()
+	}
+	return b
 }
 
 func (b *broadcaster) subscribe(admin bool) (*subscriber, bool) {
@@ -91,26 +89,6 @@ func (b *broadcaster) count() int {
 	return len(b.subs)
 }
 
-// send offers m to every subscriber (every admin one, when adminOnly) without ever blocking: a
-// dashboard too slow to keep up loses messages and is told so with a reset, it never slows
-// the others.
-func (b *broadcaster) send(m message, adminOnly bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for s := range b.subs {
-		if adminOnly && !s.admin {
-			continue
-		}
-		select {
-		case s.ch <- m:
-		default:
-			s.mu.Lock()
-			s.lagged = true
-			s.mu.Unlock()
-		}
-	}
-}
-
 // sendOverview sends the full overview to admin streams and the aggregate one to the others,
 // each encoded once.
 func (b *broadcaster) sendOverview(o Overview) {
@@ -134,7 +112,8 @@ func (b *broadcaster) sendOverview(o Overview) {
 	}
 }
 
-// sendTo sends m to the admin streams, or to the others.
+// sendTo offers m to the admin streams, or to the others, without ever blocking: a dashboard
+// too slow to keep up loses messages and is told so with a reset, it never slows the others.
 func (b *broadcaster) sendTo(m message, admin bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -152,13 +131,6 @@ func (b *broadcaster) sendTo(m message, admin bool) {
 	}
 }
 
-func (b *broadcaster) poke() {
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
-}
-
 func (b *broadcaster) run(ctx context.Context) {
 	go b.runItems(ctx)
 	tick := time.NewTicker(overviewEvery)
@@ -170,7 +142,6 @@ func (b *broadcaster) run(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			b.rates.sample(now, b.h.meter.Totals())
-		case <-b.kick:
 		}
 		if b.count() == 0 {
 			continue
@@ -187,11 +158,11 @@ type feedEntry struct {
 }
 
 func (b *broadcaster) runItems(ctx context.Context) {
-	since := b.h.store.LastCursor()
+	since := b.since
 	for {
 		items, next, truncated := b.h.feed.ReadAll(since, itemBatchMax)
 		if truncated {
-			b.send(sseMessage("reset", []byte("{}")), true)
+			b.sendTo(sseMessage("reset", []byte("{}")), true)
 		}
 		since = next
 		if len(items) > 0 && b.count() > 0 {
@@ -203,7 +174,7 @@ func (b *broadcaster) runItems(ctx context.Context) {
 			if err != nil {
 				b.h.log.Error("encode feed items", "err", err)
 			} else {
-				b.send(sseMessage("items", data), true) // payloads: the teacher's only
+				b.sendTo(sseMessage("items", data), true) // payloads: the teacher's only
 			}
 		}
 		if len(items) == itemBatchMax {
@@ -221,25 +192,31 @@ func (b *broadcaster) runItems(ctx context.Context) {
 	}
 }
 
-// stream is the dashboard's single live connection (Server-Sent Events). With the admin token
-// (?token=, as EventSource sends no headers) it carries every detail; without, the aggregate
-// overview only.
+// stream is the dashboard's single live connection (Server-Sent Events, written by package
+// live, which also registers it and ends it at shutdown). With the admin token (?token=, as
+// EventSource sends no headers) it carries every detail; without, the aggregate overview only.
+// Streams without the token count toward the per-address connection cap like any other
+// stream; the teacher's are not charged to the address, since the dashboard keeps slots of its
+// own for them (a class behind one NAT must not lock the teacher out).
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
-	rc := http.NewResponseController(w)
 	admin := h.isAdmin(r)
+	addr := ""
+	if !admin {
+		addr = h.cfg.Clients.IP(r)
+	}
+	c, err := h.conns.Open(r.Context(), addr, "dashboard")
+	if err != nil {
+		h.errs.Write(w, r, err)
+		return
+	}
+	defer c.Close()
 	sub, ok := h.hub.subscribe(admin)
 	if !ok {
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "too_many_dashboards", "too many dashboards are open; close one and retry")
+		h.errs.Write(w, r, &apierror.Error{Status: http.StatusServiceUnavailable, Code: "too_many_dashboards",
+			Msg: "too many dashboards are open; close one and retry", RetryAfter: 5 * time.Second})
 		return
 	}
 	defer h.hub.unsubscribe(sub)
-
-	hd := w.Header()
-	hd.Set("Content-Type", "text/event-stream")
-	hd.Set("Cache-Control", "no-cache")
-	hd.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
 
 	j := h.join(r)
 	hello, _ := json.Marshal(map[string]any{
@@ -249,13 +226,6 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 		"joinURLs":     j.URLs,
 		"join":         j,
 	})
-	write := func(b []byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := w.Write(b); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
 	// The first overview goes out at once, not after up to a second.
 	o := h.overview(r.Context())
 	if !admin {
@@ -265,7 +235,10 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	if !write([]byte("retry: 2000\n\n")) || !write(sseMessage("hello", hello)) || !write(sseMessage("overview", first)) {
+	out := h.conns.StartSSE(w, 2*time.Second)
+	out.Event(-1, "hello", hello)
+	out.Event(-1, "overview", first)
+	if out.Flush() != nil {
 		return
 	}
 
@@ -273,21 +246,26 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	defer hb.Stop()
 	for {
 		select {
-		case <-r.Context().Done():
+		case <-c.Context().Done():
+			if c.ShuttingDown() {
+				out.Shutdown()
+			}
 			return
 		case m := <-sub.ch:
 			sub.mu.Lock()
 			lagged := sub.lagged
 			sub.lagged = false
 			sub.mu.Unlock()
-			if lagged && !write(sseMessage("reset", []byte("{}"))) {
-				return
+			if lagged {
+				out.Event(-1, "reset", []byte("{}"))
 			}
-			if !write(m) {
+			out.Raw(m)
+			if out.Flush() != nil {
 				return
 			}
 		case now := <-hb.C:
-			if !write([]byte(": " + strconv.FormatInt(now.Unix(), 10) + "\n\n")) {
+			out.Comment(strconv.FormatInt(now.Unix(), 10))
+			if out.Flush() != nil {
 				return
 			}
 		}

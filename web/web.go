@@ -1,7 +1,8 @@
 // Package web serves what a browser opens: the teacher dashboard at /, the /try page, the
 // /meshbox.js client and the other embedded files (with ETags, so reloads are 304s), plus the
-// dashboard's JSON API: an overview snapshot, one live stream for the whole dashboard, a QR
-// code of the box's address and the admin actions. web/API.md documents that API.
+// dashboard's read side: an overview snapshot, one live stream for the whole dashboard (the
+// overview feed), the join helper and a QR code of the box's address. The dashboard's admin
+// actions go through the native API (/api/v1) with the admin token. web/API.md documents it.
 package web
 
 import (
@@ -13,19 +14,19 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"meshbox/apierror"
 	"meshbox/auth"
+	"meshbox/live"
 	"meshbox/metrics"
 	"meshbox/rules"
 	"meshbox/stream"
 )
 
-// Store is the part of *rules.Engine the dashboard reads and the admin actions change.
+// Store is the part of *rules.Engine the dashboard reads.
 type Store interface {
 	Groups(domain string) []rules.Group
 	Nodes(gid string) ([]rules.Node, error)
 	Stats(ctx context.Context) rules.Stats
-	Dissolve(ctx context.Context, gid, reason string) error
-	Leave(ctx context.Context, gid, nid, reason string) error
 	LastCursor() int64
 }
 
@@ -74,6 +75,11 @@ type Config struct {
 	// AdminStreams are slots kept for streams with the admin token, whatever the others do;
 	// 0 means 8.
 	AdminStreams int
+	// Clients identifies callers (their address, for the per-address connection cap).
+	Clients auth.Clients
+	// Conns manages the dashboard streams with every other long-lived connection; nil gives
+	// the handler its own, without a cap.
+	Conns *live.Manager
 }
 
 // Handler serves the dashboard, the static files and the dashboard API.
@@ -88,6 +94,8 @@ type Handler struct {
 	machine *Machine
 	// adminCheck is the one admin token check (auth.Admin), shared with the native API.
 	adminCheck *auth.Admin
+	conns      *live.Manager
+	errs       apierror.Writer
 }
 
 // New builds the handlers. Run must be running for the dashboard stream and the rate chart.
@@ -115,7 +123,14 @@ func New(cfg Config, store Store, hub Hub, meter Meter, log *slog.Logger) (*Hand
 	h := &Handler{
 		cfg: cfg, store: store, feed: hub, meter: meter,
 		log: log.With("component", "web"), assets: a, machine: machine,
-		adminCheck: auth.NewAdmin(cfg.AdminToken),
+		adminCheck: auth.NewAdmin(cfg.AdminToken), conns: cfg.Conns,
+	}
+	h.errs = apierror.Writer{Log: h.log}
+	if meter != nil {
+		h.errs.Rejected = meter.ObserveRejected
+	}
+	if h.conns == nil {
+		h.conns = live.New(context.Background(), live.Config{})
 	}
 	h.hub = newBroadcaster(h)
 	return h, nil
@@ -142,10 +157,8 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/api/v1/dashboard/stream", h.stream)
 	r.Get("/api/v1/dashboard/qr.svg", h.qrSVG)
 	r.Get("/api/v1/dashboard/join", h.joinJSON)
-
-	r.Get("/api/v1/admin/check", h.admin(h.adminOK))
-	r.Delete("/api/v1/admin/groups/{gid}", h.admin(h.adminDissolve))
-	r.Delete("/api/v1/admin/groups/{gid}/nodes/{nid}", h.admin(h.adminRemoveNode))
+	// Admin actions are the native API's (DELETE /api/v1/groups/… with the admin token, and
+	// GET /api/v1/admin/check): the dashboard calls them like any other client.
 }
 
 // StatsSource adapts the store to metrics.StatsSource, for metrics.Metrics.RegisterStats.

@@ -39,8 +39,8 @@ func TestTryPageShowsMembersAndEvents(t *testing.T) {
 	teacher.navigate(srv.URL + "/try")
 	teacher.do(
 		chromedp.WaitVisible(chromedp.CSS("#create-form")),
-		chromedp.SendKeys(chromedp.CSS("#node-name"), "Ms Lovelace"),
-		chromedp.SendKeys(chromedp.CSS("#group-name"), "class 4b"),
+		typeInto("#node-name", "Ms Lovelace"),
+		typeInto("#group-name", "class 4b"),
 		chromedp.Click(chromedp.CSS("#create-form button")),
 		chromedp.WaitVisible(chromedp.CSS("#session")),
 	)
@@ -55,7 +55,7 @@ func TestTryPageShowsMembersAndEvents(t *testing.T) {
 	pupil.navigate(share)
 	pupil.do(
 		chromedp.WaitVisible(chromedp.CSS("#join-form")),
-		chromedp.SendKeys(chromedp.CSS("#node-name"), "Grace"),
+		typeInto("#node-name", "Grace"),
 		chromedp.Click(chromedp.CSS("#join-form button")),
 		chromedp.WaitVisible(chromedp.CSS("#session")),
 	)
@@ -133,7 +133,7 @@ func TestTryPageTransportChoice(t *testing.T) {
 			tb.do(
 				chromedp.WaitVisible(chromedp.CSS("#create-form")),
 				chromedp.SetValue(chromedp.CSS("#transport"), tr),
-				chromedp.SendKeys(chromedp.CSS("#group-name"), "transport "+tr),
+				typeInto("#group-name", "transport "+tr),
 				chromedp.Click(chromedp.CSS("#create-form button")),
 			)
 			tb.waitTrue(fmt.Sprintf(`document.querySelector('#status').dataset.state === 'connected' && document.querySelector('#status').dataset.transport === '%s'`, tr), `document.querySelector('#status').textContent`, 15*time.Second)

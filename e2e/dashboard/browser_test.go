@@ -206,10 +206,10 @@ func TestDashboardLive(t *testing.T) {
 	}
 
 	// A wrong token is refused at unlock.
-	tb.do("enter wrong token", chromedp.SendKeys(chromedp.CSS("#admin-token"), "guess"), chromedp.Click(chromedp.CSS("#admin-unlock")))
+	tb.do("enter wrong token", typeInto("#admin-token", "guess"), chromedp.Click(chromedp.CSS("#admin-unlock")))
 	tb.waitFor("wrong token refused", `document.getElementById("toast").textContent.includes("not accepted") && document.getElementById("admin-state").dataset.state === "locked"`)
 	tb.waitFor("refused token cleared", `document.getElementById("admin-token").value === ""`)
-	tb.do("unlock", chromedp.SendKeys(chromedp.CSS("#admin-token"), adminToken), chromedp.Click(chromedp.CSS("#admin-unlock")))
+	tb.do("unlock", typeInto("#admin-token", adminToken), chromedp.Click(chromedp.CSS("#admin-unlock")))
 	tb.waitFor("admin unlocked", `document.getElementById("admin-state").dataset.state === "admin"`)
 
 	group := `document.querySelector('[data-testid=group][data-gid=` + jsString(host.Group.ID) + `]')`

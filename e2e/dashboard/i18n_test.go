@@ -212,8 +212,8 @@ func TestTryPageInTwoLanguages(t *testing.T) {
 			}
 			tb.screenshot("try-" + lang + "-start-desktop")
 			tb.do("create a group",
-				chromedp.SendKeys(chromedp.CSS("#node-name"), "Ms "+lang),
-				chromedp.SendKeys(chromedp.CSS("#group-name"), "class 4b "+lang),
+				typeInto("#node-name", "Ms "+lang),
+				typeInto("#group-name", "class 4b "+lang),
 				chromedp.Click(chromedp.CSS("#create-form button")),
 			)
 			tb.waitFor("connected", `document.getElementById("status").dataset.state === "connected"`)
@@ -271,7 +271,7 @@ func TestJoinAddressFromPublicURL(t *testing.T) {
 
 	tb.do("open /try", chromedp.Navigate(b.base+"/try"))
 	tb.waitFor("/try", `document.querySelector('#create-form button').textContent !== ""`)
-	tb.do("create a group", chromedp.SendKeys(chromedp.CSS("#group-name"), "g"), chromedp.Click(chromedp.CSS("#create-form button")))
+	tb.do("create a group", typeInto("#group-name", "g"), chromedp.Click(chromedp.CSS("#create-form button")))
 	tb.waitFor("share link", `document.getElementById("share-link").href.startsWith("`+public+`/try?group=")`)
 }
 

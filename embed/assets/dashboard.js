@@ -206,9 +206,9 @@ const t = (key, params) => i18n.t(key, params);
     b.classList.remove("armed");
     const gid = encodeURIComponent(b.dataset.gid);
     if (b.dataset.action === "dissolve") {
-      adminAction("DELETE", "/api/v1/admin/groups/" + gid, t("dash.action.dissolve", { name: b.dataset.name }));
+      adminAction("DELETE", "/api/v1/groups/" + gid, t("dash.action.dissolve", { name: b.dataset.name }));
     } else if (b.dataset.action === "remove") {
-      adminAction("DELETE", "/api/v1/admin/groups/" + gid + "/nodes/" + encodeURIComponent(b.dataset.nid), t("dash.action.remove", { name: b.dataset.name }));
+      adminAction("DELETE", "/api/v1/groups/" + gid + "/nodes/" + encodeURIComponent(b.dataset.nid), t("dash.action.remove", { name: b.dataset.name }));
     }
   });
 

@@ -12,77 +12,14 @@ import (
 	"testing"
 )
 
-// TestLayoutFillsSymbol checks the block table against the module count: every version's
-// data plus EC codewords must exactly fill the modules left after the function patterns.
-func TestLayoutFillsSymbol(t *testing.T) {
+func TestEncodeBounds(t *testing.T) {
 	t.Parallel()
-	for v := 1; v <= MaxVersion; v++ {
-		size := 17 + 4*v
-		g := &grid{size: size, dark: make([]bool, size*size), function: make([]bool, size*size)}
-		g.drawFunctionPatterns(v)
-		free := 0
-		for _, f := range g.function {
-			if !f {
-				free++
-			}
-		}
-		l := levelM[v]
-		cw := dataCodewords(v) + l.ec*len(l.blocks)
-		if free/8 != cw {
-			t.Errorf("version %d: %d free modules hold %d codewords, table says %d", v, free, free/8, cw)
-		}
+	c, err := Encode(strings.Repeat("a", MaxBytes))
+	if err != nil || c.Size != 17+4*10 {
+		t.Fatalf("%d bytes: %v (size %v), want version 10", MaxBytes, err, c)
 	}
-}
-
-// TestReedSolomonRoots checks the defining property of the EC codewords: data followed by EC,
-// read as a polynomial, vanishes at α^0 … α^(n-1).
-func TestReedSolomonRoots(t *testing.T) {
-	t.Parallel()
-	data := []byte("meshbox reed-solomon check block")
-	for _, n := range []int{10, 16, 18, 22, 24, 26} {
-		cw := append(append([]byte{}, data...), remainder(data, generator(n))...)
-		alpha := byte(1)
-		for i := range n {
-			var acc byte // Horner evaluation at alpha
-			for _, c := range cw {
-				acc = gfMul(acc, alpha) ^ c
-			}
-			if acc != 0 {
-				t.Errorf("degree %d: codeword is not zero at α^%d", n, i)
-			}
-			alpha = gfMul(alpha, 2)
-		}
-	}
-}
-
-func TestFormatBitsKnownValue(t *testing.T) {
-	t.Parallel()
-	// The all-zero data word with mask pattern 0 at level M is 0x5412 after masking: the mask
-	// exists so that this word is never all zero.
-	if got := formatBits(0); got != 0x5412 {
-		t.Errorf("formatBits(0) = %#x, want 0x5412", got)
-	}
-	// Version 7's word is listed in the standard: 0x07C94.
-	if got := versionBits(7); got != 0x07C94 {
-		t.Errorf("versionBits(7) = %#x, want 0x7c94", got)
-	}
-}
-
-func TestEncodeChoosesVersion(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		n, version int
-	}{{1, 1}, {14, 1}, {15, 2}, {42, 3}, {180, 9}, {181, 10}, {213, 10}} {
-		c, err := Encode(strings.Repeat("a", tc.n))
-		if err != nil {
-			t.Fatalf("%d bytes: %v", tc.n, err)
-		}
-		if c.Version != tc.version || c.Size != 17+4*tc.version {
-			t.Errorf("%d bytes: version %d size %d, want version %d", tc.n, c.Version, c.Size, tc.version)
-		}
-	}
-	if _, err := Encode(strings.Repeat("a", 214)); !errors.Is(err, ErrTooLong) {
-		t.Errorf("214 bytes: err = %v, want ErrTooLong", err)
+	if _, err := Encode(strings.Repeat("a", MaxBytes+1)); !errors.Is(err, ErrTooLong) {
+		t.Errorf("%d bytes: err = %v, want ErrTooLong", MaxBytes+1, err)
 	}
 }
 
@@ -116,8 +53,8 @@ func TestDecodeWithZbar(t *testing.T) {
 		strings.Repeat("0123456789", 12) + "é✓",
 		strings.Repeat("z", 200),
 	}
-	for v := 1; v <= MaxVersion; v++ { // one text filling each version exactly
-		texts = append(texts, strings.Repeat(string(rune('A'+v)), capacity(v)))
+	for n := 1; n <= MaxBytes; n += 17 { // lengths across the versions
+		texts = append(texts, strings.Repeat("meshbox/", n/8+1)[:n])
 	}
 	dir := t.TempDir()
 	for i, text := range texts {
@@ -129,11 +66,11 @@ func TestDecodeWithZbar(t *testing.T) {
 		writePNG(t, c, file)
 		out, err := exec.Command(zbar, "--quiet", "--raw", "-Sqrcode.enable", "-Sbinary", file).Output()
 		if err != nil {
-			t.Errorf("text %d (version %d, mask %d): zbarimg could not decode: %v", i, c.Version, c.Mask, err)
+			t.Errorf("text %d (size %d): zbarimg could not decode: %v", i, c.Size, err)
 			continue
 		}
 		if got := strings.TrimSuffix(string(out), "\n"); got != text {
-			t.Errorf("text %d (version %d): decoded %q, want %q", i, c.Version, got, text)
+			t.Errorf("text %d (size %d): decoded %q, want %q", i, c.Size, got, text)
 		}
 	}
 }

@@ -1,0 +1,199 @@
+// Package live manages the life of every long-lived connection meshbox holds: native
+// WebSocket, SSE and long-poll streams, the Mesh v2 (AppSync) real-time socket and the
+// dashboard stream. It registers each connection, charges it to its client address (one
+// per-address cap for all of them), gives it a context that ends with the request or at
+// shutdown, pings WebSocket peers and drops those whose writes stall, bounds every write, and
+// ends connections with distinct close codes and reasons. The transports are thin adapters
+// that only speak their protocol over it.
+package live
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrTooManyConns means the client address holds as many long-lived connections as it may.
+var ErrTooManyConns = errors.New("too many open connections from this address")
+
+// ErrShuttingDown means the server is shutting down and accepts no new connection.
+var ErrShuttingDown = errors.New("meshbox is shutting down")
+
+// Observer counts open connections per transport; package metrics implements it.
+type Observer interface {
+	ConnOpened(transport string)
+	ConnClosed(transport string)
+}
+
+type noopObserver struct{}
+
+func (noopObserver) ConnOpened(string) {}
+func (noopObserver) ConnClosed(string) {}
+
+// Config holds the connection policy.
+type Config struct {
+	// MaxPerAddr bounds the long-lived connections of one client address; 0 is unlimited.
+	MaxPerAddr int
+	// PingInterval is how often WebSocket peers are pinged; a peer must answer within the next
+	// interval. 0 means 20 s.
+	PingInterval time.Duration
+	// WriteTimeout bounds one write: an SSE write gets it as its deadline, and a WebSocket
+	// write blocked for longer (and longer than a ping interval) marks a slow client. 0 means
+	// 15 s.
+	WriteTimeout time.Duration
+	// Observer counts connections; nil counts nothing.
+	Observer Observer
+}
+
+// Manager is the registry of long-lived connections. Its context is the server's: when it is
+// cancelled (shutdown) every connection ends, WebSockets with 1012, and no new one opens.
+type Manager struct {
+	ctx context.Context
+	cfg Config
+
+	mu      sync.Mutex
+	perAddr map[string]int
+	sockets map[*Socket]struct{}
+	active  sync.WaitGroup // every connection not yet closed
+}
+
+// New returns a manager whose connections end when ctx is cancelled. Run must be called for
+// WebSocket pings and stall checks.
+func New(ctx context.Context, cfg Config) *Manager {
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 20 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 15 * time.Second
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noopObserver{}
+	}
+	return &Manager{ctx: ctx, cfg: cfg, perAddr: map[string]int{}, sockets: map[*Socket]struct{}{}}
+}
+
+// Context ends at shutdown.
+func (m *Manager) Context() context.Context { return m.ctx }
+
+// WriteTimeout is the bound of one write.
+func (m *Manager) WriteTimeout() time.Duration { return m.cfg.WriteTimeout }
+
+// Conn is one registered long-lived connection. Close it when it ends.
+type Conn struct {
+	m         *Manager
+	addr      string
+	transport string
+	ctx       context.Context
+	cancel    context.CancelFunc
+	stop      func() bool
+	once      sync.Once
+}
+
+// Open registers a connection of transport from client address addr (charged against the
+// per-address cap; "" charges nothing, for connections that have reserved slots of their own).
+// Its context ends with parent or at shutdown.
+func (m *Manager) Open(parent context.Context, addr, transport string) (*Conn, error) {
+	return m.open(parent, addr, transport, nil)
+}
+
+// open registers a connection; atShutdown (nil: cancel the context) runs when the server
+// shuts down.
+func (m *Manager) open(parent context.Context, addr, transport string, atShutdown func()) (*Conn, error) {
+	m.mu.Lock()
+	if m.ctx.Err() != nil {
+		m.mu.Unlock()
+		return nil, ErrShuttingDown
+	}
+	if addr != "" {
+		if m.cfg.MaxPerAddr > 0 && m.perAddr[addr] >= m.cfg.MaxPerAddr {
+			m.mu.Unlock()
+			return nil, ErrTooManyConns
+		}
+		m.perAddr[addr]++
+	}
+	m.active.Add(1)
+	m.mu.Unlock()
+	c := &Conn{m: m, addr: addr, transport: transport}
+	c.ctx, c.cancel = context.WithCancel(parent)
+	if atShutdown == nil {
+		atShutdown = c.cancel
+	}
+	c.stop = context.AfterFunc(m.ctx, atShutdown)
+	m.cfg.Observer.ConnOpened(transport)
+	return c, nil
+}
+
+// Context ends with the connection's parent, at shutdown, or when the connection closes.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// ShuttingDown reports whether the server is shutting down (rather than the peer gone).
+func (c *Conn) ShuttingDown() bool { return c.m.ctx.Err() != nil }
+
+// Close unregisters the connection and frees its address slot; it is idempotent.
+func (c *Conn) Close() {
+	c.once.Do(func() {
+		c.stop()
+		c.cancel()
+		c.m.cfg.Observer.ConnClosed(c.transport)
+		c.m.mu.Lock()
+		if c.addr != "" {
+			if c.m.perAddr[c.addr]--; c.m.perAddr[c.addr] <= 0 {
+				delete(c.m.perAddr, c.addr)
+			}
+		}
+		c.m.mu.Unlock()
+		c.m.active.Done()
+	})
+}
+
+// Wait blocks until every connection has closed (they close at shutdown), or ctx ends.
+func (m *Manager) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { m.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		// Both may be ready at once: select picks at random, so look at done again.
+		select {
+		case <-done:
+			return nil
+		default:
+			return fmt.Errorf("long-lived connections still open: %w", ctx.Err())
+		}
+	}
+}
+
+func (m *Manager) snapshot() []*Socket {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Socket, 0, len(m.sockets))
+	for s := range m.sockets {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Run pings every WebSocket peer from one goroutine and drops those that do not answer or
+// whose writes stall, until ctx ends. A dead peer is gone within two intervals.
+func (m *Manager) Run(ctx context.Context) {
+	every := m.cfg.PingInterval
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, s := range m.snapshot() {
+				if s.stalled(now, max(every, m.cfg.WriteTimeout)) {
+					s.Drop(Slow)
+					continue
+				}
+				go s.ping(every)
+			}
+		}
+	}
+}

@@ -1,0 +1,151 @@
+package live
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Socket is a registered WebSocket connection: the manager pings it, drops it when its writes
+// stall and closes it at shutdown. Writes are serialised here, so the stall detector always
+// times the write in progress.
+type Socket struct {
+	*Conn
+	ws  *websocket.Conn
+	log *slog.Logger
+
+	// wmu serialises writes. writeStart is when the write holding wmu began (unix nanos, 0
+	// when none): set and cleared under wmu, so a concurrent writer (an ack beside a flush)
+	// waits for the lock and cannot clear the start of a stalled write.
+	wmu        sync.Mutex
+	writeStart atomic.Int64
+	waiting    atomic.Int32 // writers waiting for wmu (tests observe it)
+	closeOnce  sync.Once
+	reason     atomic.Pointer[Reason]
+}
+
+// AcceptOptions are the upgrade options of Accept.
+type AcceptOptions = websocket.AcceptOptions
+
+// Accept upgrades the request to a WebSocket registered as transport for client address addr.
+// On error the client has been answered (an upgrade failure) or err is ErrTooManyConns or
+// ErrShuttingDown, checked before the upgrade so the caller can answer it. The socket's
+// context does not end with the request: a hijacked connection outlives its handler.
+func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport string, opts *AcceptOptions, log *slog.Logger) (*Socket, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Socket{log: log}
+	// Shutdown closes the socket with 1012 rather than cancelling its context: a read whose
+	// context ends drops the connection without a close frame, and clients should be told to
+	// reconnect. ready holds that close back until the upgrade is done.
+	ready := make(chan struct{})
+	c, err := m.open(context.Background(), addr, transport, func() { <-ready; s.Close(Shutdown) })
+	if err != nil {
+		return nil, err
+	}
+	s.Conn = c
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		s.closeOnce.Do(func() {}) // the shutdown hook has no socket to close
+		close(ready)
+		c.Close()
+		return nil, errUpgrade{err}
+	}
+	s.ws = ws
+	m.mu.Lock()
+	m.sockets[s] = struct{}{}
+	m.mu.Unlock()
+	close(ready)
+	return s, nil
+}
+
+// errUpgrade is a failed upgrade, already answered by the library.
+type errUpgrade struct{ err error }
+
+func (e errUpgrade) Error() string { return "websocket upgrade: " + e.err.Error() }
+func (e errUpgrade) Unwrap() error { return e.err }
+
+// Answered reports whether err from Accept has already been answered to the client.
+func Answered(err error) bool {
+	_, ok := err.(errUpgrade)
+	return ok
+}
+
+// WS is the underlying connection, for reads and settings.
+func (s *Socket) WS() *websocket.Conn { return s.ws }
+
+// Write sends one text message. It arms no timer: a write that stalls is cut off by the
+// manager's pinger (Slow), and Close ends a write in progress by closing the socket.
+func (s *Socket) Write(b []byte) error {
+	s.waiting.Add(1)
+	s.wmu.Lock()
+	s.waiting.Add(-1)
+	defer s.wmu.Unlock()
+	s.writeStart.Store(time.Now().UnixNano())
+	defer s.writeStart.Store(0)
+	return s.ws.Write(context.Background(), websocket.MessageText, b)
+}
+
+// stalled reports a write that has been blocked for longer than d.
+func (s *Socket) stalled(now time.Time, d time.Duration) bool {
+	start := s.writeStart.Load()
+	return start != 0 && now.Sub(time.Unix(0, start)) > d
+}
+
+func (s *Socket) ping(within time.Duration) {
+	ctx, cancel := context.WithTimeout(s.ctx, within)
+	defer cancel()
+	if err := s.ws.Ping(ctx); err != nil && s.ctx.Err() == nil {
+		s.Drop(Reset)
+	}
+}
+
+// Close ends the connection once, with a close frame carrying the reason, and unregisters it.
+func (s *Socket) Close(why Reason) {
+	s.closeOnce.Do(func() {
+		s.reason.Store(&why)
+		s.log.Debug("websocket closed", "code", int(why.Code), "reason", why.Text)
+		s.ws.Close(why.Code, why.Text)
+		s.end()
+	})
+}
+
+// Drop ends the connection of a peer that no longer answers or reads, without the close
+// handshake, which would wait for that peer.
+func (s *Socket) Drop(why Reason) {
+	s.closeOnce.Do(func() {
+		s.reason.Store(&why)
+		s.log.Debug("websocket dropped", "code", int(why.Code), "reason", why.Text)
+		s.end()
+	})
+}
+
+func (s *Socket) end() {
+	s.cancel()
+	s.ws.CloseNow()
+	s.m.mu.Lock()
+	delete(s.m.sockets, s)
+	s.m.mu.Unlock()
+}
+
+// Reason is why the socket ended, once it has; the zero Reason before.
+func (s *Socket) Reason() Reason {
+	if r := s.reason.Load(); r != nil {
+		return *r
+	}
+	return Reason{}
+}
+
+// Release ends the socket (without a handshake, if it has not ended yet: its reader is done,
+// so nobody would read the answer) and frees its registration; call it once the connection's
+// goroutines are done.
+func (s *Socket) Release(why Reason) {
+	s.Drop(why)
+	s.Conn.Close()
+}

@@ -1,0 +1,79 @@
+package server
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"meshbox/apierror"
+)
+
+// poll answers GET …/events: the items after the cursor at once, or, with wait, as soon as
+// there are some (a long-poll, registered with package live while it waits).
+func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query() // parsed once: a long-poll is the most frequent request there is
+	rd, err := s.openReader(r, q, "")
+	if err != nil {
+		return err
+	}
+	limit := 500
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 5000 {
+			return errorf(http.StatusBadRequest, "invalid", "limit must be an integer from 1 to 5000")
+		}
+	}
+	var wait time.Duration
+	if v := q.Get("wait"); v != "" {
+		secs, err := strconv.ParseFloat(v, 64)
+		if err != nil || secs < 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
+			return errorf(http.StatusBadRequest, "invalid", "wait must be a number of seconds, 0 or more")
+		}
+		wait = min(time.Duration(secs*float64(time.Second)), s.cfg.MaxWait)
+	}
+	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "longpoll")
+	defer sub.Close()
+	b, err := sub.Read(r.Context(), rd.since, limit)
+	if err != nil {
+		return err
+	}
+	if len(b.Items) == 0 && !b.Truncated && s.store.Over(rd.node.Group, b.Next) {
+		return errorf(http.StatusGone, "group_ended", "group "+rd.node.Group+" has ended")
+	}
+	if len(b.Items) == 0 && !b.Truncated && wait > 0 {
+		c, err := s.live.Open(r.Context(), s.clientIP(r), "longpoll")
+		if err != nil {
+			return err
+		}
+		ctx, cancelWait := context.WithTimeout(c.Context(), wait)
+		// b.Next, not rd.since: nothing of the group is up to b.Next, and an older cursor
+		// behind the tail would end the wait at once.
+		err = sub.Wait(ctx, b.Next)
+		cancelWait()
+		shuttingDown := c.ShuttingDown()
+		c.Close()
+		if r.Context().Err() != nil && !shuttingDown {
+			return r.Context().Err() // the client went away; at shutdown it gets its page
+		}
+		if err == nil {
+			if b, err = sub.Read(r.Context(), b.Next, limit); err != nil {
+				return err
+			}
+		}
+	}
+	if len(b.Items) == 0 && !b.Truncated && s.store.Over(rd.node.Group, b.Next) {
+		return errorf(http.StatusGone, "group_ended", "group "+rd.node.Group+" has ended")
+	}
+	buf := make([]byte, 0, 64+itemsLen(b.Items))
+	buf = append(buf, `{"items":`...)
+	buf = appendItems(buf, b.Items)
+	buf = append(buf, `,"next":`...)
+	buf = strconv.AppendInt(buf, b.Next, 10)
+	buf = append(buf, `,"truncated":`...)
+	buf = strconv.AppendBool(buf, b.Truncated)
+	buf = append(buf, "}\n"...)
+	apierror.WriteRaw(w, http.StatusOK, buf)
+	s.delivered("longpoll", b.Items)
+	return nil
+}
