@@ -15,6 +15,7 @@ import (
 type Result struct {
 	Scenario   string  `json:"scenario"`
 	Server     string  `json:"server"`
+	API        string  `json:"api,omitempty"`
 	Transport  string  `json:"transport,omitempty"`
 	Groups     int     `json:"groups,omitempty"`
 	Readers    int     `json:"readers,omitempty"`
@@ -56,13 +57,31 @@ type Result struct {
 
 // ProcUsage is the server process's resource use over a scenario.
 type ProcUsage struct {
-	PID         int     `json:"pid"`
-	CPUSeconds  float64 `json:"cpuSeconds"`
-	CPUCores    float64 `json:"cpuCores"` // CPU seconds per wall second; 1 = one core busy
-	RSSBefore   int64   `json:"rssBytesBefore"`
-	RSSAfter    int64   `json:"rssBytesAfter"`
-	RSSPerConn  float64 `json:"rssBytesPerConnection,omitempty"`
-	WallSeconds float64 `json:"wallSeconds"`
+	PID        int     `json:"pid"`
+	CPUSeconds float64 `json:"cpuSeconds"`
+	CPUCores   float64 `json:"cpuCores"` // CPU seconds per wall second; 1 = one core busy
+	RSSBefore  int64   `json:"rssBytesBefore"`
+	RSSAfter   int64   `json:"rssBytesAfter"`
+	RSSPerConn float64 `json:"rssBytesPerConnection,omitempty"`
+	// CPU per unit of work: per delivery when readers ran, per
+	// acknowledged publish otherwise.
+	CPUPerDelivery float64 `json:"cpuMicrosPerDelivery,omitempty"`
+	CPUPerPublish  float64 `json:"cpuMicrosPerPublish,omitempty"`
+	WallSeconds    float64 `json:"wallSeconds"`
+}
+
+// perItem fills the server's CPU per delivery or per publish.
+func (r *Result) perItem() {
+	p := r.ServerProcess
+	if p == nil {
+		return
+	}
+	switch {
+	case r.Delivered > 0:
+		p.CPUPerDelivery = round3(p.CPUSeconds * 1e6 / float64(r.Delivered))
+	case r.Published > 0:
+		p.CPUPerPublish = round3(p.CPUSeconds * 1e6 / float64(r.Published))
+	}
 }
 
 // errorTally counts errors by a short label; safe for concurrent use.
@@ -150,6 +169,11 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 		row("server rss", "%s before, %s after", mib(p.RSSBefore), mib(p.RSSAfter))
 		if p.RSSPerConn != 0 {
 			row("rss per connection", "%.1f KiB", p.RSSPerConn/1024)
+		}
+		if p.CPUPerDelivery > 0 {
+			row("cpu per delivery", "%.2f µs", p.CPUPerDelivery)
+		} else if p.CPUPerPublish > 0 {
+			row("cpu per publish", "%.1f µs", p.CPUPerPublish)
 		}
 	}
 	if r.ToolCPUCores > 0 {
