@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,10 @@ type Hooks struct {
 // maxBatchOps bounds the requests of one group-commit transaction, so a flood of writers
 // cannot make one commit, and so every acknowledgement, wait for long.
 const maxBatchOps = 512
+
+// maxCommitYields bounds how often the writer yields to let ops join a batch before it
+// commits (see runBatch).
+const maxCommitYields = 4
 
 type noopObserver struct{}
 
@@ -343,13 +348,24 @@ func (e *Engine) runBatch(batch []*op, first *op) []*op {
 		batch = append(batch, o)
 	}
 	run(first)
+	// Group commit: once the queue is empty, yield the processor so that requests already
+	// being decoded on other goroutines can join this batch before it commits. A commit costs
+	// far more than an op, so under load batches grow and storage gets nearly free per
+	// request; when nothing else is runnable the yield returns at once. Yield again only
+	// while yielding brought more ops.
+	yields, yieldedAt := 0, 0
 fill:
 	for t.fatal == nil && len(batch) < maxBatchOps && len(t.batch.Items) < e.opts.MaxBatchItems && t.bytes < e.opts.MaxBatchBytes {
 		select {
 		case o := <-e.ops:
 			run(o)
 		default:
-			break fill
+			if yields >= maxCommitYields || (yields > 0 && len(batch) == yieldedAt) {
+				break fill
+			}
+			yieldedAt = len(batch)
+			yields++
+			runtime.Gosched()
 		}
 	}
 	err := t.fatal
