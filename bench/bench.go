@@ -57,6 +57,7 @@ type settings struct {
 	compare    string // second server: run both, alternated, and report ratios
 	comparePID int
 	compareAPI string
+	compareTr  string // transport on the -compare side (default: -transport)
 	rounds     int
 }
 
@@ -147,6 +148,7 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs.StringVar(&cfg.compare, "compare", "", "second server URL: run the scenario on -url and on it alternately (A B A B …) and report B/A ratios")
 	fs.IntVar(&cfg.comparePID, "compare-pid", 0, "process id of the -compare server (CPU and RSS, like -pid)")
 	fs.StringVar(&cfg.compareAPI, "compare-api", apiMeshbox, "API of the -compare server: meshbox | ntfy")
+	fs.StringVar(&cfg.compareTr, "compare-transport", "", "reader transport on the -compare side (default -transport); with -compare equal to -url this puts two transports of one server side by side")
 	fs.IntVar(&cfg.rounds, "rounds", 2, "with -compare: runs on each server, alternated")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: meshbox bench [flags]
@@ -214,11 +216,19 @@ Flags:
 	default:
 		return cfg, fmt.Errorf("bench: unknown transport %q (ws, sse or poll)", cfg.transport)
 	}
+	if cfg.compareTr == "" {
+		cfg.compareTr = cfg.transport
+	}
+	switch cfg.compareTr {
+	case transportWS, transportSSE, transportPoll:
+	default:
+		return cfg, fmt.Errorf("bench: unknown transport %q (ws, sse or poll)", cfg.compareTr)
+	}
 	for _, api := range []string{cfg.api, cfg.compareAPI} {
 		switch api {
 		case apiMeshbox:
 		case apiNtfy:
-			if cfg.scenario != scenarioFanout && cfg.scenario != scenarioPublish && cfg.scenario != scenarioIdle || cfg.transport == transportPoll {
+			if cfg.scenario != scenarioFanout && cfg.scenario != scenarioPublish && cfg.scenario != scenarioIdle || cfg.transport == transportPoll || cfg.compareTr == transportPoll {
 				return cfg, fmt.Errorf("bench: ntfy can be driven in the fanout (ws, sse), publish and idle scenarios")
 			}
 		default:

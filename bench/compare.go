@@ -79,9 +79,9 @@ func proc(r *Result, f func(*ProcUsage) float64) (float64, bool) {
 // run that broke down says nothing about the relay.
 func compare(ctx context.Context, cfg settings, stdout io.Writer) error {
 	b := cfg
-	b.url, b.pid, b.api, b.cpuprofile = cfg.compare, cfg.comparePID, cfg.compareAPI, ""
+	b.url, b.pid, b.api, b.transport, b.cpuprofile = cfg.compare, cfg.comparePID, cfg.compareAPI, cfg.compareTr, ""
 	sides := [2]settings{cfg, b}
-	cmp := &Comparison{A: cfg.url + " (" + cfg.api + ")", B: b.url + " (" + b.api + ")"}
+	cmp := &Comparison{A: cfg.url + " (" + cfg.api + " " + cfg.transport + ")", B: b.url + " (" + b.api + " " + b.transport + ")"}
 	var runs [2][]*Result
 	for round := range cfg.rounds {
 		for i, s := range sides {

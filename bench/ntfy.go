@@ -23,9 +23,9 @@ const (
 // ntfy has no groups, nodes or cursors: a group is a topic, joining is
 // free, and the tool numbers what it publishes itself, in the message
 // title, so readers can check loss, duplicates and order the same way.
-// The numbers are taken when a publish is sent, so two publishes in flight
-// at once may be stored by ntfy in the other order; at fan-out rates
-// (one publisher, 50/s) they are not in flight together.
+// The numbers are taken when a publish is sent, and two publishes in flight
+// at once may be stored by ntfy in the other order, so for ntfy readers
+// check loss and duplicates exactly but not order (tracker.unordered).
 
 // ntfyMessage is the part of an ntfy message the tool looks at.
 type ntfyMessage struct {

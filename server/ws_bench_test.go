@@ -1,0 +1,63 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"meshbox/stream"
+)
+
+// BenchmarkWebSocketFrameWrite is one delivery over a WebSocket: the items frame built by
+// hand from the items' stored JSON and written to a real connection on loopback (a client
+// reads and discards).
+func BenchmarkWebSocketFrameWrite(b *testing.B) {
+	conns := make(chan *websocket.Conn, 1)
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		conns <- c
+		<-done
+	}))
+	defer srv.Close()
+	defer close(done)
+	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.CloseNow()
+	go func() {
+		for {
+			if _, _, err := client.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	wc := &wsConn{c: <-conns}
+	defer wc.c.CloseNow()
+	payload := strings.Repeat("x", 64)
+	items := []stream.Item{{Cursor: 4242, Kind: stream.KindEvent, Node: "n1", Name: "go", Payload: &payload,
+		At: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)}}
+	items[0].JSON = stream.EncodeItem(items[0])
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = append(buf[:0], `{"type":"items","items":`...)
+		buf = appendItems(buf, items)
+		buf = append(buf, `,"next":`...)
+		buf = strconv.AppendInt(buf, items[0].Cursor, 10)
+		buf = append(buf, '}')
+		if err := wc.send(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
