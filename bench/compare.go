@@ -51,6 +51,7 @@ var figures = []struct {
 	{"rss KiB/connection", func(r *Result) (float64, bool) {
 		return proc(r, func(p *ProcUsage) float64 { return p.RSSPerConn / 1024 })
 	}},
+	{"live KiB/connection", func(r *Result) (float64, bool) { return r.LivePerConn / 1024, r.LivePerConn != 0 }},
 	{"bench cpu cores", func(r *Result) (float64, bool) { return r.ToolCPUCores, true }},
 }
 

@@ -51,8 +51,11 @@ type Result struct {
 	CPUs        int     `json:"cpus"`
 
 	ServerProcess *ProcUsage `json:"serverProcess,omitempty"`
-	ToolCPUCores  float64    `json:"toolCpuCores"` // CPU the load generator itself used, in cores
-	Notes         []string   `json:"notes,omitempty"`
+	// LivePerConn is the growth of the server's live memory (heap after a forced collection
+	// plus stacks, read from /debug/pprof) per connection; 0 when the server does not serve it.
+	LivePerConn  float64  `json:"liveBytesPerConnection,omitempty"`
+	ToolCPUCores float64  `json:"toolCpuCores"` // CPU the load generator itself used, in cores
+	Notes        []string `json:"notes,omitempty"`
 }
 
 // ProcUsage is the server process's resource use over a scenario.
@@ -175,6 +178,9 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 		} else if p.CPUPerPublish > 0 {
 			row("cpu per publish", "%.1f µs", p.CPUPerPublish)
 		}
+	}
+	if r.LivePerConn != 0 {
+		row("live per connection", "%.1f KiB (heap after GC + stacks)", r.LivePerConn/1024)
 	}
 	if r.ToolCPUCores > 0 {
 		row("bench cpu", "%.1f%% of one core (the load generator itself)", 100*r.ToolCPUCores)

@@ -130,12 +130,14 @@ func (b *bench) fanout(ctx context.Context) (*Result, error) {
 	if b.cfg.pid > 0 {
 		base, _ = sampleProc(b.cfg.pid)
 	}
+	liveBefore, liveOK := b.c.liveMemory(ctx)
 	stop, ready, err := b.startReaders(ctx, readers, b.cfg.transport)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
 	sleep(ctx, b.cfg.warmup)
+	liveAfter, liveOK2 := b.c.liveMemory(ctx)
 
 	srv := b.startSampling(ctx)
 	start := time.Now()
@@ -158,6 +160,9 @@ func (b *bench) fanout(ctx context.Context) (*Result, error) {
 	collect(res, readers, stats)
 	res.DeliveryRate = math.Round(float64(res.Delivered) / end.Sub(start).Seconds())
 	srv.finish(res, 0)
+	if liveOK && liveOK2 {
+		res.LivePerConn = float64(liveAfter-liveBefore) / float64(len(readers))
+	}
 	if p := res.ServerProcess; p != nil && base.rss > 0 {
 		p.RSSPerConn = float64(p.RSSAfter-base.rss) / float64(len(readers))
 	}
@@ -390,6 +395,7 @@ func (b *bench) idle(ctx context.Context) (*Result, error) {
 		res.Groups++
 	}
 	sleep(ctx, time.Second) // let the joins settle before the baseline
+	liveBefore, liveOK := b.c.liveMemory(ctx)
 	srv := b.startSampling(ctx)
 
 	cctx, cancel := context.WithCancel(ctx)
@@ -427,6 +433,9 @@ func (b *bench) idle(ctx context.Context) (*Result, error) {
 	sleep(ctx, b.cfg.duration)
 	res.Seconds = round3(b.cfg.duration.Seconds())
 	srv.finish(res, open)
+	if liveAfter, ok := b.c.liveMemory(ctx); ok && liveOK && open > 0 {
+		res.LivePerConn = float64(liveAfter-liveBefore) / float64(open)
+	}
 	cancel()
 	for _, c := range conns {
 		if c != nil {
