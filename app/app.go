@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -94,6 +95,12 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		return nil, err
 	}
 	a.cfg = cfg
+	if cfg.Pprof {
+		// Sample contended locks and blocking too, so /debug/pprof/mutex and /block have
+		// something to show under load; both are process-wide and cost little at these rates.
+		runtime.SetMutexProfileFraction(100)
+		runtime.SetBlockProfileRate(100_000)
+	}
 	a.Metrics = metrics.New(version, nil)
 	if a.opened, err = openLog(ctx, cfg, version, log); err != nil {
 		return nil, err
