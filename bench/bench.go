@@ -59,6 +59,7 @@ type settings struct {
 	compareAPI string
 	compareTr  string // transport on the -compare side (default: -transport)
 	rounds     int
+	order      string // "abab" or "abba": which side runs first in each round
 }
 
 // Run parses args (the words after `meshbox bench`), runs one scenario
@@ -150,6 +151,7 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs.StringVar(&cfg.compareAPI, "compare-api", apiMeshbox, "API of the -compare server: meshbox | ntfy")
 	fs.StringVar(&cfg.compareTr, "compare-transport", "", "reader transport on the -compare side (default -transport); with -compare equal to -url this puts two transports of one server side by side")
 	fs.IntVar(&cfg.rounds, "rounds", 2, "with -compare: runs on each server, alternated")
+	fs.StringVar(&cfg.order, "order", "abab", "with -compare: abab (A first in every round) or abba (the first side alternates, which cancels any advantage of running first)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: meshbox bench [flags]
 
@@ -215,6 +217,9 @@ Flags:
 	case transportWS, transportSSE, transportPoll:
 	default:
 		return cfg, fmt.Errorf("bench: unknown transport %q (ws, sse or poll)", cfg.transport)
+	}
+	if cfg.order != "abab" && cfg.order != "abba" {
+		return cfg, fmt.Errorf("bench: -order is abab or abba")
 	}
 	if cfg.compareTr == "" {
 		cfg.compareTr = cfg.transport

@@ -85,7 +85,12 @@ func compare(ctx context.Context, cfg settings, stdout io.Writer) error {
 	cmp := &Comparison{A: cfg.url + " (" + cfg.api + " " + cfg.transport + ")", B: b.url + " (" + b.api + " " + b.transport + ")"}
 	var runs [2][]*Result
 	for round := range cfg.rounds {
-		for i, s := range sides {
+		order := []int{0, 1}
+		if cfg.order == "abba" && round%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, i := range order {
+			s := sides[i]
 			if round > 0 {
 				s.cpuprofile = "" // one profile, from the first run
 			}

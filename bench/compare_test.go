@@ -47,3 +47,30 @@ func TestCompareAlternatesAndReportsRatios(t *testing.T) {
 		t.Fatalf("loss figure %+v", loss)
 	}
 }
+
+func TestCompareABBAStartsEachRoundWithTheOtherSide(t *testing.T) {
+	t.Parallel()
+	_, a := newFakeMeshbox(t)
+	_, b := newFakeMeshbox(t)
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := Run(ctx, []string{"-url", a.URL, "-compare", b.URL, "-rounds", "3", "-order", "abba",
+		"-scenario", "publish", "-publishers", "2", "-duration", "100ms", "-json"}, &out)
+	if err != nil {
+		t.Fatalf("compare: %v\n%s", err, out.String())
+	}
+	var c Comparison
+	if err := json.Unmarshal(out.Bytes(), &c); err != nil {
+		t.Fatalf("decode %q: %v", out.String(), err)
+	}
+	want := []string{a.URL, b.URL, b.URL, a.URL, a.URL, b.URL}
+	if len(c.Runs) != len(want) {
+		t.Fatalf("%d runs, want %d", len(c.Runs), len(want))
+	}
+	for i, r := range c.Runs {
+		if r.Server != want[i] {
+			t.Fatalf("run %d on %s, want %s (A B B A A B)", i, r.Server, want[i])
+		}
+	}
+}

@@ -86,8 +86,12 @@ type Hooks struct {
 const maxBatchOps = 512
 
 // maxCommitYields bounds how often the writer yields to let ops join a batch before it
-// commits (see runBatch).
-const maxCommitYields = 4
+// commits, and busyGap is the pause between batches under which the writer counts as busy
+// (see runBatch).
+const (
+	maxCommitYields = 4
+	busyGap         = time.Millisecond
+)
 
 type noopObserver struct{}
 
@@ -146,6 +150,10 @@ type Engine struct {
 	createRate *ratelimit.Keyed
 
 	ops chan *op
+	// lastOps is how many ops the previous batch held and lastEnd when it was answered; only
+	// the writer goroutine uses them.
+	lastOps int
+	lastEnd time.Time
 	// purgeNow asks the purge loop for a pass at once: a write found the log full, and only
 	// the purge makes room.
 	purgeNow chan struct{}
@@ -342,6 +350,7 @@ func (e *Engine) writeLoop() {
 // runBatch runs first and whatever else is queued, within the batch bounds, as one commit.
 func (e *Engine) runBatch(batch []*op, first *op) []*op {
 	start := time.Now()
+	defer func() { e.lastEnd = time.Now() }()
 	t := e.newTx()
 	run := func(o *op) {
 		o.err = e.runOp(o, t)
@@ -351,9 +360,14 @@ func (e *Engine) runBatch(batch []*op, first *op) []*op {
 	// Group commit: once the queue is empty, yield the processor so that requests already
 	// being decoded on other goroutines can join this batch before it commits. A commit costs
 	// far more than an op, so under load batches grow and storage gets nearly free per
-	// request; when nothing else is runnable the yield returns at once. Yield again only
-	// while yielding brought more ops.
+	// request. Only under load — the previous batch had company, or this op came right after
+	// it: a lone writer's op (one publisher, ops far apart) would wait behind whatever else is
+	// runnable, such as readers' flushes, for nobody. Yield again only while yielding brought
+	// more ops.
 	yields, yieldedAt := 0, 0
+	if e.lastOps < 2 && start.Sub(e.lastEnd) > busyGap {
+		yields = maxCommitYields
+	}
 fill:
 	for t.fatal == nil && len(batch) < maxBatchOps && len(t.batch.Items) < e.opts.MaxBatchItems && t.bytes < e.opts.MaxBatchBytes {
 		select {
@@ -368,6 +382,7 @@ fill:
 			runtime.Gosched()
 		}
 	}
+	e.lastOps = len(batch)
 	err := t.fatal
 	if err == nil && (len(t.batch.Items) > 0 || len(t.batch.Changes) > 0) {
 		err = e.store.Append(context.Background(), &t.batch)
