@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -37,7 +38,11 @@ func BenchmarkWebSocketFrameWrite(b *testing.B) {
 	defer client.CloseNow()
 	go func() {
 		for {
-			if _, _, err := client.Read(context.Background()); err != nil {
+			_, r, err := client.Reader(context.Background())
+			if err != nil {
+				return
+			}
+			if _, err := io.Copy(io.Discard, r); err != nil {
 				return
 			}
 		}
