@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -98,6 +99,13 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		return nil, err
 	}
 	a.cfg = cfg
+	if cfg.Pprof {
+		// Sample contended locks too, so /debug/pprof/mutex has something to show under load;
+		// it is process-wide and costs little at this rate. (A block profile would record
+		// every reader's wait with its stack, which changes what it measures; profiling
+		// blocking needs a build that calls runtime.SetBlockProfileRate.)
+		runtime.SetMutexProfileFraction(100)
+	}
 	a.Metrics = metrics.New(version, nil)
 	if a.opened, err = openLog(ctx, cfg, version, log); err != nil {
 		return nil, err

@@ -53,6 +53,14 @@ type settings struct {
 	dial       int
 	domain     string
 	keep       bool
+
+	api        string // apiMeshbox or apiNtfy
+	compare    string // second server: run both, alternated, and report ratios
+	comparePID int
+	compareAPI string
+	compareTr  string // transport on the -compare side (default: -transport)
+	rounds     int
+	order      string // "abab" or "abba": which side runs first in each round
 }
 
 // Run parses args (the words after `meshbox bench`), runs one scenario
@@ -65,10 +73,27 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.compare != "" {
+		return compare(ctx, cfg, stdout)
+	}
+	res, err := runOnce(ctx, cfg)
+	if res != nil {
+		// A partial result (say, some connections refused) still tells
+		// the user what the server carried before it failed.
+		if werr := writeResult(stdout, res, cfg.json); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+// runOnce runs the scenario once against cfg.url and returns what it
+// measured, possibly partial alongside an error.
+func runOnce(ctx context.Context, cfg settings) (*Result, error) {
 	conns := max(cfg.readers, cfg.groups*cfg.nodes) + cfg.publishers + 64
-	c, err := newClient(cfg.url, conns)
+	c, err := newClient(cfg.url, cfg.api, conns)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer c.close()
 	b := &bench{cfg: cfg, c: c, run: runID()}
@@ -81,18 +106,14 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		res.Notes = append(res.Notes, cerr.Error())
 	}
 	if res != nil {
-		// A partial result (say, some connections refused) still tells
-		// the user what the server carried before it failed.
-		res.Scenario, res.Server = cfg.scenario, cfg.url
+		res.Scenario, res.Server, res.API = cfg.scenario, cfg.url, cfg.api
 		res.MachineBusy, res.CPUs = round3(busy), runtime.NumCPU()
-		if werr := writeResult(stdout, res, cfg.json); werr != nil && err == nil {
-			err = werr
-		}
+		res.perItem()
 	}
 	if err != nil {
-		return fmt.Errorf("bench %s: %w", cfg.scenario, err)
+		return res, fmt.Errorf("bench %s %s: %w", cfg.scenario, cfg.url, err)
 	}
-	return nil
+	return res, nil
 }
 
 // parseFlags reads the command line; scenario-dependent defaults are filled
@@ -119,7 +140,7 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs.IntVar(&cfg.batch, "batch", 0, "publish, saturate: events per publish request (default publish: 1, saturate: 10)")
 	fs.IntVar(&cfg.perNode, "streams-per-node", 50, "streams opened with one node token (keeps node counts under group limits)")
 	fs.IntVar(&cfg.payload, "payload", 64, "event payload size in bytes")
-	fs.IntVar(&cfg.groups, "groups", 10, "classroom: groups")
+	fs.IntVar(&cfg.groups, "groups", 0, "classroom: groups (default 10); fanout: groups sharing the readers, each publishing -rate (default 1)")
 	fs.IntVar(&cfg.nodes, "nodes", 40, "classroom: nodes per group, each with one stream; idle: max nodes per group")
 	fs.Float64Var(&cfg.dataRate, "data-rate", 15, "classroom: data updates per second per group")
 	fs.Float64Var(&cfg.eventRate, "event-rate", 2, "classroom: event batches per second per group")
@@ -133,6 +154,13 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs.IntVar(&cfg.dial, "dial-concurrency", 64, "connections being opened at once")
 	fs.StringVar(&cfg.domain, "domain", "", "domain for the bench groups (default a fresh bench-RUNID)")
 	fs.BoolVar(&cfg.keep, "keep", false, "leave the bench groups instead of dissolving them")
+	fs.StringVar(&cfg.api, "api", apiMeshbox, "API of -url: meshbox (native; the bench/floor server speaks it too) | ntfy")
+	fs.StringVar(&cfg.compare, "compare", "", "second server URL: run the scenario on -url and on it alternately (A B A B …) and report B/A ratios")
+	fs.IntVar(&cfg.comparePID, "compare-pid", 0, "process id of the -compare server (CPU and RSS, like -pid)")
+	fs.StringVar(&cfg.compareAPI, "compare-api", apiMeshbox, "API of the -compare server: meshbox | ntfy")
+	fs.StringVar(&cfg.compareTr, "compare-transport", "", "reader transport on the -compare side (default -transport); with -compare equal to -url this puts two transports of one server side by side")
+	fs.IntVar(&cfg.rounds, "rounds", 2, "with -compare: runs on each server, alternated")
+	fs.StringVar(&cfg.order, "order", "abab", "with -compare: abab (A first in every round) or abba (the first side alternates, which cancels any advantage of running first)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: meshbox bench [flags]
 
@@ -144,7 +172,15 @@ in order). Scenarios:
   saturate   -readers while -publishers post batches as fast as acks allow
   classroom  -groups × -nodes, each group -data-rate updates/s and
              -event-rate batches/s, every node subscribed
-  idle       -readers idle WebSocket connections; server RSS per connection
+  idle       -readers idle -transport (ws or sse) connections; server
+             RSS per connection
+
+With -compare URL the scenario runs on -url (A) and on URL (B) in turn,
+-rounds times each (A B A B …), and the report gives each side's median
+and the ratio B/A, so two relays are measured in one sitting on the same
+machine. -api / -compare-api ntfy drive an ntfy server (publish = POST
+/topic, readers = /topic/ws or /topic/sse); the no-storage floor is
+  go run ./bench/floor -addr 127.0.0.1:8090
 
 The server's per-node and per-IP limits protect classrooms and would
 throttle the tool; start the server under test with them lifted, e.g.
@@ -170,6 +206,10 @@ Flags:
 	default:
 		return cfg, fmt.Errorf("bench: unknown scenario %q", cfg.scenario)
 	}
+	if cfg.scenario == scenarioClassroom {
+		cfg.groups = defaultInt(cfg.groups, 10)
+	}
+	cfg.groups = defaultInt(cfg.groups, 1)
 	switch cfg.scenario {
 	case scenarioPublish:
 		cfg.publishers = defaultInt(cfg.publishers, 32)
@@ -187,7 +227,32 @@ Flags:
 	default:
 		return cfg, fmt.Errorf("bench: unknown transport %q (ws, sse or poll)", cfg.transport)
 	}
-	if cfg.rate <= 0 || cfg.duration <= 0 || cfg.perNode < 1 || cfg.batch < 1 || cfg.dial < 1 ||
+	if cfg.order != "abab" && cfg.order != "abba" {
+		return cfg, fmt.Errorf("bench: -order is abab or abba")
+	}
+	if cfg.compareTr == "" {
+		cfg.compareTr = cfg.transport
+	}
+	switch cfg.compareTr {
+	case transportWS, transportSSE, transportPoll:
+	default:
+		return cfg, fmt.Errorf("bench: unknown transport %q (ws, sse or poll)", cfg.compareTr)
+	}
+	for _, api := range []string{cfg.api, cfg.compareAPI} {
+		switch api {
+		case apiMeshbox:
+		case apiNtfy:
+			if cfg.scenario != scenarioFanout && cfg.scenario != scenarioPublish && cfg.scenario != scenarioIdle || cfg.transport == transportPoll || cfg.compareTr == transportPoll {
+				return cfg, fmt.Errorf("bench: ntfy can be driven in the fanout (ws, sse), publish and idle scenarios")
+			}
+		default:
+			return cfg, fmt.Errorf("bench: unknown api %q (meshbox or ntfy)", api)
+		}
+	}
+	if cfg.scenario == scenarioIdle && cfg.transport == transportPoll {
+		return cfg, fmt.Errorf("bench: idle holds ws or sse connections")
+	}
+	if cfg.rate <= 0 || cfg.rounds < 1 || cfg.duration <= 0 || cfg.perNode < 1 || cfg.batch < 1 || cfg.dial < 1 ||
 		cfg.groups < 1 || cfg.nodes < 1 || cfg.eventBatch < 1 || cfg.window < 1 || cfg.dataRate < 0 || cfg.eventRate < 0 {
 		return cfg, fmt.Errorf("bench: counts, rates and durations must be positive")
 	}

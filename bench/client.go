@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,11 +23,13 @@ import (
 type client struct {
 	base string // scheme://host[:port] without a trailing slash
 	http *http.Client
+	api  string       // apiMeshbox or apiNtfy
+	seq  atomic.Int64 // ntfy: the last number given to a published message
 }
 
 // newClient builds a client whose pool can keep conns connections to the
 // server alive at once (every long-poll or SSE reader holds one).
-func newClient(base string, conns int) (*client, error) {
+func newClient(base, api string, conns int) (*client, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server url %q: want http://host:port", base)
@@ -45,6 +48,7 @@ func newClient(base string, conns int) (*client, error) {
 	return &client{
 		base: strings.TrimRight(u.Scheme+"://"+u.Host+u.Path, "/"),
 		http: &http.Client{Transport: tr},
+		api:  api,
 	}, nil
 }
 
@@ -86,6 +90,9 @@ func (e *APIError) Error() string {
 
 // createGroup creates a group in domain and returns the host's credentials.
 func (c *client) createGroup(ctx context.Context, domain, name string) (member, error) {
+	if c.api == apiNtfy {
+		return ntfyTopic(name), nil
+	}
 	body := map[string]any{"name": name, "nodeName": name + "-host"}
 	if domain != "" {
 		body["domain"] = domain
@@ -99,6 +106,9 @@ func (c *client) createGroup(ctx context.Context, domain, name string) (member, 
 
 // join adds a node named name to group gid.
 func (c *client) join(ctx context.Context, gid, name string) (member, error) {
+	if c.api == apiNtfy {
+		return ntfyTopic(gid), nil
+	}
 	var r joinResponse
 	path := "/api/v1/groups/" + url.PathEscape(gid) + "/nodes"
 	if err := c.do(ctx, http.MethodPost, path, "", map[string]any{"name": name}, &r); err != nil {
@@ -116,6 +126,9 @@ type event struct {
 // publish posts events and returns their cursors once the server has
 // committed them.
 func (c *client) publish(ctx context.Context, m member, events []event) ([]int64, error) {
+	if c.api == apiNtfy {
+		return c.ntfyPublish(ctx, m, events)
+	}
 	var r struct {
 		Cursors []int64 `json:"cursors"`
 	}
@@ -143,6 +156,9 @@ func (c *client) putData(ctx context.Context, m member, data map[string]string) 
 
 // dissolve ends the group (host token).
 func (c *client) dissolve(ctx context.Context, m member) error {
+	if c.api == apiNtfy {
+		return nil // topics are forgotten by themselves
+	}
 	path := "/api/v1/groups/" + url.PathEscape(m.Group)
 	if err := c.do(ctx, http.MethodDelete, path, m.Token, nil, nil); err != nil {
 		return fmt.Errorf("dissolve group: %w", err)

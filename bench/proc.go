@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -159,4 +161,40 @@ func cpuTimes() (busy, total int64, err error) {
 		}
 	}
 	return busy, total, nil
+}
+
+// liveMemory asks a server that serves /debug/pprof (meshbox -pprof) for its live memory: the
+// heap left after a collection the request forces, plus goroutine stacks. Unlike RSS it holds
+// no garbage awaiting collection and no memory the runtime has yet to return, so its growth
+// divided by connections is what each connection keeps. ok is false when the server does not
+// serve the profile.
+func (c *client) liveMemory(ctx context.Context) (n int64, ok bool) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/debug/pprof/heap?gc=1&debug=1", nil)
+	if err != nil {
+		return 0, false
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, false
+	}
+	var heap, stack int64
+	found := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "# HeapAlloc = "); ok {
+			heap, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			found++
+		} else if v, ok := strings.CutPrefix(line, "# Stack = "); ok {
+			inuse, _, _ := strings.Cut(v, " ")
+			stack, _ = strconv.ParseInt(inuse, 10, 64)
+			found++
+		}
+	}
+	return heap + stack, found == 2 && sc.Err() == nil
 }

@@ -15,6 +15,7 @@ import (
 type Result struct {
 	Scenario   string  `json:"scenario"`
 	Server     string  `json:"server"`
+	API        string  `json:"api,omitempty"`
 	Transport  string  `json:"transport,omitempty"`
 	Groups     int     `json:"groups,omitempty"`
 	Readers    int     `json:"readers,omitempty"`
@@ -50,19 +51,40 @@ type Result struct {
 	CPUs        int     `json:"cpus"`
 
 	ServerProcess *ProcUsage `json:"serverProcess,omitempty"`
-	ToolCPUCores  float64    `json:"toolCpuCores"` // CPU the load generator itself used, in cores
-	Notes         []string   `json:"notes,omitempty"`
+	// LivePerConn is the growth of the server's live memory (heap after a forced collection
+	// plus stacks, read from /debug/pprof) per connection; 0 when the server does not serve it.
+	LivePerConn  float64  `json:"liveBytesPerConnection,omitempty"`
+	ToolCPUCores float64  `json:"toolCpuCores"` // CPU the load generator itself used, in cores
+	Notes        []string `json:"notes,omitempty"`
 }
 
 // ProcUsage is the server process's resource use over a scenario.
 type ProcUsage struct {
-	PID         int     `json:"pid"`
-	CPUSeconds  float64 `json:"cpuSeconds"`
-	CPUCores    float64 `json:"cpuCores"` // CPU seconds per wall second; 1 = one core busy
-	RSSBefore   int64   `json:"rssBytesBefore"`
-	RSSAfter    int64   `json:"rssBytesAfter"`
-	RSSPerConn  float64 `json:"rssBytesPerConnection,omitempty"`
-	WallSeconds float64 `json:"wallSeconds"`
+	PID        int     `json:"pid"`
+	CPUSeconds float64 `json:"cpuSeconds"`
+	CPUCores   float64 `json:"cpuCores"` // CPU seconds per wall second; 1 = one core busy
+	RSSBefore  int64   `json:"rssBytesBefore"`
+	RSSAfter   int64   `json:"rssBytesAfter"`
+	RSSPerConn float64 `json:"rssBytesPerConnection,omitempty"`
+	// CPU per unit of work: per delivery when readers ran, per
+	// acknowledged publish otherwise.
+	CPUPerDelivery float64 `json:"cpuMicrosPerDelivery,omitempty"`
+	CPUPerPublish  float64 `json:"cpuMicrosPerPublish,omitempty"`
+	WallSeconds    float64 `json:"wallSeconds"`
+}
+
+// perItem fills the server's CPU per delivery or per publish.
+func (r *Result) perItem() {
+	p := r.ServerProcess
+	if p == nil {
+		return
+	}
+	switch {
+	case r.Delivered > 0:
+		p.CPUPerDelivery = round3(p.CPUSeconds * 1e6 / float64(r.Delivered))
+	case r.Published > 0:
+		p.CPUPerPublish = round3(p.CPUSeconds * 1e6 / float64(r.Published))
+	}
 }
 
 // errorTally counts errors by a short label; safe for concurrent use.
@@ -151,6 +173,14 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 		if p.RSSPerConn != 0 {
 			row("rss per connection", "%.1f KiB", p.RSSPerConn/1024)
 		}
+		if p.CPUPerDelivery > 0 {
+			row("cpu per delivery", "%.2f µs", p.CPUPerDelivery)
+		} else if p.CPUPerPublish > 0 {
+			row("cpu per publish", "%.1f µs", p.CPUPerPublish)
+		}
+	}
+	if r.LivePerConn != 0 {
+		row("live per connection", "%.1f KiB (heap after GC + stacks)", r.LivePerConn/1024)
 	}
 	if r.ToolCPUCores > 0 {
 		row("bench cpu", "%.1f%% of one core (the load generator itself)", 100*r.ToolCPUCores)

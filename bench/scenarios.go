@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -94,43 +96,85 @@ func (p *publisher) fillPublish(res *Result, elapsed time.Duration) {
 	res.AckLatency = p.ack.Summary()
 }
 
-// fanout: one group, N readers, one publisher at a fixed rate.
+// fanout: -groups groups (default one) sharing -readers evenly, each
+// with one publisher at -rate events/s, so every reader gets rate items/s
+// whatever the number of groups.
 func (b *bench) fanout(ctx context.Context) (*Result, error) {
-	g, err := b.newGroup(ctx, 0)
-	if err != nil {
-		return nil, err
+	ngroups := b.cfg.groups
+	if ngroups > b.cfg.readers {
+		return nil, fmt.Errorf("fanout: %d groups for %d readers", ngroups, b.cfg.readers)
 	}
-	nodes, err := b.joinNodes(ctx, g, ceilDiv(b.cfg.readers, b.cfg.perNode), "reader")
-	if err != nil {
-		return nil, err
-	}
-	var acked atomic.Int64
 	stats := &streamStats{}
-	readers := b.newReaders(nodes, b.cfg.readers, &acked, stats)
-	setReady(readers, nodes, []member{g})
+	ack, errs := &histogram{}, &errorTally{}
+	groups := make([]member, ngroups)
+	pubs := make([]*publisher, ngroups)
+	var readers []*reader
+	for gi := range ngroups {
+		g, err := b.newGroup(ctx, gi)
+		if err != nil {
+			return nil, err
+		}
+		n := b.cfg.readers/ngroups + btoi(gi < b.cfg.readers%ngroups)
+		nodes, err := b.joinNodes(ctx, g, ceilDiv(n, b.cfg.perNode), fmt.Sprintf("g%d-reader", gi))
+		if err != nil {
+			return nil, err
+		}
+		acked := &atomic.Int64{}
+		rs := b.newReaders(nodes, n, acked, stats)
+		setReady(rs, nodes, []member{g})
+		readers = append(readers, rs...)
+		groups[gi] = g
+		pubs[gi] = &publisher{b: b, acked: acked, ack: ack, errors: errs}
+	}
+	var base procSample // the server before the readers connected, for memory per connection
+	if b.cfg.pid > 0 {
+		base, _ = sampleProc(b.cfg.pid)
+	}
+	liveBefore, liveOK := b.c.liveMemory(ctx)
 	stop, ready, err := b.startReaders(ctx, readers, b.cfg.transport)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
 	sleep(ctx, b.cfg.warmup)
+	liveAfter, liveOK2 := b.c.liveMemory(ctx)
 
-	p := &publisher{b: b, acked: &acked, ack: &histogram{}, errors: &errorTally{}}
 	srv := b.startSampling(ctx)
 	start := time.Now()
 	fl := newInflight(maxInflight)
-	pace(ctx, b.cfg.rate, b.cfg.duration, func(int) { fl.Go(func() { _ = p.publish(ctx, g, 1) }) })
+	pace(ctx, b.cfg.rate*float64(ngroups), b.cfg.duration, func(i int) {
+		gi := i % ngroups
+		fl.Go(func() { _ = pubs[gi].publish(ctx, groups[gi], 1) })
+	})
 	fl.Wait()
 	published := time.Since(start)
 	end := b.waitCaughtUp(ctx, readers)
 	stop()
 
-	res := &Result{Transport: b.cfg.transport, Groups: 1, Readers: len(readers), Publishers: 1, ReadySeconds: round3(ready.Seconds())}
-	p.fillPublish(res, published)
+	res := &Result{Transport: b.cfg.transport, Groups: ngroups, Readers: len(readers), Publishers: ngroups, ReadySeconds: round3(ready.Seconds())}
+	var total atomic.Int64
+	for _, p := range pubs {
+		total.Add(p.acked.Load())
+	}
+	(&publisher{acked: &total, ack: ack, errors: errs}).fillPublish(res, published)
 	collect(res, readers, stats)
 	res.DeliveryRate = math.Round(float64(res.Delivered) / end.Sub(start).Seconds())
 	srv.finish(res, 0)
+	if liveOK && liveOK2 {
+		res.LivePerConn = float64(liveAfter-liveBefore) / float64(len(readers))
+	}
+	if p := res.ServerProcess; p != nil && base.rss > 0 {
+		p.RSSPerConn = float64(p.RSSAfter-base.rss) / float64(len(readers))
+	}
 	return res, ctx.Err()
+}
+
+// btoi is 1 for true.
+func btoi(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // publishLoad: C publishers, each its own node, publishing as fast as acks
@@ -321,7 +365,7 @@ func (b *bench) classroom(ctx context.Context) (*Result, error) {
 // idle: open N WebSocket connections that only answer pings, hold them,
 // and report the server's memory growth per connection.
 func (b *bench) idle(ctx context.Context) (*Result, error) {
-	res := &Result{Transport: transportWS}
+	res := &Result{Transport: b.cfg.transport}
 	if lim, err := raiseFileLimit(); err != nil {
 		res.Notes = append(res.Notes, err.Error())
 	} else if lim < uint64(b.cfg.readers)+256 {
@@ -351,12 +395,13 @@ func (b *bench) idle(ctx context.Context) (*Result, error) {
 		res.Groups++
 	}
 	sleep(ctx, time.Second) // let the joins settle before the baseline
+	liveBefore, liveOK := b.c.liveMemory(ctx)
 	srv := b.startSampling(ctx)
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := &errorTally{}
-	conns := make([]*websocket.Conn, b.cfg.readers)
+	conns := make([]io.Closer, b.cfg.readers)
 	sem := make(chan struct{}, b.cfg.dial)
 	var wg, readWG sync.WaitGroup
 	start := time.Now()
@@ -365,30 +410,14 @@ func (b *bench) idle(ctx context.Context) (*Result, error) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			// No since: a fresh idle client starts from now, so this
-			// measures holding connections, not catching up on history.
-			u := "ws" + trimHTTP(b.c.base+"/api/v1/groups/"+url.PathEscape(m.Group)+"/ws")
 			dctx, dcancel := context.WithTimeout(cctx, 30*time.Second)
 			defer dcancel()
-			c, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{
-				HTTPClient: b.c.http,
-				HTTPHeader: map[string][]string{"Authorization": {"Bearer " + m.Token}},
-			})
+			c, err := b.openIdle(dctx, cctx, m, &readWG)
 			if err != nil {
 				errs.add(err)
 				return
 			}
 			conns[i] = c
-			c.SetReadLimit(64 << 20)
-			// Read (and discard) so pings are answered and the
-			// connection stays a well-behaved idle client.
-			readWG.Go(func() {
-				for {
-					if _, _, err := c.Read(cctx); err != nil {
-						return
-					}
-				}
-			})
 		})
 	}
 	wg.Wait()
@@ -404,10 +433,13 @@ func (b *bench) idle(ctx context.Context) (*Result, error) {
 	sleep(ctx, b.cfg.duration)
 	res.Seconds = round3(b.cfg.duration.Seconds())
 	srv.finish(res, open)
+	if liveAfter, ok := b.c.liveMemory(ctx); ok && liveOK && open > 0 {
+		res.LivePerConn = float64(liveAfter-liveBefore) / float64(open)
+	}
 	cancel()
 	for _, c := range conns {
 		if c != nil {
-			c.CloseNow()
+			c.Close()
 		}
 	}
 	readWG.Wait()
@@ -416,6 +448,65 @@ func (b *bench) idle(ctx context.Context) (*Result, error) {
 	}
 	return res, ctx.Err()
 }
+
+// openIdle opens one idle stream of m over the configured transport (no
+// since: a fresh idle client starts from now, so this measures holding
+// connections, not catching up on history). It reads and discards in a
+// goroutine counted in readers until live ends or the stream fails, so
+// pings are answered and the client stays well behaved.
+func (b *bench) openIdle(dial, live context.Context, m member, readers *sync.WaitGroup) (io.Closer, error) {
+	if b.cfg.transport == transportSSE {
+		u := b.c.base + "/api/v1/groups/" + url.PathEscape(m.Group) + "/stream"
+		if b.c.api == apiNtfy {
+			u = b.c.ntfyStreamURL(m, "sse")
+		}
+		req, err := http.NewRequestWithContext(live, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, fmt.Errorf("build request: %w", err)
+		}
+		req.Header.Set("Accept", "text/event-stream")
+		if m.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+m.Token)
+		}
+		resp, err := b.c.http.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("sse connect: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, fmt.Errorf("sse connect: status %d", resp.StatusCode)
+		}
+		readers.Go(func() { _, _ = io.Copy(io.Discard, resp.Body) })
+		return resp.Body, nil
+	}
+	u := "ws" + trimHTTP(b.c.base+"/api/v1/groups/"+url.PathEscape(m.Group)+"/ws")
+	if b.c.api == apiNtfy {
+		u = "ws" + trimHTTP(b.c.ntfyStreamURL(m, "ws"))
+	}
+	h := http.Header{}
+	if m.Token != "" {
+		h.Set("Authorization", "Bearer "+m.Token)
+	}
+	c, _, err := websocket.Dial(dial, u, &websocket.DialOptions{HTTPClient: b.c.http, HTTPHeader: h})
+	if err != nil {
+		return nil, fmt.Errorf("websocket dial: %w", err)
+	}
+	c.SetReadLimit(64 << 20)
+	readers.Go(func() {
+		for {
+			if _, _, err := c.Read(live); err != nil {
+				return
+			}
+		}
+	})
+	return closeNow{c}, nil
+}
+
+// closeNow closes a WebSocket without the closing handshake.
+type closeNow struct{ c *websocket.Conn }
+
+// Close drops the connection.
+func (c closeNow) Close() error { return c.c.CloseNow() }
 
 // trimHTTP drops the leading "http" so "ws" can be prefixed ("https" → "wss").
 func trimHTTP(u string) string { return u[len("http"):] }

@@ -52,6 +52,9 @@ func (b *bench) newReaders(nodes []member, n int, expected *atomic.Int64, stats 
 	rs := make([]*reader, n)
 	for i := range rs {
 		rs[i] = &reader{run: b.run, m: nodes[i/b.cfg.perNode%len(nodes)], stats: stats, expected: expected, base: b.readBase(i)}
+		if b.c.api == apiNtfy {
+			rs[i].track.unordered = map[int64]struct{}{}
+		}
 	}
 	return rs
 }

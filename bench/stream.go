@@ -185,6 +185,9 @@ type wsMessage struct {
 func (r *reader) followWS(ctx context.Context, c *client, since int64, connected func()) (int64, error) {
 	var dec decoder // one parser for the connection: no allocation per message
 	u := "ws" + trimHTTP(c.streamURL(r, "ws", since, ""))
+	if c.api == apiNtfy {
+		u = "ws" + trimHTTP(c.ntfyStreamURL(r.m, "ws"))
+	}
 	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{
 		HTTPClient: c.http,
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + r.m.Token}},
@@ -202,6 +205,7 @@ func (r *reader) followWS(ctx context.Context, c *client, since int64, connected
 	defer stop()
 	var buf bytes.Buffer
 	var msg wsMessage
+	one := make([]item, 1)
 	for {
 		_, rd, err := conn.Reader(context.Background())
 		if ctx.Err() != nil {
@@ -215,6 +219,15 @@ func (r *reader) followWS(ctx context.Context, c *client, since int64, connected
 			return since, fmt.Errorf("websocket read: %w", err)
 		}
 		recv := time.Now()
+		if c.api == apiNtfy {
+			r.stats.frames.Add(1)
+			if ok, err := ntfyItem(buf.Bytes(), &one[0]); err != nil {
+				return since, err
+			} else if ok {
+				r.handle(one, recv)
+			}
+			continue
+		}
 		if err := dec.wsMessage(buf.Bytes(), &msg); err != nil {
 			return since, fmt.Errorf("websocket message: %w", err)
 		}
@@ -234,7 +247,11 @@ func (r *reader) followWS(ctx context.Context, c *client, since int64, connected
 // followSSE reads items from a Server-Sent Events stream.
 func (r *reader) followSSE(ctx context.Context, c *client, since int64, connected func()) (int64, error) {
 	var dec decoder // one parser for the connection: no allocation per message
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.streamURL(r, "stream", since, ""), nil)
+	u := c.streamURL(r, "stream", since, "")
+	if c.api == apiNtfy {
+		u = c.ntfyStreamURL(r.m, "sse")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return since, fmt.Errorf("build request: %w", err)
 	}
@@ -264,6 +281,15 @@ func (r *reader) followSSE(ctx context.Context, c *client, since int64, connecte
 		r.stats.frames.Add(1)
 		if ev.Event == "reset" {
 			r.stats.resets.Add(1)
+			continue
+		}
+		if c.api == apiNtfy {
+			if ok, err := ntfyItem(ev.Data, &one[0]); err != nil {
+				return since, err
+			} else if !ok {
+				continue
+			}
+			r.handle(one, recv)
 			continue
 		}
 		if err := dec.item(ev.Data, &one[0]); err != nil {

@@ -19,6 +19,11 @@ type tracker struct {
 	wlen   int
 	wnext  int
 
+	// unordered, when set, replaces the order checks: every number seen is remembered, so
+	// duplicates are exact and order is not judged (ntfy numbers messages in no order the
+	// tool can check; see ntfy.go).
+	unordered map[int64]struct{}
+
 	matched    atomic.Int64 // distinct items of this run received
 	duplicate  atomic.Int64
 	outOfOrder atomic.Int64
@@ -28,6 +33,18 @@ type tracker struct {
 // item belongs to this bench run (and so counts toward delivery). It
 // reports whether the item is new (not a duplicate).
 func (t *tracker) observe(cursor int64, ours bool) bool {
+	if t.unordered != nil {
+		if _, dup := t.unordered[cursor]; dup {
+			t.duplicate.Add(1)
+			return false
+		}
+		t.unordered[cursor] = struct{}{}
+		t.last = max(t.last, cursor)
+		if ours {
+			t.matched.Add(1)
+		}
+		return true
+	}
 	switch {
 	case cursor > t.last:
 		t.last = cursor

@@ -1,8 +1,13 @@
 package live
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -50,7 +55,7 @@ func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport
 		return nil, err
 	}
 	s.Conn = c
-	ws, err := websocket.Accept(w, r, opts)
+	ws, err := websocket.Accept(smallBuffers{w}, r, opts)
 	if err != nil {
 		s.closeOnce.Do(func() {}) // the shutdown hook has no socket to close
 		close(ready)
@@ -148,4 +153,39 @@ func (s *Socket) Reason() Reason {
 func (s *Socket) Release(why Reason) {
 	s.Drop(why)
 	s.Conn.Close()
+}
+
+// WebSocket connection buffers. A connection keeps the buffers it is given at the upgrade for
+// its whole life; net/http hands over 4 KiB for each direction, most of an idle connection's
+// memory. Reading needs little (a reader gets only pongs; bigger client messages are read
+// through it), and a frame of a few items fits the write buffer, so it still goes out in one
+// write.
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 1024
+)
+
+// smallBuffers gives websocket.Accept a hijacked connection with small buffers instead of
+// net/http's; bytes the HTTP server had already read past the request are kept in front of the
+// connection.
+type smallBuffers struct{ http.ResponseWriter }
+
+// Hijack takes the connection over from the HTTP server.
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, wsReadBuffer)
+	if n := brw.Reader.Buffered(); n > 0 {
+		// Move them into the new buffer (Accept takes what is buffered, then reads the
+		// connection): peeking reads them all from the bytes reader, none from the connection.
+		b, _ := brw.Reader.Peek(n)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn), max(wsReadBuffer, n))
+		if _, err := br.Peek(n); err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("websocket upgrade: keep buffered bytes: %w", err)
+		}
+	}
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
 }
