@@ -122,18 +122,7 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	}
 	l.lastAt = at
 	l.roomAgain()
-	l.pmu.Lock()
-	for _, c := range b.Changes {
-		switch c.Kind {
-		case stream.PutGroup:
-			if _, ok := l.marks[c.Group.ID]; !ok {
-				l.marks[c.Group.ID] = 0
-			}
-		case stream.DeleteGroup:
-			delete(l.marks, c.Group.ID)
-		}
-	}
-	l.pmu.Unlock()
+	l.marks.Apply(b.Changes)
 	if n := len(b.Items); n > 0 {
 		l.watermark.Store(b.Items[n-1].Cursor)
 	}

@@ -95,12 +95,8 @@ type Log struct {
 	reserveHeld     bool
 	reserveReleased bool
 
-	// pmu guards the purge marks, read by every ReadAfter.
-	pmu sync.RWMutex
-	// marks holds, per known group, the newest of its items that a purge deleted: only a
-	// reader behind it has missed anything.
-	marks         map[string]int64
-	purgedThrough int64
+	// marks tell readers what the purge deleted; every ReadAfter reads them.
+	marks stream.PurgeMarks
 
 	stop        chan struct{}
 	closeOnce   sync.Once
@@ -137,7 +133,7 @@ func dsn(path, synchronous string, readOnly bool, walLimit int64) string {
 func Open(ctx context.Context, path string, opts Options) (*Log, error) {
 	opts.defaults()
 	l := &Log{
-		opts: opts, log: opts.Logger, path: path, marks: map[string]int64{},
+		opts: opts, log: opts.Logger, path: path,
 		stop: make(chan struct{}), ckptStopped: make(chan struct{}),
 	}
 	syncMode := strings.ToUpper(opts.Synchronous)
@@ -366,19 +362,14 @@ func (l *Log) loadPosition(ctx context.Context) error {
 	// The newest item time survives a purge that empties the table: clients hold it.
 	l.lastAt = max(l.lastAt, lastAt.Int64, purgedAt.Int64)
 	l.watermark.Store(max(l.watermark.Load(), seq.Int64, purged.Int64))
-	l.pmu.Lock()
-	l.marks = marks
-	l.purgedThrough = max(l.purgedThrough, purged.Int64)
-	l.pmu.Unlock()
+	l.marks.Set(marks, purged.Int64)
 	return nil
 }
 
 // Stats reads the log's figures.
 func (l *Log) Stats(ctx context.Context) stream.LogStats {
 	var st stream.LogStats
-	l.pmu.RLock()
-	st.PurgedThrough = l.purgedThrough
-	l.pmu.RUnlock()
+	st.PurgedThrough = l.marks.Through()
 	var oldest, first sql.NullInt64
 	if err := l.read.QueryRowContext(ctx, `SELECT cursor, at FROM items WHERE cursor <= ? ORDER BY cursor LIMIT 1`, l.Watermark()).Scan(&first, &oldest); err == nil && oldest.Valid {
 		st.OldestItemAt = fromMillis(oldest.Int64)

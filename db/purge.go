@@ -121,14 +121,7 @@ func (l *Log) purgeBatch(ctx context.Context, cutoff int64, limit int, target in
 			return 0, 0, err
 		}
 	}
-	l.pmu.Lock()
-	l.purgedThrough = through
-	for gid, c := range perGroup {
-		if _, known := l.marks[gid]; known {
-			l.marks[gid] = c
-		}
-	}
-	l.pmu.Unlock()
+	l.marks.Purged(perGroup, through)
 	return n, through, nil
 }
 

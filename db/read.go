@@ -40,14 +40,7 @@ func (l *Log) ReadAfter(ctx context.Context, gid string, since, through int64, l
 		}
 	}
 	// Read the purge marks after the items: a purge that ran meanwhile then shows as truncated.
-	l.pmu.RLock()
-	if mark, known := l.marks[gid]; known {
-		// Only a reader behind the group's own newest purged item has missed something.
-		truncated = since < mark
-	} else {
-		truncated = since < l.purgedThrough
-	}
-	l.pmu.RUnlock()
+	truncated = l.marks.Truncated(gid, since)
 	return items, truncated, nil
 }
 

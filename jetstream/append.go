@@ -98,16 +98,11 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	for i := range b.Items {
 		b.Items[i].JSON = stream.EncodeItem(b.Items[i])
 	}
+	l.marks.Apply(b.Changes)
 	l.mu.Lock()
 	l.lastAt = max(l.lastAt, at)
 	for _, c := range b.Changes {
-		switch c.Kind {
-		case stream.PutGroup:
-			if _, ok := l.marks[c.Group.ID]; !ok {
-				l.marks[c.Group.ID] = 0
-			}
-		case stream.DeleteGroup:
-			delete(l.marks, c.Group.ID)
+		if c.Kind == stream.DeleteGroup {
 			delete(l.lastItem, c.Group.ID)
 			l.deleted[c.Group.ID] = true
 		}

@@ -113,7 +113,7 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 		l.recSeq[gid] = max(l.recSeq[gid], m.seq)
 		if del {
 			en.Change = &stream.Change{Kind: stream.DeleteGroup, Group: stream.GroupRecord{ID: gid}}
-			delete(l.marks, gid)
+			l.marks.Forget(gid)
 			delete(l.lastItem, gid)
 			l.deleted[gid] = true
 			break
@@ -123,9 +123,7 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 			return en, fmt.Errorf("decode group %s: %w", gid, err)
 		}
 		en.Change = &stream.Change{Kind: stream.PutGroup, Group: g}
-		if _, known := l.marks[gid]; !known {
-			l.marks[gid] = 0
-		}
+		l.marks.Know(gid)
 	case 'n':
 		l.recSeq[gid] = max(l.recSeq[gid], m.seq)
 		if del {
@@ -144,15 +142,13 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 		if err != nil {
 			return en, fmt.Errorf("decode purge mark %s: %w", m.subject, err)
 		}
-		if _, known := l.marks[gid]; known {
-			l.marks[gid] = max(l.marks[gid], c)
-		}
+		l.marks.Purged(map[string]int64{gid: c}, 0)
 	case 'p':
 		c, at, err := parsePurgeMark(m.data)
 		if err != nil {
 			return en, fmt.Errorf("decode purge mark: %w", err)
 		}
-		l.purgedThrough = max(l.purgedThrough, c)
+		l.marks.Purged(nil, c)
 		l.lastAt = max(l.lastAt, at)
 		en.Purged = c
 	}

@@ -120,9 +120,8 @@ type Log struct {
 	// lastItem holds each known group's newest item cursor, so a read that misses it can
 	// tell that the replica answering was behind.
 	lastItem map[string]int64
-	// marks holds, per known group, the newest of its items that a purge deleted.
-	marks         map[string]int64
-	purgedThrough int64
+	// marks tell readers what the purge deleted (its own lock).
+	marks stream.PurgeMarks
 	// deleted holds groups whose records were tombstoned: the next Purge drops their subjects.
 	deleted map[string]bool
 	// recSeq holds each group's newest record message (what the expected-sequence check of a
@@ -146,7 +145,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	}
 	l := &Log{
 		opts: opts, log: opts.Logger, nc: nc, js: j, subj: subjects{p: opts.Subjects},
-		lastItem: map[string]int64{}, marks: map[string]int64{}, deleted: map[string]bool{},
+		lastItem: map[string]int64{}, deleted: map[string]bool{},
 		recSeq: map[string]int64{}, domSeq: map[string]int64{}, origin: nuid.Next(),
 	}
 	cfg := js.StreamConfig{
@@ -331,8 +330,7 @@ func (l *Log) scanOnce(ctx context.Context) (stream.State, error) {
 	for gid := range groups {
 		known[gid] = marks[gid]
 	}
-	l.marks = known
-	l.purgedThrough = max(l.purgedThrough, purged)
+	l.marks.Set(known, purged)
 	for gid := range deleted {
 		l.deleted[gid] = true
 	}
@@ -363,9 +361,7 @@ func (l *Log) scanOnce(ctx context.Context) (stream.State, error) {
 // records included.
 func (l *Log) Stats(ctx context.Context) stream.LogStats {
 	var st stream.LogStats
-	l.mu.RLock()
-	st.PurgedThrough = l.purgedThrough
-	l.mu.RUnlock()
+	st.PurgedThrough = l.marks.Through()
 	ctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
 	defer cancel()
 	info, err := l.st.Info(ctx)

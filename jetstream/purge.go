@@ -47,9 +47,7 @@ func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64
 	if l.closed.Load() {
 		return 0, 0, stream.ErrClosed
 	}
-	l.mu.RLock()
-	from := l.purgedThrough + 1
-	l.mu.RUnlock()
+	from := l.marks.Through() + 1
 	perGroup := map[string]int64{}
 	old := true
 	var newest int64 // the newest deleted item's time
@@ -88,14 +86,7 @@ func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64
 	if _, err := l.publish(ctx, msgs, nuid.Next()); err != nil {
 		return 0, 0, fmt.Errorf("store purge marks: %w", err)
 	}
-	l.mu.Lock()
-	l.purgedThrough = max(l.purgedThrough, through)
-	for gid, c := range perGroup {
-		if _, known := l.marks[gid]; known {
-			l.marks[gid] = max(l.marks[gid], c)
-		}
-	}
-	l.mu.Unlock()
+	l.marks.Purged(perGroup, through)
 	pctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
 	defer cancel()
 	if err := l.st.Purge(pctx, js.WithPurgeSubject(l.subj.allItems()), js.WithPurgeSequence(uint64(through+1))); err != nil {

@@ -177,14 +177,7 @@ func (l *Log) ReadAfter(ctx context.Context, gid string, since, through int64, l
 		}
 	}
 	// Read the purge marks after the items: a purge that ran meanwhile then shows as truncated.
-	l.mu.RLock()
-	if mark, known := l.marks[gid]; known {
-		truncated = since < mark
-	} else {
-		truncated = since < l.purgedThrough
-	}
-	l.mu.RUnlock()
-	return items, truncated, nil
+	return items, l.marks.Truncated(gid, since), nil
 }
 
 // readOnce reads once and reports whether the answer is complete: whether the replica that
@@ -226,8 +219,9 @@ func (l *Log) readOnce(ctx context.Context, gid string, since, through int64, li
 		return items, true, nil
 	}
 	l.mu.RLock()
-	known, mark := l.lastItem[gid], l.marks[gid]
+	known := l.lastItem[gid]
 	l.mu.RUnlock()
+	mark := l.marks.Mark(gid)
 	// Replicas apply the log in order: one that lacks the newest item known (and not purged)
 	// may lack any item after the last it sent.
 	return items, known <= last || known <= mark, nil
