@@ -3,6 +3,7 @@ package browser_test
 import (
 	"context"
 	"fmt"
+	"meshbox/e2e/chrome"
 	"os"
 	"strings"
 	"testing"
@@ -39,8 +40,8 @@ func TestTryPageShowsMembersAndEvents(t *testing.T) {
 	teacher.navigate(srv.URL + "/try")
 	teacher.do(
 		chromedp.WaitVisible(chromedp.CSS("#create-form")),
-		typeInto("#node-name", "Ms Lovelace"),
-		typeInto("#group-name", "class 4b"),
+		chrome.TypeInto("#node-name", "Ms Lovelace"),
+		chrome.TypeInto("#group-name", "class 4b"),
 		chromedp.Click(chromedp.CSS("#create-form button")),
 		chromedp.WaitVisible(chromedp.CSS("#session")),
 	)
@@ -55,7 +56,7 @@ func TestTryPageShowsMembersAndEvents(t *testing.T) {
 	pupil.navigate(share)
 	pupil.do(
 		chromedp.WaitVisible(chromedp.CSS("#join-form")),
-		typeInto("#node-name", "Grace"),
+		chrome.TypeInto("#node-name", "Grace"),
 		chromedp.Click(chromedp.CSS("#join-form button")),
 		chromedp.WaitVisible(chromedp.CSS("#session")),
 	)
@@ -133,7 +134,7 @@ func TestTryPageTransportChoice(t *testing.T) {
 			tb.do(
 				chromedp.WaitVisible(chromedp.CSS("#create-form")),
 				chromedp.SetValue(chromedp.CSS("#transport"), tr),
-				typeInto("#group-name", "transport "+tr),
+				chrome.TypeInto("#group-name", "transport "+tr),
 				chromedp.Click(chromedp.CSS("#create-form button")),
 			)
 			tb.waitTrue(fmt.Sprintf(`document.querySelector('#status').dataset.state === 'connected' && document.querySelector('#status').dataset.transport === '%s'`, tr), `document.querySelector('#status').textContent`, 15*time.Second)

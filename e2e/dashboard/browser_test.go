@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"meshbox/e2e/chrome"
 	"net/http"
 	"os"
 	"os/exec"
@@ -206,10 +207,10 @@ func TestDashboardLive(t *testing.T) {
 	}
 
 	// A wrong token is refused at unlock.
-	tb.do("enter wrong token", typeInto("#admin-token", "guess"), chromedp.Click(chromedp.CSS("#admin-unlock")))
+	tb.do("enter wrong token", chrome.TypeInto("#admin-token", "guess"), chromedp.Click(chromedp.CSS("#admin-unlock")))
 	tb.waitFor("wrong token refused", `document.getElementById("toast").textContent.includes("not accepted") && document.getElementById("admin-state").dataset.state === "locked"`)
 	tb.waitFor("refused token cleared", `document.getElementById("admin-token").value === ""`)
-	tb.do("unlock", typeInto("#admin-token", adminToken), chromedp.Click(chromedp.CSS("#admin-unlock")))
+	tb.do("unlock", chrome.TypeInto("#admin-token", adminToken), chromedp.Click(chromedp.CSS("#admin-unlock")))
 	tb.waitFor("admin unlocked", `document.getElementById("admin-state").dataset.state === "admin"`)
 
 	group := `document.querySelector('[data-testid=group][data-gid=` + jsString(host.Group.ID) + `]')`

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 
+	"meshbox/e2e/chrome"
 	"meshbox/embed"
 )
 
@@ -212,8 +213,8 @@ func TestTryPageInTwoLanguages(t *testing.T) {
 			}
 			tb.screenshot("try-" + lang + "-start-desktop")
 			tb.do("create a group",
-				typeInto("#node-name", "Ms "+lang),
-				typeInto("#group-name", "class 4b "+lang),
+				chrome.TypeInto("#node-name", "Ms "+lang),
+				chrome.TypeInto("#group-name", "class 4b "+lang),
 				chromedp.Click(chromedp.CSS("#create-form button")),
 			)
 			tb.waitFor("connected", `document.getElementById("status").dataset.state === "connected"`)
@@ -271,7 +272,7 @@ func TestJoinAddressFromPublicURL(t *testing.T) {
 
 	tb.do("open /try", chromedp.Navigate(b.base+"/try"))
 	tb.waitFor("/try", `document.querySelector('#create-form button').textContent !== ""`)
-	tb.do("create a group", typeInto("#group-name", "g"), chromedp.Click(chromedp.CSS("#create-form button")))
+	tb.do("create a group", chrome.TypeInto("#group-name", "g"), chromedp.Click(chromedp.CSS("#create-form button")))
 	tb.waitFor("share link", `document.getElementById("share-link").href.startsWith("`+public+`/try?group=")`)
 }
 

@@ -1,4 +1,5 @@
-package dashboard_test
+// Package chrome holds what the browser tests of several packages share.
+package chrome
 
 import (
 	"context"
@@ -8,10 +9,10 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// typeInto focuses the element and types text into it, as a person would. It stands in for
+// TypeInto focuses the element and types text into it, as a person would. It stands in for
 // chromedp.SendKeys, which reads the node's attributes without its lock and so races with a
 // page that changes attributes (the pages translate their placeholders and titles).
-func typeInto(sel, text string) chromedp.Action[chromedp.Void] {
+func TypeInto(sel, text string) chromedp.Action[chromedp.Void] {
 	return chromedp.Steps(
 		chromedp.Focus(chromedp.CSS(sel)),
 		func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
