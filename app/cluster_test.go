@@ -201,7 +201,8 @@ func TestThreeInstancesShareGroups(t *testing.T) {
 	a, b, c := in[0], in[1], in[2]
 
 	var host joined
-	if code := call(t, "POST", a.URL()+"/api/v1/groups", "", map[string]any{"name": "class"}, &host); code != 201 {
+	// Open to Mesh v2: a Smalruby poller reads the same stream on every instance (below).
+	if code := call(t, "POST", a.URL()+"/api/v1/groups", "", map[string]any{"name": "class", "meshV2": true}, &host); code != 201 {
 		t.Fatalf("create on A: %d", code)
 	}
 	gid := host.Group.ID
@@ -281,6 +282,7 @@ func TestThreeInstancesShareGroups(t *testing.T) {
 		publish(in[i%3], fmt.Sprint("e", i))
 	}
 	waitAll("the first events", readers)
+	meshV2Events(t, c, gid, host.Group.Domain, acked)
 
 	// A NATS node dies: writes go on (the stream elects a leader among the two left) and no
 	// acknowledged item is lost.
@@ -306,6 +308,9 @@ func TestThreeInstancesShareGroups(t *testing.T) {
 	}
 	waitAll("every event after C went away", readers)
 
+	// A Mesh v2 poller on either remaining instance gets every event once, in order.
+	meshV2Events(t, a, gid, host.Group.Domain, acked)
+	meshV2Events(t, b, gid, host.Group.Domain, acked)
 	for _, r := range readers {
 		r.mu.Lock()
 		t.Logf("%s: %d items, %d reconnects", r.name, len(r.items), r.reconnects)
@@ -314,5 +319,28 @@ func TestThreeInstancesShareGroups(t *testing.T) {
 		if strings.Join(got, ",") != strings.Join(acked, ",") {
 			t.Fatalf("%s got %v\nwant %v", r.name, got, acked)
 		}
+	}
+}
+
+// meshV2Events reads the group's events as the Smalruby client's poll does (getEventsSince
+// from the oldest retained) on instance x and checks that they are exactly want, in order.
+func meshV2Events(t *testing.T, x *app.App, gid, domain string, want []string) {
+	t.Helper()
+	var out struct {
+		Data struct {
+			GetEventsSince []struct{ Name string }
+		}
+		Errors []any
+	}
+	q := `query($g:ID!,$d:String!){getEventsSince(groupId:$g,domain:$d,since:""){name}}`
+	if code := call(t, "POST", x.URL()+"/graphql", "", map[string]any{"query": q, "variables": map[string]any{"g": gid, "d": domain}}, &out); code != 200 || len(out.Errors) > 0 {
+		t.Fatalf("getEventsSince on %s: %d %v", x.URL(), code, out.Errors)
+	}
+	got := make([]string, len(out.Data.GetEventsSince))
+	for i, e := range out.Data.GetEventsSince {
+		got[i] = e.Name
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("Mesh v2 poll on %s got %v\nwant %v", x.URL(), got, want)
 	}
 }

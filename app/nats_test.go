@@ -43,7 +43,8 @@ func call(t *testing.T, method, url, token string, body, out any) int {
 
 type joined struct {
 	Group struct {
-		ID string `json:"id"`
+		ID     string `json:"id"`
+		Domain string `json:"domain"`
 	} `json:"group"`
 	Token string `json:"token"`
 }
