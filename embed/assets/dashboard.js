@@ -472,7 +472,7 @@ const t = (key, params) => i18n.t(key, params);
     }) : [el("span", { class: "muted", "data-transport": "", text: t("dash.node.idle"), title: t("dash.node.idle.tip") })]));
     const q = linkQuality(n.link);
     row.el.dataset.link = q;
-    if (q) row.cells.transport.append(" ", el("span", { class: "badge link-" + q, "data-testid": "link", text: t("dash.link." + q), title: linkTip(n.link) }));
+    if (q) row.cells.transport.append(" ", el("span", { class: "badge link-" + q, "data-testid": "link", text: t(QUALITIES[q]), title: linkTip(n.link) }));
     const entries = Object.entries(n.data || {}).sort(([a], [b]) => a.localeCompare(b));
     row.cells.data.replaceChildren(...entries.map(([k, val]) => el("span", { class: "kvchip" }, el("b", { text: k }), "=" + val)));
   }
