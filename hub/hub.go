@@ -56,6 +56,11 @@ type Hub struct {
 	presence map[string]map[string]map[string]int // group → node → transport → open streams
 	// left holds when a node's last stream ended, for ActiveGrace.
 	left map[string]map[string]time.Time // group → node → time
+
+	lmu sync.Mutex
+	// links holds each node's round-trip window (link.go), kept while the node is present
+	// and for ActiveGrace after.
+	links map[string]map[string]*linkStats // group → node → window
 }
 
 // tail holds a group's most recent items. Items are never changed once appended, so readers
@@ -111,6 +116,7 @@ func New(store Store, opts Options) *Hub {
 		global:   &tail{start: last, max: opts.GlobalItems, maxB: opts.GlobalBytes, wake: make(chan struct{})},
 		presence: map[string]map[string]map[string]int{},
 		left:     map[string]map[string]time.Time{},
+		links:    map[string]map[string]*linkStats{},
 	}
 }
 
@@ -463,6 +469,9 @@ func (h *Hub) Run(ctx context.Context) {
 				for nid, at := range nodes {
 					if h.opts.Now().Sub(at) >= h.opts.ActiveGrace {
 						delete(nodes, nid)
+						h.lmu.Lock()
+						h.forgetLinkLocked(gid, nid)
+						h.lmu.Unlock()
 					}
 				}
 				if len(nodes) == 0 {

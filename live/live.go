@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,16 +22,29 @@ var ErrTooManyConns = errors.New("too many open connections from this address")
 // ErrShuttingDown means the server is shutting down and accepts no new connection.
 var ErrShuttingDown = errors.New("meshbox is shutting down")
 
-// Observer counts open connections per transport; package metrics implements it.
+// Observer counts open connections per transport and records their round trips; package
+// metrics implements it.
 type Observer interface {
 	ConnOpened(transport string)
 	ConnClosed(transport string)
+	ObserveRTT(transport string, d time.Duration)
 }
 
 type noopObserver struct{}
 
-func (noopObserver) ConnOpened(string) {}
-func (noopObserver) ConnClosed(string) {}
+func (noopObserver) ConnOpened(string)                {}
+func (noopObserver) ConnClosed(string)                {}
+func (noopObserver) ObserveRTT(string, time.Duration) {}
+
+// Link receives what the manager learns of one connection's link: round trips (measure
+// names what was timed) and whether its socket stopped reading. A hub.Sub is one.
+type Link interface {
+	ObserveRTT(measure string, d time.Duration)
+	Stalled(stalled bool)
+}
+
+// linkBox holds a Link for an atomic pointer.
+type linkBox struct{ Link }
 
 // Config holds the connection policy.
 type Config struct {
@@ -89,6 +103,31 @@ type Conn struct {
 	cancel    context.CancelFunc
 	stop      func() bool
 	once      sync.Once
+	link      atomic.Pointer[linkBox]
+}
+
+// SetLink has the connection's round trips and stalls reported to l (nil: to nobody).
+func (c *Conn) SetLink(l Link) {
+	if l == nil {
+		c.link.Store(nil)
+		return
+	}
+	c.link.Store(&linkBox{l})
+}
+
+// ObserveRTT records one round trip of the connection, timed as measure, for the metrics
+// and the connection's Link.
+func (c *Conn) ObserveRTT(measure string, d time.Duration) {
+	c.m.ObserveRTT(c.transport, d)
+	if b := c.link.Load(); b != nil {
+		b.ObserveRTT(measure, d)
+	}
+}
+
+// ObserveRTT records a round trip of transport measured outside a registered connection (a
+// long-poll's gap between two requests).
+func (m *Manager) ObserveRTT(transport string, d time.Duration) {
+	m.cfg.Observer.ObserveRTT(transport, d)
 }
 
 // Open registers a connection of transport from client address addr (charged against the
@@ -177,9 +216,13 @@ func (m *Manager) snapshot() []*Socket {
 }
 
 // Run pings every WebSocket peer from one goroutine and drops those that do not answer or
-// whose writes stall, until ctx ends. A dead peer is gone within two intervals.
+// whose writes stall, until ctx ends. A dead peer is gone within two intervals. A write
+// blocked for half an interval (or half the write timeout) at a check flags the socket's Link
+// as stalled, which the dashboard shows before the drop; the write's end clears it. Each ping
+// is timed until its pong: that is the connection's round trip.
 func (m *Manager) Run(ctx context.Context) {
 	every := m.cfg.PingInterval
+	flagAfter := min(every, m.cfg.WriteTimeout) / 2
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -191,6 +234,9 @@ func (m *Manager) Run(ctx context.Context) {
 				if s.stalled(now, max(every, m.cfg.WriteTimeout)) {
 					s.Drop(Slow)
 					continue
+				}
+				if s.stalled(now, flagAfter) {
+					s.flagStalled()
 				}
 				go s.ping(every)
 			}

@@ -30,8 +30,10 @@ type Socket struct {
 	wmu        sync.Mutex
 	writeStart atomic.Int64
 	waiting    atomic.Int32 // writers waiting for wmu (tests observe it)
-	closeOnce  sync.Once
-	reason     atomic.Pointer[Reason]
+	// flagged is set while the socket's Link is told it stalled; the write's end clears it.
+	flagged   atomic.Bool
+	closeOnce sync.Once
+	reason    atomic.Pointer[Reason]
 }
 
 // AcceptOptions are the upgrade options of Accept.
@@ -93,8 +95,29 @@ func (s *Socket) Write(b []byte) error {
 	s.waiting.Add(-1)
 	defer s.wmu.Unlock()
 	s.writeStart.Store(time.Now().UnixNano())
-	defer s.writeStart.Store(0)
-	return s.ws.Write(context.Background(), websocket.MessageText, b)
+	err := s.ws.Write(context.Background(), websocket.MessageText, b)
+	s.writeStart.Store(0)
+	if s.flagged.Load() && s.flagged.CompareAndSwap(true, false) {
+		if l := s.link.Load(); l != nil {
+			l.Stalled(false)
+		}
+	}
+	return err
+}
+
+// flagStalled tells the socket's Link that its writes block (called by the pinger).
+func (s *Socket) flagStalled() {
+	if s.flagged.CompareAndSwap(false, true) {
+		if l := s.link.Load(); l != nil {
+			l.Stalled(true)
+		}
+		// The write may have ended between the check and the flag: look again.
+		if s.writeStart.Load() == 0 && s.flagged.CompareAndSwap(true, false) {
+			if l := s.link.Load(); l != nil {
+				l.Stalled(false)
+			}
+		}
+	}
 }
 
 // stalled reports a write that has been blocked for longer than d.
@@ -106,9 +129,16 @@ func (s *Socket) stalled(now time.Time, d time.Duration) bool {
 func (s *Socket) ping(within time.Duration) {
 	ctx, cancel := context.WithTimeout(s.ctx, within)
 	defer cancel()
-	if err := s.ws.Ping(ctx); err != nil && s.ctx.Err() == nil {
-		s.Drop(Reset)
+	start := time.Now()
+	if err := s.ws.Ping(ctx); err != nil {
+		if s.ctx.Err() == nil {
+			s.Drop(Reset)
+		}
+		return
 	}
+	// Ping returns when the pong arrives: the time between is the round trip (plus the wait
+	// for a write in progress, which a stalled socket's pong also waits for).
+	s.ObserveRTT("ping", time.Since(start))
 }
 
 // Close ends the connection once, with a close frame carrying the reason, and unregisters it.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"meshbox/hub"
+	"meshbox/live"
 	"meshbox/rules"
 	"meshbox/stream"
 )
@@ -182,6 +183,28 @@ func (b *StoreBackend) Open(groupID string) Reader {
 func (b *StoreBackend) Attend(groupID, nodeID, transport string) func() {
 	return b.hub.Subscribe(groupID, nodeID, transport).Close
 }
+
+// linker is a Backend that can take a node's round trips and stall flags (StoreBackend).
+type linker interface {
+	Link(groupID, nodeID, transport string) live.Link
+}
+
+// Link implements linker: the node's round trips over transport go to the hub's presence.
+func (b *StoreBackend) Link(groupID, nodeID, transport string) live.Link {
+	return hubLink{h: b.hub, group: groupID, node: nodeID, transport: transport}
+}
+
+// hubLink reports a Mesh v2 socket's pings as its attributed node's link.
+type hubLink struct {
+	h                      *hub.Hub
+	group, node, transport string
+}
+
+func (l hubLink) ObserveRTT(measure string, d time.Duration) {
+	l.h.ObserveRTT(l.group, l.node, l.transport, measure, d)
+}
+
+func (l hubLink) Stalled(stalled bool) { l.h.SetStalled(l.group, l.node, stalled) }
 
 type hubReader struct{ sub *hub.Sub }
 

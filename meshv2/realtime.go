@@ -80,6 +80,10 @@ type onEnd struct {
 
 type onEndKey struct{}
 
+// socketKey marks, in a subscription's context, the live.Socket it runs on, so a subscription
+// attributed to a node hands that node the socket's round trips.
+type socketKey struct{}
+
 // atEnd registers fn to run when the subscription of ctx ends; without a connection (a
 // direct Subscribe call) the caller's own cleanup is all there is.
 func atEnd(ctx context.Context, fn func()) {
@@ -144,6 +148,7 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	// frame when a read's context ends, and clients should get 1012 on shutdown (the socket
 	// sends it) so they reconnect.
 	ctx, cancel := context.WithCancel(withCaller(r.Context(), caller{domain: h.cfg.DomainFor(r), ip: h.cfg.ClientIP(r)}))
+	ctx = context.WithValue(ctx, socketKey{}, ws)
 	stopSock := context.AfterFunc(ws.Context(), cancel)
 	defer stopSock()
 	// When the connection's work ends, the socket goes too, which ends the read loop.

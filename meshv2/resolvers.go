@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"meshbox/apierror"
+	"meshbox/live"
 	"meshbox/rules"
 	"meshbox/stream"
 	"slices"
@@ -780,9 +781,16 @@ func (r *root) OnMessageInGroup(ctx context.Context, args groupArgs) (<-chan *me
 	}
 	out := make(chan *meshMessage)
 	release := func() {}
-	if _, rel, ok := r.roster.claimRealtime(snap.Group.ID, callerOf(ctx).ip); ok {
+	if node, rel, ok := r.roster.claimRealtime(snap.Group.ID, callerOf(ctx).ip); ok {
 		release = rel // idempotent
-		atEnd(ctx, rel)
+		// The socket's pings now time this node's link (the dashboard's link quality).
+		if sock, ok := ctx.Value(socketKey{}).(*live.Socket); ok {
+			if lk, ok := r.backend.(linker); ok {
+				sock.SetLink(lk.Link(snap.Group.ID, node, transportRealtime))
+				release = func() { sock.SetLink(nil); rel() }
+			}
+		}
+		atEnd(ctx, release)
 	}
 	go func() {
 		defer release()

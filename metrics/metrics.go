@@ -86,6 +86,7 @@ type Metrics struct {
 	delivered    *prometheus.CounterVec
 	writes       *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
+	rtt          *prometheus.HistogramVec
 	rejected     *prometheus.CounterVec
 	commitOps    prometheus.Histogram
 	commitItems  prometheus.Histogram
@@ -162,6 +163,11 @@ func New(version string, src StatsSource) *Metrics {
 		Help:    "Time from commit of the oldest item in a write to the write to the client, by transport.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"transport"})
+	m.rtt = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "link_rtt_seconds",
+		Help:    "Round trips of client links, by transport: WebSocket ping to pong (ws, graphql_ws), SSE ping event to the node's echo (sse), long-poll answer to the node's next poll (longpoll).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .2, .4, .8, 1.6, 3.2, 6.4},
+	}, []string{"transport"})
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "rejected_requests_total",
 		Help: "Requests refused before doing work, by reason.",
@@ -222,7 +228,7 @@ func New(version string, src StatsSource) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
-		m.connOpen, m.connAccepted, m.appended, m.publishes, m.delivered, m.writes, m.latency,
+		m.connOpen, m.connAccepted, m.appended, m.publishes, m.delivered, m.writes, m.latency, m.rtt,
 		m.rejected, m.commitOps, m.commitItems, m.commitDur,
 		m.purgeItems, m.purgeGroups, m.purgeNodes, m.purgeDur, m.purgeLast,
 		m.httpRequests, m.httpDuration,
@@ -234,6 +240,7 @@ func New(version string, src StatsSource) *Metrics {
 	for _, t := range Transports {
 		m.connOpen.WithLabelValues(t)
 		m.connAccepted.WithLabelValues(t)
+		m.rtt.WithLabelValues(t)
 		m.deliveredBy[t] = deliveryChildren{
 			items:   m.delivered.WithLabelValues(t),
 			writes:  m.writes.WithLabelValues(t),
@@ -295,6 +302,15 @@ func (m *Metrics) ConnOpened(transport string) {
 	m.mu.Lock()
 	m.openBy[transport]++
 	m.mu.Unlock()
+}
+
+// ObserveRTT records one round trip of a client link (see live.Conn.ObserveRTT); only client
+// transports count, and no node is named: the per-node numbers are the hub's.
+func (m *Metrics) ObserveRTT(transport string, d time.Duration) {
+	if !slices.Contains(Transports, transport) {
+		return
+	}
+	m.rtt.WithLabelValues(transport).Observe(d.Seconds())
 }
 
 // ConnClosed records a streaming connection ending.

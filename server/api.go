@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"meshbox/apierror"
+	"meshbox/hub"
 	"meshbox/rules"
 	"meshbox/stream"
 )
@@ -98,7 +99,11 @@ func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	apierror.WriteJSON(w, http.StatusOK, snap)
+	// links: each present node's round-trip summary (hub.Link), keyed by node id.
+	apierror.WriteJSON(w, http.StatusOK, struct {
+		rules.Snapshot
+		Links map[string]hub.Link `json:"links"`
+	}{snap, s.hub.Links(gid)})
 	return nil
 }
 
@@ -170,6 +175,16 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	g, n, err := s.store.Heartbeat(r.Context(), gid, c.node.ID)
 	if err != nil {
 		return err
+	}
+	// An SSE client echoes the send time of the stream's ping event (sse.go): now minus that
+	// time is its stream's round trip. The node could only misreport its own link.
+	if echo := r.URL.Query().Get("echo"); echo != "" {
+		if t, err := strconv.ParseInt(echo, 10, 64); err == nil {
+			if d := time.Since(time.Unix(0, t)); d >= 0 && d <= sseEchoMax {
+				s.live.ObserveRTT("sse", d)
+				s.hub.ObserveRTT(gid, c.node.ID, "sse", "echo", d)
+			}
+		}
 	}
 	apierror.WriteJSON(w, http.StatusOK, map[string]any{"group": g, "node": n})
 	return nil

@@ -10,6 +10,10 @@ import (
 	"meshbox/apierror"
 )
 
+// pollGapMax bounds the gap between a long-poll answer and the node's next poll that counts
+// as a round trip.
+const pollGapMax = 10 * time.Second
+
 // poll answers GET …/events: the items after the cursor at once, or, with wait, as soon as
 // there are some (a long-poll, registered with package live while it waits).
 func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
@@ -34,6 +38,14 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	}
 	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "longpoll")
 	defer sub.Close()
+	// A long-poll's round trip is the gap from the node's last answer being written to this
+	// request arriving: the answer's way down, the client's turn-around, the request's way up
+	// (and a new connection's setup, if the client opened one). A gap longer than pollGapMax
+	// is a client that paused, not a link, and is not counted.
+	if d, ok := sub.PollGap(time.Now(), pollGapMax); ok {
+		s.live.ObserveRTT("longpoll", d)
+		sub.ObserveRTT("poll gap", d)
+	}
 	b, err := sub.Read(r.Context(), rd.since, limit)
 	if err != nil {
 		return err
@@ -74,6 +86,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	buf = strconv.AppendBool(buf, b.Truncated)
 	buf = append(buf, "}\n"...)
 	apierror.WriteRaw(w, http.StatusOK, buf)
+	sub.Answered(time.Now())
 	s.delivered("longpoll", b.Items)
 	return nil
 }

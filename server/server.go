@@ -32,6 +32,7 @@ import (
 type Observer interface {
 	ConnOpened(transport string)
 	ConnClosed(transport string)
+	ObserveRTT(transport string, d time.Duration)
 	ObserveDelivered(transport string, n int, committedAt time.Time)
 	ObservePublish(outcome string)
 	ObserveRejected(reason string)
@@ -41,6 +42,7 @@ type noopObserver struct{}
 
 func (noopObserver) ConnOpened(string)                       {}
 func (noopObserver) ConnClosed(string)                       {}
+func (noopObserver) ObserveRTT(string, time.Duration)        {}
 func (noopObserver) ObserveDelivered(string, int, time.Time) {}
 func (noopObserver) ObservePublish(string)                   {}
 func (noopObserver) ObserveRejected(string)                  {}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +13,18 @@ const (
 	sseHeartbeat = 15 * time.Second
 	sseRetry     = 2 * time.Second
 )
+
+// sseHeartbeat is how often an idle stream gets its ping event: every 15 s, or every ping
+// interval when that is shorter (so SSE round trips are measured as often as WebSocket ones).
+func (s *Server) sseHeartbeat() time.Duration {
+	if p := s.cfg.PingInterval; p > 0 && p < sseHeartbeat {
+		return p
+	}
+	return sseHeartbeat
+}
+
+// sseEchoMax bounds the round trip an SSE echo may report: an older ping is a stale echo.
+const sseEchoMax = time.Minute
 
 // sse serves GET …/stream: the group's items as Server-Sent Events, resumable by
 // Last-Event-ID. The frames are package live's; this adapter only maps items to events.
@@ -38,7 +51,7 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	if err := out.Flush(); err != nil {
 		return nil
 	}
-	err = s.follow(c.Context(), sub, rd.since, sseHeartbeat, func(b hub.Batch) error {
+	err = s.follow(c.Context(), sub, rd.since, s.sseHeartbeat(), func(b hub.Batch) error {
 		if b.Truncated {
 			// The reset carries the cursor to resume from, so a plain EventSource that
 			// reconnects now sends it as Last-Event-ID instead of the purged one (and is not
@@ -57,7 +70,16 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		}
 		s.delivered("sse", b.Items)
 		return nil
-	}, func() error { out.Comment("ping"); return out.Flush() })
+	}, func() error {
+		// The heartbeat is a ping event carrying its send time; a client that echoes it
+		// (POST …/heartbeat?echo=T, as meshbox.js does) gives the stream's round trip: the
+		// event's way down, the client's turn-around and the echo request's way up. Clients
+		// that ignore it lose nothing: it keeps proxies from closing an idle stream as the
+		// comment it replaces did.
+		ping := strconv.AppendInt([]byte(`{"t":"`), time.Now().UnixNano(), 10)
+		out.Event(-1, "ping", append(ping, `"}`...))
+		return out.Flush()
+	})
 	if err != nil && c.ShuttingDown() {
 		out.Shutdown()
 	}

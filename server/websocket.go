@@ -68,6 +68,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	sock.WS().SetReadLimit(s.cfg.MaxBodyBytes)
 	wc := &wsConn{s: s, sock: sock, since: rd.since}
 	wc.sub = s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
+	sock.SetLink(wc.sub) // the pinger's round trips and stall flags go to the node's presence
 	// The connection is hijacked: the handler returns and a fresh goroutine, with a small
 	// stack rather than the deep one of the HTTP stack, serves it.
 	go wc.serve(rd.node)

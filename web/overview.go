@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"meshbox/hub"
 	"net/http"
 	"sort"
 	"sync"
@@ -88,14 +89,16 @@ type GroupView struct {
 
 // NodeView is one member as the dashboard shows it.
 type NodeView struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name"`
-	Host       bool              `json:"host"`
-	JoinedAt   time.Time         `json:"joinedAt"`
-	LastSeen   time.Time         `json:"lastSeen"`
-	ExpiresAt  time.Time         `json:"expiresAt"`
-	Transports []string          `json:"transports"`
-	Data       map[string]string `json:"data"`
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Host       bool      `json:"host"`
+	JoinedAt   time.Time `json:"joinedAt"`
+	LastSeen   time.Time `json:"lastSeen"`
+	ExpiresAt  time.Time `json:"expiresAt"`
+	Transports []string  `json:"transports"`
+	// Link is the node's round-trip summary, when it has one.
+	Link *hub.Link         `json:"link,omitempty"`
+	Data map[string]string `json:"data"`
 }
 
 // rateWindow is how many one-second samples the chart keeps: five minutes.
@@ -187,6 +190,7 @@ func (h *Handler) overview(ctx context.Context) Overview {
 			continue // ended between the two reads
 		}
 		transports := h.feed.Transports(g.ID)
+		links := h.feed.Links(g.ID)
 		gv := GroupView{
 			ID: g.ID, Name: g.Name, Domain: g.Domain, Host: g.Host,
 			CreatedAt: g.CreatedAt, ExpiresAt: g.ExpiresAt, Nodes: make([]NodeView, 0, len(nodes)),
@@ -201,6 +205,9 @@ func (h *Handler) overview(ctx context.Context) Overview {
 			}
 			if ts := transports[n.ID]; len(ts) > 0 {
 				nv.Transports = ts
+			}
+			if l, ok := links[n.ID]; ok {
+				nv.Link = &l
 			}
 			gv.Nodes = append(gv.Nodes, nv)
 		}

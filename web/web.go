@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"meshbox/hub"
 	"net/http"
 	"time"
 
@@ -35,6 +36,8 @@ type Store interface {
 type Hub interface {
 	// Transports returns, per node of a group, the streaming transports it has open now.
 	Transports(gid string) map[string][]string
+	// Links returns each present node's round-trip summary (hub/link.go).
+	Links(gid string) map[string]hub.Link
 	// ReadAll returns up to limit items of every group after since, in cursor order;
 	// truncated reports that items after since were dropped from the bounded feed.
 	ReadAll(since int64, limit int) (items []stream.Item, next int64, truncated bool)

@@ -79,6 +79,24 @@ const t = (key, params) => i18n.t(key, params);
   const fmtRate = (v) => i18n.rate(v);
   const fmtNum = (n) => i18n.num(n);
 
+  // linkQuality grades a node's round trip: poor rows are highlighted, a stalled socket (it
+  // stopped reading; the pinger will drop it) is flagged above all.
+  function linkQuality(l) {
+    if (!l) return "";
+    if (l.stalled) return "stalled";
+    if (!l.samples) return "";
+    if (l.medianMs >= 300) return "poor";
+    if (l.medianMs >= 100) return "slow";
+    return "good";
+  }
+  const QUALITIES = { good: "dash.link.good", slow: "dash.link.slow", poor: "dash.link.poor", stalled: "dash.link.stalled" };
+  const MEASURES = { ping: "dash.link.measure.ping", echo: "dash.link.measure.echo", "poll gap": "dash.link.measure.gap" };
+  function linkTip(l) {
+    if (l.stalled && !l.samples) return t("dash.link.tip.stalled");
+    const tip = t("dash.link.tip", { measure: t(MEASURES[l.measure] || "dash.link.measure.ping"), median: Math.round(l.medianMs), worst: Math.round(l.worstMs), samples: l.samples });
+    return l.stalled ? t("dash.link.tip.stalled") + " " + tip : tip;
+  }
+
   // transportBadge shows a transport in plain words, its technical name in the tooltip.
   function transportLabel(tr) {
     const k = TRANSPORTS[tr];
@@ -443,7 +461,7 @@ const t = (key, params) => i18n.t(key, params);
 
   function updateNodeRow(row, n) {
     setText(row.cells.seen, i18n.ago(secondsSince(n.lastSeen)));
-    const key = JSON.stringify([i18n.lang, n.name, n.host, n.transports, n.data]);
+    const key = JSON.stringify([i18n.lang, n.name, n.host, n.transports, n.data, n.link]);
     if (key === row.key) return;
     row.key = key;
     row.cells.name.replaceChildren(n.name, n.host ? el("span", { class: "badge host", text: t("dash.node.host") }) : "");
@@ -452,6 +470,9 @@ const t = (key, params) => i18n.t(key, params);
       const [label, tip] = transportLabel(tr);
       return el("span", { class: "badge t-" + tr, "data-transport": tr, text: label, title: tip });
     }) : [el("span", { class: "muted", "data-transport": "", text: t("dash.node.idle"), title: t("dash.node.idle.tip") })]));
+    const q = linkQuality(n.link);
+    row.el.dataset.link = q;
+    if (q) row.cells.transport.append(" ", el("span", { class: "badge link-" + q, "data-testid": "link", text: t(QUALITIES[q]), title: linkTip(n.link) }));
     const entries = Object.entries(n.data || {}).sort(([a], [b]) => a.localeCompare(b));
     row.cells.data.replaceChildren(...entries.map(([k, val]) => el("span", { class: "kvchip" }, el("b", { text: k }), "=" + val)));
   }

@@ -1,0 +1,147 @@
+package hub
+
+import (
+	"slices"
+	"time"
+)
+
+// linkWindow is how many round-trip samples a node keeps: the median and worst of the last
+// few pings say how the link is now, not how it was ten minutes ago.
+const linkWindow = 8
+
+// Link is a node's link quality as its readers measured it: the transport of the last
+// sample, what that transport's round trip measures, the median and worst of the last
+// samples, and whether its socket has stopped reading (a write blocked at the last check).
+type Link struct {
+	Transport string `json:"transport"`
+	// Measure names what was timed: "ping" (a WebSocket ping until its pong), "echo" (an SSE
+	// ping event until the node's echo request arrives), "poll gap" (a long-poll answer
+	// written until the node's next poll arrives).
+	Measure  string  `json:"measure"`
+	Samples  int     `json:"samples"`
+	MedianMS float64 `json:"medianMs"`
+	WorstMS  float64 `json:"worstMs"`
+	Stalled  bool    `json:"stalled"`
+}
+
+// linkStats is one node's bounded window of samples.
+type linkStats struct {
+	transport, measure string
+	samples            [linkWindow]time.Duration
+	n, next            int
+	stalled            bool
+	// answered is when the node's last long-poll answer was written (zero: none pending).
+	answered time.Time
+}
+
+// stats returns the node's window, created; h.lmu is held.
+func (h *Hub) statsLocked(gid, nid string) *linkStats {
+	nodes := h.links[gid]
+	if nodes == nil {
+		nodes = map[string]*linkStats{}
+		h.links[gid] = nodes
+	}
+	l := nodes[nid]
+	if l == nil {
+		l = &linkStats{}
+		nodes[nid] = l
+	}
+	return l
+}
+
+// ObserveRTT records one round trip of node nid of group gid over transport, measured as
+// measure. A sample from another transport than the window's starts a fresh window: a node
+// that fell back to compatibility mode has a different link.
+func (h *Hub) ObserveRTT(gid, nid, transport, measure string, d time.Duration) {
+	if nid == "" || d < 0 {
+		return
+	}
+	h.lmu.Lock()
+	defer h.lmu.Unlock()
+	l := h.statsLocked(gid, nid)
+	if l.transport != transport || l.measure != measure {
+		*l = linkStats{transport: transport, measure: measure, answered: l.answered, stalled: l.stalled}
+	}
+	l.samples[l.next] = d
+	l.next = (l.next + 1) % linkWindow
+	l.n = min(l.n+1, linkWindow)
+}
+
+// SetStalled flags (or clears) a node whose socket stopped reading: its writes block.
+func (h *Hub) SetStalled(gid, nid string, stalled bool) {
+	if nid == "" {
+		return
+	}
+	h.lmu.Lock()
+	defer h.lmu.Unlock()
+	if !stalled && h.links[gid][nid] == nil {
+		return
+	}
+	h.statsLocked(gid, nid).stalled = stalled
+}
+
+// Links returns the link summary of every node of a group that has one.
+func (h *Hub) Links(gid string) map[string]Link {
+	h.lmu.Lock()
+	defer h.lmu.Unlock()
+	out := make(map[string]Link, len(h.links[gid]))
+	for nid, l := range h.links[gid] {
+		if l.n == 0 && !l.stalled {
+			continue
+		}
+		s := slices.Clone(l.samples[:l.n])
+		slices.Sort(s)
+		k := Link{Transport: l.transport, Measure: l.measure, Samples: l.n, Stalled: l.stalled}
+		if l.n > 0 {
+			k.MedianMS = ms(s[(l.n-1)/2])
+			k.WorstMS = ms(s[l.n-1])
+		}
+		out[nid] = k
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// forgetLinksLocked drops the windows of nodes no longer present; h.pmu and h.lmu are held.
+func (h *Hub) forgetLinkLocked(gid, nid string) {
+	if _, present := h.presence[gid][nid]; present {
+		return
+	}
+	delete(h.links[gid], nid)
+	if len(h.links[gid]) == 0 {
+		delete(h.links, gid)
+	}
+}
+
+// ObserveRTT records a round trip of the reader's node over the reader's transport.
+func (s *Sub) ObserveRTT(measure string, d time.Duration) {
+	s.h.ObserveRTT(s.group, s.node, s.transport, measure, d)
+}
+
+// Stalled flags (or clears) the reader's node as no longer reading.
+func (s *Sub) Stalled(stalled bool) { s.h.SetStalled(s.group, s.node, stalled) }
+
+// Answered notes that a long-poll answer was just written to the reader's node, at.
+func (s *Sub) Answered(at time.Time) {
+	if s.node == "" {
+		return
+	}
+	s.h.lmu.Lock()
+	defer s.h.lmu.Unlock()
+	s.h.statsLocked(s.group, s.node).answered = at
+}
+
+// PollGap returns the time from the node's last long-poll answer to now (its next poll), if
+// one is pending and came within within; the answer is consumed.
+func (s *Sub) PollGap(now time.Time, within time.Duration) (time.Duration, bool) {
+	s.h.lmu.Lock()
+	defer s.h.lmu.Unlock()
+	l := s.h.links[s.group][s.node]
+	if l == nil || l.answered.IsZero() {
+		return 0, false
+	}
+	d := now.Sub(l.answered)
+	l.answered = time.Time{}
+	return d, d >= 0 && d <= within
+}
