@@ -31,7 +31,8 @@ func Run(t *testing.T, setup ...string) bool {
 	_, err2 := exec.LookPath("ip")
 	switch {
 	case os.Geteuid() != 0:
-		missing(t, "needs root to make a network namespace")
+		// Not something make deps can install: skip, also under MESHBOX_E2E.
+		t.Skip("needs root to make a network namespace")
 	case err1 != nil || err2 != nil:
 		missing(t, "needs unshare and ip (apt-get install util-linux iproute2)")
 	}
