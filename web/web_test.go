@@ -82,19 +82,25 @@ func (b *testBox) do(t *testing.T, method, path, token string) *http.Response {
 
 func (b *testBox) class(t *testing.T) (rules.Joined, rules.Joined) {
 	t.Helper()
+	return b.classOf(t, "science", "teacher", "ada", "score", "7")
+}
+
+// classOf creates a group with its host and one student who sets one data key.
+func (b *testBox) classOf(t *testing.T, group, host, student, key, value string) (rules.Joined, rules.Joined) {
+	t.Helper()
 	ctx := context.Background()
-	host, err := b.store.CreateGroup(ctx, rules.NewGroup{Domain: "room1", Name: "science", HostName: "teacher"})
+	h, err := b.store.CreateGroup(ctx, rules.NewGroup{Domain: "room1", Name: group, HostName: host})
 	if err != nil {
 		t.Fatal(err)
 	}
-	student, err := b.store.Join(ctx, host.Group.ID, rules.NewNode{Name: "ada"})
+	s, err := b.store.Join(ctx, h.Group.ID, rules.NewNode{Name: student})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.store.SetData(ctx, host.Group.ID, student.Node.ID, map[string]string{"score": "7"}, false); err != nil {
+	if _, err := b.store.SetData(ctx, h.Group.ID, s.Node.ID, map[string]string{key: value}, false); err != nil {
 		t.Fatal(err)
 	}
-	return host, student
+	return h, s
 }
 
 func TestStaticAssetsETag(t *testing.T) {
@@ -447,18 +453,7 @@ var secrets = []string{"secret-group", "secret-host", "secret-ada", "secret-key"
 
 func (b *testBox) secretClass(t *testing.T) rules.Joined {
 	t.Helper()
-	ctx := context.Background()
-	host, err := b.store.CreateGroup(ctx, rules.NewGroup{Domain: "room1", Name: "secret-group", HostName: "secret-host"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ada, err := b.store.Join(ctx, host.Group.ID, rules.NewNode{Name: "secret-ada"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.store.SetData(ctx, host.Group.ID, ada.Node.ID, map[string]string{"secret-key": "secret-value"}, false); err != nil {
-		t.Fatal(err)
-	}
+	host, _ := b.classOf(t, "secret-group", "secret-host", "secret-ada", "secret-key", "secret-value")
 	return host
 }
 
