@@ -7,7 +7,6 @@ import (
 	"meshbox/e2e/chrome"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -319,22 +318,8 @@ func TestDashboardWithoutToken(t *testing.T) {
 
 	// The QR code must scan to the printed address: decode the rendered image with zbarimg.
 	text := tb.eval(`document.getElementById("join-text").textContent`)
-	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#join-qr")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	zbar := requireTool(t, "apt-get install -y zbar-tools", "zbarimg")
-	file := filepath.Join(t.TempDir(), "qr.png")
-	if err := os.WriteFile(file, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(zbar, "--quiet", "--raw", "-Sbinary", file).Output()
-	if err != nil {
-		t.Fatalf("zbarimg could not read the dashboard's QR code: %v", err)
-	}
-	if got := strings.TrimSpace(string(out)); got != text || !strings.HasPrefix(got, "http://") {
+	got := decodeQR(t, tb, "#join-qr")
+	if got != text || !strings.HasPrefix(got, "http://") {
 		t.Errorf("QR code says %q, page says %q", got, text)
 	}
 	if p := tb.consoleProblems(); len(p) > 0 {
