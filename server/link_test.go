@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,4 +158,71 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func decodeJSON(resp *http.Response, v any) {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(v)
+}
+
+// TestStalledSocketFlaggedBeforeDrop: a WebSocket reader that stops reading while items are
+// pushed to it is flagged stalled in the snapshot while it is still connected; the pinger then
+// drops it (its blocked write ends, which clears the flag, and the connection closes).
+//
+// The order is fixed by the ping schedule, not by timing the server: the reader stops right
+// after a ping was answered (a sample appears), so the next tick finds its write blocked (and
+// flags it) while no unanswered ping is out yet; only the ping sent at that tick can go
+// unanswered, and it drops the socket one interval later.
+func TestStalledSocketFlaggedBeforeDrop(t *testing.T) {
+	const every = 3 * time.Second
+	a, c := newServer(t, func(cfg *config.Config) { cfg.PingInterval = every })
+	host := c.create("stall")
+	reader := c.join(host.Group.ID, "reader")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ws, _, err := dialWS(ctx, a.URL(), reader, readerOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	var stop atomic.Bool
+	stopped := make(chan struct{})
+	go func() { // reads (answering pings) until told to stop; then the socket is left unread
+		defer close(stopped)
+		for !stop.Load() {
+			if _, _, err := ws.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	link := func() hub.Link { return snapshotLinks(c, host)[reader.Node.ID] }
+	eventually(t, 4*every, "a first ping answered", func() bool { return link().Samples >= 1 })
+	stop.Store(true)
+
+	// Push large items until the server's write to the reader blocks and is flagged.
+	payload := strings.Repeat("x", 16*1024)
+	events := make([]map[string]string, 100)
+	for i := range events {
+		events[i] = map[string]string{"name": "big", "payload": payload}
+	}
+	var l hub.Link
+	for i := 0; ; i++ {
+		if st, raw := c.call("POST", "/api/v1/groups/"+host.Group.ID+"/events", host.Token, map[string]any{"events": events}, nil); st != http.StatusOK {
+			t.Fatalf("publish: %d %s", st, raw)
+		}
+		if l = link(); l.Stalled {
+			break
+		}
+		if i == 500 {
+			t.Fatalf("pushed %d MiB to a reader that reads nothing and it is not flagged: %+v", (i+1)*len(events)*len(payload)>>20, l)
+		}
+	}
+	<-stopped // the reader's goroutine has returned: nothing reads the socket
+	if l.Transport != "ws" {
+		t.Errorf("the stalled node's link is %+v, want transport ws", l)
+	}
+
+	// Then the pinger drops it: the blocked write ends (the flag clears) and the socket is
+	// closed, so reading it again drains what was buffered and ends in an error.
+	eventually(t, 4*every, "the stalled socket dropped", func() bool { return !link().Stalled })
+	for {
+		if _, _, err := ws.Read(ctx); err != nil {
+			break
+		}
+	}
 }
