@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"meshbox/config"
 	"meshbox/hub"
@@ -157,4 +161,76 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func decodeJSON(resp *http.Response, v any) {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(v)
+}
+
+// TestStalledSocketFlaggedBeforeDrop: a WebSocket reader that stops reading while items are
+// pushed to it is flagged stalled in the snapshot while it is still connected; the pinger then
+// drops it (its blocked write ends, which clears the flag, and the connection closes).
+//
+// The order is fixed by the ping schedule, not by timing the server: the reader stops right
+// after a ping was answered (a sample appears), so the next tick finds its write blocked (and
+// flags it) while no unanswered ping is out yet; only the ping sent at that tick can go
+// unanswered, and it drops the socket one interval later. The reader's socket has a small
+// receive buffer, so a few publishes block the server's write well within half an interval.
+func TestStalledSocketFlaggedBeforeDrop(t *testing.T) {
+	const every = 4 * time.Second
+	a, c := newServer(t, func(cfg *config.Config) { cfg.PingInterval = every })
+	host := c.create("stall")
+	reader := c.join(host.Group.ID, "reader")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	smallBuffer := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			err = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+		}
+		return conn, err
+	}}}
+	ws, _, err := websocket.Dial(ctx, groupURL(wsBase(a.URL()), reader.Group.ID, "/ws?token="+url.QueryEscape(reader.Token)), &websocket.DialOptions{HTTPClient: smallBuffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(-1) // a frame of many large items
+	var stop atomic.Bool
+	stopped := make(chan struct{})
+	go func() { // reads (answering pings) until told to stop; then the socket is left unread
+		defer close(stopped)
+		for !stop.Load() {
+			if _, _, err := ws.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	link := func() hub.Link { return snapshotLinks(c, host)[reader.Node.ID] }
+	eventually(t, 4*every, "a first ping answered", func() bool { return link().Samples >= 1 })
+	stop.Store(true)
+
+	// Push large items: more than the kernel buffers between the two ends hold (a few MiB),
+	// so the server's write to the reader blocks; the next tick flags it.
+	payload := strings.Repeat("x", 16*1024)
+	events := make([]map[string]string, 100)
+	for i := range events {
+		events[i] = map[string]string{"name": "big", "payload": payload}
+	}
+	for range 10 {
+		if st, raw := c.call("POST", "/api/v1/groups/"+host.Group.ID+"/events", host.Token, map[string]any{"events": events}, nil); st != http.StatusOK {
+			t.Fatalf("publish: %d %s", st, raw)
+		}
+	}
+	var l hub.Link
+	eventually(t, 4*every, "the reader flagged stalled", func() bool {
+		if l = link(); l.Samples == 0 && !l.Stalled {
+			t.Fatalf("the reader was dropped before it was flagged stalled")
+		}
+		return l.Stalled
+	})
+	<-stopped // the reader's goroutine has returned: nothing reads the socket
+	if l.Transport != "ws" {
+		t.Errorf("the stalled node's link is %+v, want transport ws", l)
+	}
+
+	// Then the pinger drops it: the socket is closed under the blocked write, whose end clears
+	// the flag (nothing else could end it: the reader reads nothing).
+	eventually(t, 4*every, "the stalled socket dropped", func() bool { return !link().Stalled })
 }

@@ -25,6 +25,9 @@ type settings struct {
 	tailItems int
 	// memberHeartbeat is the heartbeat interval the server asks members for.
 	memberHeartbeat time.Duration
+	// pingInterval is how often WebSocket peers are pinged and, when shorter than 15 s, how
+	// often an SSE stream gets its ping event.
+	pingInterval time.Duration
 }
 
 // meshbox is a real meshbox running in the test process, on a database file in a temp dir. It
@@ -58,6 +61,9 @@ func (m *meshbox) args() []string {
 	}
 	if m.s.memberHeartbeat > 0 {
 		args = append(args, "--member-heartbeat-interval", m.s.memberHeartbeat.String())
+	}
+	if m.s.pingInterval > 0 {
+		args = append(args, "--ping-interval", m.s.pingInterval.String())
 	}
 	if m.s.tailItems > 0 {
 		args = append(args, "--tail-items", strconv.Itoa(m.s.tailItems))

@@ -55,6 +55,19 @@
  */
 
 /**
+ * This client's own measure of its link, passed to 'link' listeners and kept as mesh.link.
+ * @typedef {Object} Link
+ * @property {'ws'|'sse'|'poll'|null} transport the transport in use, null while disconnected
+ * @property {number|null} rttMs median of the last few round trips (null until the first one)
+ * @property {number|null} worstMs the worst of them
+ * @property {'ack'|'echo'|'heartbeat'|null} measuredBy what was timed: a WebSocket heartbeat
+ *   message until its ack, an SSE ping event's echo request until its answer, an HTTP
+ *   heartbeat (long-poll) until its answer
+ * @property {'good'|'slow'|'poor'|null} quality from rttMs, as the dashboard judges it
+ * @property {number} samples how many round trips the window holds
+ */
+
+/**
  * Options for create and join.
  * @typedef {Object} ClientOptions
  * @property {string} [name] create: the group's name; join: this node's name
@@ -78,6 +91,21 @@ const MAX_EVENTS_PER_PUBLISH = 1000;
 const REQUEST_TIMEOUT_MS = 15000;
 const SSE_IDLE_TIMEOUT_MS = 75000;
 const DEFAULT_HEARTBEAT_SECONDS = 20;
+/** How many round trips the link window keeps: the last few say how the link is now. */
+const LINK_WINDOW = 5;
+/** What each transport's round trip times (see Link). */
+const MEASURED_BY = /** @type {const} */ ({ ws: 'ack', sse: 'echo', poll: 'heartbeat' });
+
+/**
+ * The link quality of a median round trip, with the dashboard's thresholds.
+ * @param {number} ms
+ * @returns {'good'|'slow'|'poor'}
+ */
+function linkQuality(ms) {
+  if (ms < 100) return 'good';
+  if (ms < 300) return 'slow';
+  return 'poor';
+}
 
 /** An error from the server (its code, message and HTTP status) or from the network (status 0). */
 export class MeshError extends Error {
@@ -272,7 +300,8 @@ function storageKey(base) {
  *
  * Listen with on(type, fn): 'event', 'data', 'join', 'leave', 'dissolve' get the Item; 'item' gets
  * every item; 'reset' gets {cursor} after the client re-read the group because items it had not
- * seen were purged; 'status' gets a Status.
+ * seen were purged; 'status' gets a Status; 'link' gets a Link when the transport or the link's
+ * quality changes.
  */
 export class MeshClient {
   /**
@@ -350,6 +379,10 @@ export class MeshClient {
     this.transport = null;
     /** @type {Status['state']} */
     this.status = 'connecting';
+    /** This client's measure of its own link. @type {Link} */
+    this.link = { transport: null, rttMs: null, worstMs: null, measuredBy: null, quality: null, samples: 0 };
+    /** @type {number[]} the link window's round trips, oldest first */
+    this._rtts = [];
 
     this._token = joined.token;
     this._opts = {
@@ -409,7 +442,7 @@ export class MeshClient {
 
   /**
    * Adds a listener; returns a function that removes it.
-   * @param {'event'|'data'|'join'|'leave'|'dissolve'|'item'|'reset'|'status'} type
+   * @param {'event'|'data'|'join'|'leave'|'dissolve'|'item'|'reset'|'status'|'link'} type
    * @param {(arg: any) => void} fn
    * @returns {() => void}
    */
@@ -549,6 +582,7 @@ export class MeshClient {
     for (const op of this._queue.splice(0)) op.reject(err);
     for (const w of this._onlineWaiters.splice(0)) w();
     this.transport = null;
+    this._linkTransport(null);
     this._setStatus({ state: 'closed', transport: null, reason, error });
   }
 
@@ -581,6 +615,87 @@ export class MeshClient {
   _setStatus(s) {
     this.status = s.state;
     this._emit('status', s);
+  }
+
+  // ---- link quality ----
+
+  /**
+   * Starts a fresh link window for transport t (null: disconnected): another transport is
+   * another link. Emits 'link' when the transport changed.
+   * @param {'ws'|'sse'|'poll'|null} t
+   */
+  _linkTransport(t) {
+    if (this.link.transport === t) return;
+    this._rtts = [];
+    this.link = { transport: t, rttMs: null, worstMs: null, measuredBy: t ? MEASURED_BY[t] : null, quality: null, samples: 0 };
+    this._emit('link', this.link);
+  }
+
+  /**
+   * Records one round trip measured on the connection of epoch (a sample from an older
+   * connection is dropped). Emits 'link' when the quality changed.
+   * @param {number} epoch
+   * @param {number} ms
+   */
+  _observeRTT(epoch, ms) {
+    if (epoch !== this._epoch || !this.transport || !(ms >= 0)) return;
+    this._rtts.push(ms);
+    if (this._rtts.length > LINK_WINDOW) this._rtts.shift();
+    const sorted = [...this._rtts].sort((a, b) => a - b);
+    const rttMs = Math.round(sorted[(sorted.length - 1) >> 1]);
+    const quality = linkQuality(rttMs);
+    const changed = quality !== this.link.quality;
+    this.link = {
+      transport: this.transport,
+      rttMs,
+      worstMs: Math.round(sorted[sorted.length - 1]),
+      measuredBy: MEASURED_BY[this.transport],
+      quality,
+      samples: sorted.length,
+    };
+    if (changed) this._emit('link', this.link);
+  }
+
+  /**
+   * Times fn, one round trip of the current connection, into the link window.
+   * @template T
+   * @param {() => Promise<T>} fn
+   * @returns {Promise<T>}
+   */
+  async _timed(fn) {
+    const epoch = this._epoch;
+    const start = performance.now();
+    const res = await fn();
+    this._observeRTT(epoch, performance.now() - start);
+    return res;
+  }
+
+  /**
+   * Answers an SSE ping event by echoing its time (POST …/heartbeat?echo=T), which gives the
+   * server this stream's round trip, and times the echo for this client's own link. It does
+   * not hold up the stream.
+   * @param {string} data the event's data, {"t":"…"}
+   */
+  _echo(data) {
+    let t;
+    try {
+      t = JSON.parse(data).t;
+    } catch {
+      return;
+    }
+    if (typeof t !== 'string' || !/^[0-9]+$/.test(t)) return;
+    this._timed(() =>
+      request(this.baseURL, 'POST', `${API}/groups/${enc(this.groupId)}/heartbeat`, { token: this._token, query: { echo: t } }),
+    ).then(
+      (res) => {
+        if (res && res.group) this.group = res.group;
+        if (res && res.node) this.node = res.node;
+      },
+      (e) => {
+        const err = toMeshError(e);
+        if (err.fatal) this._finish(reasonFor(err), err);
+      },
+    );
   }
 
   // ---- reading ----
@@ -689,6 +804,10 @@ export class MeshClient {
           this._remember(t);
           this.transport = t;
           this._epoch++;
+          this._linkTransport(t);
+          // A heartbeat at once gives the new link its first round trip (SSE gets it from
+          // the stream's first ping event).
+          if (t !== 'sse') this._scheduleHeartbeat(0);
           this._setStatus({ state: 'connected', transport: t });
           for (const w of this._onlineWaiters.splice(0)) w();
           this._kick();
@@ -699,6 +818,7 @@ export class MeshClient {
       this.transport = null;
       this._stopCurrent = null;
       if (this._closed) return;
+      this._linkTransport(null);
       if (outcome === 'reset') {
         await this._reset();
         continue;
@@ -960,6 +1080,12 @@ export class MeshClient {
           start = nl + 1;
           if (line.endsWith('\r')) line = line.slice(0, -1);
           if (line === '') {
+            if (event === 'ping') {
+              this._echo(data);
+              event = '';
+              data = '';
+              continue;
+            }
             if (event === 'reset') {
               if (this._deliver(batch)) return 'stopped';
               return 'reset';
@@ -1179,7 +1305,8 @@ export class MeshClient {
 
   // ---- heartbeats ----
 
-  _scheduleHeartbeat() {
+  /** @param {number} [delayMs] when the next heartbeat goes out; the interval by default */
+  _scheduleHeartbeat(delayMs = this._heartbeatSeconds * 1000) {
     clearTimeout(this._heartbeatTimer);
     if (this._closed) return;
     this._heartbeatTimer = setTimeout(async () => {
@@ -1187,7 +1314,10 @@ export class MeshClient {
       // Only while connected: when offline the reconnect loop sends a heartbeat before each retry.
       if (this.transport) {
         try {
-          if (this._ws) await this._wsCall({ type: 'heartbeat' });
+          // Each heartbeat is a round trip of the link, except on SSE, whose echoes time the
+          // stream itself.
+          if (this._ws) await this._timed(() => this._wsCall({ type: 'heartbeat' }));
+          else if (this.transport === 'poll') await this._timed(() => this._heartbeatHTTP());
           else await this._heartbeatHTTP();
         } catch (e) {
           const err = toMeshError(e);
@@ -1195,7 +1325,7 @@ export class MeshClient {
         }
       }
       this._scheduleHeartbeat();
-    }, this._heartbeatSeconds * 1000);
+    }, delayMs);
   }
 
   async _heartbeatHTTP() {
