@@ -3,7 +3,6 @@ package server_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -177,7 +176,7 @@ func TestClassOnLongPollSeesNo429(t *testing.T) {
 			defer wg.Done()
 			since := j.Cursor
 			for ctx.Err() == nil {
-				st, p, _, err := pollOnceWith(ctx, hc, a.URL(), j, since, "10")
+				st, p, _, err := pollOnceWith(ctx, hc, a.URL(), j, cur(since), "10")
 				if err != nil {
 					return
 				}
@@ -229,31 +228,6 @@ func TestClassOnLongPollSeesNo429(t *testing.T) {
 		t.Fatalf("statuses %v of %d requests, want all 200", statuses, requests)
 	}
 	t.Logf("%d requests from one address over %d simulated seconds, none refused", requests, seconds)
-}
-
-// pollOnceWith is one long-poll with its own client.
-func pollOnceWith(ctx context.Context, hc *http.Client, base string, j joined, since int64, wait string) (int, page, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/api/v1/groups/%s/events?since=%d&wait=%s", base, j.Group.ID, since, wait), nil)
-	if err != nil {
-		return 0, page{}, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+j.Token)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, page{}, nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, page{}, nil, err
-	}
-	var p page
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(raw, &p); err != nil {
-			return 0, page{}, nil, err
-		}
-	}
-	return resp.StatusCode, p, raw, nil
 }
 
 // TestGroupCreationLimits: one client (X-Forwarded-For behind a trusted proxy) may hold only so

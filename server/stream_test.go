@@ -400,6 +400,11 @@ func openSSE(t testing.TB, base string, j joined, o readerOpts) *stream {
 
 // pollOnce sends one long-poll request.
 func pollOnce(ctx context.Context, base string, j joined, since, wait string) (int, page, []byte, error) {
+	return pollOnceWith(ctx, http.DefaultClient, base, j, since, wait)
+}
+
+// pollOnceWith is pollOnce with a client of the caller's (its own connection pool).
+func pollOnceWith(ctx context.Context, hc *http.Client, base string, j joined, since, wait string) (int, page, []byte, error) {
 	q := url.Values{}
 	if since != "" {
 		q.Set("since", since)
@@ -412,7 +417,7 @@ func pollOnce(ctx context.Context, base string, j joined, since, wait string) (i
 		return 0, page{}, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+j.Token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, page{}, nil, err
 	}
