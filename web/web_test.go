@@ -218,14 +218,7 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 	b := newTestBox(t, "tok")
 	host, _ := b.class(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream?token=tok", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := b.openDashboard(t, "?token=tok")
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("content type %q", ct)
 	}
@@ -267,7 +260,7 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 		break
 	}
 	// Every dashboard shares the one broadcaster; closing the stream unregisters it.
-	cancel()
+	resp.Body.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for b.h.hub.count() != 0 {
 		if time.Now().After(deadline) {
@@ -277,10 +270,11 @@ func TestStreamCarriesOverviewAndItems(t *testing.T) {
 	}
 }
 
-// openDashboard opens a dashboard stream held until the test ends.
+// openDashboard opens a dashboard stream held until the test ends (or a minute has passed, so
+// a stream that never sends fails the test rather than hanging it).
 func (b *testBox) openDashboard(t *testing.T, query string) *http.Response {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream"+query, nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -499,25 +493,13 @@ func TestWithoutTokenOnlyFigures(t *testing.T) {
 	}
 
 	// The stream without a token: hello, overviews, and never an item, even as events flow.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := b.openDashboard(t, "")
 	s := &sseReader{t: t, br: bufio.NewReader(resp.Body)}
 	if ev, data := s.next(); ev != "hello" || !strings.Contains(data, `"admin":false`) {
 		t.Fatalf("hello: %s %s", ev, data)
 	}
 	// An admin stream alongside shows when the published item has gone out to streams.
-	areq, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream?token=tok", nil)
-	aresp, err := http.DefaultClient.Do(areq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer aresp.Body.Close()
+	aresp := b.openDashboard(t, "?token=tok")
 	as := &sseReader{t: t, br: bufio.NewReader(aresp.Body)}
 	as.next() // hello
 	as.next() // overview
@@ -550,23 +532,11 @@ func TestTeacherAlwaysGetsAStream(t *testing.T) {
 	t.Parallel()
 	b := newTestBox(t, "tok")
 	b.h.cfg.MaxStreams = 1
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	b.openDashboard(t, "")
 	if resp2 := b.do(t, http.MethodGet, "/api/v1/dashboard/stream", ""); resp2.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("second public dashboard: %d, want 503", resp2.StatusCode)
 	}
-	areq, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/api/v1/dashboard/stream?token=tok", nil)
-	aresp, err := http.DefaultClient.Do(areq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer aresp.Body.Close()
+	aresp := b.openDashboard(t, "?token=tok")
 	if aresp.StatusCode != http.StatusOK {
 		t.Fatalf("teacher's dashboard with every public slot taken: %d", aresp.StatusCode)
 	}
