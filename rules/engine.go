@@ -535,20 +535,30 @@ func (e *Engine) apply(t *tx) {
 			g.endItem = 0
 		}
 	}
+	var through int64
+	if n := len(t.batch.Items); n > 0 {
+		through = t.batch.Items[n-1].Cursor
+	}
+	e.swapIn(t.groups, through)
+	for _, f := range t.after {
+		f()
+	}
+}
+
+// swapIn makes a batch's groups the committed ones (nil: forgotten) and moves the watermark to
+// through (never back), under one lock, so no reader sees state and cursor disagree.
+func (e *Engine) swapIn(groups map[string]*draft, through int64) {
 	e.mu.Lock()
-	for id, g := range t.groups {
+	defer e.mu.Unlock()
+	for id, g := range groups {
 		if g == nil {
 			delete(e.groups, id)
 			continue
 		}
 		e.groups[id] = g.groupState
 	}
-	if n := len(t.batch.Items); n > 0 {
-		e.watermark.Store(t.batch.Items[n-1].Cursor)
-	}
-	e.mu.Unlock()
-	for _, f := range t.after {
-		f()
+	if through > 0 {
+		e.watermark.Store(max(e.watermark.Load(), through))
 	}
 }
 

@@ -124,18 +124,11 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 			purged = max(purged, en.Purged)
 		}
 	}
-	e.mu.Lock()
-	for id, g := range t.groups {
-		if g == nil {
-			delete(e.groups, id)
-			continue
-		}
-		e.groups[id] = g.groupState
-	}
+	var through int64
 	if n := len(items); n > 0 {
-		e.watermark.Store(max(e.watermark.Load(), items[n-1].Cursor))
+		through = items[n-1].Cursor
 	}
-	e.mu.Unlock()
+	e.swapIn(t.groups, through)
 	e.pos = max(e.pos, ens[len(ens)-1].Seq)
 	e.reached(ens[len(ens)-1].Seq)
 	if len(items) > 0 {
