@@ -79,13 +79,8 @@ func (st *statements) close() {
 func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if l.closed {
-		return stream.ErrClosed
-	}
-	if l.full.Load() {
-		// Refused up front until the purge has made room: a small write might still fit, but
-		// writers (and /readyz) would then see the log flap between full and not.
-		return fmt.Errorf("append: %w: %s", stream.ErrStorageFull, l.fullReason)
+	if err := l.writable("append"); err != nil {
+		return err
 	}
 	// The transaction is not tied to the caller's context: once begun, a batch either commits
 	// or rolls back as a whole, whoever gave up waiting.

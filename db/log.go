@@ -238,17 +238,28 @@ func (l *Log) Path() string { return l.path }
 // Watermark is the cursor of the newest committed item.
 func (l *Log) Watermark() int64 { return l.watermark.Load() }
 
+// writable says whether op may write now; wmu is held. While the log is full, writes are
+// refused up front until the purge has made room: a small write might still fit, but writers
+// (and /readyz, whose ping rewrites one existing row) would then see the log flap between full
+// and not.
+func (l *Log) writable(op string) error {
+	if l.closed {
+		return stream.ErrClosed
+	}
+	if l.full.Load() {
+		return fmt.Errorf("%s: %w: %s", op, stream.ErrStorageFull, l.fullReason)
+	}
+	return nil
+}
+
 // Ping checks that the database answers and accepts writes. While appends are refused for
 // want of room it fails the same way without trying: its own small write rewrites one
 // existing row and could pass while every append fails.
 func (l *Log) Ping(ctx context.Context) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if l.closed {
-		return stream.ErrClosed
-	}
-	if l.full.Load() {
-		return fmt.Errorf("ping: %w: %s", stream.ErrStorageFull, l.fullReason)
+	if err := l.writable("ping"); err != nil {
+		return err
 	}
 	_, err := l.wconn.ExecContext(ctx, "INSERT INTO meta(key, value) VALUES('ping', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", l.opts.Now().UnixMilli())
 	if isFull(err) {
