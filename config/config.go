@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"meshbox/rules"
 	"net"
 	"net/url"
 	"strconv"
@@ -536,14 +537,8 @@ func checkHostLabel(s string) (string, string) {
 }
 
 func checkDomain(s string) (string, string) {
-	const accepted = "use 1 to 256 letters, digits, dots, dashes or underscores"
-	if s == "" || len(s) > 256 {
-		return "is not a domain name", accepted
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return "is not a domain name", accepted
-		}
+	if !rules.ValidDomain(s) {
+		return "is not a domain name", "use 1 to 256 letters, digits, dots, dashes or underscores"
 	}
 	return "", ""
 }

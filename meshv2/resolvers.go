@@ -59,15 +59,10 @@ func callerOf(ctx context.Context) caller {
 	return c
 }
 
+// validDomain applies the rules' domain check to the queries that reach no rule (listings).
 func validDomain(d string) error {
-	if d == "" || len(d) > maxDomainLen {
-		return newError(errValidation, "domain must be 1 to %d characters", maxDomainLen)
-	}
-	for i := 0; i < len(d); i++ {
-		c := d[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return newError(errValidation, "domain may only contain A-Z, a-z, 0-9, '.', '_' and '-'")
-		}
+	if !rules.ValidDomain(d) {
+		return newError(errValidation, "domain must be 1 to %d characters of A-Z, a-z, 0-9, '.', '_' and '-'", maxDomainLen)
 	}
 	return nil
 }
