@@ -22,6 +22,9 @@ const (
 	// An expected-last-sequence check failed: another instance changed the state meanwhile.
 	errCodeWrongLastSeq      = 10071
 	errCodeWrongLastSeqConst = 10164
+	// A message id of the batch is still being stored (a cluster proposed it, not yet
+	// applied): an earlier attempt whose answer was lost is on its way.
+	errCodeDuplicateInProcess = 10158
 )
 
 // pubAck is the server's answer to a publish or to a batch's commit.
@@ -216,6 +219,13 @@ func (l *Log) changeMsg(c stream.Change) (*nats.Msg, error) {
 // publish stores msgs (at most MaxBatch) atomically and returns the last one's sequence. Every
 // message gets a Nats-Msg-Id made of id, so a retry after a lost ack stores nothing twice.
 func (l *Log) publish(ctx context.Context, msgs []*nats.Msg, id string) (int64, error) {
+	return l.publishAgain(ctx, msgs, id, false)
+}
+
+// publishAgain is publish; unanswered tells that an earlier attempt with the same id got no
+// answer and so may have been stored. The retry loop sets it after a lost answer; tests set it
+// to replay a lost acknowledgement.
+func (l *Log) publishAgain(ctx context.Context, msgs []*nats.Msg, id string, unanswered bool) (int64, error) {
 	for i, m := range msgs {
 		m.Header.Set(nats.MsgIdHdr, id+"-"+strconv.Itoa(i+1))
 	}
@@ -235,17 +245,36 @@ func (l *Log) publish(ctx context.Context, msgs []*nats.Msg, id string) (int64, 
 		ack, err := l.publishOnce(ctx, msgs, id+"."+strconv.Itoa(attempt))
 		if err != nil {
 			lastErr = err
+			unanswered = true
 			continue // no answer: perhaps stored, perhaps not; the ids tell on the retry
 		}
 		if ack.Error != nil {
 			switch ack.Error.ErrCode {
 			case errCodeBatchDuplicate:
 				// An earlier attempt was stored whole: find where.
-				return l.findStored(ctx, msgs[len(msgs)-1], floor)
-			case errCodeBatchIncomplete:
+				seq, found, err := l.findStored(ctx, msgs[len(msgs)-1], floor)
+				if err == nil && !found {
+					err = errors.New("find stored batch: the server reports it stored but it is not in the stream")
+				}
+				return seq, err
+			case errCodeBatchIncomplete, errCodeDuplicateInProcess:
 				lastErr = fmt.Errorf("%s", ack.Error.Description)
 				continue
 			case errCodeWrongLastSeq, errCodeWrongLastSeqConst:
+				if unanswered {
+					// An earlier attempt may have been stored, only its answer lost: then its
+					// own messages moved the sequence this retry expects. A server without a
+					// cluster checks a single message's expectation before its id (a cluster,
+					// and any atomic batch, check the id first and answer "duplicate"), so the
+					// refusal alone does not tell: look for the batch.
+					seq, found, err := l.findStored(ctx, msgs[len(msgs)-1], floor)
+					if err != nil {
+						return 0, fmt.Errorf("publish to %s: after %s: %w", l.opts.Stream, ack.Error.Description, err)
+					}
+					if found {
+						return seq, nil
+					}
+				}
 				return 0, fmt.Errorf("publish to %s: %s: %w", l.opts.Stream, ack.Error.Description, stream.ErrConflict)
 			}
 			return 0, fmt.Errorf("publish to %s: %s (%d)", l.opts.Stream, ack.Error.Description, ack.Error.ErrCode)
@@ -293,28 +322,23 @@ func (l *Log) publishOnce(ctx context.Context, msgs []*nats.Msg, batchID string)
 // from now on is stored after it.
 func (l *Log) streamLast() int64 { return l.watermark.Load() }
 
-// findStored finds the sequence at which last (the final message of a batch already stored)
-// was stored, looking after floor on its subject for its message id.
-func (l *Log) findStored(ctx context.Context, last *nats.Msg, floor int64) (int64, error) {
+// findStored looks for last (the final message of a batch perhaps stored) after floor on its
+// subject, by its message id, and returns its sequence and whether it is there. It asks the
+// stream's leader, one message at a time: a replica answering a direct get may not hold yet
+// what the leader stored, and an absence here decides that a write did not happen.
+func (l *Log) findStored(ctx context.Context, last *nats.Msg, floor int64) (int64, bool, error) {
 	id := last.Header.Get(nats.MsgIdHdr)
-	from := floor + 1
-	for {
-		var found, next int64
-		_, err := l.directBatch(ctx, directRequest{Seq: uint64(from), NextFor: last.Subject, Batch: 256}, func(m *rawMsg) {
-			next = max(next, m.seq+1)
-			if found == 0 && m.header.Get(nats.MsgIdHdr) == id {
-				found = m.seq
-			}
-		})
+	for from := floor + 1; ; {
+		m, err := l.leaderGet(ctx, directRequest{Seq: uint64(from), NextFor: last.Subject})
 		if err != nil {
-			return 0, fmt.Errorf("find stored batch: %w", err)
+			return 0, false, fmt.Errorf("find stored batch: %w", err)
 		}
-		if found != 0 {
-			return found, nil
+		if m == nil {
+			return 0, false, nil
 		}
-		if next == 0 {
-			return 0, errors.New("find stored batch: the server reports it stored but it is not in the stream")
+		if m.header.Get(nats.MsgIdHdr) == id {
+			return m.seq, true, nil
 		}
-		from = next
+		from = m.seq + 1
 	}
 }

@@ -2,17 +2,24 @@ package jetstream
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"meshbox/jetstream/natstest"
+	"meshbox/stream"
 )
 
 func openTest(t *testing.T) *Log {
 	t.Helper()
-	c := natstest.Run(t)
-	l, err := Open(context.Background(), c.Connect(), Options{})
+	return openTestOn(t, natstest.Run(t), 1)
+}
+
+func openTestOn(t *testing.T, c *natstest.Cluster, replicas int) *Log {
+	t.Helper()
+	l, err := Open(context.Background(), c.Connect(), Options{Replicas: replicas})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,5 +81,85 @@ func TestBatchIsAtomic(t *testing.T) {
 	}
 	if n := streamMsgs(t, l); n != 0 {
 		t.Fatalf("stream holds %d messages of a refused batch", n)
+	}
+}
+
+// A conditional batch whose first attempt was stored but whose answer was lost is not a
+// conflict on the retry, although its own messages moved the sequences the retry expects:
+// the retry learns where the first attempt went and the stream is unchanged. A batch whose
+// expectation another writer broke stays a conflict. One server checks a single message's
+// expectation before its id, a cluster the id first; an atomic batch checks the id first on
+// both: every order is covered.
+func TestRetryOfConditionalBatchAfterLostAnswer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		cluster  func(t *testing.T) *natstest.Cluster
+		replicas int
+	}{
+		{"one server", func(t *testing.T) *natstest.Cluster { return natstest.Run(t) }, 1},
+		{"cluster", func(t *testing.T) *natstest.Cluster { return natstest.RunCluster(t, 3) }, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := openTestOn(t, tc.cluster(t), tc.replicas)
+			ctx := context.Background()
+			at := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+			// conditional builds the messages of a batch that creates group gid in domain d
+			// (with items), conditional on the group and the domain as Append does: each
+			// attempt is built afresh, with the same expectations.
+			conditional := func(gid string, items int) []*nats.Msg {
+				t.Helper()
+				m, err := l.changeMsg(stream.Change{Kind: stream.PutGroup, Group: stream.GroupRecord{ID: gid, Domain: "d-" + gid, CreatedAt: at}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				msgs := []*nats.Msg{m}
+				b := &stream.Batch{Groups: []string{gid}}
+				if items > 0 {
+					b.Domains = []string{"d-" + gid}
+					for range items {
+						it := nats.NewMsg(l.subj.items(gid))
+						it.Data = []byte(`,"kind":"event","at":"2026-11-30T08:00:00.000Z"}`)
+						msgs = append(msgs, it)
+					}
+				}
+				if msgs, err = l.guard(b, msgs); err != nil {
+					t.Fatal(err)
+				}
+				return msgs
+			}
+			for _, n := range []int{0, 3} { // a single message; an atomic batch of 2+n
+				gid := "lost" + string(rune('0'+n))
+				first, err := l.publish(ctx, conditional(gid, n), gid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				before := streamMsgs(t, l)
+				again, err := l.publishAgain(ctx, conditional(gid, n), gid, true)
+				if err != nil {
+					t.Fatalf("retry of a stored batch of %d messages: %v", len(conditional(gid, n)), err)
+				}
+				if again != first || streamMsgs(t, l) != before {
+					t.Fatalf("retry of a stored batch: stored at %d (first at %d), stream %d messages (was %d)", again, first, streamMsgs(t, l), before)
+				}
+			}
+			for _, n := range []int{0, 3} {
+				gid := "moved" + string(rune('0'+n))
+				msgs := conditional(gid, n) // built before another writer moves the group
+				other := nats.NewMsg(l.subj.group(gid))
+				other.Data = []byte(`{"id":"` + gid + `"}`)
+				if _, err := l.publish(ctx, []*nats.Msg{other}, "other-"+gid); err != nil {
+					t.Fatal(err)
+				}
+				before := streamMsgs(t, l)
+				if _, err := l.publishAgain(ctx, msgs, gid, true); !errors.Is(err, stream.ErrConflict) {
+					t.Fatalf("retry of a batch another writer overtook: %v, want a conflict", err)
+				}
+				if streamMsgs(t, l) != before {
+					t.Fatalf("a conflicting batch was stored: %d messages, was %d", streamMsgs(t, l), before)
+				}
+			}
+		})
 	}
 }

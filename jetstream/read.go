@@ -76,6 +76,55 @@ func (l *Log) directBatch(ctx context.Context, req directRequest, each func(m *r
 	}
 }
 
+// errCodeNoMessage is the JetStream API's answer to a get that found no message.
+const errCodeNoMessage = 10037
+
+// leaderGet asks the stream's leader for the one message req names (a sequence, or the first
+// at or after it on a subject); nil when there is none. Unlike a direct get, which any replica
+// may answer, its answer holds everything the stream has acknowledged.
+func (l *Log) leaderGet(ctx context.Context, req directRequest) (*rawMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("get message: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+	defer cancel()
+	resp, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+l.opts.Stream, body)
+	if err != nil {
+		return nil, fmt.Errorf("get message from %s: %w", l.opts.Stream, err)
+	}
+	var r struct {
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Subject string `json:"subject"`
+			Seq     int64  `json:"seq"`
+			Header  []byte `json:"hdrs"`
+			Data    []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return nil, fmt.Errorf("get message from %s: %w", l.opts.Stream, err)
+	}
+	switch {
+	case r.Error != nil && r.Error.ErrCode == errCodeNoMessage:
+		return nil, nil
+	case r.Error != nil:
+		return nil, fmt.Errorf("get message from %s: %s (%d)", l.opts.Stream, r.Error.Description, r.Error.ErrCode)
+	case r.Message == nil:
+		return nil, fmt.Errorf("get message from %s: empty answer", l.opts.Stream)
+	}
+	m := &rawMsg{subject: r.Message.Subject, seq: r.Message.Seq, header: nats.Header{}, data: r.Message.Data}
+	if len(r.Message.Header) > 0 {
+		if m.header, err = nats.DecodeHeadersMsg(r.Message.Header); err != nil {
+			return nil, fmt.Errorf("get message from %s: %w", l.opts.Stream, err)
+		}
+	}
+	return m, nil
+}
+
 // lastPerSubject delivers the newest message of every record, item and mark subject, up to
 // the stream's sequence last, through an ordered consumer that is gone when it returns.
 func (l *Log) lastPerSubject(ctx context.Context, last uint64, each func(m *rawMsg) error) error {
