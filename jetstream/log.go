@@ -20,6 +20,8 @@
 //     skip an item.
 //   - Retention is Purge (run by the rules, once per cluster in a multi-instance deployment),
 //     not MaxAge: the records of live groups share the stream and must outlive the event TTL.
+//   - The lease that picks that one instance lapses by a per-message TTL, judged by the
+//     server: instances whose clocks disagree never both hold it.
 package jetstream
 
 import (
@@ -56,7 +58,8 @@ type Options struct {
 	Timeout  time.Duration
 	RetryFor time.Duration
 	Logger   *slog.Logger
-	// Now returns the current time; tests may replace it.
+	// Now returns the current time; tests may replace it. Nothing that must agree between
+	// instances depends on it: a lease lapses by the server's clock.
 	Now func() time.Time
 }
 
@@ -161,6 +164,9 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 		AllowDirect:        true,
 		AllowRollup:        true,
 		AllowAtomicPublish: true,
+		// Leases lapse by a per-message TTL, so the server's clock judges them (see Lease).
+		// An existing stream is updated to allow it; the server never turns it off again.
+		AllowMsgTTL: true,
 	}
 	// A cluster that just formed (or lost a node) may take a while to place a new stream:
 	// retry until RetryFor is over.

@@ -185,8 +185,9 @@ type LogStats struct {
 
 // Leaser is implemented by a shared log that can elect one instance for a job (the purge):
 // Lease reports whether this instance holds the lease named name, taking it when it is free
-// or lapsed and renewing it when held, for ttl. Holders are told apart by their clocks'
-// idea of ttl: keep ttl well above the clock skew between instances.
+// or lapsed and renewing it when held, for ttl. A holder holds it for ttl from the call, on
+// its own clock; whether it lapsed is for the shared log to judge, not for the instances'
+// clocks, which may disagree.
 type Leaser interface {
 	Lease(ctx context.Context, name string, ttl time.Duration) (bool, error)
 }
