@@ -69,8 +69,9 @@ type Manager struct {
 
 	mu      sync.Mutex
 	perAddr map[string]int
-	sockets map[*Socket]struct{}
-	active  sync.WaitGroup // every connection not yet closed
+	watched map[watched]*Conn // hijacked connections: WebSockets and SSE streams
+	active  sync.WaitGroup    // every connection not yet closed
+	frames  sync.Pool         // *[]byte: chunk buffers of SSE writes
 }
 
 // New returns a manager whose connections end when ctx is cancelled. Run must be called for
@@ -85,7 +86,9 @@ func New(ctx context.Context, cfg Config) *Manager {
 	if cfg.Observer == nil {
 		cfg.Observer = noopObserver{}
 	}
-	return &Manager{ctx: ctx, cfg: cfg, perAddr: map[string]int{}, sockets: map[*Socket]struct{}{}}
+	m := &Manager{ctx: ctx, cfg: cfg, perAddr: map[string]int{}, watched: map[watched]*Conn{}}
+	m.frames.New = func() any { b := make([]byte, 0, 1024); return &b }
+	return m
 }
 
 // Context ends at shutdown.
@@ -205,21 +208,42 @@ func (m *Manager) Wait(ctx context.Context) error {
 	}
 }
 
-func (m *Manager) snapshot() []*Socket {
+// watch has the ticker look after w, a hijacked connection registered as c.
+func (m *Manager) watch(w watched, c *Conn) {
+	m.mu.Lock()
+	m.watched[w] = c
+	m.mu.Unlock()
+}
+
+// unwatch forgets w.
+func (m *Manager) unwatch(w watched) {
+	m.mu.Lock()
+	delete(m.watched, w)
+	m.mu.Unlock()
+}
+
+// watchedConn is one entry of the ticker's snapshot.
+type watchedConn struct {
+	w watched
+	c *Conn
+}
+
+func (m *Manager) snapshot() []watchedConn {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]*Socket, 0, len(m.sockets))
-	for s := range m.sockets {
-		out = append(out, s)
+	out := make([]watchedConn, 0, len(m.watched))
+	for w, c := range m.watched {
+		out = append(out, watchedConn{w, c})
 	}
 	return out
 }
 
-// Run pings every WebSocket peer from one goroutine and drops those that do not answer or
-// whose writes stall, until ctx ends. A dead peer is gone within two intervals. A write
-// blocked for half an interval (or half the write timeout) at a check flags the socket's Link
-// as stalled, which the dashboard shows before the drop; the write's end clears it. Each ping
-// is timed until its pong: that is the connection's round trip.
+// Run looks after every hijacked connection from one goroutine until ctx ends: each interval
+// it pings WebSocket peers, sends SSE streams their heartbeat, and drops connections that do
+// not answer or whose writes stall. A dead peer is gone within two intervals. A write blocked
+// for half an interval (or half the write timeout) at a check flags the connection's Link as
+// stalled, which the dashboard shows before the drop; the write's end clears it. Each ping is
+// timed until its pong: that is the connection's round trip.
 func (m *Manager) Run(ctx context.Context) {
 	every := m.cfg.PingInterval
 	flagAfter := min(every, m.cfg.WriteTimeout) / 2
@@ -230,15 +254,16 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, s := range m.snapshot() {
-				if s.stalled(now, max(every, m.cfg.WriteTimeout)) {
-					s.Drop(Slow)
+			for _, e := range m.snapshot() {
+				g := e.w.guard()
+				if g.stalled(now, max(every, m.cfg.WriteTimeout)) {
+					e.w.Drop(Slow)
 					continue
 				}
-				if s.stalled(now, flagAfter) {
-					s.flagStalled()
+				if g.stalled(now, flagAfter) {
+					g.flagStalled(e.c)
 				}
-				go s.ping(every)
+				e.w.tick(every)
 			}
 		}
 	}

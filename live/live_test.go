@@ -1,8 +1,11 @@
 package live
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -168,22 +171,173 @@ func TestShutdownClosesSocketsWith1012(t *testing.T) {
 	}
 }
 
-func TestSSEFrames(t *testing.T) {
+// streamPair starts an SSE stream on a real server; the handler hands the stream over and
+// returns, as meshbox's adapters do.
+func streamPair(t *testing.T, m *Manager, first []byte) (chan *Stream, *httptest.Server) {
+	t.Helper()
+	started := make(chan *Stream, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*") // set by middleware before the stream
+		st, err := m.StartStream(w, r, "10.0.0.1", "sse", first, nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusTooManyRequests)
+			return
+		}
+		started <- st
+	}))
+	t.Cleanup(srv.Close)
+	return started, srv
+}
+
+// A stream's response is a proper chunked HTTP/1.1 response with the headers set before it,
+// its events arrive as written, and it ends cleanly (the client reads EOF, not an error).
+func TestStreamFramesAndEnd(t *testing.T) {
 	t.Parallel()
 	m := New(context.Background(), Config{})
-	rec := httptest.NewRecorder()
-	out := m.StartSSE(rec, 2*time.Second)
-	out.Comment("connected")
-	out.Event(7, "event", []byte(`{"a":1}`))
-	out.Event(-1, "overview", []byte(`{}`))
-	if err := out.Flush(); err != nil {
+	started, srv := streamPair(t, m, AppendComment(AppendRetry(nil, 2*time.Second), "connected"))
+	resp, err := http.Get(srv.URL)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" || resp.StatusCode != 200 {
+		t.Fatalf("status %d, content type %q", resp.StatusCode, ct)
+	}
+	if resp.Header.Get("Access-Control-Allow-Origin") != "*" || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+		t.Fatalf("headers %v, transfer encoding %v", resp.Header, resp.TransferEncoding)
+	}
+	st := <-started
+	served := make(chan Reason, 1)
+	go func() { served <- st.Serve() }()
+	if err := st.Write(AppendEvent(AppendEvent(nil, 7, "event", []byte(`{"a":1}`)), -1, "overview", []byte(`{}`))); err != nil {
+		t.Fatal(err)
+	}
+	st.Close(Ended)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the stream to its end: %v", err)
+	}
 	const want = "retry: 2000\n\n: connected\n\nid: 7\nevent: event\ndata: {\"a\":1}\n\nevent: overview\ndata: {}\n\n"
-	if got := rec.Body.String(); got != want {
-		t.Fatalf("frames %q, want %q", got, want)
+	if string(body) != want {
+		t.Fatalf("body %q, want %q", body, want)
 	}
-	if ct := rec.Header().Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("content type %q", ct)
+	if why := <-served; why != Ended {
+		t.Fatalf("served until %v, want %v", why, Ended)
 	}
+	st.Release(Ended)
+}
+
+// An HTTP/1.0 client gets a body that ends with the connection (no chunks).
+func TestStreamToHTTP10(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	started, srv := streamPair(t, m, AppendComment(nil, "connected"))
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	st := <-started
+	go st.Serve()
+	st.Write(AppendEvent(nil, 1, "event", []byte(`{}`)))
+	st.Close(Ended)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != ": connected\n\nid: 1\nevent: event\ndata: {}\n\n" || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("body %q (%v), transfer encoding %v", body, err, resp.TransferEncoding)
+	}
+	st.Release(Ended)
+}
+
+// A client that goes away ends the stream at once (not at the next write): its context ends
+// and its address slot is free again.
+func TestStreamEndsWhenTheClientLeaves(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{MaxPerAddr: 1})
+	started, srv := streamPair(t, m, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := <-started
+	served := make(chan Reason, 1)
+	go func() { served <- st.Serve() }()
+	cancel()
+	resp.Body.Close()
+	if why := <-served; why != PeerGone {
+		t.Fatalf("served until %v, want %v", why, PeerGone)
+	}
+	<-st.Context().Done()
+	st.Release(PeerGone)
+	if _, err := m.Open(context.Background(), "10.0.0.1", "sse"); err != nil {
+		t.Fatalf("the address slot was not freed: %v", err)
+	}
+}
+
+// At shutdown a stream tells its client to come back in a second, then ends its body.
+func TestStreamShutdownSaysGoodbye(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	m := New(ctx, Config{})
+	started, srv := streamPair(t, m, nil)
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	st := <-started
+	go st.Serve()
+	cancel()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "retry: 1000\n\nevent: shutdown\ndata: {\"type\":\"shutdown\"}\n\n"; string(body) != want {
+		t.Fatalf("body %q, want %q", body, want)
+	}
+	st.Release(Shutdown)
+	if err := m.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A stream whose client reads nothing is flagged and then dropped by the ticker, like a
+// WebSocket: its blocked write fails.
+func TestStalledStreamIsDropped(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{PingInterval: time.Hour, WriteTimeout: time.Hour})
+	started, srv := streamPair(t, m, nil)
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	st := <-started
+	go st.Serve()
+	stalled := make(chan error, 1)
+	go func() { stalled <- st.Write(make([]byte, 64<<20)) }()
+	for st.writeStart.Load() == 0 {
+		runtime.Gosched()
+	}
+	start := time.Unix(0, st.writeStart.Load())
+	if !st.stalled(start.Add(2*time.Hour), time.Hour) {
+		t.Fatal("a blocked write is not seen as stalled")
+	}
+	st.Drop(Slow) // what the ticker does with it
+	if err := <-stalled; err == nil {
+		t.Fatal("the stalled write succeeded after the drop")
+	}
+	if st.Reason() != Slow {
+		t.Fatalf("reason %v", st.Reason())
+	}
+	st.Release(Slow)
 }

@@ -21,17 +21,10 @@ import (
 // times the write in progress.
 type Socket struct {
 	*Conn
+	writeGuard
 	ws  *websocket.Conn
 	log *slog.Logger
 
-	// wmu serialises writes. writeStart is when the write holding wmu began (unix nanos, 0
-	// when none): set and cleared under wmu, so a concurrent writer (an ack beside a flush)
-	// waits for the lock and cannot clear the start of a stalled write.
-	wmu        sync.Mutex
-	writeStart atomic.Int64
-	waiting    atomic.Int32 // writers waiting for wmu (tests observe it)
-	// flagged is set while the socket's Link is told it stalled; the write's end clears it.
-	flagged   atomic.Bool
 	closeOnce sync.Once
 	reason    atomic.Pointer[Reason]
 }
@@ -65,9 +58,7 @@ func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport
 		return nil, errUpgrade{err}
 	}
 	s.ws = ws
-	m.mu.Lock()
-	m.sockets[s] = struct{}{}
-	m.mu.Unlock()
+	m.watch(s, c)
 	close(ready)
 	return s, nil
 }
@@ -88,43 +79,13 @@ func Answered(err error) bool {
 func (s *Socket) WS() *websocket.Conn { return s.ws }
 
 // Write sends one text message. It arms no timer: a write that stalls is cut off by the
-// manager's pinger (Slow), and Close ends a write in progress by closing the socket.
+// manager's ticker (Slow), and Close ends a write in progress by closing the socket.
 func (s *Socket) Write(b []byte) error {
-	s.waiting.Add(1)
-	s.wmu.Lock()
-	s.waiting.Add(-1)
-	defer s.wmu.Unlock()
-	s.writeStart.Store(time.Now().UnixNano())
-	err := s.ws.Write(context.Background(), websocket.MessageText, b)
-	s.writeStart.Store(0)
-	if s.flagged.Load() && s.flagged.CompareAndSwap(true, false) {
-		if l := s.link.Load(); l != nil {
-			l.Stalled(false)
-		}
-	}
-	return err
+	return s.write(s.Conn, func() error { return s.ws.Write(context.Background(), websocket.MessageText, b) })
 }
 
-// flagStalled tells the socket's Link that its writes block (called by the pinger).
-func (s *Socket) flagStalled() {
-	if s.flagged.CompareAndSwap(false, true) {
-		if l := s.link.Load(); l != nil {
-			l.Stalled(true)
-		}
-		// The write may have ended between the check and the flag: look again.
-		if s.writeStart.Load() == 0 && s.flagged.CompareAndSwap(true, false) {
-			if l := s.link.Load(); l != nil {
-				l.Stalled(false)
-			}
-		}
-	}
-}
-
-// stalled reports a write that has been blocked for longer than d.
-func (s *Socket) stalled(now time.Time, d time.Duration) bool {
-	start := s.writeStart.Load()
-	return start != 0 && now.Sub(time.Unix(0, start)) > d
-}
+// tick pings the peer (called by the manager's ticker, once per interval).
+func (s *Socket) tick(every time.Duration) { go s.ping(every) }
 
 func (s *Socket) ping(within time.Duration) {
 	ctx, cancel := context.WithTimeout(s.ctx, within)
@@ -164,9 +125,7 @@ func (s *Socket) Drop(why Reason) {
 func (s *Socket) end() {
 	s.cancel()
 	s.ws.CloseNow()
-	s.m.mu.Lock()
-	delete(s.m.sockets, s)
-	s.m.mu.Unlock()
+	s.m.unwatch(s)
 }
 
 // Reason is why the socket ended, once it has; the zero Reason before.

@@ -5,12 +5,14 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
+	"sync"
+	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
 
 	"meshbox/auth"
 	"meshbox/hub"
+	"meshbox/live"
 	"meshbox/rules"
 	"meshbox/stream"
 )
@@ -85,40 +87,110 @@ func (s *Server) delivered(transport string, items []stream.Item) {
 	}
 }
 
-// follow delivers the group's items after since to emit, waiting for new ones, until the group
-// ends (nil), ctx ends, or emit fails. idle is called every idleEvery (comment heartbeats).
-func (s *Server) follow(ctx context.Context, sub *hub.Sub, since int64, idleEvery time.Duration, emit func(hub.Batch) error, idle func() error) error {
-	sig := sub.Signal() // before the first read, so no append between read and wait is missed
-	// One timer for the whole stream: a timer per wait would cost more than the items.
-	timer := time.NewTimer(idleEvery)
-	defer timer.Stop()
+// outlet is a hijacked connection a pump writes to: a live.Socket or a live.Stream.
+type outlet interface {
+	Context() context.Context
+	Close(why live.Reason)
+}
+
+// pump delivers a subscription to a hijacked connection without a goroutine of its own while
+// idle: the hub calls wake on new items, which starts a short-lived goroutine that sends
+// everything pending after the cursor in as few writes as it can, then ends.
+type pump struct {
+	s         *Server
+	sub       *hub.Sub
+	out       outlet
+	transport string
+	// write sends one batch (items, or a reset); buf is a pooled buffer to build it in, to be
+	// returned (grown) for the next batch.
+	write func(buf []byte, b hub.Batch) ([]byte, error)
+
+	since   int64       // owned by the goroutine that holds running
+	running atomic.Bool // a flush goroutine runs
+	pending atomic.Bool // items arrived since the flush last looked
+	flushes sync.WaitGroup
+	// mu orders starting a flush against stop: once ended is set, none starts, so waiting
+	// for flushes is final.
+	mu    sync.Mutex
+	ended bool
+}
+
+// start has the hub wake the pump and sends the backlog after the cursor.
+func (p *pump) start(since int64) {
+	p.since = since
+	p.sub.Notify(p.wake)
+	p.wake()
+}
+
+// stop ends the subscription and waits for a flush in progress; none starts after it.
+func (p *pump) stop() {
+	p.sub.Close()
+	p.mu.Lock()
+	p.ended = true
+	p.mu.Unlock()
+	p.flushes.Wait()
+}
+
+// wake makes sure a flush runs; it never blocks (the hub calls it while publishing).
+func (p *pump) wake() {
+	p.pending.Store(true)
+	if !p.running.CompareAndSwap(false, true) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return
+	}
+	p.flushes.Add(1)
+	go p.flush()
+}
+
+func (p *pump) flush() {
+	defer p.flushes.Done()
 	for {
-		b, err := sub.Read(ctx, since, streamBatch)
+		p.pending.Store(false)
+		done, err := p.sendPending()
+		if err != nil || done {
+			switch {
+			case done:
+				p.out.Close(live.Ended)
+			case p.out.Context().Err() == nil:
+				p.s.log.Debug("stream flush", "transport", p.transport, "err", err)
+				p.out.Close(live.Internal)
+			}
+			return // running stays set: no flush starts again
+		}
+		p.running.Store(false)
+		// Items that arrived after the last read but before running was cleared would
+		// otherwise wait for the next wake.
+		if !p.pending.Load() || !p.running.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// sendPending sends everything after the cursor; done reports the group's end was sent.
+func (p *pump) sendPending() (done bool, err error) {
+	bp := p.s.frames.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0]; p.s.frames.Put(bp) }()
+	for {
+		b, err := p.sub.Read(p.out.Context(), p.since, streamBatch)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if len(b.Items) > 0 || b.Truncated {
-			if err := emit(b); err != nil {
-				return err
-			}
-			since = b.Next
-			if b.Ended {
-				return nil
-			}
-			continue
+		if len(b.Items) == 0 && !b.Truncated {
+			p.since = b.Next
+			return false, nil
 		}
-		// Nothing of the group up to b.Next: wait after it. Waiting after an older cursor that
-		// is behind the tail would return at once, and the loop would spin on the store.
-		since = b.Next
-		select {
-		case <-sig:
-		case <-timer.C:
-			if err := idle(); err != nil {
-				return err
-			}
-			timer.Reset(idleEvery)
-		case <-ctx.Done():
-			return ctx.Err()
+		if buf, err = p.write(buf[:0], b); err != nil {
+			return false, err
+		}
+		p.s.delivered(p.transport, b.Items)
+		p.since = b.Next
+		if b.Ended {
+			return true, nil
 		}
 	}
 }

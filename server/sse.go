@@ -1,33 +1,25 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"meshbox/hub"
+	"meshbox/live"
 )
 
-const (
-	sseHeartbeat = 15 * time.Second
-	sseRetry     = 2 * time.Second
-)
-
-// sseHeartbeat is how often an idle stream gets its ping event: every 15 s, or every ping
-// interval when that is shorter (so SSE round trips are measured as often as WebSocket ones).
-func (s *Server) sseHeartbeat() time.Duration {
-	if p := s.cfg.PingInterval; p > 0 && p < sseHeartbeat {
-		return p
-	}
-	return sseHeartbeat
-}
+// sseRetry is the reconnection delay an EventSource is told to wait.
+const sseRetry = 2 * time.Second
 
 // sseEchoMax bounds the round trip an SSE echo may report: an older ping is a stale echo.
 const sseEchoMax = time.Minute
 
 // sse serves GET …/stream: the group's items as Server-Sent Events, resumable by
-// Last-Event-ID. The frames are package live's; this adapter only maps items to events.
+// Last-Event-ID. The stream is package live's (hijacked: an idle stream holds no handler);
+// this adapter only maps items to events, sent by a pump like a WebSocket's.
 func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	lastID := r.Header.Get("Last-Event-ID")
@@ -38,20 +30,18 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.live.Open(r.Context(), s.clientIP(r), "sse")
+	// A first comment goes out with the headers, so proxies and the browser see the stream open.
+	first := live.AppendComment(live.AppendRetry(nil, sseRetry), "connected")
+	st, err := s.live.StartStream(w, r, s.clientIP(r), "sse", first, s.log)
 	if err != nil {
-		return err
+		if errors.Is(err, live.ErrTooManyConns) || errors.Is(err, live.ErrShuttingDown) || errors.Is(err, live.ErrNoHijack) {
+			return err
+		}
+		return nil // the connection failed as it was taken over: nobody to answer
 	}
-	defer c.Close()
 	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "sse")
-	defer sub.Close()
-	out := s.live.StartSSE(w, sseRetry)
-	// A first comment goes out at once, so proxies and the browser see the stream open.
-	out.Comment("connected")
-	if err := out.Flush(); err != nil {
-		return nil
-	}
-	err = s.follow(c.Context(), sub, rd.since, s.sseHeartbeat(), func(b hub.Batch) error {
+	st.SetLink(sub) // stalls go to the node's presence (round trips come with the echoes)
+	p := &pump{s: s, sub: sub, out: st, transport: "sse", write: func(buf []byte, b hub.Batch) ([]byte, error) {
 		if b.Truncated {
 			// The reset carries the cursor to resume from, so a plain EventSource that
 			// reconnects now sends it as Last-Event-ID instead of the purged one (and is not
@@ -60,28 +50,28 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 			if len(b.Items) > 0 {
 				id = b.Items[0].Cursor - 1
 			}
-			out.Event(id, "reset", []byte(`{"type":"reset"}`))
+			buf = live.AppendEvent(buf, id, "reset", []byte(`{"type":"reset"}`))
 		}
 		for _, it := range b.Items {
-			out.Event(it.Cursor, it.Kind, it.JSON)
+			buf = live.AppendEvent(buf, it.Cursor, it.Kind, it.JSON)
 		}
-		if err := out.Flush(); err != nil {
-			return err
-		}
-		s.delivered("sse", b.Items)
-		return nil
-	}, func() error {
-		// The heartbeat is a ping event carrying its send time; a client that echoes it
-		// (POST …/heartbeat?echo=T, as meshbox.js does) gives the stream's round trip: the
-		// event's way down, the client's turn-around and the echo request's way up. Clients
-		// that ignore it lose nothing: it keeps proxies from closing an idle stream as the
-		// comment it replaces did.
+		return buf, st.Write(buf)
+	}}
+	// The heartbeat is a ping event carrying its send time; a client that echoes it
+	// (POST …/heartbeat?echo=T, as meshbox.js does) gives the stream's round trip: the
+	// event's way down, the client's turn-around and the echo request's way up. Clients that
+	// ignore it lose nothing: it keeps proxies from closing an idle stream.
+	st.OnHeartbeat(func() {
 		ping := strconv.AppendInt([]byte(`{"t":"`), time.Now().UnixNano(), 10)
-		out.Event(-1, "ping", append(ping, `"}`...))
-		return out.Flush()
+		if st.Write(live.AppendEvent(nil, -1, "ping", append(ping, `"}`...))) != nil {
+			st.Drop(live.PeerGone)
+		}
 	})
-	if err != nil && c.ShuttingDown() {
-		out.Shutdown()
-	}
-	return nil // the response has started: errors end the stream, they are not answered
+	go func() {
+		p.start(rd.since)
+		why := st.Serve()
+		p.stop()
+		st.Release(why)
+	}()
+	return nil
 }

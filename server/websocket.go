@@ -6,8 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -24,25 +22,6 @@ type wsIn struct {
 	ID     json.RawMessage   `json:"id"`
 	Events []eventIn         `json:"events"`
 	Data   map[string]string `json:"data"`
-}
-
-// wsConn is one native WebSocket reader over a live.Socket (which owns its life: pings, stall
-// checks, close codes, shutdown). While idle it costs no goroutine of its own besides the one
-// that reads the client's messages: the hub calls wake on new items, which starts a
-// short-lived flush goroutine that sends everything pending in as few frames as it can.
-type wsConn struct {
-	s    *Server
-	sock *live.Socket
-	sub  *hub.Sub
-
-	since   int64       // owned by the flusher that holds running
-	running atomic.Bool // a flusher is running
-	pending atomic.Bool // items arrived since the flusher last looked
-	flushes sync.WaitGroup
-	// mu orders starting a flusher against the end of the connection: once ended is set,
-	// no flusher starts, so waiting for flushes is safe.
-	mu    sync.Mutex
-	ended bool
 }
 
 // websocket serves GET …/ws.
@@ -66,89 +45,15 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	sock.WS().SetReadLimit(s.cfg.MaxBodyBytes)
-	wc := &wsConn{s: s, sock: sock, since: rd.since}
-	wc.sub = s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
-	sock.SetLink(wc.sub) // the pinger's round trips and stall flags go to the node's presence
-	// The connection is hijacked: the handler returns and a fresh goroutine, with a small
-	// stack rather than the deep one of the HTTP stack, serves it.
-	go wc.serve(rd.node)
-	return nil
-}
-
-// serve runs the connection until the peer or the server ends it.
-func (wc *wsConn) serve(n rules.Node) {
-	wc.sub.Notify(wc.wake)
-	wc.wake() // the backlog after the client's cursor
-	why := wc.s.wsReadLoop(wc.sock.Context(), wc.sock.WS(), n, wc.sock.Write)
-	wc.sock.Close(why)
-	wc.sub.Close()
-	wc.mu.Lock()
-	wc.ended = true // no flusher starts after this, so the wait below is final
-	wc.mu.Unlock()
-	wc.flushes.Wait()
-	wc.sock.Release(why)
-}
-
-// wake makes sure a flusher runs; it never blocks (the hub calls it while publishing).
-func (wc *wsConn) wake() {
-	wc.pending.Store(true)
-	if !wc.running.CompareAndSwap(false, true) {
-		return
-	}
-	wc.mu.Lock()
-	defer wc.mu.Unlock()
-	if wc.ended {
-		return
-	}
-	wc.flushes.Add(1)
-	go wc.flush()
-}
-
-func (wc *wsConn) flush() {
-	defer wc.flushes.Done()
-	for {
-		wc.pending.Store(false)
-		done, err := wc.sendPending()
-		if err != nil || done {
-			switch {
-			case done:
-				wc.sock.Close(live.Ended)
-			case wc.sock.Context().Err() == nil:
-				wc.s.log.Debug("websocket flush", "err", err)
-				wc.sock.Close(live.Internal)
-			}
-			return // running stays set: no flusher starts again
-		}
-		wc.running.Store(false)
-		// Items that arrived after the last read but before running was cleared would
-		// otherwise wait for the next wake.
-		if !wc.pending.Load() || !wc.running.CompareAndSwap(false, true) {
-			return
-		}
-	}
-}
-
-// sendPending sends everything after the cursor; done reports the group's end was sent.
-func (wc *wsConn) sendPending() (done bool, err error) {
-	bp := wc.s.frames.Get().(*[]byte)
-	defer wc.s.frames.Put(bp)
-	buf := (*bp)[:0]
-	defer func() { *bp = buf[:0] }()
-	for {
-		b, err := wc.sub.Read(wc.sock.Context(), wc.since, streamBatch)
-		if err != nil {
-			return false, err
-		}
-		if len(b.Items) == 0 && !b.Truncated {
-			wc.since = b.Next
-			return false, nil
-		}
+	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
+	sock.SetLink(sub) // the pinger's round trips and stall flags go to the node's presence
+	p := &pump{s: s, sub: sub, out: sock, transport: "ws", write: func(buf []byte, b hub.Batch) ([]byte, error) {
 		if b.Truncated {
 			buf = append(buf[:0], `{"type":"reset","next":`...)
 			buf = strconv.AppendInt(buf, b.Next, 10)
 			buf = append(buf, '}')
-			if err := wc.sock.Write(buf); err != nil {
-				return false, err
+			if err := sock.Write(buf); err != nil {
+				return buf, err
 			}
 		}
 		if len(b.Items) > 0 {
@@ -157,16 +62,23 @@ func (wc *wsConn) sendPending() (done bool, err error) {
 			buf = append(buf, `,"next":`...)
 			buf = strconv.AppendInt(buf, b.Next, 10)
 			buf = append(buf, '}')
-			if err := wc.sock.Write(buf); err != nil {
-				return false, err
+			if err := sock.Write(buf); err != nil {
+				return buf, err
 			}
-			wc.s.delivered("ws", b.Items)
 		}
-		wc.since = b.Next
-		if b.Ended {
-			return true, nil
-		}
-	}
+		return buf, nil
+	}}
+	// The connection is hijacked: the handler returns and a fresh goroutine, with a small
+	// stack rather than the deep one of the HTTP stack, reads the client's messages. While
+	// idle that is the only goroutine the connection holds: items go out through the pump.
+	go func() {
+		p.start(rd.since)
+		why := s.wsReadLoop(sock.Context(), sock.WS(), rd.node, sock.Write)
+		sock.Close(why)
+		p.stop()
+		sock.Release(why)
+	}()
+	return nil
 }
 
 // wsReadLoop answers the client's messages, each after its write committed. It returns the

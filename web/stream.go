@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"meshbox/apierror"
 	"meshbox/live"
 	"net/http"
@@ -16,7 +17,6 @@ const (
 	itemBatchEvery = 100 * time.Millisecond // at most ten item messages a second per dashboard
 	itemBatchMax   = 500                    // items read from the feed per batch
 	streamQueue    = 64                     // messages a dashboard may lag before it is told to reset
-	heartbeatEvery = 15 * time.Second
 )
 
 // message is one SSE event, encoded once and shared by every dashboard.
@@ -204,12 +204,6 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	if !admin {
 		addr = h.cfg.Clients.IP(r)
 	}
-	c, err := h.conns.Open(r.Context(), addr, "dashboard")
-	if err != nil {
-		h.errs.Write(w, r, err)
-		return
-	}
-	defer c.Close()
 	sub, ok := h.hub.subscribe(admin)
 	if !ok {
 		h.errs.Write(w, r, &apierror.Error{Status: http.StatusServiceUnavailable, Code: "too_many_dashboards",
@@ -235,37 +229,40 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	out := h.conns.StartSSE(w, 2*time.Second)
-	out.Event(-1, "hello", hello)
-	out.Event(-1, "overview", first)
-	if out.Flush() != nil {
+	head := live.AppendRetry(nil, 2*time.Second)
+	head = live.AppendEvent(head, -1, "hello", hello)
+	head = live.AppendEvent(head, -1, "overview", first)
+	st, err := h.conns.StartStream(w, r, addr, "dashboard", head, h.log)
+	if err != nil {
+		if errors.Is(err, live.ErrTooManyConns) || errors.Is(err, live.ErrShuttingDown) || errors.Is(err, live.ErrNoHijack) {
+			h.errs.Write(w, r, err)
+		}
 		return
 	}
-
-	hb := time.NewTicker(heartbeatEvery)
-	defer hb.Stop()
+	// A comment now and then keeps proxies from closing a quiet stream (the manager's ticker
+	// sends it).
+	st.OnHeartbeat(func() {
+		if st.Write(live.AppendComment(nil, strconv.FormatInt(time.Now().Unix(), 10))) != nil {
+			st.Drop(live.PeerGone)
+		}
+	})
+	gone := make(chan struct{})
+	go func() { st.Serve(); close(gone) }()
+	defer func() { st.Release(live.PeerGone); <-gone }()
 	for {
 		select {
-		case <-c.Context().Done():
-			if c.ShuttingDown() {
-				out.Shutdown()
-			}
+		case <-st.Context().Done():
 			return
 		case m := <-sub.ch:
 			sub.mu.Lock()
 			lagged := sub.lagged
 			sub.lagged = false
 			sub.mu.Unlock()
+			var b []byte
 			if lagged {
-				out.Event(-1, "reset", []byte("{}"))
+				b = live.AppendEvent(b, -1, "reset", []byte("{}"))
 			}
-			out.Raw(m)
-			if out.Flush() != nil {
-				return
-			}
-		case now := <-hb.C:
-			out.Comment(strconv.FormatInt(now.Unix(), 10))
-			if out.Flush() != nil {
+			if st.Write(append(b, m...)) != nil {
 				return
 			}
 		}
