@@ -1,0 +1,119 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+
+	"meshbox/app"
+	"meshbox/config"
+	"meshbox/rules"
+)
+
+// benchPollers is how many long-poll readers wait on the one group: as many as a group may
+// hold nodes, less the publisher.
+const benchPollers = 200
+
+// BenchmarkLongPoll is one long-poll cycle end to end in-process: a request arrives, waits for
+// the group's next item, is answered, and the reader's next request follows, over real HTTP
+// keep-alive connections to a real meshbox on loopback. benchPollers readers (each its own
+// node) wait on one group; a publisher appends one event at a time and waits until every
+// reader has been answered before the next, so every answer carries one item and every
+// reader waits between two (the shape of 50 items/s to a class). One op is one answer; the
+// figures include the client's side of each request.
+func BenchmarkLongPoll(b *testing.B) {
+	a := app.StartTest(b, func(c *config.Config) {
+		c.PublishRate, c.NodeRate, c.GroupRate, c.IPRate = 0, 0, 0, 0
+	})
+	ctx := context.Background()
+	j, err := a.Store.CreateGroup(ctx, rules.NewGroup{Domain: "bench", Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	gid, host := j.Group.ID, j.Node.ID
+	tokens := make([]string, benchPollers)
+	for i := range tokens {
+		m, err := a.Store.Join(ctx, gid, rules.NewNode{Name: "r" + strconv.Itoa(i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens[i] = m.Token
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchPollers + 8}}
+	defer hc.CloseIdleConnections()
+	base := a.URL() + "/api/v1/groups/" + gid + "/events?wait=30&since="
+	payload := "0123456789012345678901234567890123456789012345678901234567890123"
+	events := []rules.EventIn{{Name: "go", Payload: &payload}}
+
+	pctx, stop := context.WithCancel(ctx)
+	answered := make(chan struct{}, benchPollers)
+	var wg sync.WaitGroup
+	start := a.Store.LastCursor()
+	for _, tok := range tokens {
+		wg.Go(func() {
+			since := start
+			for pctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(pctx, http.MethodGet, base+strconv.FormatInt(since, 10), nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := hc.Do(req)
+				if err != nil {
+					if pctx.Err() == nil {
+						b.Error(err)
+					}
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					if pctx.Err() == nil {
+						b.Errorf("poll: %d %s %v", resp.StatusCode, body, err)
+					}
+					return
+				}
+				next, ok := nextOf(body)
+				if !ok {
+					b.Errorf("poll: no next in %s", body)
+					return
+				}
+				if next > since {
+					since = next
+					answered <- struct{}{}
+				}
+			}
+		})
+	}
+	defer func() { stop(); wg.Wait() }()
+
+	rounds := (b.N + benchPollers - 1) / benchPollers
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range rounds {
+		if _, err := a.Store.Publish(ctx, gid, host, events); err != nil {
+			b.Fatal(err)
+		}
+		for range benchPollers {
+			<-answered
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(rounds*benchPollers), "ns/answer")
+}
+
+// nextOf finds the "next" cursor of a long-poll answer without decoding the items.
+func nextOf(body []byte) (int64, bool) {
+	i := bytes.LastIndex(body, []byte(`"next":`))
+	if i < 0 {
+		return 0, false
+	}
+	rest := body[i+len(`"next":`):]
+	end := bytes.IndexByte(rest, ',')
+	if end < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+	return n, err == nil
+}
