@@ -84,7 +84,7 @@ func TestTailTrimKeepsStart(t *testing.T) {
 		publish(t, st, a, 1+round%3)
 		publish(t, st, b, 1+round%2)
 		tl := tailOf(h, a.Group.ID)
-		items, inside, _ := tl.after(tl.startCursor(), 1<<20)
+		items, inside := tl.after(tl.startCursor(), 1<<20)
 		if !inside {
 			t.Fatalf("round %d: the tail's own start is not inside it", round)
 		}
@@ -122,7 +122,7 @@ func TestReadWalksFromStoreIntoTail(t *testing.T) {
 		want = append(want, publish(t, st, j, 2)...)
 	}
 	tl := tailOf(h, j.Group.ID)
-	if _, inside, _ := tl.after(j.Cursor, 1); inside {
+	if _, inside := tl.after(j.Cursor, 1); inside {
 		t.Fatalf("the tail (start %d) still holds the first items; the test proves nothing", tl.startCursor())
 	}
 	ctx := context.Background()
@@ -338,11 +338,11 @@ func TestPresence(t *testing.T) {
 		t.Fatal("the other node lost its presence")
 	}
 	other.Close()
-	h.pmu.RLock()
-	left := len(h.presence)
-	h.pmu.RUnlock()
-	if left != 0 {
-		t.Fatalf("presence keeps %d groups with no streams", left)
+	p := h.lookup(gid)
+	open, transports := len(p.open), len(p.transports)
+	p.mu.Unlock()
+	if open != 0 || transports != 0 {
+		t.Fatalf("presence keeps %d nodes, %d transports with no streams", open, transports)
 	}
 }
 

@@ -34,17 +34,12 @@ type linkStats struct {
 	answered time.Time
 }
 
-// stats returns the node's window, created; h.lmu is held.
-func (h *Hub) statsLocked(gid, nid string) *linkStats {
-	nodes := h.links[gid]
-	if nodes == nil {
-		nodes = map[string]*linkStats{}
-		h.links[gid] = nodes
-	}
-	l := nodes[nid]
+// statsLocked returns the node's window, created; p.mu is held.
+func (p *presence) statsLocked(nid string) *linkStats {
+	l := p.links[nid]
 	if l == nil {
 		l = &linkStats{}
-		nodes[nid] = l
+		p.links[nid] = l
 	}
 	return l
 }
@@ -56,9 +51,15 @@ func (h *Hub) ObserveRTT(gid, nid, transport, measure string, d time.Duration) {
 	if nid == "" || d < 0 {
 		return
 	}
-	h.lmu.Lock()
-	defer h.lmu.Unlock()
-	l := h.statsLocked(gid, nid)
+	p := h.presenceOf(gid)
+	defer h.pmu.RUnlock()
+	p.observeRTT(nid, transport, measure, d)
+}
+
+func (p *presence) observeRTT(nid, transport, measure string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.statsLocked(nid)
 	if l.transport != transport || l.measure != measure {
 		*l = linkStats{transport: transport, measure: measure, answered: l.answered, stalled: l.stalled}
 	}
@@ -72,20 +73,31 @@ func (h *Hub) SetStalled(gid, nid string, stalled bool) {
 	if nid == "" {
 		return
 	}
-	h.lmu.Lock()
-	defer h.lmu.Unlock()
-	if !stalled && h.links[gid][nid] == nil {
+	if !stalled {
+		if p := h.lookup(gid); p != nil {
+			if l := p.links[nid]; l != nil {
+				l.stalled = false
+			}
+			p.mu.Unlock()
+		}
 		return
 	}
-	h.statsLocked(gid, nid).stalled = stalled
+	p := h.presenceOf(gid)
+	defer h.pmu.RUnlock()
+	p.mu.Lock()
+	p.statsLocked(nid).stalled = true
+	p.mu.Unlock()
 }
 
 // Links returns the link summary of every node of a group that has one.
 func (h *Hub) Links(gid string) map[string]Link {
-	h.lmu.Lock()
-	defer h.lmu.Unlock()
-	out := make(map[string]Link, len(h.links[gid]))
-	for nid, l := range h.links[gid] {
+	p := h.lookup(gid)
+	if p == nil {
+		return map[string]Link{}
+	}
+	defer p.mu.Unlock()
+	out := make(map[string]Link, len(p.links))
+	for nid, l := range p.links {
 		if l.n == 0 && !l.stalled {
 			continue
 		}
@@ -103,20 +115,12 @@ func (h *Hub) Links(gid string) map[string]Link {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// forgetLinksLocked drops the windows of nodes no longer present; h.pmu and h.lmu are held.
-func (h *Hub) forgetLinkLocked(gid, nid string) {
-	if _, present := h.presence[gid][nid]; present {
-		return
-	}
-	delete(h.links[gid], nid)
-	if len(h.links[gid]) == 0 {
-		delete(h.links, gid)
-	}
-}
-
 // ObserveRTT records a round trip of the reader's node over the reader's transport.
 func (s *Sub) ObserveRTT(measure string, d time.Duration) {
-	s.h.ObserveRTT(s.group, s.node, s.transport, measure, d)
+	if s.node == "" || d < 0 {
+		return
+	}
+	s.p.observeRTT(s.node, s.transport, measure, d)
 }
 
 // Stalled flags (or clears) the reader's node as no longer reading.
@@ -127,17 +131,17 @@ func (s *Sub) Answered(at time.Time) {
 	if s.node == "" {
 		return
 	}
-	s.h.lmu.Lock()
-	defer s.h.lmu.Unlock()
-	s.h.statsLocked(s.group, s.node).answered = at
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	s.p.statsLocked(s.node).answered = at
 }
 
 // PollGap returns the time from the node's last long-poll answer to now (its next poll), if
 // one is pending and came within within; the answer is consumed.
 func (s *Sub) PollGap(now time.Time, within time.Duration) (time.Duration, bool) {
-	s.h.lmu.Lock()
-	defer s.h.lmu.Unlock()
-	l := s.h.links[s.group][s.node]
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	l := s.p.links[s.node]
 	if l == nil || l.answered.IsZero() {
 		return 0, false
 	}
