@@ -69,8 +69,10 @@ func (s *Server) charge(r *http.Request, ip string) (*chargedReader, error) {
 		}
 		if gid := groupOfPath(r.URL.Path); gid != "" {
 			if n, _, err := s.store.AuthenticateReader(gid, tok); err == nil {
-				if ok, wait := s.nodeRate.Allow(n.Group+"/"+n.ID, now); !ok {
-					return nil, rateLimited("too many requests from node "+n.ID, wait)
+				if s.nodeRate.Enabled() { // the key is built only for a limit that uses it
+					if ok, wait := s.nodeRate.Allow(n.Group+"/"+n.ID, now); !ok {
+						return nil, rateLimited("too many requests from node "+n.ID, wait)
+					}
 				}
 				if ok, wait := s.groupRate.Allow(n.Group, now); !ok {
 					return nil, rateLimited("too many requests in group "+n.Group, wait)
