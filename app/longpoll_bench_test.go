@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"syscall"
@@ -23,13 +24,50 @@ import (
 const benchPollers = 200
 
 // BenchmarkLongPoll is one long-poll cycle end to end in-process: a request arrives, waits for
-// the group's next item, is answered, and the reader's next request follows, over real HTTP
-// keep-alive connections to a real meshbox on loopback. benchPollers readers (each its own
-// node) wait on one group; a publisher appends one event at a time and waits until every
-// reader has been answered before the next, so every answer carries one item and every
-// reader waits between two (the shape of 50 items/s to a class). One op is one answer; the
-// figures include the client's side of each request.
+// the group's next item, is answered, and the reader's next request follows. benchPollers
+// readers (each its own node) wait on one group; a publisher appends one event at a time and
+// waits until every reader has been answered before the next, so every answer carries one
+// item and every reader waits between two (the shape of 50 items/s to a class). One op is one
+// answer.
+//
+//   - http: over real HTTP keep-alive connections to a real meshbox on loopback; the figures
+//     include the client's side of each request and net/http's on both sides.
+//   - handler: the same requests handed to the server's handler directly (middleware, routing,
+//     authentication, the hub, the answer), without sockets or net/http's connection work:
+//     what meshbox's own code costs per cycle.
 func BenchmarkLongPoll(b *testing.B) {
+	b.Run("http", func(b *testing.B) {
+		benchLongPoll(b, func(a *app.App) pollFunc {
+			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchPollers + 8}}
+			b.Cleanup(hc.CloseIdleConnections)
+			return func(req *http.Request) (int, []byte, error) {
+				resp, err := hc.Do(req)
+				if err != nil {
+					return 0, nil, err
+				}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				return resp.StatusCode, body, err
+			}
+		})
+	})
+	b.Run("handler", func(b *testing.B) {
+		benchLongPoll(b, func(a *app.App) pollFunc {
+			h := a.Server.Handler()
+			return func(req *http.Request) (int, []byte, error) {
+				req.RemoteAddr = "127.0.0.1:40000"
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				return rec.Code, rec.Body.Bytes(), nil
+			}
+		})
+	})
+}
+
+// pollFunc sends one long-poll request and returns the answer.
+type pollFunc func(*http.Request) (status int, body []byte, err error)
+
+func benchLongPoll(b *testing.B, client func(*app.App) pollFunc) {
 	a := app.StartTest(b, func(c *config.Config) {
 		c.PublishRate, c.NodeRate, c.GroupRate, c.IPRate = 0, 0, 0, 0
 	})
@@ -47,8 +85,7 @@ func BenchmarkLongPoll(b *testing.B) {
 		}
 		tokens[i] = m.Token
 	}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchPollers + 8}}
-	defer hc.CloseIdleConnections()
+	poll := client(a)
 	base := a.URL() + "/api/v1/groups/" + gid + "/events?wait=30&since="
 	payload := "0123456789012345678901234567890123456789012345678901234567890123"
 	events := []rules.EventIn{{Name: "go", Payload: &payload}}
@@ -63,19 +100,12 @@ func BenchmarkLongPoll(b *testing.B) {
 			for pctx.Err() == nil {
 				req, _ := http.NewRequestWithContext(pctx, http.MethodGet, base+strconv.FormatInt(since, 10), nil)
 				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := hc.Do(req)
-				if err != nil {
-					if pctx.Err() == nil {
-						b.Error(err)
-					}
+				status, body, err := poll(req)
+				if pctx.Err() != nil {
 					return
 				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if err != nil || resp.StatusCode != http.StatusOK {
-					if pctx.Err() == nil {
-						b.Errorf("poll: %d %s %v", resp.StatusCode, body, err)
-					}
+				if err != nil || status != http.StatusOK {
+					b.Errorf("poll: %d %s %v", status, body, err)
 					return
 				}
 				next, ok := nextOf(body)
