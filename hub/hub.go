@@ -58,6 +58,8 @@ type Hub struct {
 	groups map[string]*tail
 	last   atomic.Int64 // the newest cursor handed to the hub; written by Publish only
 	global *tail
+	// epoch is the monotonic reference of the long-poll answer times kept in linkStats.
+	epoch time.Time
 
 	// pmu guards presence the same way: Lock to add or drop a group's entry, RLock to use one.
 	pmu      sync.RWMutex
@@ -98,18 +100,20 @@ type tail struct {
 	items []stream.Item
 	bytes int // the items' stream.Item.Size
 	maxB  int
-	// wake is made when a reader waits (Wait, WaitAll) and closed by the next append: the
-	// long-poll requests waiting on a group share one channel, and an append to a group
-	// nobody waits on allocates nothing for it.
+	// wake is made when a reader first waits (Wait, WaitAll) and closed and replaced by every
+	// append from then on: the long-poll requests waiting on a group share one channel, and
+	// appends to a group nobody ever waited on allocate nothing for it.
 	wake chan struct{}
 	max  int
 
-	// smu guards the group's readers: how many, since when none, and their callbacks.
+	// subs counts the open readers, idleAt is when the count last dropped to zero (unix
+	// nanoseconds). Subscribe adds under Hub.mu's read lock, so Run (which drops a tail with
+	// none under the write lock) never drops a tail being subscribed to.
+	subs   atomic.Int64
+	idleAt atomic.Int64
+	// smu guards notify: the callbacks of readers that want a call rather than a channel
+	// (WebSocket connections, which then need no goroutine while idle; SSE streams' signals).
 	smu    sync.Mutex
-	subs   int
-	idleAt time.Time
-	// notify holds the callbacks of readers that want a call rather than a channel (WebSocket
-	// connections, which then need no goroutine while idle; SSE streams' signals).
 	notify map[*Sub]func()
 }
 
@@ -142,7 +146,7 @@ func New(store Store, opts Options) *Hub {
 	}
 	last := store.LastCursor()
 	h := &Hub{
-		store: store, opts: opts, groups: map[string]*tail{},
+		store: store, opts: opts, groups: map[string]*tail{}, epoch: time.Now(),
 		global:   newTail(last, opts.GlobalItems, opts.GlobalBytes),
 		presence: map[string]*presence{},
 	}
@@ -175,7 +179,9 @@ func (t *tail) append(items []stream.Item) {
 	}
 	if t.wake != nil {
 		close(t.wake)
-		t.wake = nil
+		// The readers it woke are likely to wait again at once: have their channel ready,
+		// so they need no write lock to make it.
+		t.wake = make(chan struct{})
 	}
 	t.mu.Unlock()
 }
@@ -301,6 +307,8 @@ type Sub struct {
 	h         *Hub
 	t         *tail
 	p         *presence
+	link      *linkStats  // the node's round-trip window (nil for readers that are not a node)
+	notified  atomic.Bool // Notify was called
 	group     string
 	node      string
 	transport string
@@ -312,17 +320,21 @@ type Sub struct {
 // Subscribe opens a reader of group gid for node nid over a transport.
 func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	t := h.tailOf(gid)
-	t.smu.Lock()
-	t.subs++
-	t.smu.Unlock()
+	t.subs.Add(1)
 	h.mu.RUnlock()
 	p := h.presenceOf(gid)
 	p.mu.Lock()
 	p.open[nid]++
 	p.transports[nodeTransport{nid, transport}]++
+	var link *linkStats
+	if nid != "" {
+		// The node's window stays while it is present (Run forgets only absent nodes), so
+		// the reader may use it without the lock (Answered, PollGap).
+		link = p.statsLocked(nid)
+	}
 	p.mu.Unlock()
 	h.pmu.RUnlock()
-	return &Sub{h: h, t: t, p: p, group: gid, node: nid, transport: transport}
+	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport}
 }
 
 // tailOf returns the group's tail, created, with h.mu read-locked: the caller unlocks it once
@@ -382,6 +394,7 @@ func (h *Hub) lookup(gid string) *presence {
 func (s *Sub) Notify(fn func()) {
 	s.t.smu.Lock()
 	defer s.t.smu.Unlock()
+	s.notified.Store(true)
 	if s.t.notify == nil {
 		s.t.notify = map[*Sub]func(){}
 	}
@@ -393,13 +406,14 @@ func (s *Sub) Notify(fn func()) {
 func (s *Sub) Close() {
 	s.closeOnce.Do(func() {
 		t := s.t
-		t.smu.Lock()
-		delete(t.notify, s)
-		t.subs--
-		if t.subs == 0 {
-			t.idleAt = time.Now()
+		if s.notified.Load() {
+			t.smu.Lock()
+			delete(t.notify, s)
+			t.smu.Unlock()
 		}
-		t.smu.Unlock()
+		if t.subs.Add(-1) == 0 {
+			t.idleAt.Store(time.Now().UnixNano())
+		}
 		p := s.p
 		p.mu.Lock()
 		k := nodeTransport{s.node, s.transport}
@@ -612,11 +626,9 @@ func (h *Hub) Run(ctx context.Context) {
 			h.pmu.Unlock()
 			h.mu.Lock()
 			for gid, t := range h.groups {
-				t.smu.Lock()
-				if t.subs == 0 && now.Sub(t.idleAt) > h.opts.IdleTail {
+				if t.subs.Load() == 0 && now.Sub(time.Unix(0, t.idleAt.Load())) > h.opts.IdleTail {
 					delete(h.groups, gid)
 				}
-				t.smu.Unlock()
 			}
 			h.mu.Unlock()
 		}

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,8 +31,10 @@ type linkStats struct {
 	samples            [linkWindow]time.Duration
 	n, next            int
 	stalled            bool
-	// answered is when the node's last long-poll answer was written (zero: none pending).
-	answered time.Time
+	// answered is when the node's last long-poll answer was written, as time since
+	// Hub.epoch plus one (zero: none pending). Atomic: the node's readers set and take it
+	// without the group's lock.
+	answered atomic.Int64
 }
 
 // statsLocked returns the node's window, created; p.mu is held.
@@ -61,7 +64,9 @@ func (p *presence) observeRTT(nid, transport, measure string, d time.Duration) {
 	defer p.mu.Unlock()
 	l := p.statsLocked(nid)
 	if l.transport != transport || l.measure != measure {
-		*l = linkStats{transport: transport, measure: measure, answered: l.answered, stalled: l.stalled}
+		// A fresh window; stalled and a pending answer carry over.
+		l.transport, l.measure = transport, measure
+		l.samples, l.n, l.next = [linkWindow]time.Duration{}, 0, 0
 	}
 	l.samples[l.next] = d
 	l.next = (l.next + 1) % linkWindow
@@ -128,24 +133,22 @@ func (s *Sub) Stalled(stalled bool) { s.h.SetStalled(s.group, s.node, stalled) }
 
 // Answered notes that a long-poll answer was just written to the reader's node, at.
 func (s *Sub) Answered(at time.Time) {
-	if s.node == "" {
+	if s.link == nil {
 		return
 	}
-	s.p.mu.Lock()
-	defer s.p.mu.Unlock()
-	s.p.statsLocked(s.node).answered = at
+	s.link.answered.Store(int64(at.Sub(s.h.epoch)) + 1)
 }
 
 // PollGap returns the time from the node's last long-poll answer to now (its next poll), if
 // one is pending and came within within; the answer is consumed.
 func (s *Sub) PollGap(now time.Time, within time.Duration) (time.Duration, bool) {
-	s.p.mu.Lock()
-	defer s.p.mu.Unlock()
-	l := s.p.links[s.node]
-	if l == nil || l.answered.IsZero() {
+	if s.link == nil {
 		return 0, false
 	}
-	d := now.Sub(l.answered)
-	l.answered = time.Time{}
+	at := s.link.answered.Swap(0)
+	if at == 0 {
+		return 0, false
+	}
+	d := now.Sub(s.h.epoch) - time.Duration(at-1)
 	return d, d >= 0 && d <= within
 }

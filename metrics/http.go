@@ -81,7 +81,7 @@ func (m *Metrics) httpSeries(rc *chi.Context, method string, code int) httpChild
 		if by := m.httpBy.Load(); by != nil {
 			old = *by
 		}
-		if len(old) < httpCacheMax {
+		if _, ok := old[k]; !ok && len(old) < httpCacheMax { // another request may have added it
 			next := make(map[httpKey]httpChildren, len(old)+1)
 			maps.Copy(next, old)
 			next[k] = c
