@@ -60,7 +60,15 @@ func (a *Secret) Match(tok string) bool {
 	if a == nil || !a.set || tok == "" {
 		return false
 	}
-	got := sha256.Sum256([]byte(tok))
+	// Every request with a token is checked against the admin token: hash a token of
+	// ordinary length from a buffer on the stack rather than a converted copy on the heap.
+	var got [sha256.Size]byte
+	var buf [128]byte
+	if len(tok) <= len(buf) {
+		got = sha256.Sum256(buf[:copy(buf[:], tok)])
+	} else {
+		got = sha256.Sum256([]byte(tok))
+	}
 	return subtle.ConstantTimeCompare(got[:], a.want[:]) == 1
 }
 

@@ -2,6 +2,8 @@ package hub
 
 import (
 	"context"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"meshbox/rules"
@@ -40,4 +42,22 @@ func BenchmarkTailRead(b *testing.B) {
 			b.Fatalf("read: %d items, %v", len(bt.Items), err)
 		}
 	}
+}
+
+// BenchmarkSubscribeClose is what every long-poll request costs the hub around its wait:
+// opening and closing a reader, from many nodes of one group at once (each goroutine its own
+// node, as a class polling).
+func BenchmarkSubscribeClose(b *testing.B) {
+	st := rulestest.Open(b, "", rules.Options{})
+	h := New(st, Options{})
+	st.Start(rules.Hooks{OnCommit: h.Publish, Active: h.Active, OnPurge: h.Purged})
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		nid := "n" + strconv.FormatInt(next.Add(1), 10)
+		for pb.Next() {
+			h.Subscribe("g1", nid, "longpoll").Close()
+		}
+	})
 }

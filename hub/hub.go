@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"meshbox/rules"
@@ -43,24 +44,51 @@ type Options struct {
 }
 
 // Hub fans committed items out to readers.
+//
+// Every long-poll request opens and closes a reader, so opening and closing take no lock
+// shared by all groups for writing: the maps of groups are read under read locks, and each
+// group's readers, presence and links have a lock of their own.
 type Hub struct {
 	store Store
 	opts  Options
 
-	mu     sync.Mutex // guards groups, last
+	// mu guards groups: Lock to add or drop a tail, RLock to use one (a tail has locks of its
+	// own). Publish holds RLock, so a tail is never created in the middle of a batch.
+	mu     sync.RWMutex
 	groups map[string]*tail
-	last   int64 // the newest cursor handed to the hub
+	last   atomic.Int64 // the newest cursor handed to the hub; written by Publish only
 	global *tail
+	// epoch is the monotonic reference of the long-poll answer times kept in linkStats.
+	epoch time.Time
 
+	// pmu guards presence the same way: Lock to add or drop a group's entry, RLock to use one.
 	pmu      sync.RWMutex
-	presence map[string]map[string]map[string]int // group → node → transport → open streams
-	// left holds when a node's last stream ended, for ActiveGrace.
-	left map[string]map[string]time.Time // group → node → time
+	presence map[string]*presence
+}
 
-	lmu sync.Mutex
-	// links holds each node's round-trip window (link.go), kept while the node is present
-	// and for ActiveGrace after.
-	links map[string]map[string]*linkStats // group → node → window
+// presence is one group's readers by node: which node has which streams open, when a node's
+// last stream ended (for ActiveGrace), and each node's round-trip window (link.go), kept while
+// the node is present and for ActiveGrace after.
+type presence struct {
+	mu         sync.Mutex
+	open       map[string]int        // node → open streams
+	transports map[nodeTransport]int // node and transport → open streams
+	left       map[string]time.Time  // node → when its last stream ended
+	links      map[string]*linkStats // node → window
+}
+
+// nodeTransport keys a node's streams over one transport. Entries are deleted when their
+// count drops to zero and added again on the next poll, which a map does without allocating.
+type nodeTransport struct{ node, transport string }
+
+func newPresence() *presence {
+	return &presence{open: map[string]int{}, transports: map[nodeTransport]int{},
+		left: map[string]time.Time{}, links: map[string]*linkStats{}}
+}
+
+// empty reports whether p holds nothing worth keeping; p.mu is held.
+func (p *presence) empty() bool {
+	return len(p.open) == 0 && len(p.left) == 0 && len(p.links) == 0
 }
 
 // tail holds a group's most recent items. Items are never changed once appended, so readers
@@ -72,14 +100,20 @@ type tail struct {
 	items []stream.Item
 	bytes int // the items' stream.Item.Size
 	maxB  int
-	// wake is closed and replaced on every append; only the global feed has one (group
-	// readers are told through their signals), so group appends allocate nothing for it.
-	wake   chan struct{}
-	max    int
-	subs   int       // guarded by Hub.mu
-	idleAt time.Time // guarded by Hub.mu
-	// notify holds the callbacks of readers that want a call rather than a channel (WebSocket
-	// connections, which then need no goroutine while idle). Guarded by Hub.mu.
+	// wake is made when a reader first waits (Wait, WaitAll) and closed and replaced by every
+	// append from then on: the long-poll requests waiting on a group share one channel, and
+	// appends to a group nobody ever waited on allocate nothing for it.
+	wake chan struct{}
+	max  int
+
+	// subs counts the open readers, idleAt is when the count last dropped to zero (unix
+	// nanoseconds). Subscribe adds under Hub.mu's read lock, so Run (which drops a tail with
+	// none under the write lock) never drops a tail being subscribed to.
+	subs   atomic.Int64
+	idleAt atomic.Int64
+	// smu guards notify: the callbacks of readers that want a call rather than a channel
+	// (WebSocket connections, which then need no goroutine while idle; SSE streams' signals).
+	smu    sync.Mutex
 	notify map[*Sub]func()
 }
 
@@ -111,13 +145,13 @@ func New(store Store, opts Options) *Hub {
 		opts.MaxBatchBytes = 256 << 10
 	}
 	last := store.LastCursor()
-	return &Hub{
-		store: store, opts: opts, groups: map[string]*tail{}, last: last,
-		global:   &tail{start: last, max: opts.GlobalItems, maxB: opts.GlobalBytes, wake: make(chan struct{})},
-		presence: map[string]map[string]map[string]int{},
-		left:     map[string]map[string]time.Time{},
-		links:    map[string]map[string]*linkStats{},
+	h := &Hub{
+		store: store, opts: opts, groups: map[string]*tail{}, epoch: time.Now(),
+		global:   newTail(last, opts.GlobalItems, opts.GlobalBytes),
+		presence: map[string]*presence{},
 	}
+	h.last.Store(last)
+	return h
 }
 
 func newTail(start int64, max, maxBytes int) *tail {
@@ -145,31 +179,61 @@ func (t *tail) append(items []stream.Item) {
 	}
 	if t.wake != nil {
 		close(t.wake)
+		// The readers it woke are likely to wait again at once: have their channel ready,
+		// so they need no write lock to make it.
 		t.wake = make(chan struct{})
 	}
 	t.mu.Unlock()
 }
 
-// after returns up to limit items with cursor > since, whether since is inside the tail, and the
-// channel closed by the next append.
-func (t *tail) after(since int64, limit int) (items []stream.Item, inside bool, wake <-chan struct{}) {
+// after returns up to limit items with cursor > since, and whether since is inside the tail.
+func (t *tail) after(since int64, limit int) (items []stream.Item, inside bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if since < t.start {
-		return nil, false, t.wake
+		return nil, false
 	}
 	i := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > since })
 	end := min(len(t.items), i+limit)
-	return t.items[i:end:end], true, t.wake
+	return t.items[i:end:end], true
+}
+
+// wakeAfter returns nil when there is something to read after since (an item, or since is
+// behind the tail), otherwise the channel the next append closes.
+func (t *tail) wakeAfter(since int64) <-chan struct{} {
+	t.mu.RLock()
+	ready := t.readyLocked(since)
+	wake := t.wake
+	t.mu.RUnlock()
+	if ready {
+		return nil
+	}
+	if wake != nil {
+		return wake
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.readyLocked(since) {
+		return nil
+	}
+	if t.wake == nil {
+		t.wake = make(chan struct{})
+	}
+	return t.wake
+}
+
+func (t *tail) readyLocked(since int64) bool {
+	return since < t.start || (len(t.items) > 0 && t.items[len(t.items)-1].Cursor > since)
 }
 
 // Publish hands a committed batch (in cursor order) to the readers. It never blocks on readers.
+// One goroutine calls it (the rules' writer), batch after batch.
 func (h *Hub) Publish(items []stream.Item) {
 	if len(items) == 0 {
 		return
 	}
 	var wake []func()
-	h.mu.Lock()
+	h.mu.RLock()
 	// Items of one group are contiguous runs in most batches; append each run at once.
 	for i := 0; i < len(items); {
 		j := i + 1
@@ -178,15 +242,17 @@ func (h *Hub) Publish(items []stream.Item) {
 		}
 		if t := h.groups[items[i].Group]; t != nil {
 			t.append(items[i:j:j])
+			t.smu.Lock()
 			for _, fn := range t.notify {
 				wake = append(wake, fn)
 			}
+			t.smu.Unlock()
 		}
 		i = j
 	}
 	h.global.append(items)
-	h.last = items[len(items)-1].Cursor
-	h.mu.Unlock()
+	h.last.Store(items[len(items)-1].Cursor)
+	h.mu.RUnlock()
 	if len(wake) > 0 {
 		// The items are in the tails already, so every read from now on finds them; the
 		// wake-ups, one per reader, run off the writer so its next commit need not wait.
@@ -202,8 +268,8 @@ func (h *Hub) Publish(items []stream.Item) {
 // whose cursor is older must go to the store and learn of the truncation there, exactly as if
 // the tail had never held them.
 func (h *Hub) Purged(through int64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	for _, t := range h.groups {
 		t.dropThrough(through)
 	}
@@ -240,6 +306,9 @@ type Batch struct {
 type Sub struct {
 	h         *Hub
 	t         *tail
+	p         *presence
+	link      *linkStats  // the node's round-trip window (nil for readers that are not a node)
+	notified  atomic.Bool // Notify was called
 	group     string
 	node      string
 	transport string
@@ -250,70 +319,112 @@ type Sub struct {
 
 // Subscribe opens a reader of group gid for node nid over a transport.
 func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
+	t := h.tailOf(gid)
+	t.subs.Add(1)
+	h.mu.RUnlock()
+	p := h.presenceOf(gid)
+	p.mu.Lock()
+	p.open[nid]++
+	p.transports[nodeTransport{nid, transport}]++
+	var link *linkStats
+	if nid != "" {
+		// The node's window stays while it is present (Run forgets only absent nodes), so
+		// the reader may use it without the lock (Answered, PollGap).
+		link = p.statsLocked(nid)
+	}
+	p.mu.Unlock()
+	h.pmu.RUnlock()
+	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport}
+}
+
+// tailOf returns the group's tail, created, with h.mu read-locked: the caller unlocks it once
+// it counted itself as the tail's reader, so Run cannot drop the tail in between.
+func (h *Hub) tailOf(gid string) *tail {
+	h.mu.RLock()
+	if t := h.groups[gid]; t != nil {
+		return t
+	}
+	h.mu.RUnlock()
 	h.mu.Lock()
 	t := h.groups[gid]
 	if t == nil {
-		t = newTail(h.last, h.opts.TailItems, h.opts.TailBytes)
+		t = newTail(h.last.Load(), h.opts.TailItems, h.opts.TailBytes)
 		h.groups[gid] = t
 	}
-	t.subs++
 	h.mu.Unlock()
+	// Run drops only tails nobody reads, after IdleTail: this one is new, so it is still
+	// there once read-locked again (and if it was dropped after all, take the new one).
+	h.mu.RLock()
+	if t2 := h.groups[gid]; t2 != nil {
+		return t2
+	}
+	h.mu.RUnlock()
+	return h.tailOf(gid)
+}
+
+// presenceOf returns the group's presence, created, with h.pmu read-locked (see tailOf).
+func (h *Hub) presenceOf(gid string) *presence {
+	h.pmu.RLock()
+	if p := h.presence[gid]; p != nil {
+		return p
+	}
+	h.pmu.RUnlock()
 	h.pmu.Lock()
-	nodes := h.presence[gid]
-	if nodes == nil {
-		nodes = map[string]map[string]int{}
-		h.presence[gid] = nodes
+	if h.presence[gid] == nil {
+		h.presence[gid] = newPresence()
 	}
-	tr := nodes[nid]
-	if tr == nil {
-		tr = map[string]int{}
-		nodes[nid] = tr
-	}
-	tr[transport]++
 	h.pmu.Unlock()
-	return &Sub{h: h, t: t, group: gid, node: nid, transport: transport}
+	return h.presenceOf(gid)
+}
+
+// lookup returns the group's presence, or nil; its lock is held on return when it is not nil.
+func (h *Hub) lookup(gid string) *presence {
+	h.pmu.RLock()
+	defer h.pmu.RUnlock()
+	p := h.presence[gid]
+	if p != nil {
+		p.mu.Lock()
+	}
+	return p
 }
 
 // Notify has fn called after every append to the group's tail, until Close. fn runs on the
 // hub's fan-out goroutine, so it must return at once (start a goroutine, set a flag). A Sub has
 // one notification: Notify or Signal, not both.
 func (s *Sub) Notify(fn func()) {
-	s.h.mu.Lock()
-	defer s.h.mu.Unlock()
+	s.t.smu.Lock()
+	defer s.t.smu.Unlock()
+	s.notified.Store(true)
 	if s.t.notify == nil {
 		s.t.notify = map[*Sub]func(){}
 	}
 	s.t.notify[s] = fn
 }
 
-// Close ends the reader.
+// Close ends the reader. It takes only the group's own locks: the Sub holds its tail and its
+// presence, which are not dropped while it is open.
 func (s *Sub) Close() {
 	s.closeOnce.Do(func() {
-		h := s.h
-		h.mu.Lock()
-		delete(s.t.notify, s)
-		s.t.subs--
-		if s.t.subs == 0 {
-			s.t.idleAt = time.Now()
+		t := s.t
+		if s.notified.Load() {
+			t.smu.Lock()
+			delete(t.notify, s)
+			t.smu.Unlock()
 		}
-		h.mu.Unlock()
-		h.pmu.Lock()
-		if tr := h.presence[s.group][s.node]; tr != nil {
-			if tr[s.transport]--; tr[s.transport] <= 0 {
-				delete(tr, s.transport)
-			}
-			if len(tr) == 0 {
-				delete(h.presence[s.group], s.node)
-				if h.left[s.group] == nil {
-					h.left[s.group] = map[string]time.Time{}
-				}
-				h.left[s.group][s.node] = h.opts.Now()
-			}
-			if len(h.presence[s.group]) == 0 {
-				delete(h.presence, s.group)
-			}
+		if t.subs.Add(-1) == 0 {
+			t.idleAt.Store(time.Now().UnixNano())
 		}
-		h.pmu.Unlock()
+		p := s.p
+		p.mu.Lock()
+		k := nodeTransport{s.node, s.transport}
+		if p.transports[k]--; p.transports[k] <= 0 {
+			delete(p.transports, k)
+		}
+		if p.open[s.node]--; p.open[s.node] <= 0 {
+			delete(p.open, s.node)
+			p.left[s.node] = s.h.opts.Now()
+		}
+		p.mu.Unlock()
 	})
 }
 
@@ -324,7 +435,7 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 		return Batch{}, fmt.Errorf("cursor %d: %w", since, rules.ErrCursorAhead)
 	}
 	b := Batch{Next: since}
-	items, inside, _ := s.t.after(since, limit)
+	items, inside := s.t.after(since, limit)
 	if !inside {
 		last := s.h.store.LastCursor()
 		var err error
@@ -359,17 +470,42 @@ func capBytes(items []stream.Item, max int) []stream.Item {
 	return items
 }
 
-// Wait blocks until an item after since is committed, or ctx ends.
+// Wait blocks until an item after since is committed, or ctx ends. The readers waiting on a
+// group share one channel, closed by the next append, so a wait costs the writer nothing per
+// reader.
 func (s *Sub) Wait(ctx context.Context, since int64) error {
-	sig := s.Signal()
 	for {
-		if items, inside, _ := s.t.after(since, 1); len(items) > 0 || !inside {
+		wake := s.t.wakeAfter(since)
+		if wake == nil {
 			return nil
 		}
 		select {
-		case <-sig:
+		case <-wake:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// WaitFor is Wait for at most d, without a context of its own (a long-poll waits once per
+// request): it reports whether an item after since came; false when d passed or ctx ended.
+func (s *Sub) WaitFor(ctx context.Context, since int64, d time.Duration) bool {
+	wake := s.t.wakeAfter(since)
+	if wake == nil {
+		return true
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-wake:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+		if wake = s.t.wakeAfter(since); wake == nil {
+			return true
 		}
 	}
 }
@@ -393,9 +529,9 @@ func (s *Sub) Signal() <-chan struct{} {
 // ReadAll returns up to limit items of every group after since from the bounded global feed;
 // truncated reports that older items were dropped from it. The dashboard uses it.
 func (h *Hub) ReadAll(since int64, limit int) (items []stream.Item, next int64, truncated bool) {
-	items, inside, _ := h.global.after(since, limit)
+	items, inside := h.global.after(since, limit)
 	if !inside {
-		items, _, _ = h.global.after(h.global.startCursor(), limit)
+		items, _ = h.global.after(h.global.startCursor(), limit)
 		truncated = true
 	}
 	next = since
@@ -408,8 +544,8 @@ func (h *Hub) ReadAll(since int64, limit int) (items []stream.Item, next int64, 
 // WaitAll blocks until the global feed has an item after since, or ctx ends.
 func (h *Hub) WaitAll(ctx context.Context, since int64) error {
 	for {
-		items, inside, wake := h.global.after(since, 1)
-		if len(items) > 0 || !inside {
+		wake := h.global.wakeAfter(since)
+		if wake == nil {
 			return nil
 		}
 		select {
@@ -429,33 +565,40 @@ func (t *tail) startCursor() int64 {
 // Active reports whether a node has a stream open, or had one within ActiveGrace; the rules
 // count that as activity.
 func (h *Hub) Active(gid, nid string) bool {
-	h.pmu.RLock()
-	defer h.pmu.RUnlock()
-	if len(h.presence[gid][nid]) > 0 {
+	p := h.lookup(gid)
+	if p == nil {
+		return false
+	}
+	defer p.mu.Unlock()
+	if p.open[nid] > 0 {
 		return true
 	}
-	at, ok := h.left[gid][nid]
+	at, ok := p.left[nid]
 	return ok && h.opts.Now().Sub(at) < h.opts.ActiveGrace
 }
 
 // Transports returns the transports each node of a group has open.
 func (h *Hub) Transports(gid string) map[string][]string {
-	h.pmu.RLock()
-	defer h.pmu.RUnlock()
 	out := map[string][]string{}
-	for nid, tr := range h.presence[gid] {
-		if nid == "" {
+	p := h.lookup(gid)
+	if p == nil {
+		return out
+	}
+	for k := range p.transports {
+		if k.node == "" {
 			continue // readers that are not a node (Mesh v2 subscriptions)
 		}
-		for name := range tr {
-			out[nid] = append(out[nid], name)
-		}
-		sort.Strings(out[nid])
+		out[k.node] = append(out[k.node], k.transport)
+	}
+	p.mu.Unlock()
+	for _, tr := range out {
+		sort.Strings(tr)
 	}
 	return out
 }
 
-// Run drops the tails of groups nobody has read for a while, until ctx ends.
+// Run drops the tails of groups nobody has read for a while, and forgets nodes a grace period
+// after their last stream ended, until ctx ends.
 func (h *Hub) Run(ctx context.Context) {
 	tick := time.NewTicker(h.opts.IdleTail / 4)
 	defer tick.Stop()
@@ -465,23 +608,25 @@ func (h *Hub) Run(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			h.pmu.Lock()
-			for gid, nodes := range h.left {
-				for nid, at := range nodes {
+			for gid, p := range h.presence {
+				p.mu.Lock()
+				for nid, at := range p.left {
 					if h.opts.Now().Sub(at) >= h.opts.ActiveGrace {
-						delete(nodes, nid)
-						h.lmu.Lock()
-						h.forgetLinkLocked(gid, nid)
-						h.lmu.Unlock()
+						delete(p.left, nid)
+						if p.open[nid] == 0 {
+							delete(p.links, nid)
+						}
 					}
 				}
-				if len(nodes) == 0 {
-					delete(h.left, gid)
+				if p.empty() {
+					delete(h.presence, gid)
 				}
+				p.mu.Unlock()
 			}
 			h.pmu.Unlock()
 			h.mu.Lock()
 			for gid, t := range h.groups {
-				if t.subs == 0 && now.Sub(t.idleAt) > h.opts.IdleTail {
+				if t.subs.Load() == 0 && now.Sub(time.Unix(0, t.idleAt.Load())) > h.opts.IdleTail {
 					delete(h.groups, gid)
 				}
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,7 +85,7 @@ func TestTailTrimKeepsStart(t *testing.T) {
 		publish(t, st, a, 1+round%3)
 		publish(t, st, b, 1+round%2)
 		tl := tailOf(h, a.Group.ID)
-		items, inside, _ := tl.after(tl.startCursor(), 1<<20)
+		items, inside := tl.after(tl.startCursor(), 1<<20)
 		if !inside {
 			t.Fatalf("round %d: the tail's own start is not inside it", round)
 		}
@@ -122,7 +123,7 @@ func TestReadWalksFromStoreIntoTail(t *testing.T) {
 		want = append(want, publish(t, st, j, 2)...)
 	}
 	tl := tailOf(h, j.Group.ID)
-	if _, inside, _ := tl.after(j.Cursor, 1); inside {
+	if _, inside := tl.after(j.Cursor, 1); inside {
 		t.Fatalf("the tail (start %d) still holds the first items; the test proves nothing", tl.startCursor())
 	}
 	ctx := context.Background()
@@ -338,11 +339,11 @@ func TestPresence(t *testing.T) {
 		t.Fatal("the other node lost its presence")
 	}
 	other.Close()
-	h.pmu.RLock()
-	left := len(h.presence)
-	h.pmu.RUnlock()
-	if left != 0 {
-		t.Fatalf("presence keeps %d groups with no streams", left)
+	p := h.lookup(gid)
+	open, transports := len(p.open), len(p.transports)
+	p.mu.Unlock()
+	if open != 0 || transports != 0 {
+		t.Fatalf("presence keeps %d nodes, %d transports with no streams", open, transports)
 	}
 }
 
@@ -480,3 +481,69 @@ type fakeClock struct {
 
 func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// TestConcurrentPolls has many nodes of one group poll at once (subscribe, wait for the next
+// item, note the answer, close) while items are published and Run sweeps: every poll is woken
+// by an item after its cursor, and afterwards no node has a stream open, every node is still
+// present (within ActiveGrace of its last poll) and no tail or presence was dropped from under
+// a reader.
+func TestConcurrentPolls(t *testing.T) {
+	const pollers, polls = 16, 20
+	st, h := newHub(t, Options{IdleTail: 4 * time.Millisecond, ActiveGrace: time.Hour}, rules.Options{})
+	j := newGroup(t, st, "class")
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { h.Run(ctx); close(ran) }()
+	defer func() { cancel(); <-ran }()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, pollers)
+	for i := range pollers {
+		nid := "n" + strconv.Itoa(i)
+		wg.Go(func() {
+			since := st.LastCursor()
+			for range polls {
+				sub := h.Subscribe(j.Group.ID, nid, "longpoll")
+				sub.PollGap(time.Now(), time.Minute)
+				if !sub.WaitFor(ctx, since, time.Minute) {
+					errs <- fmt.Errorf("%s: not woken after %d", nid, since)
+					sub.Close()
+					return
+				}
+				b, err := sub.Read(ctx, since, 100)
+				if err != nil || len(b.Items) == 0 {
+					errs <- fmt.Errorf("%s: read after %d: %d items, %v", nid, since, len(b.Items), err)
+					sub.Close()
+					return
+				}
+				since = b.Next
+				sub.Answered(time.Now())
+				sub.Close()
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		case err := <-errs:
+			t.Fatal(err)
+		default:
+			publish(t, st, j, 1)
+		}
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if tr := h.Transports(j.Group.ID); len(tr) != 0 {
+		t.Fatalf("streams still open after every poll closed: %v", tr)
+	}
+	for i := range pollers {
+		if nid := "n" + strconv.Itoa(i); !h.Active(j.Group.ID, nid) {
+			t.Fatalf("%s is not present right after its last poll", nid)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,21 +31,18 @@ type linkStats struct {
 	samples            [linkWindow]time.Duration
 	n, next            int
 	stalled            bool
-	// answered is when the node's last long-poll answer was written (zero: none pending).
-	answered time.Time
+	// answered is when the node's last long-poll answer was written, as time since
+	// Hub.epoch plus one (zero: none pending). Atomic: the node's readers set and take it
+	// without the group's lock.
+	answered atomic.Int64
 }
 
-// stats returns the node's window, created; h.lmu is held.
-func (h *Hub) statsLocked(gid, nid string) *linkStats {
-	nodes := h.links[gid]
-	if nodes == nil {
-		nodes = map[string]*linkStats{}
-		h.links[gid] = nodes
-	}
-	l := nodes[nid]
+// statsLocked returns the node's window, created; p.mu is held.
+func (p *presence) statsLocked(nid string) *linkStats {
+	l := p.links[nid]
 	if l == nil {
 		l = &linkStats{}
-		nodes[nid] = l
+		p.links[nid] = l
 	}
 	return l
 }
@@ -56,11 +54,19 @@ func (h *Hub) ObserveRTT(gid, nid, transport, measure string, d time.Duration) {
 	if nid == "" || d < 0 {
 		return
 	}
-	h.lmu.Lock()
-	defer h.lmu.Unlock()
-	l := h.statsLocked(gid, nid)
+	p := h.presenceOf(gid)
+	defer h.pmu.RUnlock()
+	p.observeRTT(nid, transport, measure, d)
+}
+
+func (p *presence) observeRTT(nid, transport, measure string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.statsLocked(nid)
 	if l.transport != transport || l.measure != measure {
-		*l = linkStats{transport: transport, measure: measure, answered: l.answered, stalled: l.stalled}
+		// A fresh window; stalled and a pending answer carry over.
+		l.transport, l.measure = transport, measure
+		l.samples, l.n, l.next = [linkWindow]time.Duration{}, 0, 0
 	}
 	l.samples[l.next] = d
 	l.next = (l.next + 1) % linkWindow
@@ -72,20 +78,31 @@ func (h *Hub) SetStalled(gid, nid string, stalled bool) {
 	if nid == "" {
 		return
 	}
-	h.lmu.Lock()
-	defer h.lmu.Unlock()
-	if !stalled && h.links[gid][nid] == nil {
+	if !stalled {
+		if p := h.lookup(gid); p != nil {
+			if l := p.links[nid]; l != nil {
+				l.stalled = false
+			}
+			p.mu.Unlock()
+		}
 		return
 	}
-	h.statsLocked(gid, nid).stalled = stalled
+	p := h.presenceOf(gid)
+	defer h.pmu.RUnlock()
+	p.mu.Lock()
+	p.statsLocked(nid).stalled = true
+	p.mu.Unlock()
 }
 
 // Links returns the link summary of every node of a group that has one.
 func (h *Hub) Links(gid string) map[string]Link {
-	h.lmu.Lock()
-	defer h.lmu.Unlock()
-	out := make(map[string]Link, len(h.links[gid]))
-	for nid, l := range h.links[gid] {
+	p := h.lookup(gid)
+	if p == nil {
+		return map[string]Link{}
+	}
+	defer p.mu.Unlock()
+	out := make(map[string]Link, len(p.links))
+	for nid, l := range p.links {
 		if l.n == 0 && !l.stalled {
 			continue
 		}
@@ -103,20 +120,12 @@ func (h *Hub) Links(gid string) map[string]Link {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// forgetLinksLocked drops the windows of nodes no longer present; h.pmu and h.lmu are held.
-func (h *Hub) forgetLinkLocked(gid, nid string) {
-	if _, present := h.presence[gid][nid]; present {
-		return
-	}
-	delete(h.links[gid], nid)
-	if len(h.links[gid]) == 0 {
-		delete(h.links, gid)
-	}
-}
-
 // ObserveRTT records a round trip of the reader's node over the reader's transport.
 func (s *Sub) ObserveRTT(measure string, d time.Duration) {
-	s.h.ObserveRTT(s.group, s.node, s.transport, measure, d)
+	if s.node == "" || d < 0 {
+		return
+	}
+	s.p.observeRTT(s.node, s.transport, measure, d)
 }
 
 // Stalled flags (or clears) the reader's node as no longer reading.
@@ -124,24 +133,22 @@ func (s *Sub) Stalled(stalled bool) { s.h.SetStalled(s.group, s.node, stalled) }
 
 // Answered notes that a long-poll answer was just written to the reader's node, at.
 func (s *Sub) Answered(at time.Time) {
-	if s.node == "" {
+	if s.link == nil {
 		return
 	}
-	s.h.lmu.Lock()
-	defer s.h.lmu.Unlock()
-	s.h.statsLocked(s.group, s.node).answered = at
+	s.link.answered.Store(int64(at.Sub(s.h.epoch)) + 1)
 }
 
 // PollGap returns the time from the node's last long-poll answer to now (its next poll), if
 // one is pending and came within within; the answer is consumed.
 func (s *Sub) PollGap(now time.Time, within time.Duration) (time.Duration, bool) {
-	s.h.lmu.Lock()
-	defer s.h.lmu.Unlock()
-	l := s.h.links[s.group][s.node]
-	if l == nil || l.answered.IsZero() {
+	if s.link == nil {
 		return 0, false
 	}
-	d := now.Sub(l.answered)
-	l.answered = time.Time{}
+	at := s.link.answered.Swap(0)
+	if at == 0 {
+		return 0, false
+	}
+	d := now.Sub(s.h.epoch) - time.Duration(at-1)
 	return d, d >= 0 && d <= within
 }

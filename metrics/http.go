@@ -2,12 +2,14 @@ package metrics
 
 import (
 	"bufio"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // unmatchedRoute labels requests no route matched (404s, 405s), so scanners probing random
@@ -22,18 +24,72 @@ func (m *Metrics) InstrumentHTTP(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
-			route := unmatchedRoute
-			if rc := chi.RouteContext(r.Context()); rc != nil {
-				if p := rc.RoutePattern(); p != "" {
-					route = p
-				}
-			}
-			method := normalMethod(r.Method)
-			m.httpRequests.WithLabelValues(route, method, strconv.Itoa(sw.code())).Inc()
-			m.httpDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+			c := m.httpSeries(chi.RouteContext(r.Context()), normalMethod(r.Method), sw.code())
+			c.requests.Inc()
+			c.duration.Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// httpKey identifies a request's series: the pattern parts chi matched (the route is a
+// function of them), the method and the status.
+type httpKey struct {
+	parts  [4]string
+	method string
+	code   int
+}
+
+// httpChildren are the series of one httpKey.
+type httpChildren struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// httpCacheMax bounds the series cache; the routes, methods and statuses are few.
+const httpCacheMax = 1024
+
+// httpSeries returns the request's series, resolved once per key: every request (each
+// long-poll cycle among them) would otherwise join its route pattern and hash its labels.
+// The cache is copied on write and read without a lock.
+func (m *Metrics) httpSeries(rc *chi.Context, method string, code int) httpChildren {
+	k := httpKey{method: method, code: code}
+	cacheable := rc == nil || len(rc.RoutePatterns) <= len(k.parts)
+	if cacheable && rc != nil {
+		copy(k.parts[:], rc.RoutePatterns)
+	}
+	if cacheable {
+		if by := m.httpBy.Load(); by != nil {
+			if c, ok := (*by)[k]; ok {
+				return c
+			}
+		}
+	}
+	route := unmatchedRoute
+	if rc != nil {
+		if p := rc.RoutePattern(); p != "" {
+			route = p
+		}
+	}
+	c := httpChildren{
+		requests: m.httpRequests.WithLabelValues(route, method, strconv.Itoa(code)),
+		duration: m.httpDuration.WithLabelValues(route, method),
+	}
+	if cacheable {
+		m.httpMu.Lock()
+		var old map[httpKey]httpChildren
+		if by := m.httpBy.Load(); by != nil {
+			old = *by
+		}
+		if _, ok := old[k]; !ok && len(old) < httpCacheMax { // another request may have added it
+			next := make(map[httpKey]httpChildren, len(old)+1)
+			maps.Copy(next, old)
+			next[k] = c
+			m.httpBy.Store(&next)
+		}
+		m.httpMu.Unlock()
+	}
+	return c
 }
 
 // normalMethod folds unknown methods into one label value, bounding cardinality.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,9 +100,16 @@ type Metrics struct {
 
 	// hot-path children, resolved once so ObserveDelivered does no label hashing.
 	deliveredBy map[string]deliveryChildren
+	// connBy is the same for connections (every long-poll request opens and closes one, and
+	// measures a round trip), with the open count: no label hashing and no lock shared by
+	// all connections. Read-only after New.
+	connBy map[string]*connChildren
+	// httpBy caches the HTTP request series by route, method and status (http.go); httpMu
+	// serialises its copies.
+	httpBy atomic.Pointer[map[httpKey]httpChildren]
+	httpMu sync.Mutex
 
-	mu         sync.Mutex // guards the maps below (connections and per-label totals)
-	openBy     map[string]int64
+	mu         sync.Mutex // guards the maps below (per-label totals)
 	appendedBy map[string]int64
 	publishBy  map[string]int64
 
@@ -118,6 +124,13 @@ type Metrics struct {
 	lastPurgeTook atomic.Int64 // nanoseconds
 }
 
+type connChildren struct {
+	open     prometheus.Gauge
+	accepted prometheus.Counter
+	rtt      prometheus.Observer
+	n        atomic.Int64 // open connections, for Totals
+}
+
 type deliveryChildren struct {
 	items   prometheus.Counter
 	writes  prometheus.Counter
@@ -130,7 +143,7 @@ func New(version string, src StatsSource) *Metrics {
 	m := &Metrics{
 		reg:         prometheus.NewRegistry(),
 		deliveredBy: make(map[string]deliveryChildren),
-		openBy:      make(map[string]int64),
+		connBy:      make(map[string]*connChildren),
 		appendedBy:  make(map[string]int64),
 		publishBy:   make(map[string]int64),
 	}
@@ -238,9 +251,11 @@ func New(version string, src StatsSource) *Metrics {
 	}
 
 	for _, t := range Transports {
-		m.connOpen.WithLabelValues(t)
-		m.connAccepted.WithLabelValues(t)
-		m.rtt.WithLabelValues(t)
+		m.connBy[t] = &connChildren{
+			open:     m.connOpen.WithLabelValues(t),
+			accepted: m.connAccepted.WithLabelValues(t),
+			rtt:      m.rtt.WithLabelValues(t),
+		}
 		m.deliveredBy[t] = deliveryChildren{
 			items:   m.delivered.WithLabelValues(t),
 			writes:  m.writes.WithLabelValues(t),
@@ -293,35 +308,32 @@ func (m *Metrics) RegisterDB(db *sql.DB, name string) error {
 // (Transports) are counted: the connection layer also registers the dashboard's own stream,
 // which is not a client of the relay.
 func (m *Metrics) ConnOpened(transport string) {
-	if !slices.Contains(Transports, transport) {
+	c := m.connBy[transport]
+	if c == nil {
 		return
 	}
-	m.connOpen.WithLabelValues(transport).Inc()
-	m.connAccepted.WithLabelValues(transport).Inc()
+	c.open.Inc()
+	c.accepted.Inc()
 	m.accepted.Add(1)
-	m.mu.Lock()
-	m.openBy[transport]++
-	m.mu.Unlock()
+	c.n.Add(1)
 }
 
 // ObserveRTT records one round trip of a client link (see live.Conn.ObserveRTT); only client
 // transports count, and no node is named: the per-node numbers are the hub's.
 func (m *Metrics) ObserveRTT(transport string, d time.Duration) {
-	if !slices.Contains(Transports, transport) {
-		return
+	if c := m.connBy[transport]; c != nil {
+		c.rtt.Observe(d.Seconds())
 	}
-	m.rtt.WithLabelValues(transport).Observe(d.Seconds())
 }
 
 // ConnClosed records a streaming connection ending.
 func (m *Metrics) ConnClosed(transport string) {
-	if !slices.Contains(Transports, transport) {
+	c := m.connBy[transport]
+	if c == nil {
 		return
 	}
-	m.connOpen.WithLabelValues(transport).Dec()
-	m.mu.Lock()
-	m.openBy[transport]--
-	m.mu.Unlock()
+	c.open.Dec()
+	c.n.Add(-1)
 }
 
 // ObserveDelivered records one write of n items to a client; latency is measured from
@@ -414,13 +426,10 @@ func (m *Metrics) Totals() Totals {
 	if ns := m.lastPurgeAt.Load(); ns != 0 {
 		t.LastPurgeAt = time.Unix(0, ns)
 	}
-	for _, tr := range Transports {
-		t.Connections[tr] = 0
+	for tr, c := range m.connBy {
+		t.Connections[tr] = c.n.Load()
 	}
 	m.mu.Lock()
-	for k, v := range m.openBy {
-		t.Connections[k] = v
-	}
 	for k, v := range m.appendedBy {
 		t.Appended[k] = v
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -36,45 +37,82 @@ func isProbe(path string) bool {
 func (s *Server) limit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ip := s.clientIP(r)
-		r = r.WithContext(rules.WithClient(r.Context(), ip))
+		ctx := rules.WithClient(r.Context(), ip)
 		if r.Method == http.MethodOptions || isProbe(r.URL.Path) {
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}
-		if err := s.charge(r, ip); err != nil {
-			s.writeError(w, r, err)
+		rd, err := s.charge(r, ip)
+		if err != nil {
+			s.writeError(w, r.WithContext(ctx), err)
 			return
 		}
-		next.ServeHTTP(w, r)
+		if rd != nil {
+			rd.Context = ctx
+			ctx = rd
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
-// charge takes one request from the right budget (see limit).
-func (s *Server) charge(r *http.Request, ip string) error {
+// charge takes one request from the right budget (see limit). A request charged to a node
+// returns that node as a reader of the group in its path, so a stream or long-poll handler
+// need not authenticate the same token again (openReader).
+func (s *Server) charge(r *http.Request, ip string) (*chargedReader, error) {
 	now := s.now()
 	if tok := auth.Token(r, nil); tok != "" {
 		if s.admin.Match(tok) {
 			if ok, wait := s.adminRate.Allow("admin", now); !ok {
-				return rateLimited("too many admin requests", wait)
+				return nil, rateLimited("too many admin requests", wait)
 			}
-			return nil
+			return nil, nil
 		}
 		if gid := groupOfPath(r.URL.Path); gid != "" {
 			if n, _, err := s.store.AuthenticateReader(gid, tok); err == nil {
-				if ok, wait := s.nodeRate.Allow(n.Group+"/"+n.ID, now); !ok {
-					return rateLimited("too many requests from node "+n.ID, wait)
+				if s.nodeRate.Enabled() { // the key is built only for a limit that uses it
+					if ok, wait := s.nodeRate.Allow(n.Group+"/"+n.ID, now); !ok {
+						return nil, rateLimited("too many requests from node "+n.ID, wait)
+					}
 				}
 				if ok, wait := s.groupRate.Allow(n.Group, now); !ok {
-					return rateLimited("too many requests in group "+n.Group, wait)
+					return nil, rateLimited("too many requests in group "+n.Group, wait)
 				}
-				return nil
+				return &chargedReader{gid: gid, token: tok, node: n}, nil
 			}
 		}
 	}
 	if ok, wait := s.ipRate.Allow(ip, now); !ok {
-		return rateLimited("too many requests from "+ip, wait)
+		return nil, rateLimited("too many requests from "+ip, wait)
 	}
-	return nil
+	return nil, nil
+}
+
+// chargedReader is the request's context, carrying the node charge authenticated as a reader
+// of group gid with token: one allocation rather than a value context and a boxed value.
+type chargedReader struct {
+	context.Context
+	gid, token string
+	node       rules.Node
+}
+
+type chargedKey struct{}
+
+// Value answers chargedKey with the reader itself and everything else from the parent.
+func (c *chargedReader) Value(key any) any {
+	if key == (chargedKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// chargedNode returns the node charge authenticated for this request as a reader of gid with
+// tok, if it did.
+func chargedNode(ctx context.Context, gid, tok string) (rules.Node, bool) {
+	c, _ := ctx.Value(chargedKey{}).(*chargedReader)
+	if c == nil || c.gid != gid || c.token != tok {
+		return rules.Node{}, false
+	}
+	return c.node, true
 }
 
 // groupOfPath is the group id of a /api/v1/groups/{gid}/… path, or "".

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"math"
 	"net/http"
 	"strconv"
@@ -58,17 +57,16 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		ctx, cancelWait := context.WithTimeout(c.Context(), wait)
 		// b.Next, not rd.since: nothing of the group is up to b.Next, and an older cursor
-		// behind the tail would end the wait at once.
-		err = sub.Wait(ctx, b.Next)
-		cancelWait()
+		// behind the tail would end the wait at once. A timer rather than a context with a
+		// timeout: the wait needs no context of its own.
+		came := sub.WaitFor(c.Context(), b.Next, wait)
 		shuttingDown := c.ShuttingDown()
 		c.Close()
 		if r.Context().Err() != nil && !shuttingDown {
 			return r.Context().Err() // the client went away; at shutdown it gets its page
 		}
-		if err == nil {
+		if came {
 			if b, err = sub.Read(r.Context(), b.Next, limit); err != nil {
 				return err
 			}

@@ -39,9 +39,12 @@ func (s *Server) openReader(r *http.Request, q url.Values, lastEventID string) (
 	if tok == "" {
 		return reader{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
 	}
-	n, _, err := s.store.AuthenticateReader(gid, tok)
-	if err != nil {
-		return reader{}, err
+	n, ok := chargedNode(r.Context(), gid, tok) // authenticated by limit a moment ago
+	if !ok {
+		var err error
+		if n, _, err = s.store.AuthenticateReader(gid, tok); err != nil {
+			return reader{}, err
+		}
 	}
 	raw := lastEventID
 	if raw == "" {
