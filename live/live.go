@@ -67,12 +67,32 @@ type Manager struct {
 	ctx context.Context
 	cfg Config
 
+	// Every long-poll opens and closes a connection, so nothing on that path takes a lock
+	// all connections share: the per-address counts are atomic, and the connections (for
+	// their shutdown) are spread over shards.
+	perAddr sync.Map // client address → *addrCount
+	shards  [connShards]connShard
+	next    atomic.Uint32  // the shard of the next connection
+	active  sync.WaitGroup // every connection not yet closed
+
 	mu      sync.Mutex
-	perAddr map[string]int
 	watched map[watched]*Conn // hijacked connections: WebSockets and SSE streams
-	active  sync.WaitGroup    // every connection not yet closed
 	frames  sync.Pool         // *[]byte: chunk buffers of SSE writes
 }
+
+// connShards is how many shards the registry of connections has.
+const connShards = 32
+
+// connShard holds some of the open connections and what each does at shutdown.
+type connShard struct {
+	mu     sync.Mutex
+	closed bool // shutdown swept this shard: no connection registers here any more
+	conns  map[*Conn]func()
+}
+
+// addrCount is the number of connections of one client address; -1 marks an entry being
+// removed (its count reached zero), which a new connection replaces rather than revives.
+type addrCount struct{ n atomic.Int64 }
 
 // New returns a manager whose connections end when ctx is cancelled. Run must be called for
 // WebSocket pings and stall checks.
@@ -86,8 +106,12 @@ func New(ctx context.Context, cfg Config) *Manager {
 	if cfg.Observer == nil {
 		cfg.Observer = noopObserver{}
 	}
-	m := &Manager{ctx: ctx, cfg: cfg, perAddr: map[string]int{}, watched: map[watched]*Conn{}}
+	m := &Manager{ctx: ctx, cfg: cfg, watched: map[watched]*Conn{}}
+	for i := range m.shards {
+		m.shards[i].conns = map[*Conn]func(){}
+	}
 	m.frames.New = func() any { b := make([]byte, 0, 1024); return &b }
+	context.AfterFunc(ctx, m.shutdown)
 	return m
 }
 
@@ -104,7 +128,7 @@ type Conn struct {
 	transport string
 	ctx       context.Context
 	cancel    context.CancelFunc
-	stop      func() bool
+	shard     *connShard
 	once      sync.Once
 	link      atomic.Pointer[linkBox]
 }
@@ -143,28 +167,85 @@ func (m *Manager) Open(parent context.Context, addr, transport string) (*Conn, e
 // open registers a connection; atShutdown (nil: cancel the context) runs when the server
 // shuts down.
 func (m *Manager) open(parent context.Context, addr, transport string, atShutdown func()) (*Conn, error) {
-	m.mu.Lock()
 	if m.ctx.Err() != nil {
-		m.mu.Unlock()
 		return nil, ErrShuttingDown
 	}
-	if addr != "" {
-		if m.cfg.MaxPerAddr > 0 && m.perAddr[addr] >= m.cfg.MaxPerAddr {
-			m.mu.Unlock()
-			return nil, ErrTooManyConns
-		}
-		m.perAddr[addr]++
+	if addr != "" && !m.charge(addr) {
+		return nil, ErrTooManyConns
 	}
-	m.active.Add(1)
-	m.mu.Unlock()
-	c := &Conn{m: m, addr: addr, transport: transport}
+	c := &Conn{m: m, addr: addr, transport: transport, shard: &m.shards[m.next.Add(1)%connShards]}
 	c.ctx, c.cancel = context.WithCancel(parent)
 	if atShutdown == nil {
 		atShutdown = c.cancel
 	}
-	c.stop = context.AfterFunc(m.ctx, atShutdown)
+	c.shard.mu.Lock()
+	if c.shard.closed {
+		c.shard.mu.Unlock()
+		c.cancel()
+		if addr != "" {
+			m.discharge(addr)
+		}
+		return nil, ErrShuttingDown
+	}
+	c.shard.conns[c] = atShutdown
+	m.active.Add(1)
+	c.shard.mu.Unlock()
 	m.cfg.Observer.ConnOpened(transport)
 	return c, nil
+}
+
+// shutdown runs every connection's shutdown action, each on its own goroutine (a WebSocket's
+// waits for its upgrade to finish), and closes the registry to new connections.
+func (m *Manager) shutdown() {
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		sh.closed = true
+		hooks := make([]func(), 0, len(sh.conns))
+		for _, f := range sh.conns {
+			hooks = append(hooks, f)
+		}
+		sh.mu.Unlock()
+		for _, f := range hooks {
+			go f()
+		}
+	}
+}
+
+// charge counts one more connection of addr, unless it has as many as it may.
+func (m *Manager) charge(addr string) bool {
+	for {
+		v, ok := m.perAddr.Load(addr)
+		if !ok {
+			v, _ = m.perAddr.LoadOrStore(addr, new(addrCount))
+		}
+		a := v.(*addrCount)
+		for {
+			n := a.n.Load()
+			if n < 0 {
+				break // being removed: replace it
+			}
+			if m.cfg.MaxPerAddr > 0 && n >= int64(m.cfg.MaxPerAddr) {
+				return false
+			}
+			if a.n.CompareAndSwap(n, n+1) {
+				return true
+			}
+		}
+		m.perAddr.CompareAndDelete(addr, a)
+	}
+}
+
+// discharge counts one connection of addr less, and forgets an address with none.
+func (m *Manager) discharge(addr string) {
+	v, ok := m.perAddr.Load(addr)
+	if !ok {
+		return
+	}
+	a := v.(*addrCount)
+	if a.n.Add(-1) == 0 && a.n.CompareAndSwap(0, -1) {
+		m.perAddr.CompareAndDelete(addr, a)
+	}
 }
 
 // Context ends with the connection's parent, at shutdown, or when the connection closes.
@@ -176,16 +257,14 @@ func (c *Conn) ShuttingDown() bool { return c.m.ctx.Err() != nil }
 // Close unregisters the connection and frees its address slot; it is idempotent.
 func (c *Conn) Close() {
 	c.once.Do(func() {
-		c.stop()
+		c.shard.mu.Lock()
+		delete(c.shard.conns, c)
+		c.shard.mu.Unlock()
 		c.cancel()
 		c.m.cfg.Observer.ConnClosed(c.transport)
-		c.m.mu.Lock()
 		if c.addr != "" {
-			if c.m.perAddr[c.addr]--; c.m.perAddr[c.addr] <= 0 {
-				delete(c.m.perAddr, c.addr)
-			}
+			c.m.discharge(c.addr)
 		}
-		c.m.mu.Unlock()
 		c.m.active.Done()
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -340,4 +342,46 @@ func TestStalledStreamIsDropped(t *testing.T) {
 		t.Fatalf("reason %v", st.Reason())
 	}
 	st.Release(Slow)
+}
+
+// Many connections of one address opening and closing at once never exceed its cap, and the
+// address is forgotten once it has none (long-polls do this all day).
+func TestPerAddressCapUnderChurn(t *testing.T) {
+	t.Parallel()
+	const limit = 8
+	m := New(context.Background(), Config{MaxPerAddr: limit})
+	var open, most atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 300 {
+				c, err := m.Open(context.Background(), "10.0.0.9", "longpoll")
+				if err != nil {
+					if !errors.Is(err, ErrTooManyConns) {
+						t.Error(err)
+					}
+					continue
+				}
+				n := open.Add(1)
+				for o := most.Load(); n > o && !most.CompareAndSwap(o, n); o = most.Load() {
+				}
+				open.Add(-1)
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if most.Load() > limit {
+		t.Fatalf("%d connections of one address were open at once, cap %d", most.Load(), limit)
+	}
+	if _, ok := m.perAddr.Load("10.0.0.9"); ok {
+		t.Fatal("an address with no connection is still counted")
+	}
+	for range limit {
+		if _, err := m.Open(context.Background(), "10.0.0.9", "sse"); err != nil {
+			t.Fatalf("after the churn: %v", err)
+		}
+	}
 }
