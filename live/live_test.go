@@ -84,8 +84,8 @@ func TestShutdownEndsConnectionsAndRefusesNewOnes(t *testing.T) {
 
 func TestReasonsAreDistinct(t *testing.T) {
 	t.Parallel()
-	seen := map[websocket.StatusCode]string{}
-	for _, r := range []Reason{Ended, Shutdown, Slow, Reset, Internal, BadFrame, PeerGone} {
+	seen := map[uint16]string{}
+	for _, r := range []Reason{Ended, Shutdown, Slow, Reset, Internal, BadFrame, TooBig, Protocol, PeerGone} {
 		if other, dup := seen[r.Code]; dup {
 			t.Errorf("%q and %q share close code %d", r.Text, other, r.Code)
 		}
@@ -99,7 +99,7 @@ func socketPair(t *testing.T, m *Manager) (*Socket, *websocket.Conn) {
 	t.Helper()
 	accepted := make(chan *Socket, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := m.Accept(w, r, "127.0.0.1", "ws", &AcceptOptions{CompressionMode: websocket.CompressionDisabled}, nil)
+		s, err := m.Accept(w, r, "127.0.0.1", "ws", nil, nil)
 		if err != nil {
 			t.Error(err)
 			return
@@ -160,11 +160,7 @@ func TestShutdownClosesSocketsWith1012(t *testing.T) {
 	s, client := socketPair(t, m)
 	go func() {
 		// The server's reader, as every adapter has one: it answers the close handshake.
-		for {
-			if _, _, err := s.WS().Read(context.Background()); err != nil {
-				return
-			}
-		}
+		s.Serve(func(MessageType, []byte) (Reason, bool) { return Reason{}, false })
 	}()
 	cancel()
 	_, _, err := client.Read(context.Background())

@@ -1,69 +1,117 @@
 package live
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"fmt"
+	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 )
 
 // Socket is a registered WebSocket connection: the manager pings it, drops it when its writes
-// stall and closes it at shutdown. Writes are serialised here, so the stall detector always
-// times the write in progress.
+// stall and closes it at shutdown. It is built on gobwas/ws's frame functions rather than on
+// a connection object, so that an idle socket holds only what it needs: the network
+// connection, this struct and one reader goroutine parked at a shallow depth (Serve), no
+// buffers (frames are built in pooled buffers and read straight from the connection) and no
+// timer. Writes are serialised here, so the stall detector always times the write in
+// progress.
 type Socket struct {
 	*Conn
 	writeGuard
-	ws  *websocket.Conn
-	log *slog.Logger
+	nc          net.Conn
+	log         *slog.Logger
+	subprotocol string
+	readLimit   atomic.Int64
+	pre         []byte // bytes the HTTP server read past the upgrade request, read first
 
+	// pingSent is the send time (unix nanos) of the ping awaiting its pong, 0 when none;
+	// the pong carries it back, which times the round trip.
+	pingSent  atomic.Int64
+	sentClose atomic.Bool // a close frame went out: nothing more may be written
 	closeOnce sync.Once
 	reason    atomic.Pointer[Reason]
 }
 
 // AcceptOptions are the upgrade options of Accept.
-type AcceptOptions = websocket.AcceptOptions
+type AcceptOptions struct {
+	// Subprotocols are those the server speaks; the first one the client offers is chosen.
+	Subprotocols []string
+}
+
+// MessageType is a WebSocket data message's type.
+type MessageType int
+
+// The data message types.
+const (
+	Text   MessageType = MessageType(ws.OpText)
+	Binary MessageType = MessageType(ws.OpBinary)
+)
+
+// defaultReadLimit bounds a client message when SetReadLimit was not called.
+const defaultReadLimit = 32 << 10
+
+// closeWait is how long a socket that sent its close frame waits for the client's.
+const closeWait = 2 * time.Second
 
 // Accept upgrades the request to a WebSocket registered as transport for client address addr.
 // On error the client has been answered (an upgrade failure) or err is ErrTooManyConns or
 // ErrShuttingDown, checked before the upgrade so the caller can answer it. The socket's
-// context does not end with the request: a hijacked connection outlives its handler.
+// context does not end with the request: a hijacked connection outlives its handler. The
+// caller runs Serve on some goroutine and calls Release when done.
 func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport string, opts *AcceptOptions, log *slog.Logger) (*Socket, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts == nil {
+		opts = &AcceptOptions{}
+	}
 	s := &Socket{log: log}
-	// Shutdown closes the socket with 1012 rather than cancelling its context: a read whose
-	// context ends drops the connection without a close frame, and clients should be told to
-	// reconnect. ready holds that close back until the upgrade is done.
+	s.readLimit.Store(defaultReadLimit)
+	// Shutdown closes the socket with 1012 rather than cancelling its context: clients should
+	// be told to reconnect. ready holds that close back until the upgrade is done.
 	ready := make(chan struct{})
 	c, err := m.open(context.Background(), addr, transport, func() { <-ready; s.Close(Shutdown) })
 	if err != nil {
 		return nil, err
 	}
 	s.Conn = c
-	ws, err := websocket.Accept(smallBuffers{w}, r, opts)
+	u := ws.HTTPUpgrader{}
+	if len(opts.Subprotocols) > 0 {
+		u.Protocol = func(p string) bool { return slices.Contains(opts.Subprotocols, p) }
+	}
+	nc, brw, hs, err := u.Upgrade(r, w)
 	if err != nil {
+		// The upgrader has answered the client (a 4xx naming what was wrong).
+		if nc != nil {
+			nc.Close()
+		}
 		s.closeOnce.Do(func() {}) // the shutdown hook has no socket to close
 		close(ready)
 		c.Close()
 		return nil, errUpgrade{err}
 	}
-	s.ws = ws
+	if n := brw.Reader.Buffered(); n > 0 {
+		// A client may send its first frames right behind the request.
+		b, _ := brw.Reader.Peek(n)
+		s.pre = bytes.Clone(b)
+	}
+	// net/http's buffers are dropped here: frames are read from and written to nc directly.
+	s.nc, s.subprotocol = nc, hs.Protocol
 	m.watch(s, c)
 	close(ready)
 	return s, nil
 }
 
-// errUpgrade is a failed upgrade, already answered by the library.
+// errUpgrade is a failed upgrade, already answered.
 type errUpgrade struct{ err error }
 
 func (e errUpgrade) Error() string { return "websocket upgrade: " + e.err.Error() }
@@ -75,39 +123,201 @@ func Answered(err error) bool {
 	return ok
 }
 
-// WS is the underlying connection, for reads and settings.
-func (s *Socket) WS() *websocket.Conn { return s.ws }
+// Subprotocol is the subprotocol agreed at the upgrade ("" for none).
+func (s *Socket) Subprotocol() string { return s.subprotocol }
+
+// SetReadLimit bounds one message from the client: a bigger one closes the socket with 1009.
+func (s *Socket) SetReadLimit(n int64) { s.readLimit.Store(n) }
 
 // Write sends one text message. It arms no timer: a write that stalls is cut off by the
-// manager's ticker (Slow), and Close ends a write in progress by closing the socket.
-func (s *Socket) Write(b []byte) error {
-	return s.write(s.Conn, func() error { return s.ws.Write(context.Background(), websocket.MessageText, b) })
+// manager's ticker (Slow), and Drop ends a write in progress by closing the connection.
+func (s *Socket) Write(b []byte) error { return s.writeFrame(ws.OpText, b) }
+
+// errClosing refuses writes after the close frame.
+var errClosing = errors.New("websocket is closing")
+
+// writeFrame sends one unmasked, final frame in one write.
+func (s *Socket) writeFrame(op ws.OpCode, payload []byte) error {
+	return s.write(s.Conn, func() error {
+		if s.sentClose.Load() {
+			return errClosing
+		}
+		if op == ws.OpClose {
+			s.sentClose.Store(true)
+		}
+		return s.sendFrame(op, payload)
+	})
 }
 
-// tick pings the peer (called by the manager's ticker, once per interval).
-func (s *Socket) tick(every time.Duration) { go s.ping(every) }
+// sendFrame writes a frame; the caller holds the write guard.
+func (s *Socket) sendFrame(op ws.OpCode, payload []byte) error {
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
+	fp := s.m.frames.Get().(*[]byte)
+	defer s.m.frames.Put(fp)
+	frame := bytes.NewBuffer((*fp)[:0])
+	frame.Grow(ws.HeaderSize(h) + len(payload))
+	if err := ws.WriteHeader(frame, h); err != nil {
+		return err
+	}
+	frame.Write(payload)
+	_, err := s.nc.Write(frame.Bytes())
+	*fp = frame.Bytes()[:0]
+	return err
+}
 
-func (s *Socket) ping(within time.Duration) {
-	ctx, cancel := context.WithTimeout(s.ctx, within)
-	defer cancel()
-	start := time.Now()
-	if err := s.ws.Ping(ctx); err != nil {
+// tick is the manager's ticker's visit, once per interval: a ping still unanswered since
+// the last visit means the peer is gone; otherwise a new ping goes out (on its own
+// goroutine: a write may block).
+func (s *Socket) tick(time.Duration) {
+	if s.pingSent.Load() != 0 {
 		if s.ctx.Err() == nil {
 			s.Drop(Reset)
 		}
 		return
 	}
-	// Ping returns when the pong arrives: the time between is the round trip (plus the wait
-	// for a write in progress, which a stalled socket's pong also waits for).
-	s.ObserveRTT("ping", time.Since(start))
+	go s.ping()
 }
 
-// Close ends the connection once, with a close frame carrying the reason, and unregisters it.
+// ping sends a ping carrying its send time; the pong that carries it back is the round trip
+// (plus the wait for a write in progress, which a stalled socket's pong also waits for).
+func (s *Socket) ping() {
+	now := time.Now().UnixNano()
+	s.pingSent.Store(now)
+	var p [8]byte
+	binary.BigEndian.PutUint64(p[:], uint64(now))
+	if err := s.writeFrame(ws.OpPing, p[:]); err != nil && s.ctx.Err() == nil && !errors.Is(err, errClosing) {
+		s.Drop(Reset)
+	}
+}
+
+// pong takes a pong's payload: the round trip of the ping it answers.
+func (s *Socket) pong(p []byte) {
+	if len(p) != 8 {
+		return // not an answer to meshbox's ping (unsolicited pongs are allowed)
+	}
+	sent := int64(binary.BigEndian.Uint64(p))
+	if s.pingSent.CompareAndSwap(sent, 0) {
+		s.ObserveRTT("ping", time.Since(time.Unix(0, sent)))
+	}
+}
+
+// Serve reads the client's messages and hands each data message to handle, until the client
+// closes the connection or breaks the protocol, the socket ends, or handle asks to end (its
+// Reason, true). It answers pings and the close handshake itself and returns why it ended.
+// Between messages it waits at a shallow depth, so an idle socket's goroutine keeps the
+// smallest stack.
+func (s *Socket) Serve(handle func(typ MessageType, data []byte) (Reason, bool)) Reason {
+	var first [1]byte
+	for {
+		src := io.Reader(s.nc)
+		if len(s.pre) == 0 {
+			if _, err := s.nc.Read(first[:]); err != nil {
+				return PeerGone
+			}
+			src = io.MultiReader(bytes.NewReader(first[:]), s.nc)
+		} else {
+			src = io.MultiReader(bytes.NewReader(s.pre), s.nc)
+			s.pre = nil
+		}
+		typ, data, why, ok := s.readMessage(src)
+		if !ok {
+			return why
+		}
+		if typ == 0 {
+			continue // only control frames arrived
+		}
+		if why, end := handle(typ, data); end {
+			return why
+		}
+	}
+}
+
+// readMessage reads frames from src until a whole data message (typ 0: only control frames,
+// which it handles). ok false ends the connection with why.
+func (s *Socket) readMessage(src io.Reader) (typ MessageType, data []byte, why Reason, ok bool) {
+	state := ws.StateServerSide
+	limit := s.readLimit.Load()
+	for {
+		h, err := ws.ReadHeader(src)
+		if err != nil {
+			return 0, nil, PeerGone, false
+		}
+		if err := ws.CheckHeader(h, state); err != nil {
+			return 0, nil, Protocol, false
+		}
+		if h.OpCode.IsControl() {
+			p := make([]byte, h.Length) // at most 125 bytes (CheckHeader)
+			if _, err := io.ReadFull(src, p); err != nil {
+				return 0, nil, PeerGone, false
+			}
+			ws.Cipher(p, h.Mask, 0)
+			switch h.OpCode {
+			case ws.OpPing:
+				if err := s.writeFrame(ws.OpPong, p); err != nil && !errors.Is(err, errClosing) {
+					return 0, nil, PeerGone, false
+				}
+			case ws.OpPong:
+				s.pong(p)
+			case ws.OpClose:
+				// The client's close: answered with its code (or our own if ours went first),
+				// then the connection ends.
+				code, text := ws.ParseCloseFrameData(p)
+				if err := ws.CheckCloseFrameData(code, text); err != nil && len(p) > 0 {
+					return 0, nil, Protocol, false
+				}
+				s.closeWith(PeerGone, uint16(code))
+				return 0, nil, PeerGone, false
+			}
+			if !state.Fragmented() {
+				return 0, nil, Reason{}, true
+			}
+			continue
+		}
+		if int64(len(data))+h.Length > limit {
+			return 0, nil, TooBig, false
+		}
+		if h.OpCode != ws.OpContinuation {
+			typ = MessageType(h.OpCode)
+		}
+		n := len(data)
+		data = slices.Grow(data, int(h.Length))[:n+int(h.Length)]
+		if _, err := io.ReadFull(src, data[n:]); err != nil {
+			return 0, nil, PeerGone, false
+		}
+		ws.Cipher(data[n:], h.Mask, 0)
+		if h.Fin {
+			return typ, data, Reason{}, true
+		}
+		state = state.Set(ws.StateFragmented)
+	}
+}
+
+// Close ends the connection once, with a close frame carrying the reason, and unregisters
+// it. The client's answer (or closeWait) ends the reader, whose owner then releases the
+// socket.
 func (s *Socket) Close(why Reason) {
+	s.closeWith(why, 0)
+}
+
+// closeWith ends the socket for why. echo (non-zero) is the code of the client's close frame,
+// which the server's close frame answers with; a client close without a code gets an empty
+// one.
+func (s *Socket) closeWith(why Reason, echo uint16) {
 	s.closeOnce.Do(func() {
 		s.reason.Store(&why)
 		s.log.Debug("websocket closed", "code", int(why.Code), "reason", why.Text)
-		s.ws.Close(why.Code, why.Text)
+		body := ws.NewCloseFrameBody(ws.StatusCode(why.Code), why.Text)
+		switch {
+		case echo != 0:
+			body = ws.NewCloseFrameBody(ws.StatusCode(echo), "")
+		case why == PeerGone:
+			body = nil // the client closed without a code
+		}
+		// A write stuck behind a client that reads nothing fails at this deadline, and so does
+		// the close frame: the socket ends either way.
+		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = s.writeFrame(ws.OpClose, body)
+		_ = s.nc.SetReadDeadline(time.Now().Add(closeWait))
 		s.end()
 	})
 }
@@ -118,13 +328,13 @@ func (s *Socket) Drop(why Reason) {
 	s.closeOnce.Do(func() {
 		s.reason.Store(&why)
 		s.log.Debug("websocket dropped", "code", int(why.Code), "reason", why.Text)
+		s.nc.Close()
 		s.end()
 	})
 }
 
 func (s *Socket) end() {
 	s.cancel()
-	s.ws.CloseNow()
 	s.m.unwatch(s)
 }
 
@@ -137,44 +347,10 @@ func (s *Socket) Reason() Reason {
 }
 
 // Release ends the socket (without a handshake, if it has not ended yet: its reader is done,
-// so nobody would read the answer) and frees its registration; call it once the connection's
-// goroutines are done.
+// so nobody would read the answer), closes the connection and frees its registration; call
+// it once the connection's goroutines are done.
 func (s *Socket) Release(why Reason) {
 	s.Drop(why)
+	s.nc.Close()
 	s.Conn.Close()
-}
-
-// WebSocket connection buffers. A connection keeps the buffers it is given at the upgrade for
-// its whole life; net/http hands over 4 KiB for each direction, most of an idle connection's
-// memory. Reading needs little (a reader gets only pongs; bigger client messages are read
-// through it), and a frame of a few items fits the write buffer, so it still goes out in one
-// write.
-const (
-	wsReadBuffer  = 512
-	wsWriteBuffer = 1024
-)
-
-// smallBuffers gives websocket.Accept a hijacked connection with small buffers instead of
-// net/http's; bytes the HTTP server had already read past the request are kept in front of the
-// connection.
-type smallBuffers struct{ http.ResponseWriter }
-
-// Hijack takes the connection over from the HTTP server.
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	br := bufio.NewReaderSize(conn, wsReadBuffer)
-	if n := brw.Reader.Buffered(); n > 0 {
-		// Move them into the new buffer (Accept takes what is buffered, then reads the
-		// connection): peeking reads them all from the bytes reader, none from the connection.
-		b, _ := brw.Reader.Peek(n)
-		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn), max(wsReadBuffer, n))
-		if _, err := br.Peek(n); err != nil {
-			conn.Close()
-			return nil, nil, fmt.Errorf("websocket upgrade: keep buffered bytes: %w", err)
-		}
-	}
-	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
 }

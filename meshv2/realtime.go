@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	graphql "github.com/graph-gophers/graphql-go"
 )
 
@@ -125,11 +124,10 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusForbidden, "WebSocketDisabled", "WebSocket is disabled on this server: poll instead")
 		return
 	}
+	// The editor is served from another origin by design; access is governed by the API
+	// key, not by the page's origin.
 	ws, err := h.conns.Accept(w, r, h.cfg.ClientIP(r), "graphql_ws", &live.AcceptOptions{
 		Subprotocols: []string{rtSubprotocol},
-		// The editor is served from another origin by design; access is governed by the
-		// API key, not by the page's origin.
-		InsecureSkipVerify: true,
 	}, h.log)
 	if err != nil {
 		if !live.Answered(err) {
@@ -141,12 +139,11 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	ws.WS().SetReadLimit(rtReadLimit)
+	ws.SetReadLimit(rtReadLimit)
 
 	// The connection lives until the client goes, the server shuts down or a write fails.
-	// Reads do not use this context: coder/websocket drops the connection without a close
-	// frame when a read's context ends, and clients should get 1012 on shutdown (the socket
-	// sends it) so they reconnect.
+	// The socket's reader does not end with this context: clients should get 1012 on
+	// shutdown (the socket sends it) so they reconnect.
 	ctx, cancel := context.WithCancel(withCaller(r.Context(), caller{domain: h.cfg.DomainFor(r), ip: h.cfg.ClientIP(r)}))
 	ctx = context.WithValue(ctx, socketKey{}, ws)
 	stopSock := context.AfterFunc(ws.Context(), cancel)
@@ -291,24 +288,21 @@ func (c *rtConn) sendError(id, kind, msg string) bool {
 // readLoop reads the client's messages until the connection ends; flush reports that what
 // is queued must still be sent (the client is being told why it is closed).
 func (c *rtConn) readLoop() (flush bool) {
-	for {
-		typ, b, err := c.ws.WS().Read(context.Background())
-		if err != nil {
-			return false
-		}
-		if typ != websocket.MessageText {
+	c.ws.Serve(func(typ live.MessageType, b []byte) (live.Reason, bool) {
+		if typ != live.Text {
 			c.sendError("", "UnsupportedOperation", "binary messages are not supported")
-			continue
+			return live.Reason{}, false
 		}
 		var m rtMessage
 		if err := json.Unmarshal(b, &m); err != nil {
 			c.sendError("", "MessageParsingError", "message is not valid JSON")
-			continue
+			return live.Reason{}, false
 		}
-		if ok, flush := c.handle(m); !ok {
-			return flush
-		}
-	}
+		ok, f := c.handle(m)
+		flush = f
+		return live.PeerGone, !ok
+	})
+	return flush
 }
 
 // handle answers one client message; ok false ends the connection, after what is queued

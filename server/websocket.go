@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/coder/websocket"
-
 	"meshbox/apierror"
 	"meshbox/hub"
 	"meshbox/live"
@@ -33,18 +31,15 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sock, err := s.live.Accept(w, r, s.clientIP(r), "ws", &live.AcceptOptions{
-		// Pages of any origin may connect: access is by token, never by cookie.
-		InsecureSkipVerify: true,
-		CompressionMode:    websocket.CompressionDisabled,
-	}, s.log)
+	// Pages of any origin may connect: access is by token, never by cookie.
+	sock, err := s.live.Accept(w, r, s.clientIP(r), "ws", nil, s.log)
 	if err != nil {
 		if live.Answered(err) || errors.Is(err, live.ErrShuttingDown) {
 			return nil
 		}
 		return err
 	}
-	sock.WS().SetReadLimit(s.cfg.MaxBodyBytes)
+	sock.SetReadLimit(s.cfg.MaxBodyBytes)
 	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
 	sock.SetLink(sub) // the pinger's round trips and stall flags go to the node's presence
 	p := &pump{s: s, sub: sub, out: sock, transport: "ws", write: func(buf []byte, b hub.Batch) ([]byte, error) {
@@ -73,7 +68,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	// idle that is the only goroutine the connection holds: items go out through the pump.
 	go func() {
 		p.start(rd.since)
-		why := s.wsReadLoop(sock.Context(), sock.WS(), rd.node, sock.Write)
+		why := sock.Serve(s.wsHandler(sock.Context(), rd.node, sock.Write))
 		sock.Close(why)
 		p.stop()
 		sock.Release(why)
@@ -81,9 +76,9 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// wsReadLoop answers the client's messages, each after its write committed. It returns the
-// reason the connection should end with.
-func (s *Server) wsReadLoop(ctx context.Context, c *websocket.Conn, n rules.Node, send func([]byte) error) live.Reason {
+// wsHandler answers the client's messages, each after its write committed; a message that
+// must end the connection returns the reason to end it with.
+func (s *Server) wsHandler(ctx context.Context, n rules.Node, send func([]byte) error) func(live.MessageType, []byte) (live.Reason, bool) {
 	reply := func(v any) {
 		b, err := json.Marshal(v)
 		if err == nil {
@@ -97,51 +92,48 @@ func (s *Server) wsReadLoop(ctx context.Context, c *websocket.Conn, n rules.Node
 		}
 		reply(map[string]any{"type": "error", "id": rawID(id), "error": map[string]string{"code": a.Code, "message": a.Message}})
 	}
-	for {
-		typ, data, err := c.Read(ctx)
-		if err != nil {
-			return live.PeerGone
-		}
-		if typ == websocket.MessageText && !utf8.Valid(data) {
+	return func(typ live.MessageType, data []byte) (live.Reason, bool) {
+		if typ == live.Text && !utf8.Valid(data) {
 			// RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection with 1007;
 			// storing it with U+FFFD in place would change what the client sent.
 			s.obs.ObserveRejected("bad_request")
-			return live.BadFrame
+			return live.BadFrame, true
 		}
-		if typ != websocket.MessageText {
+		if typ != live.Text {
 			fail(nil, errorf(http.StatusBadRequest, "bad_message", "messages must be JSON text frames"))
-			continue
+			return live.Reason{}, false
 		}
 		var m wsIn
 		if err := json.Unmarshal(data, &m); err != nil {
 			// A field of the wrong type still leaves the id decoded: answer with it.
 			fail(m.ID, decodeError(err))
-			continue
+			return live.Reason{}, false
 		}
 		switch m.Type {
 		case "publish":
 			cursors, err := s.publishEvents(ctx, n, m.Events)
 			if err != nil {
 				fail(m.ID, err)
-				continue
+				break
 			}
 			reply(map[string]any{"type": "ack", "id": rawID(m.ID), "cursors": cursors})
 		case "data":
 			cursor, err := s.setNodeData(ctx, n, m.Data)
 			if err != nil {
 				fail(m.ID, err)
-				continue
+				break
 			}
 			reply(map[string]any{"type": "ack", "id": rawID(m.ID), "cursors": []int64{cursor}})
 		case "heartbeat":
 			if _, _, err := s.store.Heartbeat(ctx, n.Group, n.ID); err != nil {
 				fail(m.ID, err)
-				continue
+				break
 			}
 			reply(map[string]any{"type": "ack", "id": rawID(m.ID), "cursors": []int64{}})
 		default:
 			fail(m.ID, errorf(http.StatusBadRequest, "bad_message", "unknown message type "+strconv.Quote(m.Type)+": use publish, data or heartbeat"))
 		}
+		return live.Reason{}, false
 	}
 }
 

@@ -1,0 +1,203 @@
+package live
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
+)
+
+// serveEcho accepts sockets through m and echoes every message back, uppercased for text.
+func serveEcho(t *testing.T, m *Manager, opts *AcceptOptions, limit int64) (*httptest.Server, chan Reason) {
+	t.Helper()
+	ended := make(chan Reason, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := m.Accept(w, r, "127.0.0.1", "ws", opts, nil)
+		if err != nil {
+			return
+		}
+		if limit > 0 {
+			s.SetReadLimit(limit)
+		}
+		go func() {
+			why := s.Serve(func(typ MessageType, b []byte) (Reason, bool) {
+				if typ == Text {
+					b = []byte(strings.ToUpper(string(b)))
+				}
+				if string(b) == "BYE" {
+					return Ended, true
+				}
+				s.writeFrame(ws.OpCode(typ), b)
+				return Reason{}, false
+			})
+			s.Close(why)
+			ended <- why
+			s.Release(why)
+		}()
+	}))
+	t.Cleanup(srv.Close)
+	return srv, ended
+}
+
+// A real client's messages reach the handler whole (also fragmented ones, which the client
+// sends for a message written in parts), in both types, and the answers reach the client.
+func TestSocketMessages(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	srv, ended := serveEcho(t, m, nil, 0)
+	c, _, err := websocket.Dial(context.Background(), "ws"+srv.URL[4:], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	ctx := context.Background()
+	if err := c.Write(ctx, websocket.MessageText, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Writer(ctx, websocket.MessageText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("ab", 10_000)
+	for i := 0; i < len(big); i += 1000 {
+		w.Write([]byte(big[i : i+1000]))
+	}
+	w.Close()
+	c.Write(ctx, websocket.MessageBinary, []byte{0, 1, 2})
+	for _, want := range []string{"HELLO", strings.ToUpper(big), "\x00\x01\x02"} {
+		typ, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != want || (want[0] == 0) != (typ == websocket.MessageBinary) {
+			t.Fatalf("got %v %d bytes, want %d bytes", typ, len(b), len(want))
+		}
+	}
+	// A handler that ends the connection closes it with its reason.
+	c.Write(ctx, websocket.MessageText, []byte("bye"))
+	_, _, err = c.Read(ctx)
+	if websocket.CloseStatus(err) != websocket.StatusCode(Ended.Code) {
+		t.Fatalf("close %v, want %d", err, Ended.Code)
+	}
+	if why := <-ended; why != Ended {
+		t.Fatalf("ended with %v", why)
+	}
+}
+
+// A client's close is answered (its Close returns cleanly) and ends the reader; a message
+// over the limit closes with 1009.
+func TestSocketCloseHandshakeAndLimit(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	srv, ended := serveEcho(t, m, nil, 100)
+	c, _, err := websocket.Dial(context.Background(), "ws"+srv.URL[4:], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(websocket.StatusNormalClosure, "done"); err != nil {
+		t.Fatalf("the close handshake failed: %v", err)
+	}
+	if why := <-ended; why != PeerGone {
+		t.Fatalf("ended with %v, want %v", why, PeerGone)
+	}
+	c, _, err = websocket.Dial(context.Background(), "ws"+srv.URL[4:], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.Write(context.Background(), websocket.MessageText, []byte(strings.Repeat("x", 101)))
+	_, _, err = c.Read(context.Background())
+	if websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Fatalf("close %v, want 1009", err)
+	}
+	<-ended
+}
+
+// The subprotocol the client offers and the server speaks is agreed.
+func TestSocketSubprotocol(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	srv, _ := serveEcho(t, m, &AcceptOptions{Subprotocols: []string{"graphql-ws"}}, 0)
+	c, _, err := websocket.Dial(context.Background(), "ws"+srv.URL[4:], &websocket.DialOptions{Subprotocols: []string{"graphql-ws"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if c.Subprotocol() != "graphql-ws" {
+		t.Fatalf("subprotocol %q", c.Subprotocol())
+	}
+}
+
+// Frames a client sends right behind its upgrade request (read ahead by the HTTP server) are
+// not lost.
+func TestSocketKeepsBytesSentWithTheUpgrade(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	srv, _ := serveEcho(t, m, nil, 0)
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	var frame strings.Builder
+	ws.WriteFrame(&frame, ws.MaskFrame(ws.NewTextFrame([]byte("early"))))
+	if _, err := io.WriteString(nc, req+frame.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	f, err := ws.ReadFrame(br)
+	if err != nil || string(f.Payload) != "EARLY" {
+		t.Fatalf("echo of the early frame: %q %v", f.Payload, err)
+	}
+}
+
+// recLink records what the manager learns of a connection.
+type recLink struct{ rtts chan time.Duration }
+
+func (l *recLink) ObserveRTT(_ string, d time.Duration) { l.rtts <- d }
+func (l *recLink) Stalled(bool) {}
+
+// A ping answered by the client gives a round trip; a ping left unanswered until the next
+// tick drops the socket (Reset).
+func TestSocketPings(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	s, client := socketPair(t, m)
+	l := &recLink{rtts: make(chan time.Duration, 4)}
+	s.SetLink(l)
+	go s.Serve(func(MessageType, []byte) (Reason, bool) { return Reason{}, false })
+	reading := make(chan struct{})
+	go func() { // the client answers pings while it reads
+		close(reading)
+		client.Read(context.Background())
+	}()
+	<-reading
+	s.tick(time.Second)
+	if d := <-l.rtts; d <= 0 {
+		t.Fatalf("round trip %v", d)
+	}
+	if s.pingSent.Load() != 0 {
+		t.Fatal("the answered ping is still awaited")
+	}
+	// A ping nobody answers: the peer is gone at the next tick.
+	s.pingSent.Store(time.Now().UnixNano())
+	s.tick(time.Second)
+	if s.Reason() != Reset {
+		t.Fatalf("reason %v, want %v", s.Reason(), Reset)
+	}
+}
