@@ -1,6 +1,5 @@
 package live
 
-
 // Reason is why a connection ended: a WebSocket close code and text, distinct per cause (as
 // centrifuge's disconnect codes are), so a client and a log can tell a slow client from a
 // restart.

@@ -170,7 +170,7 @@ func TestSocketKeepsBytesSentWithTheUpgrade(t *testing.T) {
 type recLink struct{ rtts chan time.Duration }
 
 func (l *recLink) ObserveRTT(_ string, d time.Duration) { l.rtts <- d }
-func (l *recLink) Stalled(bool) {}
+func (l *recLink) Stalled(bool)                         {}
 
 // A ping answered by the client gives a round trip; a ping left unanswered until the next
 // tick drops the socket (Reset).
