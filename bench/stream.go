@@ -278,6 +278,9 @@ func (r *reader) followSSE(ctx context.Context, c *client, since int64, connecte
 			return since, fmt.Errorf("sse read: %w", err)
 		}
 		recv := time.Now()
+		if ev.Event == "ping" {
+			continue // meshbox's heartbeat (its time, for clients that echo it): no item
+		}
 		r.stats.frames.Add(1)
 		if ev.Event == "reset" {
 			r.stats.resets.Add(1)

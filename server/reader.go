@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -90,6 +91,64 @@ func (s *Server) delivered(transport string, items []stream.Item) {
 	}
 }
 
+// flushers runs pumps' flushes on goroutines that are kept after each one, so that a busy
+// fan-out (1,000 readers of one group, every item) reuses goroutines whose stacks have already
+// grown to a write's depth rather than starting (and growing) 1,000 new ones per item: that
+// was a tenth of the server's CPU. A flush that blocks on a slow client holds only its own
+// goroutine; another starts for the next job. Waiting workers cost no timer: reap retires
+// idle ones, so none is left when nothing is delivered.
+type flushers struct {
+	jobs chan *pump      // unbuffered: a job goes to a worker already waiting for one; nil retires it
+	idle atomic.Int64    // workers waiting for a job
+	stop <-chan struct{} // the server's end: waiting workers leave
+}
+
+// flusherIdle is how often half of the waiting workers are retired.
+const flusherIdle = time.Second
+
+// run flushes p on a waiting worker, or on a new one.
+func (f *flushers) run(p *pump) {
+	select {
+	case f.jobs <- p:
+	default:
+		go f.work(p)
+	}
+}
+
+func (f *flushers) work(p *pump) {
+	for p != nil {
+		p.flush()
+		f.idle.Add(1)
+		select {
+		case p = <-f.jobs:
+		case <-f.stop:
+			p = nil
+		}
+		f.idle.Add(-1)
+	}
+}
+
+// reap retires half of the waiting workers every flusherIdle until stop: a pool that a burst
+// grew shrinks back within seconds once deliveries calm down.
+func (f *flushers) reap() {
+	t := time.NewTicker(flusherIdle)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+			for n := (f.idle.Load() + 1) / 2; n > 0; n-- {
+				select {
+				case f.jobs <- nil:
+				default:
+					n = 0 // none waiting any more
+				}
+			}
+		}
+	}
+}
+
 // outlet is a hijacked connection a pump writes to: a live.Socket or a live.Stream.
 type outlet interface {
 	Context() context.Context
@@ -146,7 +205,7 @@ func (p *pump) wake() {
 		return
 	}
 	p.flushes.Add(1)
-	go p.flush()
+	p.s.flushers.run(p)
 }
 
 func (p *pump) flush() {

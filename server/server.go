@@ -85,6 +85,7 @@ type Server struct {
 	conns     *connBudget
 	live      *live.Manager
 	frames    sync.Pool // *[]byte frame buffers, shared so idle connections hold none
+	flushers  flushers  // the goroutines that deliver to WebSockets and SSE streams
 	bodies    sync.Pool // *bytes.Buffer for request bodies
 	handler   http.Handler
 }
@@ -112,7 +113,9 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 		conns:     &connBudget{budget: connBudgetFor(cfg.MaxConns)},
 		live:      deps.Conns,
 		clients:   Clients(cfg),
+		flushers:  flushers{jobs: make(chan *pump), stop: ctx.Done()},
 	}
+	go s.flushers.reap()
 	if s.live == nil {
 		s.live = live.New(ctx, LiveConfig(cfg, deps.Observer))
 	}
