@@ -59,6 +59,23 @@ func (k *Keyed) Allow(key string, now time.Time) (ok bool, retryAfter time.Durat
 	return true, 0
 }
 
+// Charge takes one event from key's bucket at now even when none is left (the bucket goes
+// into debt, so the key's next events wait longer): for events that happened elsewhere and
+// cannot be refused, such as another instance's.
+func (k *Keyed) Charge(key string, now time.Time) {
+	if !k.Enabled() {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b := k.buckets[key]
+	if b == nil {
+		b = rate.NewLimiter(k.limit, k.burst)
+		k.buckets[key] = b
+	}
+	b.ReserveN(now, 1)
+}
+
 // Len is the number of buckets held (for tests of the sweep).
 func (k *Keyed) Len() int {
 	k.mu.Lock()

@@ -105,6 +105,7 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 	if len(ens) == 0 {
 		return
 	}
+	e.chargeOthers(ens)
 	t := e.newTx()
 	var items []stream.Item
 	var purged int64
@@ -136,6 +137,32 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 	}
 	if purged > 0 {
 		e.hooks.OnPurge(purged)
+	}
+}
+
+// chargeOthers charges the publishes and data changes other instances committed to their
+// nodes' rates, so a node that spreads its requests over several instances still gets one
+// node's rate in all: each instance refuses it once the stream shows it used its budget
+// anywhere (a moment late: what the follower has not delivered yet is not counted yet).
+// One publish's items are consecutive and share their node, kind and time: they are charged
+// once, as the request was.
+func (e *Engine) chargeOthers(ens []stream.Entry) {
+	if !e.rate.Enabled() {
+		return
+	}
+	now := e.now()
+	var last *stream.Item
+	for _, en := range ens {
+		it := en.Item
+		if it == nil || en.Own || (it.Kind != stream.KindEvent && it.Kind != stream.KindData) {
+			last = nil
+			continue
+		}
+		if last != nil && last.Group == it.Group && last.Node == it.Node && last.Kind == it.Kind && last.At.Equal(it.At) {
+			continue
+		}
+		e.rate.Charge(it.Group+"/"+it.Node, now)
+		last = it
 	}
 }
 

@@ -265,3 +265,38 @@ func TestSharedStreamMeshV2CreateIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+// A node's publish rate holds across instances: publishes it made through A count on B once B
+// has followed them, so spreading requests over instances gains it nothing.
+func TestSharedStreamPublishRateHoldsAcrossInstances(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC) // frozen: no token refills
+	in := instances(t, natstest.Run(t), 2, rules.Options{Now: func() time.Time { return now },
+		Limits: rules.Limits{PublishRate: 1}}) // a burst of two
+	ctx := context.Background()
+	host := mustCreateOn(t, in[0].Engine, rules.NewGroup{Domain: "d", Name: "class"})
+	gid, nid := host.Group.ID, host.Node.ID
+	waitFor(t, "B to see the group", func() bool { _, err := in[1].Group(gid); return err == nil })
+	// The burst on A: one publish of three events, then a data change.
+	if _, err := in[0].Publish(ctx, gid, nid, []rules.EventIn{{Name: "a"}, {Name: "b"}, {Name: "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in[0].SetData(ctx, gid, nid, map[string]string{"x": "1"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in[0].Publish(ctx, gid, nid, []rules.EventIn{{Name: "d"}}); !errors.Is(err, rules.ErrRateLimited) {
+		t.Fatalf("a third request on A: %v, want rate limited", err)
+	}
+	waitFor(t, "B to follow A's publishes", func() bool { return len(in[1].seen.of(gid)) >= 4 })
+	if _, err := in[1].Publish(ctx, gid, nid, []rules.EventIn{{Name: "e"}}); !errors.Is(err, rules.ErrRateLimited) {
+		t.Fatalf("the same node on B after its burst on A: %v, want rate limited", err)
+	}
+	// Another node of the group is not charged for it.
+	other, err := in[1].Join(ctx, gid, rules.NewNode{Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in[1].Publish(ctx, gid, other.Node.ID, []rules.EventIn{{Name: "f"}}); err != nil {
+		t.Fatalf("another node on B: %v", err)
+	}
+}
