@@ -209,10 +209,12 @@ func (s *Socket) pong(p []byte) {
 func (s *Socket) Serve(handle func(typ MessageType, data []byte) (Reason, bool)) Reason {
 	var first [1]byte
 	for {
-		src := io.Reader(s.nc)
+		var src io.Reader
 		if len(s.pre) == 0 {
-			if _, err := s.nc.Read(first[:]); err != nil {
+			if n, err := s.nc.Read(first[:]); err != nil {
 				return PeerGone
+			} else if n == 0 {
+				continue
 			}
 			src = io.MultiReader(bytes.NewReader(first[:]), s.nc)
 		} else {
