@@ -67,3 +67,25 @@ func (g *writeGuard) stalled(now time.Time, d time.Duration) bool {
 	start := g.writeStart.Load()
 	return start != 0 && now.Sub(time.Unix(0, start)) > d
 }
+
+// ending is how a hijacked connection ends: once, for a Reason that is kept.
+type ending struct {
+	once   sync.Once
+	reason atomic.Pointer[Reason]
+}
+
+// end runs f once, the first time the connection ends, and records why.
+func (e *ending) end(why Reason, f func()) {
+	e.once.Do(func() {
+		e.reason.Store(&why)
+		f()
+	})
+}
+
+// Reason is why the connection ended, once it has; the zero Reason before.
+func (e *ending) Reason() Reason {
+	if r := e.reason.Load(); r != nil {
+		return *r
+	}
+	return Reason{}
+}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -30,9 +29,8 @@ type Stream struct {
 	log     *slog.Logger
 
 	heartbeat atomic.Pointer[func()]
-	closeOnce sync.Once
-	reason    atomic.Pointer[Reason]
-	ended     chan struct{} // closed when the stream ends
+	ending
+	ended chan struct{} // closed when the stream ends
 }
 
 // ErrNoHijack means the response cannot be taken over (not HTTP/1.x).
@@ -68,7 +66,7 @@ func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, tran
 	w.WriteHeader(http.StatusOK)
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		st.closeOnce.Do(func() { close(st.ended) }) // the shutdown hook has nothing to close
+		st.end(Reason{}, func() { close(st.ended) }) // the shutdown hook has nothing to close
 		close(ready)
 		c.Close()
 		if errors.Is(err, http.ErrNotSupported) {
@@ -80,7 +78,7 @@ func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, tran
 	st.nc = nc
 	if len(first) > 0 {
 		if err := st.Write(first); err != nil {
-			st.closeOnce.Do(func() { close(st.ended) })
+			st.end(Reason{}, func() { close(st.ended) })
 			close(ready)
 			nc.Close()
 			c.Close()
@@ -150,8 +148,7 @@ func (st *Stream) Serve() Reason {
 // second (an EventSource reconnects by itself); every close ends the body properly so the
 // client sees a complete response. A stalled write in progress is cut off after a second.
 func (st *Stream) Close(why Reason) {
-	st.closeOnce.Do(func() {
-		st.reason.Store(&why)
+	st.ending.end(why, func() {
 		st.log.Debug("stream closed", "reason", why.Text)
 		// A write stuck behind a client that reads nothing fails at this deadline, and so does
 		// the goodbye: the stream closes either way.
@@ -175,20 +172,20 @@ func (st *Stream) Close(why Reason) {
 			}
 			return nil
 		})
-		st.end()
+		st.unregister()
 	})
 }
 
 // Drop ends the stream at once, without a goodbye (the client is gone or reads nothing).
 func (st *Stream) Drop(why Reason) {
-	st.closeOnce.Do(func() {
-		st.reason.Store(&why)
+	st.ending.end(why, func() {
 		st.log.Debug("stream dropped", "reason", why.Text)
-		st.end()
+		st.unregister()
 	})
 }
 
-func (st *Stream) end() {
+// unregister ends the stream's context and the ticker's visits, and closes the connection.
+func (st *Stream) unregister() {
 	st.cancel()
 	st.nc.Close()
 	st.m.unwatch(st)
@@ -197,14 +194,6 @@ func (st *Stream) end() {
 
 // Ended is closed when the stream has ended (closed, dropped or its client gone).
 func (st *Stream) Ended() <-chan struct{} { return st.ended }
-
-// Reason is why the stream ended, once it has; the zero Reason before.
-func (st *Stream) Reason() Reason {
-	if r := st.reason.Load(); r != nil {
-		return *r
-	}
-	return Reason{}
-}
 
 // Release ends the stream (dropping it if it has not ended) and frees its registration; call
 // it once the stream's goroutines are done.

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,8 +36,7 @@ type Socket struct {
 	// the pong carries it back, which times the round trip.
 	pingSent  atomic.Int64
 	sentClose atomic.Bool // a close frame went out: nothing more may be written
-	closeOnce sync.Once
-	reason    atomic.Pointer[Reason]
+	ending
 }
 
 // AcceptOptions are the upgrade options of Accept.
@@ -94,7 +92,7 @@ func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport
 		if nc != nil {
 			nc.Close()
 		}
-		s.closeOnce.Do(func() {}) // the shutdown hook has no socket to close
+		s.end(Reason{}, func() {}) // the shutdown hook has no socket to close
 		close(ready)
 		c.Close()
 		return nil, errUpgrade{err}
@@ -305,8 +303,7 @@ func (s *Socket) Close(why Reason) {
 // which the server's close frame answers with; a client close without a code gets an empty
 // one.
 func (s *Socket) closeWith(why Reason, echo uint16) {
-	s.closeOnce.Do(func() {
-		s.reason.Store(&why)
+	s.ending.end(why, func() {
 		s.log.Debug("websocket closed", "code", int(why.Code), "reason", why.Text)
 		body := ws.NewCloseFrameBody(ws.StatusCode(why.Code), why.Text)
 		switch {
@@ -320,32 +317,24 @@ func (s *Socket) closeWith(why Reason, echo uint16) {
 		_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = s.writeFrame(ws.OpClose, body)
 		_ = s.nc.SetReadDeadline(time.Now().Add(closeWait))
-		s.end()
+		s.unregister()
 	})
 }
 
 // Drop ends the connection of a peer that no longer answers or reads, without the close
 // handshake, which would wait for that peer.
 func (s *Socket) Drop(why Reason) {
-	s.closeOnce.Do(func() {
-		s.reason.Store(&why)
+	s.ending.end(why, func() {
 		s.log.Debug("websocket dropped", "code", int(why.Code), "reason", why.Text)
 		s.nc.Close()
-		s.end()
+		s.unregister()
 	})
 }
 
-func (s *Socket) end() {
+// unregister ends the socket's context and the ticker's visits.
+func (s *Socket) unregister() {
 	s.cancel()
 	s.m.unwatch(s)
-}
-
-// Reason is why the socket ended, once it has; the zero Reason before.
-func (s *Socket) Reason() Reason {
-	if r := s.reason.Load(); r != nil {
-		return *r
-	}
-	return Reason{}
 }
 
 // Release ends the socket (without a handshake, if it has not ended yet: its reader is done,
