@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"meshbox/jetstream/natstest"
 )
 
 // joined is what the harness's T.watch returns for a new client.
@@ -348,6 +350,84 @@ func TestReconnectAfterServerRestartLosesNothing(t *testing.T) {
 			}
 			if want := []string{"q00", "q01", "q02", "q03", "q04"}; !slices.Equal(q, want) {
 				t.Errorf("server stream holds queued events %v, want %v", q, want)
+			}
+		})
+	}
+}
+
+// A client given several instances sharing groups (no load balancer in front of them) moves to
+// the next when its instance goes away, and goes on by cursor there: on every transport,
+// nothing acknowledged is lost, nothing is repeated, and what it queued meanwhile is sent once.
+func TestClientMovesToAnotherInstance(t *testing.T) {
+	b := newBrowser(t)
+	nats := natstest.Run(t)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			a := startMeshbox(t, settings{natsURL: nats.URLs()})
+			other := startMeshbox(t, settings{natsURL: nats.URLs()})
+			bases := jsonString([]string{a.URL, other.URL})
+			// The pages come from the other instance, so they outlive a.
+			sender := b.page(t, "sender", other.URL)
+			reader := b.page(t, "reader", other.URL)
+			var g joined
+			sender.eval(fmt.Sprintf(`MeshClient.create(%s, {name: 'move', nodeName: 'sender', transport: %s}).then((m) => T.watch('s', m))`, bases, jsString(tr)), &g)
+			reader.eval(fmt.Sprintf(`MeshClient.join(%s, %s, {name: 'reader', transport: %s}).then((m) => T.watch('r', m))`, bases, jsString(g.Group), jsString(tr)), nil)
+			waitConnected(sender, "s", 15*time.Second)
+			waitConnected(reader, "r", 15*time.Second)
+			var on string
+			reader.eval(`T.c.r.baseURL`, &on)
+			if on != a.URL {
+				t.Fatalf("the reader started on %s, want the first instance %s", on, a.URL)
+			}
+
+			sender.eval(publishJS("s", "e", 10), nil)
+			reader.waitTrue(`T.events('r', 'e').length >= 10`, `T.state('r')`, 15*time.Second)
+
+			a.stop(t)
+			// Published while the clients move: queued if the sender is between instances.
+			sender.eval(`T.pending.q = Promise.allSettled(Array.from({length: 5}, (_, i) => T.c.s.publish('q' + String(i).padStart(2, '0'), 'moved' + i))).then((r) => { T.settled.q = r.map((x) => x.status + (x.reason ? ' ' + x.reason.code : '')); }); true`, nil)
+			sender.waitTrue(`T.settled.q !== undefined`, `T.state('s')`, 45*time.Second)
+			var settled []string
+			sender.eval(`T.settled.q`, &settled)
+			for _, s := range settled {
+				if s != "fulfilled" {
+					t.Fatalf("publishes during the move settled as %v", settled)
+				}
+			}
+			wantE := seq("e", 10, func(i int) string { return fmt.Sprintf("p%d", i) })
+			wantQ := seq("q", 5, func(i int) string { return fmt.Sprintf("moved%d", i) })
+			for _, p := range []struct {
+				tb *tab
+				id string
+			}{{sender, "s"}, {reader, "r"}} {
+				p.tb.waitTrue(fmt.Sprintf(`T.events(%s, 'q').length >= 5 && T.c[%[1]s].status === 'connected'`, jsString(p.id)), fmt.Sprintf(`T.state(%s)`, jsString(p.id)), 45*time.Second)
+				if got := eventsOf(p.tb, p.id, "e"); !slices.Equal(got, wantE) {
+					t.Errorf("%s: events before the move %v, want %v", p.id, got, wantE)
+				}
+				if got := eventsOf(p.tb, p.id, "q"); !slices.Equal(got, wantQ) {
+					t.Errorf("%s: events during the move %v, want %v", p.id, got, wantQ)
+				}
+				assertCursorsIncrease(p.tb, p.id)
+				var now string
+				p.tb.eval(fmt.Sprintf(`T.c[%s].baseURL`, jsString(p.id)), &now)
+				if now != other.URL {
+					t.Errorf("%s talks to %s after the move, want %s", p.id, now, other.URL)
+				}
+				if got := transportOf(p.tb, p.id); got != tr {
+					t.Errorf("%s moved over %q, want %q", p.id, got, tr)
+				}
+			}
+			// The stream holds each event of the move exactly once.
+			var token string
+			reader.eval(`T.c.r._token`, &token)
+			var q []string
+			for _, n := range serverEventNames(t, other.URL, g.Group, token) {
+				if strings.HasPrefix(n, "q") {
+					q = append(q, n)
+				}
+			}
+			if want := []string{"q00", "q01", "q02", "q03", "q04"}; !slices.Equal(q, want) {
+				t.Errorf("the stream holds the events of the move as %v, want %v", q, want)
 			}
 		})
 	}

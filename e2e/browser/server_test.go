@@ -25,9 +25,11 @@ type settings struct {
 	tailItems int
 	// memberHeartbeat is the heartbeat interval the server asks members for.
 	memberHeartbeat time.Duration
-	// pingInterval is how often WebSocket peers are pinged and, when shorter than 15 s, how
-	// often an SSE stream gets its ping event.
+	// pingInterval is how often WebSocket peers are pinged and SSE streams get their ping
+	// event.
 	pingInterval time.Duration
+	// natsURL keeps the groups in a JetStream stream (instances given the same one share them).
+	natsURL string
 }
 
 // meshbox is a real meshbox running in the test process, on a database file in a temp dir. It
@@ -67,6 +69,9 @@ func (m *meshbox) args() []string {
 	}
 	if m.s.tailItems > 0 {
 		args = append(args, "--tail-items", strconv.Itoa(m.s.tailItems))
+	}
+	if m.s.natsURL != "" {
+		args = append(args, "--nats-url", m.s.natsURL)
 	}
 	return args
 }

@@ -131,6 +131,14 @@ export class MeshError extends Error {
     return this.code === 'network' || this.code === 'timeout';
   }
 
+  /**
+   * True when the server did not answer or cannot serve now (no answer, a timeout, 502, 503,
+   * 504): with several base URLs, the client moves on to the next.
+   */
+  get unreachable() {
+    return this.network || this.status === 502 || this.status === 503 || this.status === 504;
+  }
+
   /** True when the node or its group is gone or the token is refused: retrying cannot help. */
   get fatal() {
     return this.status === 401 || this.status === 403 || this.status === 404 || this.status === 410;
@@ -259,6 +267,41 @@ async function request(base, method, path, opts = {}) {
   }
 }
 
+/**
+ * The base URLs a client may use: one URL, a list, or one string of URLs separated by commas
+ * (several meshbox instances sharing groups, for when no load balancer is in front of them).
+ * @param {string|string[]} baseURL
+ * @returns {string[]}
+ */
+function basesOf(baseURL) {
+  const list = Array.isArray(baseURL) ? baseURL : String(baseURL || '').split(',');
+  const bases = list.map((b) => String(b || '').trim());
+  return bases.length ? bases : [''];
+}
+
+/**
+ * request against the first of bases that answers: one that does not answer, or cannot serve
+ * now (see MeshError.unreachable), is passed over for the next. Resolves with the answer and
+ * the index of the base that gave it.
+ * @param {string[]} bases
+ * @param {string} method
+ * @param {string} path
+ * @param {Parameters<typeof request>[3]} [opts]
+ * @returns {Promise<{res: any, index: number}>}
+ */
+async function requestAny(bases, method, path, opts) {
+  let last;
+  for (let i = 0; i < bases.length; i++) {
+    try {
+      return { res: await request(bases[i], method, path, opts), index: i };
+    } catch (e) {
+      last = toMeshError(e);
+      if (!last.unreachable || i === bases.length - 1) throw last;
+    }
+  }
+  throw last;
+}
+
 /** @param {number} ms @param {AbortSignal} [signal] */
 function sleep(ms, signal) {
   return new Promise((resolve) => {
@@ -306,7 +349,9 @@ function storageKey(base) {
 export class MeshClient {
   /**
    * Creates a group with this client as its host node.
-   * @param {string} baseURL the meshbox server, e.g. 'http://10.0.0.2:8080' ('' = this page's origin)
+   * @param {string|string[]} baseURL the meshbox server, e.g. 'http://10.0.0.2:8080' ('' = this
+   *   page's origin); or several instances sharing groups (a list, or URLs separated by commas):
+   *   the client uses the first that answers and moves to the next when it stops answering
    * @param {ClientOptions} [opts]
    * @returns {Promise<MeshClient>}
    */
@@ -315,58 +360,64 @@ export class MeshClient {
     if (opts.domain) body.domain = opts.domain;
     if (opts.nodeName) body.nodeName = opts.nodeName;
     if (opts.maxConnectionTimeSeconds) body.maxConnectionTimeSeconds = opts.maxConnectionTimeSeconds;
-    const res = await request(baseURL, 'POST', `${API}/groups`, { body });
-    const mesh = new MeshClient(baseURL, res, opts);
+    const bases = basesOf(baseURL);
+    const { res, index } = await requestAny(bases, 'POST', `${API}/groups`, { body });
+    const mesh = new MeshClient(bases, res, opts, index);
     await mesh._start();
     return mesh;
   }
 
   /**
    * Joins an existing group as a new node.
-   * @param {string} baseURL
+   * @param {string|string[]} baseURL one server or several (see create)
    * @param {string} groupId
    * @param {ClientOptions} [opts]
    * @returns {Promise<MeshClient>}
    */
   static async join(baseURL, groupId, opts = {}) {
     const body = opts.name ? { name: opts.name } : {};
-    const res = await request(baseURL, 'POST', `${API}/groups/${encodeURIComponent(groupId)}/nodes`, { body });
-    const mesh = new MeshClient(baseURL, res, opts);
+    const bases = basesOf(baseURL);
+    const { res, index } = await requestAny(bases, 'POST', `${API}/groups/${encodeURIComponent(groupId)}/nodes`, { body });
+    const mesh = new MeshClient(bases, res, opts, index);
     await mesh._start();
     return mesh;
   }
 
   /**
    * Lists the live groups of a domain (the server's choice for this caller when omitted).
-   * @param {string} baseURL
+   * @param {string|string[]} baseURL one server or several (see create)
    * @param {string} [domain]
    * @returns {Promise<any[]>}
    */
   static async groups(baseURL, domain) {
-    const res = await request(baseURL, 'GET', `${API}/groups`, { query: { domain } });
+    const { res } = await requestAny(basesOf(baseURL), 'GET', `${API}/groups`, { query: { domain } });
     if (Array.isArray(res)) return res;
     return (res && res.groups) || [];
   }
 
   /**
    * The domain the server assigns this caller.
-   * @param {string} baseURL
+   * @param {string|string[]} baseURL one server or several (see create)
    * @returns {Promise<string>}
    */
   static async domain(baseURL) {
-    const res = await request(baseURL, 'GET', `${API}/domain`);
+    const { res } = await requestAny(basesOf(baseURL), 'GET', `${API}/domain`);
     return typeof res === 'string' ? res : (res && res.domain) || '';
   }
 
   /**
    * Use create or join instead.
-   * @param {string} baseURL
+   * @param {string|string[]} baseURL
    * @param {{group: any, node: any, token: string, cursor: number, heartbeatIntervalSeconds?: number}} joined the create/join answer
    * @param {ClientOptions} opts
+   * @param {number} [index] which of the base URLs answered
    */
-  constructor(baseURL, joined, opts) {
-    /** The server this client talks to. @type {string} */
-    this.baseURL = baseURL || '';
+  constructor(baseURL, joined, opts, index = 0) {
+    /** The servers this client may talk to (several instances sharing groups). @type {string[]} */
+    this.baseURLs = basesOf(baseURL);
+    this._baseIndex = Math.min(Math.max(index, 0), this.baseURLs.length - 1);
+    /** The server this client talks to now. @type {string} */
+    this.baseURL = this.baseURLs[this._baseIndex];
     /** The group as the server last described it. @type {any} */
     this.group = joined.group;
     /** This client's node as the server last described it. @type {any} */
@@ -790,6 +841,7 @@ export class MeshClient {
   /** Connects, reads until the connection ends, and reconnects with backoff, until closed. */
   async _connectLoop() {
     let failures = 0;
+    let moved = 0; // instances moved on to since the last connection
     while (!this._closed) {
       const t = this._pick();
       let opened = false;
@@ -801,6 +853,7 @@ export class MeshClient {
         outcome = await this._run(t, () => {
           opened = true;
           failures = 0;
+          moved = 0;
           this._remember(t);
           this.transport = t;
           this._epoch++;
@@ -833,6 +886,13 @@ export class MeshClient {
         const perr = toMeshError(e);
         if (this._closed) return;
         if (perr.fatal) return this._finish(reasonFor(perr), perr);
+        // Another instance shares the group: go on there at once, by cursor, unless every one
+        // was tried since the last connection (then back off as with one server).
+        if (perr.unreachable && this.baseURLs.length > 1 && moved < this.baseURLs.length - 1) {
+          moved++;
+          this._moveOn(perr);
+          continue;
+        }
       }
       // Busy (429) or failing (5xx) is not a blocked transport: retry the same one later.
       const busy = !!err && (err.status === 429 || err.status >= 500);
@@ -842,6 +902,17 @@ export class MeshClient {
       }
       await this._backoff(failures++, err);
     }
+  }
+
+  /**
+   * Makes the next base URL the one in use (its instance shares the group: same token, same
+   * cursors), after the current one stopped answering.
+   * @param {MeshError} error
+   */
+  _moveOn(error) {
+    this._baseIndex = (this._baseIndex + 1) % this.baseURLs.length;
+    this.baseURL = this.baseURLs[this._baseIndex];
+    this._setStatus({ state: 'connecting', transport: null, error });
   }
 
   /**
