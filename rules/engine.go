@@ -60,8 +60,8 @@ type Options struct {
 	Observer      Observer
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
-	// CatchUpTimeout bounds how long the writer waits for a shared log's follower to deliver
-	// a position (default 10 s).
+	// CatchUpTimeout bounds how long the writer waits for a shared log to tell its position,
+	// and how often it logs that its follower is behind (default 10 s).
 	CatchUpTimeout time.Duration
 }
 

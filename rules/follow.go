@@ -28,14 +28,19 @@ const maxConflictRetries = 16
 // catchUp applies what the follower delivers until it delivered position target. With
 // skipOwn, this instance's own messages are skipped (they are the batch being committed);
 // without, they are applied like any other (a batch whose Append failed after a part of it
-// was stored). It returns false if the follower stopped first.
+// was stored). It returns false if the follower stopped first (the engine is closing).
+//
+// It waits as long as the follower takes (a stream electing a new leader after a NATS node
+// died can hold it back for many seconds on a busy machine), saying so every CatchUpTimeout:
+// going on without it would apply this instance's batch before other instances' items that
+// precede it in the log, and readers here, already past them, would never get those.
 func (e *Engine) catchUp(target int64, skipOwn bool) bool {
 	var pending []stream.Entry
 	if e.entries == nil {
 		return false
 	}
-	timeout := time.NewTimer(e.opts.CatchUpTimeout)
-	defer timeout.Stop()
+	slow := time.NewTicker(e.opts.CatchUpTimeout)
+	defer slow.Stop()
 	for e.pos < target {
 		var en stream.Entry
 		ok := false
@@ -44,8 +49,9 @@ func (e *Engine) catchUp(target int64, skipOwn bool) bool {
 			if !ok {
 				e.entries = nil // the engine is closing
 			}
-		case <-timeout.C:
-			e.log.Error("the log's follower is behind; going on without it", "position", e.pos, "target", target)
+		case <-slow.C:
+			e.log.Error("the log's follower is behind; writes wait for it", "position", e.pos, "target", target)
+			continue
 		}
 		if !ok {
 			e.applyEntries(pending)

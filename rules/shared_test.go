@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -301,5 +303,114 @@ func TestSharedStreamPublishRateHoldsAcrossInstances(t *testing.T) {
 	}
 	if _, err := in[1].Publish(ctx, gid, other.Node.ID, []rules.EventIn{{Name: "f"}}); err != nil {
 		t.Fatalf("another node on B: %v", err)
+	}
+}
+
+// heldLog is a shared log whose follower the test can hold back, as a stream electing a new
+// leader holds a real one.
+type heldLog struct {
+	*jetstream.Log
+	hold sync.Mutex // held: the follower delivers nothing more
+}
+
+func (h *heldLog) Follow(ctx context.Context) <-chan stream.Entry {
+	in := h.Log.Follow(ctx)
+	out := make(chan stream.Entry)
+	go func() {
+		defer close(out)
+		for en := range in {
+			h.hold.Lock()
+			h.hold.Unlock()
+			select {
+			case out <- en:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// logged signals each time a record with message msg is logged.
+type logged struct {
+	slog.Handler
+	msg  string
+	seen chan struct{}
+}
+
+func (l logged) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == l.msg {
+		select {
+		case l.seen <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+func (l logged) Enabled(context.Context, slog.Level) bool { return true }
+func (l logged) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l logged) WithGroup(string) slog.Handler            { return l }
+
+// An instance whose follower is held back longer than CatchUpTimeout still hands its readers
+// the other instances' items that precede its own batch first: it waits for the follower
+// rather than going on without it, which would put its readers past items they never got.
+func TestOwnBatchWaitsForASlowFollower(t *testing.T) {
+	t.Parallel()
+	c := natstest.Run(t)
+	name := fmt.Sprintf("rules%d", streams.Add(1))
+	open := func(o rules.Options) (*rules.Engine, *heldLog, *seen) {
+		lg, err := jetstream.Open(context.Background(), c.Connect(), jetstream.Options{Stream: name, Subjects: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &heldLog{Log: lg}
+		e, err := rules.New(context.Background(), h, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &seen{}
+		e.Start(rules.Hooks{OnCommit: s.add})
+		t.Cleanup(func() { e.Close(); lg.Close() })
+		return e, h, s
+	}
+	a, _, _ := open(rules.Options{})
+	behind := logged{msg: "the log's follower is behind; writes wait for it", seen: make(chan struct{}, 1)}
+	b, held, seenB := open(rules.Options{CatchUpTimeout: 20 * time.Millisecond, Logger: slog.New(behind)})
+	host := mustCreateOn(t, a, rules.NewGroup{Domain: "d", Name: "class"})
+	gid := host.Group.ID
+	waitFor(t, "B to see the group", func() bool { _, err := b.Group(gid); return err == nil })
+	j, err := b.Join(context.Background(), gid, rules.NewNode{Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A to see the member", func() bool { g, err := a.Group(gid); return err == nil && g.Nodes == 2 })
+
+	held.hold.Lock() // B's follower stops here
+	if _, err := a.Publish(context.Background(), gid, host.Node.ID, []rules.EventIn{{Name: "from A"}}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Publish(context.Background(), gid, j.Node.ID, []rules.EventIn{{Name: "from B"}})
+		done <- err
+	}()
+	<-behind.seen // B's batch is stored and B waits for its follower, past CatchUpTimeout
+	held.hold.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var last int64
+	for _, it := range seenB.of(gid) {
+		if it.Cursor <= last {
+			t.Fatalf("B handed its readers cursor %d after %d", it.Cursor, last)
+		}
+		last = it.Cursor
+		if it.Kind == stream.KindEvent {
+			names = append(names, it.Name)
+		}
+	}
+	if want := []string{"from A", "from B"}; !slices.Equal(names, want) {
+		t.Fatalf("B handed its readers %v, want %v", names, want)
 	}
 }
