@@ -50,12 +50,11 @@ type linkBox struct{ Link }
 type Config struct {
 	// MaxPerAddr bounds the long-lived connections of one client address; 0 is unlimited.
 	MaxPerAddr int
-	// PingInterval is how often WebSocket peers are pinged; a peer must answer within the next
-	// interval. 0 means 20 s.
+	// PingInterval is how often WebSocket peers are pinged (a peer must answer within the next
+	// interval) and SSE streams get their heartbeat. 0 means 20 s.
 	PingInterval time.Duration
-	// WriteTimeout bounds one write: an SSE write gets it as its deadline, and a WebSocket
-	// write blocked for longer (and longer than a ping interval) marks a slow client. 0 means
-	// 15 s.
+	// WriteTimeout bounds one write: a WebSocket or SSE write blocked for longer (and longer
+	// than a ping interval) marks a slow client, which is dropped. 0 means 15 s.
 	WriteTimeout time.Duration
 	// Observer counts connections; nil counts nothing.
 	Observer Observer
