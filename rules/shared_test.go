@@ -310,7 +310,14 @@ func TestSharedStreamPublishRateHoldsAcrossInstances(t *testing.T) {
 // leader holds a real one.
 type heldLog struct {
 	*jetstream.Log
-	hold sync.Mutex // held: the follower delivers nothing more
+	gate atomic.Pointer[chan struct{}] // set: the follower delivers nothing more until it closes
+}
+
+// hold stops the follower; the function returned lets it go on.
+func (h *heldLog) hold() (release func()) {
+	ch := make(chan struct{})
+	h.gate.Store(&ch)
+	return func() { close(ch) }
 }
 
 func (h *heldLog) Follow(ctx context.Context) <-chan stream.Entry {
@@ -319,8 +326,9 @@ func (h *heldLog) Follow(ctx context.Context) <-chan stream.Entry {
 	go func() {
 		defer close(out)
 		for en := range in {
-			h.hold.Lock()
-			h.hold.Unlock()
+			if g := h.gate.Load(); g != nil {
+				<-*g
+			}
 			select {
 			case out <- en:
 			case <-ctx.Done():
@@ -385,7 +393,7 @@ func TestOwnBatchWaitsForASlowFollower(t *testing.T) {
 	}
 	waitFor(t, "A to see the member", func() bool { g, err := a.Group(gid); return err == nil && g.Nodes == 2 })
 
-	held.hold.Lock() // B's follower stops here
+	release := held.hold() // B's follower stops here
 	if _, err := a.Publish(context.Background(), gid, host.Node.ID, []rules.EventIn{{Name: "from A"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +403,7 @@ func TestOwnBatchWaitsForASlowFollower(t *testing.T) {
 		done <- err
 	}()
 	<-behind.seen // B's batch is stored and B waits for its follower, past CatchUpTimeout
-	held.hold.Unlock()
+	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
