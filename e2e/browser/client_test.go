@@ -85,6 +85,48 @@ func publishJS(id, prefix string, n int) string {
 	return fmt.Sprintf(`Promise.all(Array.from({length: %d}, (_, i) => T.c[%s].publish(%s + String(i).padStart(2, '0'), 'p' + i)))`, n, jsString(id), jsString(prefix))
 }
 
+// client is a MeshClient registered in a tab as id.
+type client struct {
+	tb *tab
+	id string
+}
+
+// resumed waits until each client has the q events and is connected, then checks that it got
+// the e events and then the q events, each once and in order, and is on transport tr again.
+func resumed(t *testing.T, clients []client, wantE, wantQ []string, tr string) {
+	t.Helper()
+	for _, c := range clients {
+		c.tb.waitTrue(fmt.Sprintf(`T.events(%s, 'q').length >= %d && T.c[%[1]s].status === 'connected'`, jsString(c.id), len(wantQ)), fmt.Sprintf(`T.state(%s)`, jsString(c.id)), 45*time.Second)
+		if got := eventsOf(c.tb, c.id, "e"); !slices.Equal(got, wantE) {
+			t.Errorf("%s: events before %v, want %v", c.id, got, wantE)
+		}
+		if got := eventsOf(c.tb, c.id, "q"); !slices.Equal(got, wantQ) {
+			t.Errorf("%s: events queued meanwhile %v, want %v", c.id, got, wantQ)
+		}
+		assertCursorsIncrease(c.tb, c.id)
+		if got := transportOf(c.tb, c.id); got != tr {
+			t.Errorf("%s reconnected over %q, want %q", c.id, got, tr)
+		}
+	}
+}
+
+// storedOnce fails unless the group's stream on the server at url (read with member c's token)
+// holds the events whose names start with prefix exactly as want.
+func storedOnce(t *testing.T, url, gid string, c client, prefix string, want []string) {
+	t.Helper()
+	var token string
+	c.tb.eval(fmt.Sprintf(`T.c[%s]._token`, jsString(c.id)), &token)
+	var got []string
+	for _, n := range serverEventNames(t, url, gid, token) {
+		if strings.HasPrefix(n, prefix) {
+			got = append(got, n)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("the server's stream holds %v, want %v", got, want)
+	}
+}
+
 func TestTwoClientsExchangeEventsAndDataOverEachTransport(t *testing.T) {
 	b := newBrowser(t)
 	srv := startMeshbox(t, settings{})
@@ -320,37 +362,11 @@ func TestReconnectAfterServerRestartLosesNothing(t *testing.T) {
 
 			wantE := seq("e", 10, func(i int) string { return fmt.Sprintf("p%d", i) })
 			wantQ := seq("q", 5, func(i int) string { return fmt.Sprintf("queued%d", i) })
-			for _, p := range []struct {
-				tb *tab
-				id string
-			}{{sender, "s"}, {reader, "r"}} {
-				p.tb.waitTrue(fmt.Sprintf(`T.events(%s, 'q').length >= 5 && T.c[%[1]s].status === 'connected'`, jsString(p.id)), fmt.Sprintf(`T.state(%s)`, jsString(p.id)), 45*time.Second)
-				if got := eventsOf(p.tb, p.id, "e"); !slices.Equal(got, wantE) {
-					t.Errorf("%s: events before the restart %v, want %v", p.id, got, wantE)
-				}
-				if got := eventsOf(p.tb, p.id, "q"); !slices.Equal(got, wantQ) {
-					t.Errorf("%s: queued events %v, want %v", p.id, got, wantQ)
-				}
-				assertCursorsIncrease(p.tb, p.id)
-				if got := transportOf(p.tb, p.id); got != tr {
-					t.Errorf("%s reconnected over %q, want %q", p.id, got, tr)
-				}
-			}
+			resumed(t, []client{{sender, "s"}, {reader, "r"}}, wantE, wantQ, tr)
 			sender.waitTrue(`[...T.c.s.nodes.values()].some((n) => n.data.offline === 'yes')`, `T.state('s')`, 15*time.Second)
 
 			// The server holds each queued event exactly once.
-			var token string
-			reader.eval(`T.c.r._token`, &token)
-			names := serverEventNames(t, srv.URL, g.Group, token)
-			var q []string
-			for _, n := range names {
-				if strings.HasPrefix(n, "q") {
-					q = append(q, n)
-				}
-			}
-			if want := []string{"q00", "q01", "q02", "q03", "q04"}; !slices.Equal(q, want) {
-				t.Errorf("server stream holds queued events %v, want %v", q, want)
-			}
+			storedOnce(t, srv.URL, g.Group, client{reader, "r"}, "q", []string{"q00", "q01", "q02", "q03", "q04"})
 		})
 	}
 }
@@ -396,39 +412,17 @@ func TestClientMovesToAnotherInstance(t *testing.T) {
 			}
 			wantE := seq("e", 10, func(i int) string { return fmt.Sprintf("p%d", i) })
 			wantQ := seq("q", 5, func(i int) string { return fmt.Sprintf("moved%d", i) })
-			for _, p := range []struct {
-				tb *tab
-				id string
-			}{{sender, "s"}, {reader, "r"}} {
-				p.tb.waitTrue(fmt.Sprintf(`T.events(%s, 'q').length >= 5 && T.c[%[1]s].status === 'connected'`, jsString(p.id)), fmt.Sprintf(`T.state(%s)`, jsString(p.id)), 45*time.Second)
-				if got := eventsOf(p.tb, p.id, "e"); !slices.Equal(got, wantE) {
-					t.Errorf("%s: events before the move %v, want %v", p.id, got, wantE)
-				}
-				if got := eventsOf(p.tb, p.id, "q"); !slices.Equal(got, wantQ) {
-					t.Errorf("%s: events during the move %v, want %v", p.id, got, wantQ)
-				}
-				assertCursorsIncrease(p.tb, p.id)
+			clients := []client{{sender, "s"}, {reader, "r"}}
+			resumed(t, clients, wantE, wantQ, tr)
+			for _, c := range clients {
 				var now string
-				p.tb.eval(fmt.Sprintf(`T.c[%s].baseURL`, jsString(p.id)), &now)
+				c.tb.eval(fmt.Sprintf(`T.c[%s].baseURL`, jsString(c.id)), &now)
 				if now != other.URL {
-					t.Errorf("%s talks to %s after the move, want %s", p.id, now, other.URL)
-				}
-				if got := transportOf(p.tb, p.id); got != tr {
-					t.Errorf("%s moved over %q, want %q", p.id, got, tr)
+					t.Errorf("%s talks to %s after the move, want %s", c.id, now, other.URL)
 				}
 			}
 			// The stream holds each event of the move exactly once.
-			var token string
-			reader.eval(`T.c.r._token`, &token)
-			var q []string
-			for _, n := range serverEventNames(t, other.URL, g.Group, token) {
-				if strings.HasPrefix(n, "q") {
-					q = append(q, n)
-				}
-			}
-			if want := []string{"q00", "q01", "q02", "q03", "q04"}; !slices.Equal(q, want) {
-				t.Errorf("the stream holds the events of the move as %v, want %v", q, want)
-			}
+			storedOnce(t, other.URL, g.Group, client{reader, "r"}, "q", []string{"q00", "q01", "q02", "q03", "q04"})
 		})
 	}
 }
