@@ -227,6 +227,39 @@ func TestDissolveStopsMembers(t *testing.T) {
 	}
 }
 
+// A client told by an answer that its group ended (a heartbeat's, a publish's: answers can
+// come before the stream delivered the dissolve) still hands its listeners the items it had not
+// delivered, the dissolve last, before it closes.
+func TestEndedGroupStillDeliversItsLastItems(t *testing.T) {
+	b := newBrowser(t)
+	srv := startMeshbox(t, settings{})
+	tb := b.page(t, "tab", srv.URL)
+	var got struct {
+		Status string   `json:"status"`
+		Reason string   `json:"reason"`
+		Kinds  []string `json:"kinds"`
+	}
+	tb.eval(`(async () => {
+  const host = await MeshClient.create('', {name: 'drain', transport: 'poll'});
+  await host.publish('last words');
+  const res = await fetch('/api/v1/groups/' + host.groupId + '/nodes', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{"name": "late"}'});
+  const joined = await res.json();
+  joined.cursor = 0; // behind everything, as a member whose stream has not caught up
+  const m = new MeshClient('', joined, {}); // never started: its own stream delivers nothing
+  T.watch('late', m);
+  await host.dissolve();
+  const lib = await import('/meshbox.js');
+  await m._fatal(new lib.MeshError('group_ended', 'group has ended', 410));
+  return {status: m.status, reason: T.statuses.late.at(-1).reason, kinds: T.items.late.map((i) => i.kind)};
+})()`, &got)
+	if got.Status != "closed" || got.Reason != "dissolved" {
+		t.Fatalf("the client ended %s (%s), want closed (dissolved)", got.Status, got.Reason)
+	}
+	if n := len(got.Kinds); n == 0 || got.Kinds[n-1] != "dissolve" || !slices.Contains(got.Kinds, "event") {
+		t.Fatalf("the client handed over %v, want the group's items ending with its dissolve", got.Kinds)
+	}
+}
+
 func TestAutoFallsBackWhenWebSocketIsRefused(t *testing.T) {
 	b := newBrowser(t)
 

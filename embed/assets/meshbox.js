@@ -459,6 +459,7 @@ export class MeshClient {
     this._queue = [];
     this._sending = false;
     this._closed = false;
+    this._draining = false; // ending: the items not yet handed over are being read once
     this._epoch = 0;
     /** @type {Function[]} */
     this._onlineWaiters = [];
@@ -637,6 +638,32 @@ export class MeshClient {
     this._setStatus({ state: 'closed', transport: null, reason, error });
   }
 
+  /**
+   * Ends the client for an answer that leaves nothing to retry. When the group has ended, the
+   * items this client has not been handed yet (the dissolve among them) are read once first, so
+   * its listeners get them: an answer to a request (a heartbeat's, a publish's) can come before
+   * the stream delivered the items committed ahead of it.
+   * @param {MeshError} err
+   */
+  async _fatal(err) {
+    if (this._closed) return;
+    const reason = reasonFor(err);
+    if (err.status === 410 && reason === 'dissolved' && !this._draining) {
+      this._draining = true;
+      try {
+        const res = await request(this.baseURL, 'GET', `${API}/groups/${enc(this.groupId)}/events`, {
+          token: this._token,
+          query: { since: this.cursor },
+          timeoutMs: 5000,
+        });
+        if (!this._closed && res && !res.truncated) this._deliver(res.items || [], res.next);
+      } catch {
+        // The end is known either way; only its items are not.
+      }
+    }
+    this._finish(reason, err);
+  }
+
   _leaveBeacon() {
     if (this._closed) return;
     request(this.baseURL, 'DELETE', `${API}/groups/${enc(this.groupId)}/nodes/${enc(this.nodeId)}`, {
@@ -744,7 +771,7 @@ export class MeshClient {
       },
       (e) => {
         const err = toMeshError(e);
-        if (err.fatal) this._finish(reasonFor(err), err);
+        if (err.fatal) this._fatal(err);
       },
     );
   }
@@ -885,7 +912,7 @@ export class MeshClient {
       } catch (e) {
         const perr = toMeshError(e);
         if (this._closed) return;
-        if (perr.fatal) return this._finish(reasonFor(perr), perr);
+        if (perr.fatal) return this._fatal(perr);
         // Another instance shares the group: go on there at once, by cursor, unless every one
         // was tried since the last connection (then back off as with one server).
         if (perr.unreachable && this.baseURLs.length > 1 && moved < this.baseURLs.length - 1) {
@@ -939,7 +966,7 @@ export class MeshClient {
       } catch (e) {
         const err = toMeshError(e);
         if (err.fatal) {
-          this._finish(reasonFor(err), err);
+          this._fatal(err);
           return false;
         }
         await this._backoff(attempt, err);
@@ -1322,7 +1349,7 @@ export class MeshClient {
         } else if (err.status === 429 || err.status >= 500) {
           await sleep(err.retryAfterMs || Math.random() * Math.min(this._opts.maxBackoffMs, this._opts.minBackoffMs * 2 ** failures++), this._stopCtrl.signal);
         } else if (err.fatal) {
-          this._finish(reasonFor(err), err);
+          this._fatal(err);
           return;
         } else if (batch.length > 1) {
           solo = batch.length;
@@ -1392,7 +1419,7 @@ export class MeshClient {
           else await this._heartbeatHTTP();
         } catch (e) {
           const err = toMeshError(e);
-          if (err.fatal) this._finish(reasonFor(err), err);
+          if (err.fatal) this._fatal(err);
         }
       }
       this._scheduleHeartbeat();
