@@ -273,7 +273,7 @@ func (s *Socket) readMessage(src io.Reader) (typ MessageType, data []byte, why R
 			}
 			continue
 		}
-		if int64(len(data))+h.Length > limit {
+		if h.Length > limit-int64(len(data)) { // not len+Length: a hostile length would overflow
 			return 0, nil, TooBig, false
 		}
 		if h.OpCode != ws.OpContinuation {

@@ -205,3 +205,28 @@ func TestSocketPings(t *testing.T) {
 		t.Fatalf("reason %v, want %v", s.Reason(), Reset)
 	}
 }
+
+// A fragmented message whose next fragment declares a length near 2^63 is refused as too big
+// (1009), not added to what was read (which would overflow and allocate without bound).
+func TestSocketRefusesAHugeFragment(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	srv, ended := serveEcho(t, m, nil, 1<<20)
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	io.WriteString(nc, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "+key+"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(nc)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	first := ws.MaskFrame(ws.Frame{Header: ws.Header{OpCode: ws.OpText, Length: 10}, Payload: []byte("0123456789")})
+	ws.WriteFrame(nc, first)
+	ws.WriteHeader(nc, ws.Header{Fin: true, OpCode: ws.OpContinuation, Masked: true, Length: 1<<63 - 1})
+	if why := <-ended; why != TooBig {
+		t.Fatalf("ended with %v, want %v", why, TooBig)
+	}
+}
