@@ -210,6 +210,15 @@ func (p *pump) wake() {
 
 func (p *pump) flush() {
 	defer p.flushes.Done()
+	// A panic here would take the process down (the recoverer guards handlers, not the
+	// goroutines that outlive them): it ends this connection instead. running stays set, so
+	// no flush starts again on it.
+	defer func() {
+		if v := recover(); v != nil {
+			p.s.log.Error("panic delivering to a connection", "transport", p.transport, "panic", v)
+			p.out.Close(live.Internal)
+		}
+	}()
 	for {
 		p.pending.Store(false)
 		done, err := p.sendPending()

@@ -67,6 +67,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	// stack rather than the deep one of the HTTP stack, reads the client's messages. While
 	// idle that is the only goroutine the connection holds: items go out through the pump.
 	go func() {
+		defer s.recoverConn("ws", func() { sock.Close(live.Internal); p.stop(); sock.Release(live.Internal) })
 		p.start(rd.since)
 		why := sock.Serve(s.wsHandler(sock.Context(), rd.node, sock.Write))
 		sock.Close(why)
