@@ -57,6 +57,9 @@ const (
 // defaultReadLimit bounds a client message when SetReadLimit was not called.
 const defaultReadLimit = 32 << 10
 
+// readChunk is how much of a frame's payload is read (and allocated) at a time.
+const readChunk = 32 << 10
+
 // closeWait is how long a socket that sent its close frame waits for the client's.
 const closeWait = 2 * time.Second
 
@@ -279,12 +282,19 @@ func (s *Socket) readMessage(src io.Reader) (typ MessageType, data []byte, why R
 		if h.OpCode != ws.OpContinuation {
 			typ = MessageType(h.OpCode)
 		}
-		n := len(data)
-		data = slices.Grow(data, int(h.Length))[:n+int(h.Length)]
-		if _, err := io.ReadFull(src, data[n:]); err != nil {
-			return 0, nil, PeerGone, false
+		// The payload grows as its bytes arrive, not by the length the client declared: a
+		// client that declares the limit and sends a byte a minute holds a byte, not the limit.
+		start := len(data)
+		for left := h.Length; left > 0; {
+			chunk := int(min(left, readChunk))
+			n := len(data)
+			data = slices.Grow(data, chunk)[:n+chunk]
+			if _, err := io.ReadFull(src, data[n:]); err != nil {
+				return 0, nil, PeerGone, false
+			}
+			left -= int64(chunk)
 		}
-		ws.Cipher(data[n:], h.Mask, 0)
+		ws.Cipher(data[start:], h.Mask, 0)
 		if h.Fin {
 			return typ, data, Reason{}, true
 		}

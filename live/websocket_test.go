@@ -230,3 +230,24 @@ func TestSocketRefusesAHugeFragment(t *testing.T) {
 		t.Fatalf("ended with %v, want %v", why, TooBig)
 	}
 }
+
+// A single frame bigger than the read chunk arrives whole (read in chunks as it comes).
+func TestSocketReadsABigFrameWhole(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	srv, _ := serveEcho(t, m, nil, 1<<20)
+	c, _, err := websocket.Dial(context.Background(), "ws"+srv.URL[4:], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(-1)
+	big := strings.Repeat("abcdefgh", 100_000/8) // 100 kB, one frame
+	if err := c.Write(context.Background(), websocket.MessageText, []byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := c.Read(context.Background())
+	if err != nil || string(b) != strings.ToUpper(big) {
+		t.Fatalf("echo of a 100 kB frame: %d bytes, %v", len(b), err)
+	}
+}
