@@ -238,6 +238,15 @@ func (s *Socket) Serve(handle func(typ MessageType, data []byte) (Reason, bool))
 // readMessage reads frames from src until a whole data message (typ 0: only control frames,
 // which it handles). ok false ends the connection with why.
 func (s *Socket) readMessage(src io.Reader) (typ MessageType, data []byte, why Reason, ok bool) {
+	// A panic reading a message ends this connection, not the process: the reader goroutine
+	// outlives the handler that the recoverer guards. (Deferred here, per message, rather than
+	// in Serve, whose idle stack must stay small.)
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("panic reading a websocket message", "panic", v)
+			typ, data, why, ok = 0, nil, Internal, false
+		}
+	}()
 	state := ws.StateServerSide
 	limit := s.readLimit.Load()
 	for {

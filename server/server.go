@@ -209,16 +209,6 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// recoverConn, deferred by the goroutine that serves a hijacked connection, turns a panic into
-// the end of that connection (end closes it, stops its deliveries and frees it) rather than of
-// the process: the recoverer middleware guards handlers, not the goroutines that outlive them.
-func (s *Server) recoverConn(transport string, end func()) {
-	if v := recover(); v != nil {
-		s.log.Error("panic serving a connection", "transport", transport, "panic", v)
-		end()
-	}
-}
-
 // adminCheck answers 204 when the request carries the admin token (the dashboard's unlock),
 // 401 otherwise; the admin's actions are the API's own routes, called with that token.
 func (s *Server) adminCheck(w http.ResponseWriter, r *http.Request) error {

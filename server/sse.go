@@ -68,7 +68,6 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		}
 	})
 	go func() {
-		defer s.recoverConn("sse", func() { st.Close(live.Internal); p.stop(); st.Release(live.Internal) })
 		p.start(rd.since)
 		why := st.Serve()
 		p.stop()

@@ -67,7 +67,6 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	// stack rather than the deep one of the HTTP stack, reads the client's messages. While
 	// idle that is the only goroutine the connection holds: items go out through the pump.
 	go func() {
-		defer s.recoverConn("ws", func() { sock.Close(live.Internal); p.stop(); sock.Release(live.Internal) })
 		p.start(rd.since)
 		why := sock.Serve(s.wsHandler(sock.Context(), rd.node, sock.Write))
 		sock.Close(why)
@@ -93,7 +92,16 @@ func (s *Server) wsHandler(ctx context.Context, n rules.Node, send func([]byte) 
 		}
 		reply(map[string]any{"type": "error", "id": rawID(id), "error": map[string]string{"code": a.Code, "message": a.Message}})
 	}
-	return func(typ live.MessageType, data []byte) (live.Reason, bool) {
+	return func(typ live.MessageType, data []byte) (why live.Reason, end bool) {
+		// A panic answering a message ends this connection, not the process: the recoverer
+		// guards handlers, not the goroutine that outlives this one. (Deferred here, per
+		// message, and not in that goroutine, whose idle stack must stay small.)
+		defer func() {
+			if v := recover(); v != nil {
+				s.log.Error("panic answering a websocket message", "panic", v)
+				why, end = live.Internal, true
+			}
+		}()
 		if typ == live.Text && !utf8.Valid(data) {
 			// RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection with 1007;
 			// storing it with U+FFFD in place would change what the client sent.
