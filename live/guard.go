@@ -2,8 +2,11 @@ package live
 
 import (
 	"sync"
+
 	"sync/atomic"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 // watched is a hijacked connection the manager's ticker looks after: a WebSocket (pinged each
@@ -89,3 +92,26 @@ func (e *ending) Reason() Reason {
 	}
 	return Reason{}
 }
+
+// frameBuf is a pooled buffer a write is built in: header and payload go out in one syscall,
+// and an idle connection holds none. It is the io.Writer gobwas/ws writes a frame header to,
+// with the scratch space that needs, so a delivery allocates nothing.
+type frameBuf struct {
+	b   []byte
+	hdr [ws.MaxHeaderSize]byte
+}
+
+// Write appends p.
+func (f *frameBuf) Write(p []byte) (int, error) {
+	f.b = append(f.b, p...)
+	return len(p), nil
+}
+
+// frame takes a buffer from the pool, emptied; give it back with putFrame.
+func (m *Manager) frame() *frameBuf {
+	f := m.frames.Get().(*frameBuf)
+	f.b = f.b[:0]
+	return f
+}
+
+func (m *Manager) putFrame(f *frameBuf) { m.frames.Put(f) }

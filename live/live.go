@@ -76,7 +76,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	watched map[watched]*Conn // hijacked connections: WebSockets and SSE streams
-	frames  sync.Pool         // *[]byte: chunk buffers of SSE writes
+	frames  sync.Pool         // *frameBuf: where WebSocket frames and SSE chunks are built
 }
 
 // connShards is how many shards the registry of connections has.
@@ -109,7 +109,7 @@ func New(ctx context.Context, cfg Config) *Manager {
 	for i := range m.shards {
 		m.shards[i].conns = map[*Conn]func(){}
 	}
-	m.frames.New = func() any { b := make([]byte, 0, 1024); return &b }
+	m.frames.New = func() any { return &frameBuf{b: make([]byte, 0, 1024)} }
 	context.AfterFunc(ctx, m.shutdown)
 	return m
 }

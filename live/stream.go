@@ -113,11 +113,10 @@ func (st *Stream) Write(b []byte) error {
 			return err
 		}
 		// One chunk per write: its size line, the events, the chunk's end, in one syscall.
-		fp := st.m.frames.Get().(*[]byte)
-		frame := appendChunk((*fp)[:0], b)
-		_, err := st.nc.Write(frame)
-		*fp = frame[:0]
-		st.m.frames.Put(fp)
+		f := st.m.frame()
+		defer st.m.putFrame(f)
+		f.b = appendChunk(f.b, b)
+		_, err := st.nc.Write(f.b)
 		return err
 	})
 }

@@ -153,16 +153,13 @@ func (s *Socket) writeFrame(op ws.OpCode, payload []byte) error {
 // sendFrame writes a frame; the caller holds the write guard.
 func (s *Socket) sendFrame(op ws.OpCode, payload []byte) error {
 	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
-	fp := s.m.frames.Get().(*[]byte)
-	defer s.m.frames.Put(fp)
-	frame := bytes.NewBuffer((*fp)[:0])
-	frame.Grow(ws.HeaderSize(h) + len(payload))
-	if err := ws.WriteHeader(frame, h); err != nil {
+	f := s.m.frame()
+	defer s.m.putFrame(f)
+	if err := ws.WriteHeaderBuffer(f, h, f.hdr[:]); err != nil {
 		return err
 	}
-	frame.Write(payload)
-	_, err := s.nc.Write(frame.Bytes())
-	*fp = frame.Bytes()[:0]
+	f.b = append(f.b, payload...)
+	_, err := s.nc.Write(f.b)
 	return err
 }
 
