@@ -117,9 +117,6 @@ func New(ctx context.Context, cfg Config) *Manager {
 // Context ends at shutdown.
 func (m *Manager) Context() context.Context { return m.ctx }
 
-// WriteTimeout is the bound of one write.
-func (m *Manager) WriteTimeout() time.Duration { return m.cfg.WriteTimeout }
-
 // Conn is one registered long-lived connection. Close it when it ends.
 type Conn struct {
 	m         *Manager

@@ -30,7 +30,6 @@ type Stream struct {
 
 	heartbeat atomic.Pointer[func()]
 	ending
-	ended chan struct{} // closed when the stream ends
 }
 
 // ErrNoHijack means the response cannot be taken over (not HTTP/1.x).
@@ -47,7 +46,7 @@ func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, tran
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st := &Stream{log: log, chunked: r.ProtoAtLeast(1, 1), ended: make(chan struct{})}
+	st := &Stream{log: log, chunked: r.ProtoAtLeast(1, 1)}
 	// Shutdown says goodbye (come back in a second) rather than cutting the connection;
 	// ready holds it back until the stream is set up.
 	ready := make(chan struct{})
@@ -66,7 +65,7 @@ func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, tran
 	w.WriteHeader(http.StatusOK)
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		st.end(Reason{}, func() { close(st.ended) }) // the shutdown hook has nothing to close
+		st.end(Reason{}, func() {}) // the shutdown hook has nothing to close
 		close(ready)
 		c.Close()
 		if errors.Is(err, http.ErrNotSupported) {
@@ -78,7 +77,7 @@ func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, tran
 	st.nc = nc
 	if len(first) > 0 {
 		if err := st.Write(first); err != nil {
-			st.end(Reason{}, func() { close(st.ended) })
+			st.end(Reason{}, func() {})
 			close(ready)
 			nc.Close()
 			c.Close()
@@ -188,11 +187,7 @@ func (st *Stream) unregister() {
 	st.cancel()
 	st.nc.Close()
 	st.m.unwatch(st)
-	close(st.ended)
 }
-
-// Ended is closed when the stream has ended (closed, dropped or its client gone).
-func (st *Stream) Ended() <-chan struct{} { return st.ended }
 
 // Release ends the stream (dropping it if it has not ended) and frees its registration; call
 // it once the stream's goroutines are done.

@@ -26,11 +26,10 @@ import (
 type Socket struct {
 	*Conn
 	writeGuard
-	nc          net.Conn
-	log         *slog.Logger
-	subprotocol string
-	readLimit   atomic.Int64
-	pre         []byte // bytes the HTTP server read past the upgrade request, read first
+	nc        net.Conn
+	log       *slog.Logger
+	readLimit atomic.Int64
+	pre       []byte // bytes the HTTP server read past the upgrade request, read first
 
 	// pingSent is the send time (unix nanos) of the ping awaiting its pong, 0 when none;
 	// the pong carries it back, which times the round trip.
@@ -89,7 +88,8 @@ func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport
 	if len(opts.Subprotocols) > 0 {
 		u.Protocol = func(p string) bool { return slices.Contains(opts.Subprotocols, p) }
 	}
-	nc, brw, hs, err := u.Upgrade(r, w)
+	// The agreed subprotocol goes to the client in the answer; nothing here depends on it.
+	nc, brw, _, err := u.Upgrade(r, w)
 	if err != nil {
 		// The upgrader has answered the client (a 4xx naming what was wrong).
 		if nc != nil {
@@ -106,7 +106,7 @@ func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport
 		s.pre = bytes.Clone(b)
 	}
 	// net/http's buffers are dropped here: frames are read from and written to nc directly.
-	s.nc, s.subprotocol = nc, hs.Protocol
+	s.nc = nc
 	m.watch(s, c)
 	close(ready)
 	return s, nil
@@ -123,9 +123,6 @@ func Answered(err error) bool {
 	_, ok := err.(errUpgrade)
 	return ok
 }
-
-// Subprotocol is the subprotocol agreed at the upgrade ("" for none).
-func (s *Socket) Subprotocol() string { return s.subprotocol }
 
 // SetReadLimit bounds one message from the client: a bigger one closes the socket with 1009.
 func (s *Socket) SetReadLimit(n int64) { s.readLimit.Store(n) }
