@@ -13,18 +13,9 @@ import (
 
 	"meshbox/app"
 	"meshbox/config"
+	"meshbox/hub"
 	"meshbox/netdelay"
 )
-
-// nodeLink is one node's entry of the group snapshot's links.
-type nodeLink struct {
-	Transport string  `json:"transport"`
-	Measure   string  `json:"measure"`
-	Samples   int     `json:"samples"`
-	MedianMS  float64 `json:"medianMs"`
-	WorstMS   float64 `json:"worstMs"`
-	Stalled   bool    `json:"stalled"`
-}
 
 // TestRealtimeLinkFollowsInjectedDelay: a Mesh v2 host whose GraphQL calls and real-time
 // socket cross a proxy adding 200 ms each way, as an editor on a slow link would. The group
@@ -100,10 +91,10 @@ func TestRealtimeLinkFollowsInjectedDelay(t *testing.T) {
 		t.Fatal("the subscription was not acknowledged")
 	}
 
-	var l nodeLink
+	var l hub.Link
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		var snap struct {
-			Links map[string]nodeLink `json:"links"`
+			Links map[string]hub.Link `json:"links"`
 		}
 		getJSON(t, a.URL()+"/api/v1/groups/"+gid, adminToken, &snap)
 		if l = snap.Links["slow-host"]; l.Samples >= 3 {
