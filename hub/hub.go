@@ -458,6 +458,18 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 	return b, nil
 }
 
+// Head returns the cursor of the group's last item handed to readers (the tail's start when it
+// holds none): a reader whose cursor reached it has everything committed so far.
+func (s *Sub) Head() int64 {
+	t := s.t
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if n := len(t.items); n > 0 {
+		return t.items[n-1].Cursor
+	}
+	return t.start
+}
+
 // capBytes keeps the longest prefix of items whose encodings fit in max bytes (at least one).
 func capBytes(items []stream.Item, max int) []stream.Item {
 	n := 0

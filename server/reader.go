@@ -167,7 +167,9 @@ type pump struct {
 	// returned (grown) for the next batch.
 	write func(buf []byte, b hub.Batch) ([]byte, error)
 
-	since   int64       // owned by the goroutine that holds running
+	since   int64        // owned by the goroutine that holds running
+	at      atomic.Int64 // since, as the last flush left it: everything through it was written
+	waiter  atomic.Pointer[waiter]
 	running atomic.Bool // a flush goroutine runs
 	pending atomic.Bool // items arrived since the flush last looked
 	flushes sync.WaitGroup
@@ -175,6 +177,44 @@ type pump struct {
 	// for flushes is final.
 	mu    sync.Mutex
 	ended bool
+}
+
+// waiter is an answer waiting for the pump to have written everything through a cursor.
+type waiter struct {
+	through int64
+	ch      chan struct{}
+}
+
+// reached waits until the pump has written everything of the group through cursor through, so
+// an answer sent after it never overtakes an item committed before it (a client told "ack 7"
+// or "group ended" has had the items up to then). It reports false when the connection ended
+// first. One goroutine (the connection's reader) calls it.
+func (p *pump) reached(ctx context.Context, through int64) bool {
+	if p.at.Load() >= through {
+		return true
+	}
+	w := &waiter{through: through, ch: make(chan struct{})}
+	p.waiter.Store(w)
+	// A flush that stored at after the check above but before the waiter was set would not
+	// have seen it: look again, and take the waiter back unless a flush already did.
+	if p.at.Load() >= through && p.waiter.CompareAndSwap(w, nil) {
+		return true
+	}
+	select {
+	case <-w.ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// caughtUp records that everything through since was written and releases an answer waiting
+// for it.
+func (p *pump) caughtUp() {
+	p.at.Store(p.since)
+	if w := p.waiter.Load(); w != nil && p.since >= w.through && p.waiter.CompareAndSwap(w, nil) {
+		close(w.ch)
+	}
 }
 
 // start has the hub wake the pump and sends the backlog after the cursor.
@@ -253,6 +293,7 @@ func (p *pump) sendPending() (done bool, err error) {
 		}
 		if len(b.Items) == 0 && !b.Truncated {
 			p.since = b.Next
+			p.caughtUp()
 			return false, nil
 		}
 		if buf, err = p.write(buf[:0], b); err != nil {

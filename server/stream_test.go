@@ -1558,6 +1558,81 @@ func TestWebSocketMessages(t *testing.T) {
 	})
 }
 
+// TestWebSocketAnswersFollowEarlierItems: an answer on a WebSocket never overtakes an item
+// committed before it. A reader joins behind a backlog larger than the socket's buffers and
+// sends a publish and a heartbeat before it reads anything: each ack must come after every
+// item up to then, its own events included, as a client keeping a cursor expects ("ack 7"
+// means item 7 was delivered).
+func TestWebSocketAnswersFollowEarlierItems(t *testing.T) {
+	a, c := newServer(t, unlimited)
+	host := c.create("answers")
+	gid := host.Group.ID
+	reader := c.join(gid, "reader")
+	writer := c.join(gid, "writer")
+	// ~12 MiB of events: more than loopback's socket buffers hold, so the pump is still
+	// writing the backlog when the reader's messages are answered.
+	payload := strings.Repeat("x", 12<<10)
+	evs := make([]map[string]any, 64)
+	for i := range evs {
+		evs[i] = map[string]any{"name": "e", "payload": payload}
+	}
+	for range 16 {
+		if st, raw := c.call("POST", "/api/v1/groups/"+gid+"/events", writer.Token, map[string]any{"events": evs}, nil); st != http.StatusOK {
+			t.Fatalf("publish: %d %.200s", st, raw)
+		}
+	}
+	backlog := a.Store.LastCursor()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := dialWS(ctx, a.URL(), reader, readerOpts{since: cur(reader.Cursor)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	for _, m := range []string{`{"type":"publish","id":1,"events":[{"name":"mine"}]}`, `{"type":"heartbeat","id":2}`} {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last, mine int64 // the last item cursor read; the reader's own event
+	for acks := 0; acks < 2; {
+		typ, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("after item %d of %d: %v", last, backlog, err)
+		}
+		if typ != websocket.MessageText {
+			t.Fatalf("a %v frame", typ)
+		}
+		var f wsFrame
+		if err := json.Unmarshal(data, &f); err != nil {
+			t.Fatalf("decode %.200s: %v", data, err)
+		}
+		switch f.Type {
+		case "items":
+			for _, it := range f.Items {
+				if it.Cursor <= last {
+					t.Fatalf("item %d after %d", it.Cursor, last)
+				}
+				last = it.Cursor
+				if it.Name == "mine" {
+					mine = it.Cursor
+				}
+			}
+		case "ack":
+			acks++
+			if last < backlog || mine == 0 {
+				t.Fatalf("ack %s arrived after item %d, before the backlog's end (%d) or the reader's own event (read: %d)", f.ID, last, backlog, mine)
+			}
+			if string(f.ID) == "1" && (len(f.Cursors) != 1 || f.Cursors[0] != mine) {
+				t.Fatalf("ack %+v for the event delivered at %d", f, mine)
+			}
+		default:
+			t.Fatalf("unexpected frame %.200s", data)
+		}
+	}
+}
+
 // TestWebSocketOversizedFrame: a frame bigger than the request body limit closes the
 // connection with 1009; one within it is served.
 func TestWebSocketOversizedFrame(t *testing.T) {

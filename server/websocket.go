@@ -68,7 +68,15 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	// idle that is the only goroutine the connection holds: items go out through the pump.
 	go func() {
 		p.start(rd.since)
-		why := sock.Serve(s.wsHandler(sock.Context(), rd.node, sock.Write))
+		// An answer waits until the items committed before it were written: a client
+		// acknowledged cursor 7 has item 7, and one told its group ended has the dissolve.
+		answer := func(b []byte) error {
+			if !p.reached(sock.Context(), sub.Head()) {
+				return sock.Context().Err()
+			}
+			return sock.Write(b)
+		}
+		why := sock.Serve(s.wsHandler(sock.Context(), rd.node, answer))
 		sock.Close(why)
 		p.stop()
 		sock.Release(why)
@@ -76,8 +84,8 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// wsHandler answers the client's messages, each after its write committed; a message that
-// must end the connection returns the reason to end it with.
+// wsHandler answers the client's messages through send, each after its write committed; a
+// message that must end the connection returns the reason to end it with.
 func (s *Server) wsHandler(ctx context.Context, n rules.Node, send func([]byte) error) func(live.MessageType, []byte) (live.Reason, bool) {
 	reply := func(v any) {
 		b, err := json.Marshal(v)
