@@ -1,9 +1,10 @@
 // Command floor is the no-storage broadcast floor `meshbox bench` compares
 // meshbox with: the naive relay anyone writes in an afternoon, speaking just
 // enough of meshbox's native API (create, join, publish, dissolve, WebSocket
-// and SSE streams) for the bench tool to drive it exactly as it drives
-// meshbox. Nothing is stored; every subscriber has a goroutine and a queue,
-// and every item is encoded once per subscriber. It checks no tokens.
+// and SSE streams, long-poll) for the bench tool to drive it exactly as it
+// drives meshbox. Nothing is stored; every subscriber has a goroutine and a
+// queue, and every item is encoded once per subscriber. Long-polls read the
+// last items kept in memory. It checks no tokens.
 //
 //	go run ./bench/floor -addr 127.0.0.1:8090
 package main
@@ -35,13 +36,24 @@ type relay struct {
 	mu     sync.Mutex
 	cursor int64
 	subs   map[chan item]struct{}
+	recent []item        // the last items, for long-polls
+	wake   chan struct{} // closed by the next publish
 }
+
+// keep is how many recent items long-polls can read back.
+const keep = 4096
 
 func (r *relay) publish(it item) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cursor++
 	it.Cursor = r.cursor
+	if len(r.recent) == keep {
+		r.recent = append(r.recent[:0], r.recent[keep/2:]...)
+	}
+	r.recent = append(r.recent, it)
+	close(r.wake)
+	r.wake = make(chan struct{})
 	for ch := range r.subs {
 		select {
 		case ch <- it:
@@ -49,6 +61,19 @@ func (r *relay) publish(it item) int64 {
 		}
 	}
 	return it.Cursor
+}
+
+// after returns the kept items after since, or the channel the next publish closes.
+func (r *relay) after(since int64) ([]item, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []item
+	for _, it := range r.recent {
+		if it.Cursor > since {
+			out = append(out, it)
+		}
+	}
+	return out, r.wake
 }
 
 func (r *relay) subscribe() (chan item, func()) {
@@ -62,7 +87,12 @@ func (r *relay) subscribe() (chan item, func()) {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8090", "listen address")
 	flag.Parse()
-	r := &relay{subs: map[chan item]struct{}{}}
+	log.Fatal(http.ListenAndServe(*addr, newMux()))
+}
+
+// newMux serves the relay's routes.
+func newMux() http.Handler {
+	r := &relay{subs: map[chan item]struct{}{}, wake: make(chan struct{})}
 	mux := http.NewServeMux()
 	member := func(w http.ResponseWriter, g string) {
 		w.Header().Set("Content-Type", "application/json")
@@ -123,5 +153,29 @@ func main() {
 			}
 		}
 	})
-	log.Fatal(http.ListenAndServe(*addr, mux))
+	mux.HandleFunc("GET /api/v1/groups/{g}/events", func(w http.ResponseWriter, q *http.Request) {
+		since, _ := strconv.ParseInt(q.URL.Query().Get("since"), 10, 64)
+		wait, _ := strconv.Atoi(q.URL.Query().Get("wait"))
+		timeout := time.After(time.Duration(wait) * time.Second)
+		for {
+			items, wake := r.after(since)
+			if len(items) > 0 || wait == 0 {
+				next := since
+				if len(items) > 0 {
+					next = items[len(items)-1].Cursor
+				}
+				w.Header().Set("Content-Type", "application/json")
+				json.NewEncoder(w).Encode(map[string]any{"items": items, "next": next})
+				return
+			}
+			select {
+			case <-wake:
+			case <-timeout:
+				wait = 0
+			case <-q.Context().Done():
+				return
+			}
+		}
+	})
+	return mux
 }
