@@ -1,9 +1,10 @@
 package live
 
 import (
+	"net"
 	"sync"
-
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -35,19 +36,76 @@ func (g *writeGuard) guard() *writeGuard { return g }
 
 // write runs one write of c's under the guard.
 func (g *writeGuard) write(c *Conn, w func() error) error {
+	g.lockWrite()
+	defer g.unlockWrite(c)
+	return w()
+}
+
+// lockWrite takes the guard for a write and starts timing it.
+func (g *writeGuard) lockWrite() {
 	g.waiting.Add(1)
 	g.wmu.Lock()
 	g.waiting.Add(-1)
-	defer g.wmu.Unlock()
 	g.writeStart.Store(time.Now().UnixNano())
-	err := w()
+}
+
+// unlockWrite stops timing the write, clears a stall it was flagged for, and releases the guard.
+func (g *writeGuard) unlockWrite(c *Conn) {
 	g.writeStart.Store(0)
 	if g.flagged.Load() && g.flagged.CompareAndSwap(true, false) {
 		if l := c.link.Load(); l != nil {
 			l.Stalled(false)
 		}
 	}
-	return err
+	g.wmu.Unlock()
+}
+
+// tryLockWrite takes the guard for a write if no other write holds it.
+func (g *writeGuard) tryLockWrite() bool {
+	if !g.wmu.TryLock() {
+		return false
+	}
+	g.writeStart.Store(time.Now().UnixNano())
+	return true
+}
+
+// offer writes f.b (a pooled buffer it takes over) as far as the connection's socket buffer
+// takes it at once, waiting neither for the peer nor for another write in progress. When all
+// of it went out, finish is nil. Otherwise finish writes the rest (or all of it, after the
+// write in progress), waiting as write does; the caller runs it on a goroutine that may wait,
+// and nothing else is written on c until it returns. closed (nil: never) refuses the write
+// once true: a WebSocket after its close frame.
+func (g *writeGuard) offer(c *Conn, nc net.Conn, raw syscall.RawConn, f *frameBuf, closed *atomic.Bool) (finish func() error, err error) {
+	if !g.tryLockWrite() {
+		return func() error {
+			g.lockWrite()
+			defer c.m.putFrame(f)
+			defer g.unlockWrite(c)
+			if closed != nil && closed.Load() {
+				return errClosing
+			}
+			_, err := nc.Write(f.b)
+			return err
+		}, nil
+	}
+	n := 0
+	if closed != nil && closed.Load() {
+		err = errClosing
+	} else {
+		n, err = f.writeNow(raw)
+	}
+	if err != nil || n == len(f.b) {
+		g.unlockWrite(c)
+		c.m.putFrame(f)
+		return nil, err
+	}
+	// The guard stays taken: the ticker times the rest of this write from its first try.
+	return func() error {
+		defer c.m.putFrame(f)
+		defer g.unlockWrite(c)
+		_, err := nc.Write(f.b[n:])
+		return err
+	}, nil
 }
 
 // flagStalled tells c's Link that its writes block (called by the ticker).
@@ -99,6 +157,36 @@ func (e *ending) Reason() Reason {
 type frameBuf struct {
 	b   []byte
 	hdr [ws.MaxHeaderSize]byte
+	// A try to write b without waiting (writeNow): its callback, bound once, and its outcome.
+	try func(fd uintptr) bool
+	n   int
+	err error
+}
+
+// rawOf returns nc's descriptor, or nil when it has none a write can be tried on.
+func rawOf(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// writeNow writes what of f.b the connection's socket takes at once (raw nil: nothing) and
+// returns how much that was.
+func (f *frameBuf) writeNow(raw syscall.RawConn) (int, error) {
+	if raw == nil {
+		return 0, nil
+	}
+	f.n, f.err = 0, nil
+	if err := raw.Write(f.try); err != nil {
+		return 0, err
+	}
+	return f.n, f.err
 }
 
 // Write appends p.

@@ -109,7 +109,11 @@ func New(ctx context.Context, cfg Config) *Manager {
 	for i := range m.shards {
 		m.shards[i].conns = map[*Conn]func(){}
 	}
-	m.frames.New = func() any { return &frameBuf{b: make([]byte, 0, 1024)} }
+	m.frames.New = func() any {
+		f := &frameBuf{b: make([]byte, 0, 1024)}
+		f.try = f.tryFD
+		return f
+	}
 	context.AfterFunc(ctx, m.shutdown)
 	return m
 }

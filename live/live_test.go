@@ -2,6 +2,7 @@ package live
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -380,4 +381,68 @@ func TestPerAddressCapUnderChurn(t *testing.T) {
 			t.Fatalf("after the churn: %v", err)
 		}
 	}
+}
+
+// A stream's Offer never waits for the client: once the socket's buffers are full it leaves
+// the rest of the chunk to finish, every other write waits until finish has written it, and
+// the client reads each event whole and in order, the one written meanwhile last.
+func TestStreamOfferLeavesTheRestToFinish(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{PingInterval: time.Hour})
+	started, srv := streamPair(t, m, nil)
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	st := <-started
+	served := make(chan Reason, 1)
+	go func() { served <- st.Serve() }()
+
+	var want []byte
+	var finish func() error
+	for i := 0; finish == nil; i++ {
+		if i == 1000 {
+			t.Fatal("256 MiB offered and every event was taken at once")
+		}
+		ev := AppendEvent(nil, int64(i+1), "event", bytes.Repeat([]byte{byte('a' + i%26)}, 256<<10))
+		f, err := st.Offer(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, finish = append(want, ev...), f
+	}
+	after := AppendEvent(nil, -1, "after", []byte(`{}`))
+	want = append(want, after...)
+	wrote := make(chan error, 1)
+	go func() { wrote <- st.Write(after) }()
+	for st.waiting.Load() != 1 {
+		select {
+		case err := <-wrote:
+			t.Fatalf("a write went out (%v) while an event was unfinished", err)
+		default:
+			runtime.Gosched()
+		}
+	}
+	finished := make(chan error, 1)
+	go func() { finished <- finish() }()
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("the stream differs at byte %d of %d: %q, want %q", i, len(want), got[i:min(i+20, len(got))], want[i:min(i+20, len(want))])
+	}
+	if err := errors.Join(<-finished, <-wrote); err != nil {
+		t.Fatal(err)
+	}
+	st.Close(Ended)
+	if why := <-served; why != Ended {
+		t.Fatalf("served until %v", why)
+	}
+	st.Release(Ended)
 }

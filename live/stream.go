@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -25,7 +26,8 @@ type Stream struct {
 	*Conn
 	writeGuard
 	nc      net.Conn
-	chunked bool // HTTP/1.1: the body is chunked; HTTP/1.0: it ends with the connection
+	raw     syscall.RawConn // nc's descriptor, for writes that never wait (Offer); nil: none
+	chunked bool            // HTTP/1.1: the body is chunked; HTTP/1.0: it ends with the connection
 	log     *slog.Logger
 
 	heartbeat atomic.Pointer[func()]
@@ -75,6 +77,7 @@ func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, tran
 	}
 	_ = brw // what the client sent after its request is of no use: an SSE client sends nothing
 	st.nc = nc
+	st.raw = rawOf(nc)
 	if len(first) > 0 {
 		if err := st.Write(first); err != nil {
 			st.end(Reason{}, func() {})
@@ -118,6 +121,24 @@ func (st *Stream) Write(b []byte) error {
 		_, err := st.nc.Write(f.b)
 		return err
 	})
+}
+
+// Offer sends b like Write, but never waits, for the client or for another write: when the
+// connection's socket buffer takes only part of it (the client reads slowly), or another
+// write is in progress, Offer returns finish, which writes the rest (or all of it), waiting
+// as Write does. The caller must run finish, on a goroutine that may wait, before it writes
+// anything more.
+func (st *Stream) Offer(b []byte) (finish func() error, err error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	f := st.m.frame()
+	if st.chunked {
+		f.b = appendChunk(f.b, b)
+	} else {
+		f.b = append(f.b, b...)
+	}
+	return st.offer(st.Conn, st.nc, st.raw, f, nil)
 }
 
 // appendChunk appends b as one chunk of a chunked HTTP/1.1 body.

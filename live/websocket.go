@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -27,6 +28,7 @@ type Socket struct {
 	*Conn
 	writeGuard
 	nc        net.Conn
+	raw       syscall.RawConn // nc's descriptor, for writes that never wait (Offer); nil: none
 	log       *slog.Logger
 	readLimit atomic.Int64
 	pre       []byte // bytes the HTTP server read past the upgrade request, read first
@@ -107,6 +109,7 @@ func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport
 	}
 	// net/http's buffers are dropped here: frames are read from and written to nc directly.
 	s.nc = nc
+	s.raw = rawOf(nc)
 	m.watch(s, c)
 	close(ready)
 	return s, nil
@@ -147,17 +150,30 @@ func (s *Socket) writeFrame(op ws.OpCode, payload []byte) error {
 	})
 }
 
+// Offer sends one text message like Write, but never waits, for the client or for another
+// write: when the connection's socket buffer takes only part of it (the client reads slowly),
+// or another write is in progress, Offer returns finish, which writes the rest (or all of
+// it), waiting as Write does. The caller must run finish, on a goroutine that may wait,
+// before it writes anything more.
+func (s *Socket) Offer(b []byte) (finish func() error, err error) {
+	return s.offer(s.Conn, s.nc, s.raw, s.frameOf(ws.OpText, b), &s.sentClose)
+}
+
 // sendFrame writes a frame; the caller holds the write guard.
 func (s *Socket) sendFrame(op ws.OpCode, payload []byte) error {
-	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
-	f := s.m.frame()
+	f := s.frameOf(op, payload)
 	defer s.m.putFrame(f)
-	if err := ws.WriteHeaderBuffer(f, h, f.hdr[:]); err != nil {
-		return err
-	}
-	f.b = append(f.b, payload...)
 	_, err := s.nc.Write(f.b)
 	return err
+}
+
+// frameOf builds a final, unmasked frame in a pooled buffer (give it back with putFrame).
+func (s *Socket) frameOf(op ws.OpCode, payload []byte) *frameBuf {
+	f := s.m.frame()
+	// Writing a header into a buffer with room for the largest one cannot fail.
+	_ = ws.WriteHeaderBuffer(f, ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}, f.hdr[:])
+	f.b = append(f.b, payload...)
+	return f
 }
 
 // tick is the manager's ticker's visit, once per interval: a ping still unanswered since

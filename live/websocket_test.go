@@ -2,12 +2,15 @@ package live
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -250,4 +253,86 @@ func TestSocketReadsABigFrameWhole(t *testing.T) {
 	if err != nil || string(b) != strings.ToUpper(big) {
 		t.Fatalf("echo of a 100 kB frame: %d bytes, %v", len(b), err)
 	}
+}
+
+// Offer never waits for the client: once the socket's buffers are full it leaves the rest of
+// the message to finish, and until finish has written it every other write waits, so the
+// client gets each message whole and in order, the one written meanwhile last.
+func TestOfferLeavesTheRestToFinish(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	socks := make(chan *Socket, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := m.Accept(w, r, "127.0.0.1", "ws", nil, nil)
+		if err != nil {
+			return
+		}
+		socks <- s
+		why := s.Serve(func(MessageType, []byte) (Reason, bool) { return Reason{}, false })
+		s.Release(why)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+srv.URL[4:], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(-1)
+	s := <-socks
+
+	// The client reads nothing yet: offer 256 KiB messages until one is not taken whole.
+	var sent [][]byte
+	var finish func() error
+	for i := 0; finish == nil; i++ {
+		if i == 1000 {
+			t.Fatal("256 MiB offered and every message was taken at once")
+		}
+		msg := []byte(strings.Repeat(string(rune('a'+i%26)), 256<<10))
+		f, err := s.Offer(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent, finish = append(sent, msg), f
+	}
+	if s.writeStart.Load() == 0 {
+		t.Fatal("the unfinished write is not timed: the stall check would not see it")
+	}
+	wrote := make(chan error, 1)
+	go func() { wrote <- s.Write([]byte("after")) }()
+	for s.waiting.Load() != 1 {
+		select {
+		case err := <-wrote:
+			t.Fatalf("a write went out (%v) while a message was unfinished", err)
+		case <-ctx.Done():
+			t.Fatal("the other write never waited")
+		default:
+			runtime.Gosched()
+		}
+	}
+	// Nor does an offer wait for another write in progress: all of it is left to finish.
+	next, err := s.Offer([]byte("next"))
+	if err != nil || next == nil {
+		t.Fatalf("an offer behind an unfinished write: finish %v, err %v", next != nil, err)
+	}
+	finished := make(chan error, 1)
+	go func() { finished <- finish() }()
+	read := func(i int, want []byte) {
+		t.Helper()
+		_, got, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("message %d: %d bytes starting %q, want %d of %q", i, len(got), got[:min(len(got), 4)], len(want), want[:4])
+		}
+	}
+	for i, want := range append(sent, []byte("after")) {
+		read(i, want)
+	}
+	if err := errors.Join(<-finished, <-wrote, next()); err != nil {
+		t.Fatal(err)
+	}
+	read(len(sent)+1, []byte("next"))
 }

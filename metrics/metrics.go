@@ -84,6 +84,7 @@ type Metrics struct {
 	publishes    *prometheus.CounterVec
 	delivered    *prometheus.CounterVec
 	writes       *prometheus.CounterVec
+	slowWrites   *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	rtt          *prometheus.HistogramVec
 	rejected     *prometheus.CounterVec
@@ -134,6 +135,7 @@ type connChildren struct {
 type deliveryChildren struct {
 	items   prometheus.Counter
 	writes  prometheus.Counter
+	slow    prometheus.Counter
 	latency prometheus.Observer
 }
 
@@ -170,6 +172,10 @@ func New(version string, src StatsSource) *Metrics {
 	m.writes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "delivery_writes_total",
 		Help: "Writes to client connections carrying stream items, by transport; items per write is items_delivered_total over this.",
+	}, []string{"transport"})
+	m.slowWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "slow_writes_total",
+		Help: "Deliveries the client's socket did not take at once (a client reading slowly or not at all), by transport; each went on on a goroutine of the connection's own.",
 	}, []string{"transport"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "delivery_latency_seconds",
@@ -241,7 +247,7 @@ func New(version string, src StatsSource) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
-		m.connOpen, m.connAccepted, m.appended, m.publishes, m.delivered, m.writes, m.latency, m.rtt,
+		m.connOpen, m.connAccepted, m.appended, m.publishes, m.delivered, m.writes, m.slowWrites, m.latency, m.rtt,
 		m.rejected, m.commitOps, m.commitItems, m.commitDur,
 		m.purgeItems, m.purgeGroups, m.purgeNodes, m.purgeDur, m.purgeLast,
 		m.httpRequests, m.httpDuration,
@@ -259,6 +265,7 @@ func New(version string, src StatsSource) *Metrics {
 		m.deliveredBy[t] = deliveryChildren{
 			items:   m.delivered.WithLabelValues(t),
 			writes:  m.writes.WithLabelValues(t),
+			slow:    m.slowWrites.WithLabelValues(t),
 			latency: m.latency.WithLabelValues(t),
 		}
 	}
@@ -347,6 +354,7 @@ func (m *Metrics) ObserveDelivered(transport string, n int, committedAt time.Tim
 		c = deliveryChildren{
 			items:   m.delivered.WithLabelValues(transport),
 			writes:  m.writes.WithLabelValues(transport),
+			slow:    m.slowWrites.WithLabelValues(transport),
 			latency: m.latency.WithLabelValues(transport),
 		}
 	}
@@ -356,6 +364,15 @@ func (m *Metrics) ObserveDelivered(transport string, n int, committedAt time.Tim
 		c.latency.Observe(time.Since(committedAt).Seconds())
 	}
 	m.deliveredN.Add(int64(n))
+}
+
+// ObserveSlowWrite records a delivery the client's socket did not take at once.
+func (m *Metrics) ObserveSlowWrite(transport string) {
+	c, ok := m.deliveredBy[transport]
+	if !ok {
+		c.slow = m.slowWrites.WithLabelValues(transport)
+	}
+	c.slow.Inc()
 }
 
 // ObservePublish records the outcome of one publish request: ok, rejected or error.

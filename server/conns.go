@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"meshbox/apierror"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -79,6 +81,16 @@ type budgetConn struct {
 func (c *budgetConn) Close() error {
 	c.once.Do(func() { c.b.open.Add(-1) })
 	return c.Conn.Close()
+}
+
+// SyscallConn hands out the network connection's descriptor: the hijacked connections of
+// WebSocket and SSE streams write to it without waiting (live's Offer).
+func (c *budgetConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 func (c *budgetConn) clamp(t time.Time) time.Time {

@@ -2,12 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -91,61 +92,85 @@ func (s *Server) delivered(transport string, items []stream.Item) {
 	}
 }
 
-// flushers runs pumps' flushes on goroutines that are kept after each one, so that a busy
-// fan-out (1,000 readers of one group, every item) reuses goroutines whose stacks have already
-// grown to a write's depth rather than starting (and growing) 1,000 new ones per item: that
-// was a tenth of the server's CPU. A flush that blocks on a slow client holds only its own
-// goroutine; another starts for the next job. Waiting workers cost no timer: reap retires
-// idle ones, so none is left when nothing is delivered.
+// flushers run pumps' flushes on a few goroutines, one per CPU, that never wait for a client:
+// a flush offers each write (live's Offer: as much as the client's socket takes at once), and
+// one whose write is not taken whole moves, with the rest of that write, to a goroutine of its
+// own (pump.flush). So a fan-out to 1,000 readers costs a queue append per reader rather than
+// a goroutine hand-off each (a sixth of a delivery's CPU, measured), and a client that reads
+// slowly or not at all holds only its own goroutine, never a worker.
 type flushers struct {
-	jobs chan *pump      // unbuffered: a job goes to a worker already waiting for one; nil retires it
-	idle atomic.Int64    // workers waiting for a job
-	stop <-chan struct{} // the server's end: waiting workers leave
+	mu      sync.Mutex
+	ready   sync.Cond // signalled when the queue gets work and a worker sleeps
+	queue   []*pump
+	asleep  int  // workers waiting on ready
+	stopped bool // the server ended: workers drain the queue and leave
 }
 
-// flusherIdle is how often half of the waiting workers are retired.
-const flusherIdle = time.Second
+// flushBatch is how many pumps a worker takes from the queue at once: few enough that the
+// workers share a wave, enough that the queue's lock is not taken per reader.
+const flushBatch = 16
 
-// run flushes p on a waiting worker, or on a new one.
+// start runs n workers until ctx ends.
+func (f *flushers) start(ctx context.Context, n int) {
+	f.ready.L = &f.mu
+	for range n {
+		go f.work()
+	}
+	context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.stopped = true
+		f.ready.Broadcast()
+		f.mu.Unlock()
+	})
+}
+
+// run queues p's flush for a worker (after the server ended: runs it on a goroutine of its
+// own, so a pump's stop never waits for a flush nobody runs).
 func (f *flushers) run(p *pump) {
-	select {
-	case f.jobs <- p:
-	default:
-		go f.work(p)
+	f.mu.Lock()
+	if f.stopped {
+		f.mu.Unlock()
+		go p.flush(false, nil)
+		return
 	}
+	f.queue = append(f.queue, p)
+	if f.asleep > 0 {
+		f.ready.Signal()
+	}
+	f.mu.Unlock()
 }
 
-func (f *flushers) work(p *pump) {
-	for p != nil {
-		p.flush()
-		f.idle.Add(1)
-		select {
-		case p = <-f.jobs:
-		case <-f.stop:
-			p = nil
-		}
-		f.idle.Add(-1)
-	}
-}
-
-// reap retires half of the waiting workers every flusherIdle until stop: a pool that a burst
-// grew shrinks back within seconds once deliveries calm down.
-func (f *flushers) reap() {
-	t := time.NewTicker(flusherIdle)
-	defer t.Stop()
+// work flushes queued pumps until the server ends and the queue is empty.
+func (f *flushers) work() {
+	batch := make([]*pump, 0, flushBatch)
 	for {
-		select {
-		case <-f.stop:
-			return
-		case <-t.C:
-			for n := (f.idle.Load() + 1) / 2; n > 0; n-- {
-				select {
-				case f.jobs <- nil:
-				default:
-					n = 0 // none waiting any more
-				}
-			}
+		f.mu.Lock()
+		for len(f.queue) == 0 && !f.stopped {
+			f.asleep++
+			f.ready.Wait()
+			f.asleep--
 		}
+		if len(f.queue) == 0 {
+			f.mu.Unlock()
+			return
+		}
+		n := min(len(f.queue), flushBatch)
+		batch = append(batch[:0], f.queue[:n]...)
+		left := copy(f.queue, f.queue[n:])
+		clear(f.queue[left:])
+		f.queue = f.queue[:left]
+		if left > 0 && f.asleep > 0 {
+			f.ready.Signal()
+		}
+		f.mu.Unlock()
+		for i, p := range batch {
+			batch[i] = nil
+			p.flush(false, nil)
+		}
+		// A worker never blocks, so it would keep its CPU through a whole wave of deliveries
+		// (80 ms at 10,000 readers) until the scheduler preempts it: let waiting requests and
+		// the writer run between batches.
+		runtime.Gosched()
 	}
 }
 
@@ -153,21 +178,28 @@ func (f *flushers) reap() {
 type outlet interface {
 	Context() context.Context
 	Close(why live.Reason)
+	// Write sends b, waiting for the client as long as it takes (the ticker drops a stalled one).
+	Write(b []byte) error
+	// Offer sends what of b the client's socket takes at once; finish, when not nil, writes
+	// the rest (waiting), and must run before anything else is written.
+	Offer(b []byte) (finish func() error, err error)
 }
 
 // pump delivers a subscription to a hijacked connection without a goroutine of its own while
-// idle: the hub calls wake on new items, which starts a short-lived goroutine that sends
+// idle: the hub calls wake on new items, which queues a flush for the flushers; it sends
 // everything pending after the cursor in as few writes as it can, then ends.
 type pump struct {
 	s         *Server
 	sub       *hub.Sub
 	out       outlet
 	transport string
-	// write sends one batch (items, or a reset); buf is a pooled buffer to build it in, to be
-	// returned (grown) for the next batch.
+	// write sends one batch (items, or a reset) with send; buf is a pooled buffer to build it
+	// in, to be returned (grown) for the next batch.
 	write func(buf []byte, b hub.Batch) ([]byte, error)
 
-	since   int64        // owned by the goroutine that holds running
+	since   int64        // owned by the goroutine that holds running, like mayWait and rest
+	mayWait bool         // the flush runs on a goroutine of its own: writes may wait
+	rest    func() error // on a worker: finishes a write the client's socket did not take whole
 	at      atomic.Int64 // since, as the last flush left it: everything through it was written
 	waiter  atomic.Pointer[waiter]
 	running atomic.Bool // a flush goroutine runs
@@ -248,27 +280,44 @@ func (p *pump) wake() {
 	p.s.flushers.run(p)
 }
 
-func (p *pump) flush() {
-	defer p.flushes.Done()
-	// A panic here would take the process down (the recoverer guards handlers, not the
-	// goroutines that outlive them): it ends this connection instead. running stays set, so
-	// no flush starts again on it.
+// flush sends everything pending. On a worker (mayWait false) it never waits for the client:
+// when a write is not taken whole, or a batch needs more than one write or ends the
+// connection (a reset, the group's end), the flush moves to a goroutine of its own, which
+// first runs finish (the rest of that write) and may then wait on every write.
+func (p *pump) flush(mayWait bool, finish func() error) {
+	moved := false
 	defer func() {
+		// A panic here would take the process down (the recoverer guards handlers, not the
+		// goroutines that outlive them): it ends this connection instead. running stays
+		// set, so no flush starts again on it.
 		if v := recover(); v != nil {
 			p.s.log.Error("panic delivering to a connection", "transport", p.transport, "panic", v)
 			p.out.Close(live.Internal)
 		}
+		if !moved {
+			p.flushes.Done()
+		}
 	}()
+	p.mayWait = mayWait
+	if finish != nil {
+		if err := finish(); err != nil {
+			p.failed(err)
+			return
+		}
+	}
 	for {
 		p.pending.Store(false)
-		done, err := p.sendPending()
+		done, rest, err := p.sendPending()
+		if rest != nil {
+			moved = true
+			go p.flush(true, rest)
+			return
+		}
 		if err != nil || done {
-			switch {
-			case done:
+			if done {
 				p.out.Close(live.Ended)
-			case p.out.Context().Err() == nil:
-				p.s.log.Debug("stream flush", "transport", p.transport, "err", err)
-				p.out.Close(live.Internal)
+			} else {
+				p.failed(err)
 			}
 			return // running stays set: no flush starts again
 		}
@@ -281,28 +330,69 @@ func (p *pump) flush() {
 	}
 }
 
-// sendPending sends everything after the cursor; done reports the group's end was sent.
-func (p *pump) sendPending() (done bool, err error) {
+// failed ends the connection after a write or read failed (unless it already ended).
+func (p *pump) failed(err error) {
+	if p.out.Context().Err() == nil {
+		p.s.log.Debug("stream flush", "transport", p.transport, "err", err)
+		p.out.Close(live.Internal)
+	}
+}
+
+// errTwoOffers is a batch written in two parts on a worker: the second would wait for the
+// first's rest on the same goroutine.
+var errTwoOffers = errors.New("pump: a second write before the first was taken whole")
+
+// send writes one message or event burst of a batch: on a goroutine of the flush's own as
+// long as it takes, on a worker as far as the client's socket takes it at once (the rest is
+// left in p.rest for the flush to move).
+func (p *pump) send(b []byte) error {
+	if p.mayWait {
+		return p.out.Write(b)
+	}
+	if p.rest != nil {
+		return errTwoOffers
+	}
+	rest, err := p.out.Offer(b)
+	p.rest = rest
+	return err
+}
+
+// noRest moves a flush to a goroutine of its own before anything of the batch was written.
+func noRest() error { return nil }
+
+// sendPending sends everything after the cursor; done reports the group's end was sent. On a
+// worker it stops at the first batch that is not for a worker (see flush) and returns what is
+// left of it as rest.
+func (p *pump) sendPending() (done bool, rest func() error, err error) {
 	bp := p.s.frames.Get().(*[]byte)
 	buf := (*bp)[:0]
 	defer func() { *bp = buf[:0]; p.s.frames.Put(bp) }()
 	for {
 		b, err := p.sub.Read(p.out.Context(), p.since, streamBatch)
 		if err != nil {
-			return false, err
+			return false, nil, err
 		}
 		if len(b.Items) == 0 && !b.Truncated {
 			p.since = b.Next
 			p.caughtUp()
-			return false, nil
+			return false, nil, nil
+		}
+		if !p.mayWait && (b.Truncated || b.Ended) {
+			return false, noRest, nil
 		}
 		if buf, err = p.write(buf[:0], b); err != nil {
-			return false, err
+			p.rest = nil // an error is final: nothing is left to finish
+			return false, nil, err
 		}
 		p.s.delivered(p.transport, b.Items)
 		p.since = b.Next
 		if b.Ended {
-			return true, nil
+			return true, nil, nil
+		}
+		if p.rest != nil {
+			p.s.obs.ObserveSlowWrite(p.transport)
+			rest, p.rest = p.rest, nil
+			return false, rest, nil
 		}
 	}
 }

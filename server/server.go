@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -34,6 +35,7 @@ type Observer interface {
 	ConnClosed(transport string)
 	ObserveRTT(transport string, d time.Duration)
 	ObserveDelivered(transport string, n int, committedAt time.Time)
+	ObserveSlowWrite(transport string)
 	ObservePublish(outcome string)
 	ObserveRejected(reason string)
 }
@@ -44,6 +46,7 @@ func (noopObserver) ConnOpened(string)                       {}
 func (noopObserver) ConnClosed(string)                       {}
 func (noopObserver) ObserveRTT(string, time.Duration)        {}
 func (noopObserver) ObserveDelivered(string, int, time.Time) {}
+func (noopObserver) ObserveSlowWrite(string)                 {}
 func (noopObserver) ObservePublish(string)                   {}
 func (noopObserver) ObserveRejected(string)                  {}
 
@@ -85,7 +88,7 @@ type Server struct {
 	conns     *connBudget
 	live      *live.Manager
 	frames    sync.Pool // *[]byte frame buffers, shared so idle connections hold none
-	flushers  flushers  // the goroutines that deliver to WebSockets and SSE streams
+	flushers  *flushers // the goroutines that deliver to WebSockets and SSE streams
 	bodies    sync.Pool // *bytes.Buffer for request bodies
 	handler   http.Handler
 }
@@ -113,9 +116,9 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 		conns:     &connBudget{budget: connBudgetFor(cfg.MaxConns)},
 		live:      deps.Conns,
 		clients:   Clients(cfg),
-		flushers:  flushers{jobs: make(chan *pump), stop: ctx.Done()},
+		flushers:  &flushers{},
 	}
-	go s.flushers.reap()
+	s.flushers.start(ctx, runtime.GOMAXPROCS(0))
 	if s.live == nil {
 		s.live = live.New(ctx, LiveConfig(cfg, deps.Observer))
 	}

@@ -41,7 +41,8 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	}
 	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "sse")
 	st.SetLink(sub) // stalls go to the node's presence (round trips come with the echoes)
-	p := &pump{s: s, sub: sub, out: st, transport: "sse", write: func(buf []byte, b hub.Batch) ([]byte, error) {
+	p := &pump{s: s, sub: sub, out: st, transport: "sse"}
+	p.write = func(buf []byte, b hub.Batch) ([]byte, error) {
 		if b.Truncated {
 			// The reset carries the cursor to resume from, so a plain EventSource that
 			// reconnects now sends it as Last-Event-ID instead of the purged one (and is not
@@ -55,8 +56,8 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		for _, it := range b.Items {
 			buf = live.AppendEvent(buf, it.Cursor, it.Kind, it.JSON)
 		}
-		return buf, st.Write(buf)
-	}}
+		return buf, p.send(buf)
+	}
 	// The heartbeat is a ping event carrying its send time; a client that echoes it
 	// (POST …/heartbeat?echo=T, as meshbox.js does) gives the stream's round trip: the
 	// event's way down, the client's turn-around and the echo request's way up. Clients that

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1042,6 +1043,118 @@ func dialSmallWindow(ctx context.Context, base string, j joined, o readerOpts) (
 	}
 	c.SetReadLimit(-1)
 	return c, nil
+}
+
+// TestStuckReadersHoldNoWorker: readers that read nothing never hold up the others.
+// Deliveries run on a few workers (one per CPU) that never wait for a client: with more
+// stuck readers than workers (WebSocket and SSE), each behind a backlog bigger than its
+// socket buffers, a healthy reader on each transport still gets every new item at once, and
+// /metrics counts the stuck readers' slow writes.
+func TestStuckReadersHoldNoWorker(t *testing.T) {
+	a, c := newServer(t, func(cfg *config.Config) {
+		unlimited(cfg)
+		cfg.PingInterval = time.Hour // the stuck readers stay connected for the whole test
+	})
+	host := c.create("stuck-many")
+	gid := host.Group.ID
+	writer := c.join(gid, "writer")
+	start := a.Store.LastCursor()
+	// 6 MiB: more than the server's socket send buffer grows to (4 MiB here) and the stuck
+	// clients' 4 KiB windows.
+	payload := strings.Repeat("x", 12<<10)
+	evs := make([]evIn, 64)
+	for i := range evs {
+		evs[i] = evIn{Name: "backlog", Payload: payload}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for range 8 {
+		if _, err := postEvents(ctx, a.URL(), writer, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	nWS := runtime.GOMAXPROCS(0) + 2
+	for i := range nWS {
+		ws, err := dialSmallWindow(ctx, a.URL(), c.join(gid, "stuck-ws-"+strconv.Itoa(i)), readerOpts{since: cur(start)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+	}
+	sse := dialSmallWindowSSE(t, a.URL(), c.join(gid, "stuck-sse"), start)
+	defer sse.Close()
+	eventually(t, 30*time.Second, "the stuck readers' writes were never left unfinished", func() bool {
+		return metricValue(t, a.URL(), `meshbox_slow_writes_total{transport="ws"}`) >= float64(nWS) &&
+			metricValue(t, a.URL(), `meshbox_slow_writes_total{transport="sse"}`) >= 1
+	})
+
+	hWS, hSSE := c.join(gid, "healthy-ws"), c.join(gid, "healthy-sse")
+	now := cur(a.Store.LastCursor())
+	healthy := []*stream{
+		openWS(t, a.URL(), hWS, readerOpts{since: now}),
+		openSSE(t, a.URL(), hSSE, readerOpts{since: now}),
+	}
+	for _, h := range healthy {
+		defer h.close()
+	}
+	for i := range 5 {
+		cs, err := postEvents(ctx, a.URL(), writer, []evIn{{Name: "new-" + strconv.Itoa(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range healthy {
+			it, err := h.next(10 * time.Second)
+			if err != nil || it.Cursor != cs[0] {
+				t.Fatalf("%s: item %+v (%v), want cursor %d while %d readers are stuck", h.transport, it, err, cs[0], nWS+1)
+			}
+		}
+	}
+}
+
+// dialSmallWindowSSE opens an SSE stream after since with a 4 KiB receive window and never
+// reads it.
+func dialSmallWindowSSE(t *testing.T, base string, j joined, since int64) net.Conn {
+	t.Helper()
+	dialer := &net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := dialer.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := "GET /api/v1/groups/" + j.Group.ID + "/stream?since=" + cur(since) + " HTTP/1.1\r\nHost: " + u.Host +
+		"\r\nAuthorization: Bearer " + j.Token + "\r\nAccept: text/event-stream\r\n\r\n"
+	if _, err := io.WriteString(nc, req); err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+// metricValue is the value of one series on /metrics (0 when absent).
+func metricValue(t *testing.T, base, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
 }
 
 // TestStuckWebSocketReader has one WebSocket reader stop reading while thousands of events

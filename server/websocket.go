@@ -42,12 +42,13 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	sock.SetReadLimit(s.cfg.MaxBodyBytes)
 	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "ws")
 	sock.SetLink(sub) // the pinger's round trips and stall flags go to the node's presence
-	p := &pump{s: s, sub: sub, out: sock, transport: "ws", write: func(buf []byte, b hub.Batch) ([]byte, error) {
+	p := &pump{s: s, sub: sub, out: sock, transport: "ws"}
+	p.write = func(buf []byte, b hub.Batch) ([]byte, error) {
 		if b.Truncated {
 			buf = append(buf[:0], `{"type":"reset","next":`...)
 			buf = strconv.AppendInt(buf, b.Next, 10)
 			buf = append(buf, '}')
-			if err := sock.Write(buf); err != nil {
+			if err := p.send(buf); err != nil {
 				return buf, err
 			}
 		}
@@ -57,12 +58,12 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 			buf = append(buf, `,"next":`...)
 			buf = strconv.AppendInt(buf, b.Next, 10)
 			buf = append(buf, '}')
-			if err := sock.Write(buf); err != nil {
+			if err := p.send(buf); err != nil {
 				return buf, err
 			}
 		}
 		return buf, nil
-	}}
+	}
 	// The connection is hijacked: the handler returns and a fresh goroutine, with a small
 	// stack rather than the deep one of the HTTP stack, reads the client's messages. While
 	// idle that is the only goroutine the connection holds: items go out through the pump.

@@ -55,16 +55,37 @@ func BenchmarkWebSocketFrameWrite(b *testing.B) {
 	items := []stream.Item{{Cursor: 4242, Kind: stream.KindEvent, Node: "n1", Name: "go", Payload: &payload,
 		At: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)}}
 	items[0].JSON = stream.EncodeItem(items[0])
-	buf := make([]byte, 0, 4096)
-	b.ReportAllocs()
-	for b.Loop() {
+	frame := func(buf []byte) []byte {
 		buf = append(buf[:0], `{"type":"items","items":`...)
 		buf = appendItems(buf, items)
 		buf = append(buf, `,"next":`...)
 		buf = strconv.AppendInt(buf, items[0].Cursor, 10)
-		buf = append(buf, '}')
-		if err := sock.Write(buf); err != nil {
-			b.Fatal(err)
-		}
+		return append(buf, '}')
 	}
+	buf := make([]byte, 0, 4096)
+	// write: as a flush that may wait (a slow client's own goroutine) writes.
+	b.Run("write", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = frame(buf)
+			if err := sock.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// offer: as the flush workers write (never waiting; the client here keeps up, so the rest
+	// to finish is rare).
+	b.Run("offer", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = frame(buf)
+			finish, err := sock.Offer(buf)
+			if err == nil && finish != nil {
+				err = finish()
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
