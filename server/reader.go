@@ -134,7 +134,10 @@ func (f *flushers) run(p *pump) {
 		return
 	}
 	f.queue = append(f.queue, p)
-	if f.asleep > 0 {
+	// One worker is woken per burst (a publish's wave of readers): it wakes another if there
+	// is more than it takes. Waking one per reader would have both workers up for a wave of
+	// ten, one of them for nothing (measured: 7 % more CPU per delivery at 100 groups of 10).
+	if len(f.queue) == 1 && f.asleep > 0 {
 		f.ready.Signal()
 	}
 	f.mu.Unlock()
@@ -167,10 +170,12 @@ func (f *flushers) work() {
 			batch[i] = nil
 			p.flush(false, nil)
 		}
-		// A worker never blocks, so it would keep its CPU through a whole wave of deliveries
-		// (80 ms at 10,000 readers) until the scheduler preempts it: let waiting requests and
-		// the writer run between batches.
-		runtime.Gosched()
+		if left > 0 {
+			// A worker never blocks, so it would keep its CPU through a whole wave of
+			// deliveries (80 ms at 10,000 readers) until the scheduler preempts it: let
+			// waiting requests and the writer run between batches.
+			runtime.Gosched()
+		}
 	}
 }
 
