@@ -188,6 +188,17 @@ func streamPair(t *testing.T, m *Manager, first []byte) (chan *Stream, *httptest
 	return started, srv
 }
 
+// getStream opens a stream of srv (see streamPair) with a real HTTP client: the response,
+// to be closed by the caller, and the server's side.
+func getStream(t *testing.T, srv *httptest.Server, started chan *Stream) (*http.Response, *Stream) {
+	t.Helper()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, <-started
+}
+
 // A stream's response is a proper chunked HTTP/1.1 response with the headers set before it,
 // its events arrive as written, and it ends cleanly (the client reads EOF, not an error).
 func TestStreamFramesAndEnd(t *testing.T) {
@@ -287,12 +298,8 @@ func TestStreamShutdownSaysGoodbye(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := New(ctx, Config{})
 	started, srv := streamPair(t, m, nil)
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, st := getStream(t, srv, started)
 	defer resp.Body.Close()
-	st := <-started
 	go st.Serve()
 	cancel()
 	body, err := io.ReadAll(resp.Body)
@@ -390,12 +397,8 @@ func TestStreamOfferLeavesTheRestToFinish(t *testing.T) {
 	t.Parallel()
 	m := New(context.Background(), Config{PingInterval: time.Hour})
 	started, srv := streamPair(t, m, nil)
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, st := getStream(t, srv, started)
 	defer resp.Body.Close()
-	st := <-started
 	served := make(chan Reason, 1)
 	go func() { served <- st.Serve() }()
 
