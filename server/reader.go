@@ -245,9 +245,10 @@ func (p *pump) reached(ctx context.Context, through int64) bool {
 	}
 }
 
-// caughtUp records that everything through since was written and releases an answer waiting
-// for it.
-func (p *pump) caughtUp() {
+// wrote records that everything through since was written and releases an answer waiting for
+// it. It runs after each batch the client's socket took whole, not only once the pump caught
+// up: on a busy group an answer waits for the items before it, not for a pause.
+func (p *pump) wrote() {
 	p.at.Store(p.since)
 	if w := p.waiter.Load(); w != nil && p.since >= w.through && p.waiter.CompareAndSwap(w, nil) {
 		close(w.ch)
@@ -309,6 +310,7 @@ func (p *pump) flush(mayWait bool, finish func() error) {
 			p.failed(err)
 			return
 		}
+		p.wrote()
 	}
 	for {
 		p.pending.Store(false)
@@ -379,7 +381,7 @@ func (p *pump) sendPending() (done bool, rest func() error, err error) {
 		}
 		if len(b.Items) == 0 && !b.Truncated {
 			p.since = b.Next
-			p.caughtUp()
+			p.wrote()
 			return false, nil, nil
 		}
 		if !p.mayWait && (b.Truncated || b.Ended) {
@@ -399,5 +401,6 @@ func (p *pump) sendPending() (done bool, rest func() error, err error) {
 			rest, p.rest = p.rest, nil
 			return false, rest, nil
 		}
+		p.wrote()
 	}
 }
