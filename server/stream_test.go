@@ -1059,8 +1059,8 @@ func TestStuckReadersHoldNoWorker(t *testing.T) {
 	gid := host.Group.ID
 	writer := c.join(gid, "writer")
 	start := a.Store.LastCursor()
-	// 6 MiB: more than the server's socket send buffer grows to (4 MiB here) and the stuck
-	// clients' 4 KiB windows.
+	// A backlog bigger than the server's socket send buffer grows to (tcp_wmem's maximum) and
+	// the stuck clients' 4 KiB windows, in publishes of 768 KiB.
 	payload := strings.Repeat("x", 12<<10)
 	evs := make([]evIn, 64)
 	for i := range evs {
@@ -1068,7 +1068,7 @@ func TestStuckReadersHoldNoWorker(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for range 8 {
+	for range maxSendBuffer()/(768<<10) + 3 {
 		if _, err := postEvents(ctx, a.URL(), writer, evs); err != nil {
 			t.Fatal(err)
 		}
@@ -1110,6 +1110,18 @@ func TestStuckReadersHoldNoWorker(t *testing.T) {
 			}
 		}
 	}
+}
+
+// maxSendBuffer is the most a TCP socket's send buffer grows to here (tcp_wmem's maximum;
+// Linux's default, 4 MiB, where it cannot be read).
+func maxSendBuffer() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	if f := strings.Fields(string(b)); err == nil && len(f) == 3 {
+		if n, err := strconv.Atoi(f[2]); err == nil {
+			return n
+		}
+	}
+	return 4 << 20
 }
 
 // dialSmallWindowSSE opens an SSE stream after since with a 4 KiB receive window and never
