@@ -321,29 +321,41 @@ func (m *Manager) snapshot() []watchedConn {
 // it pings WebSocket peers, sends SSE streams their heartbeat, and drops connections that do
 // not answer or whose writes stall. A dead peer is gone within two intervals. A write blocked
 // for half an interval (or half the write timeout) at a check flags the connection's Link as
-// stalled, which the dashboard shows before the drop; the write's end clears it. Each ping is
-// timed until its pong: that is the connection's round trip.
+// stalled, which the dashboard shows; the write's end clears it. A stalled connection is
+// dropped once its write has been blocked for an interval (or the write timeout) and it was
+// flagged at an earlier check: within three intervals. Each ping is timed until its pong: that
+// is the connection's round trip.
 func (m *Manager) Run(ctx context.Context) {
-	every := m.cfg.PingInterval
-	flagAfter := min(every, m.cfg.WriteTimeout) / 2
-	t := time.NewTicker(every)
+	t := time.NewTicker(m.cfg.PingInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, e := range m.snapshot() {
-				g := e.w.guard()
-				if g.stalled(now, max(every, m.cfg.WriteTimeout)) {
-					e.w.Drop(Slow)
-					continue
-				}
-				if g.stalled(now, flagAfter) {
-					g.flagStalled(e.c)
-				}
-				e.w.tick(every)
-			}
+			m.check(now)
 		}
+	}
+}
+
+// check is one visit of Run's to every connection, at now.
+func (m *Manager) check(now time.Time) {
+	every := m.cfg.PingInterval
+	flagAfter := min(every, m.cfg.WriteTimeout) / 2
+	for _, e := range m.snapshot() {
+		g := e.w.guard()
+		if g.stalled(now, flagAfter) {
+			// A stalled connection is shown stalled (its Link flagged) for at least one
+			// interval before it is dropped, whatever the phase of its stall against the
+			// ticker; meanwhile it gets no ping or heartbeat, which could not be written
+			// anyway (and an unanswered ping would drop it unflagged).
+			if g.flagged.Load() && g.stalled(now, max(every, m.cfg.WriteTimeout)) {
+				e.w.Drop(Slow)
+			} else {
+				g.flagStalled(e.c)
+			}
+			continue
+		}
+		e.w.tick(every)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -448,4 +449,70 @@ func TestStreamOfferLeavesTheRestToFinish(t *testing.T) {
 		t.Fatalf("served until %v", why)
 	}
 	st.Release(Ended)
+}
+
+// stallRecorder is a Link that records, in order, the stall flags it was told of.
+type stallRecorder struct {
+	mu     sync.Mutex
+	events []bool
+}
+
+func (r *stallRecorder) ObserveRTT(string, time.Duration) {}
+func (r *stallRecorder) Stalled(stalled bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, stalled)
+}
+
+func (r *stallRecorder) flagged() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Contains(r.events, true)
+}
+
+// A connection whose writes stall is shown stalled before the ticker drops it, whenever in
+// the ticker's interval its write began to block: here just before a check, so that at the
+// next one it has been blocked for more than an interval already. It is flagged then, and
+// dropped (Slow) only at the check after.
+func TestStallIsFlaggedBeforeTheDrop(t *testing.T) {
+	t.Parallel()
+	const every = time.Minute
+	m := New(context.Background(), Config{PingInterval: every, WriteTimeout: every})
+	started, srv := streamPair(t, m, nil)
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	st := <-started
+	rec := &stallRecorder{}
+	st.SetLink(rec)
+	go st.Serve()
+	wrote := make(chan error, 1)
+	go func() { wrote <- st.Write(make([]byte, 64<<20)) }() // far more than the buffers hold
+	for st.writeStart.Load() == 0 {
+		runtime.Gosched()
+	}
+	began := time.Unix(0, st.writeStart.Load())
+
+	m.check(began.Add(every / 10)) // blocked for less than half an interval: nothing yet
+	if rec.flagged() || st.Context().Err() != nil {
+		t.Fatal("flagged or dropped after a tenth of an interval")
+	}
+	m.check(began.Add(every + every/10)) // blocked for more than an interval, never flagged
+	if !rec.flagged() {
+		t.Fatal("not flagged after more than an interval")
+	}
+	if st.Context().Err() != nil {
+		t.Fatal("dropped at the check that first saw the stall: the dashboard never showed it")
+	}
+	m.check(began.Add(2*every + every/10))
+	if err := <-wrote; err == nil {
+		t.Fatal("the stalled write succeeded")
+	}
+	if why := st.Reason(); why != Slow {
+		t.Fatalf("ended for %v, want %v", why, Slow)
+	}
+	st.Release(Slow)
 }
