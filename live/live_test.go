@@ -316,19 +316,25 @@ func TestStreamShutdownSaysGoodbye(t *testing.T) {
 	}
 }
 
-// A stream whose client reads nothing is flagged and then dropped by the ticker, like a
-// WebSocket: its blocked write fails.
-func TestStalledStreamIsDropped(t *testing.T) {
-	t.Parallel()
-	m := New(context.Background(), Config{PingInterval: time.Hour, WriteTimeout: time.Hour})
+// unreadStream opens a stream of m whose client reads nothing (closed when the test ends).
+func unreadStream(t *testing.T, m *Manager) *Stream {
+	t.Helper()
 	started, srv := streamPair(t, m, nil)
 	c, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
-	st := <-started
+	return <-started
+}
+
+// A stream whose client reads nothing is flagged and then dropped by the ticker, like a
+// WebSocket: its blocked write fails.
+func TestStalledStreamIsDropped(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{PingInterval: time.Hour, WriteTimeout: time.Hour})
+	st := unreadStream(t, m)
 	go st.Serve()
 	stalled := make(chan error, 1)
 	go func() { stalled <- st.Write(make([]byte, 64<<20)) }()
@@ -478,14 +484,7 @@ func TestStallIsFlaggedBeforeTheDrop(t *testing.T) {
 	t.Parallel()
 	const every = time.Minute
 	m := New(context.Background(), Config{PingInterval: every, WriteTimeout: every})
-	started, srv := streamPair(t, m, nil)
-	c, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
-	st := <-started
+	st := unreadStream(t, m)
 	rec := &stallRecorder{}
 	st.SetLink(rec)
 	go st.Serve()

@@ -116,13 +116,15 @@ func newMux() http.Handler {
 		json.NewEncoder(w).Encode(map[string][]int64{"cursors": cursors})
 	})
 	mux.HandleFunc("GET /api/v1/groups/{g}/ws", func(w http.ResponseWriter, q *http.Request) {
+		// Subscribed before the handshake completes: the client may publish as soon as it has
+		// its answer, and the floor keeps nothing to replay.
+		ch, unsub := r.subscribe()
+		defer unsub()
 		c, err := websocket.Accept(w, q, nil)
 		if err != nil {
 			return
 		}
 		defer c.CloseNow()
-		ch, unsub := r.subscribe()
-		defer unsub()
 		ctx := c.CloseRead(context.Background())
 		for {
 			select {
