@@ -95,6 +95,8 @@ var sentinels = []sentinel{
 	{rules.ErrClosed, http.StatusServiceUnavailable, "unavailable", MeshInternal, "meshbox is shutting down"},
 	{live.ErrShuttingDown, http.StatusServiceUnavailable, "unavailable", MeshInternal, "meshbox is shutting down"},
 	{live.ErrTooManyConns, http.StatusTooManyRequests, "too_many_connections", MeshBusy, ""},
+	{live.ErrNoHijack, http.StatusHTTPVersionNotSupported, "http_version_not_supported", MeshInternal,
+		"event streams need HTTP/1.1: use WebSocket or long-poll, or have the proxy speak HTTP/1.1 to meshbox"},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", MeshInternal, "the request took too long"},
 }
 

@@ -515,3 +515,30 @@ func TestStallIsFlaggedBeforeTheDrop(t *testing.T) {
 	}
 	st.Release(Slow)
 }
+
+// A stream over HTTP/2 (which cannot be taken over) is refused before anything is written,
+// so the caller can still answer with a status; a failure once the headers went out is
+// Answered.
+func TestStreamRefusedBeforeHeadersWithoutHTTP1(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, "/stream", nil)
+	r.ProtoMajor, r.ProtoMinor, r.Proto = 2, 0, "HTTP/2.0"
+	if _, err := m.StartStream(rec, r, "10.0.0.1", "sse", nil, nil); !errors.Is(err, ErrNoHijack) || Answered(err) {
+		t.Fatalf("err %v (answered %v), want ErrNoHijack for the caller to answer", err, Answered(err))
+	}
+	if rec.Header().Get("Content-Type") != "" || rec.Body.Len() > 0 {
+		t.Fatalf("something was written: %v %q", rec.Header(), rec.Body)
+	}
+	// An HTTP/1.1 writer that cannot be taken over: the headers were set, nothing is left to say.
+	r = httptest.NewRequest(http.MethodGet, "/stream", nil)
+	if _, err := m.StartStream(httptest.NewRecorder(), r, "10.0.0.1", "sse", nil, nil); !Answered(err) {
+		t.Fatalf("err %v after the headers, want an answered one", err)
+	}
+	if c, err := m.Open(context.Background(), "10.0.0.1", "sse"); err != nil {
+		t.Fatalf("the failed streams kept their address slots: %v", err)
+	} else {
+		c.Close()
+	}
+}

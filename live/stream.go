@@ -3,7 +3,6 @@ package live
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -40,13 +39,16 @@ var ErrNoHijack = errors.New("streaming needs an HTTP/1.x connection")
 // StartStream registers an SSE stream of transport for client address addr ("": charged to
 // nobody), sends its headers (200, text/event-stream, no caching or proxy buffering, with
 // those already set on w) and first, framed events to send with them (a retry hint, a first
-// sign of life), and takes the connection over from the HTTP server. Errors come before
-// anything was sent (ErrTooManyConns, ErrShuttingDown, ErrNoHijack), for the caller to
-// answer. The stream's context does not end with the request: the connection outlives its
+// sign of life), and takes the connection over from the HTTP server. An error that came
+// before anything was sent (ErrTooManyConns, ErrShuttingDown, ErrNoHijack) is the caller's to
+// answer; one after (Answered) has nobody left to tell. The stream's context does not end with the request: the connection outlives its
 // handler. Call Serve on some goroutine, and Release when done.
 func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, transport string, first []byte, log *slog.Logger) (*Stream, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if r.ProtoMajor != 1 {
+		return nil, ErrNoHijack // checked before the headers are set: the caller can answer
 	}
 	st := &Stream{log: log, chunked: r.ProtoAtLeast(1, 1)}
 	// Shutdown says goodbye (come back in a second) rather than cutting the connection;
@@ -70,10 +72,7 @@ func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, tran
 		st.end(Reason{}, func() {}) // the shutdown hook has nothing to close
 		close(ready)
 		c.Close()
-		if errors.Is(err, http.ErrNotSupported) {
-			err = ErrNoHijack
-		}
-		return nil, fmt.Errorf("start stream: %w", err)
+		return nil, answered{"start stream", err}
 	}
 	_ = brw // what the client sent after its request is of no use: an SSE client sends nothing
 	st.nc = nc
@@ -84,7 +83,7 @@ func (m *Manager) StartStream(w http.ResponseWriter, r *http.Request, addr, tran
 			close(ready)
 			nc.Close()
 			c.Close()
-			return nil, fmt.Errorf("start stream: %w", err)
+			return nil, answered{"start stream", err}
 		}
 	}
 	m.watch(st, c)

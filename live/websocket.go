@@ -100,7 +100,7 @@ func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport
 		s.end(Reason{}, func() {}) // the shutdown hook has no socket to close
 		close(ready)
 		c.Close()
-		return nil, errUpgrade{err}
+		return nil, answered{"websocket upgrade", err}
 	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		// A client may send its first frames right behind the request.
@@ -115,15 +115,20 @@ func (m *Manager) Accept(w http.ResponseWriter, r *http.Request, addr, transport
 	return s, nil
 }
 
-// errUpgrade is a failed upgrade, already answered.
-type errUpgrade struct{ err error }
+// answered is a failure after the client was answered (a failed upgrade, a stream whose
+// headers went out): there is nothing more to tell it.
+type answered struct {
+	what string
+	err  error
+}
 
-func (e errUpgrade) Error() string { return "websocket upgrade: " + e.err.Error() }
-func (e errUpgrade) Unwrap() error { return e.err }
+func (e answered) Error() string { return e.what + ": " + e.err.Error() }
+func (e answered) Unwrap() error { return e.err }
 
-// Answered reports whether err from Accept has already been answered to the client.
+// Answered reports whether err from Accept or StartStream has already been answered to the
+// client; any other error came before anything was sent, for the caller to answer.
 func Answered(err error) bool {
-	_, ok := err.(errUpgrade)
+	_, ok := err.(answered)
 	return ok
 }
 

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,10 +33,10 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	first := live.AppendComment(live.AppendRetry(nil, sseRetry), "connected")
 	st, err := s.live.StartStream(w, r, s.clientIP(r), "sse", first, s.log)
 	if err != nil {
-		if errors.Is(err, live.ErrTooManyConns) || errors.Is(err, live.ErrShuttingDown) || errors.Is(err, live.ErrNoHijack) {
-			return err
+		if live.Answered(err) {
+			return nil // the connection failed as it was taken over: nobody to answer
 		}
-		return nil // the connection failed as it was taken over: nobody to answer
+		return err
 	}
 	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "sse")
 	st.SetLink(sub) // stalls go to the node's presence (round trips come with the echoes)

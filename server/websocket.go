@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
@@ -34,7 +33,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 	// Pages of any origin may connect: access is by token, never by cookie.
 	sock, err := s.live.Accept(w, r, s.clientIP(r), "ws", nil, s.log)
 	if err != nil {
-		if live.Answered(err) || errors.Is(err, live.ErrShuttingDown) {
+		if live.Answered(err) {
 			return nil
 		}
 		return err

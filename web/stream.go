@@ -3,7 +3,6 @@ package web
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"meshbox/apierror"
 	"meshbox/live"
 	"net/http"
@@ -234,7 +233,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	head = live.AppendEvent(head, -1, "overview", first)
 	st, err := h.conns.StartStream(w, r, addr, "dashboard", head, h.log)
 	if err != nil {
-		if errors.Is(err, live.ErrTooManyConns) || errors.Is(err, live.ErrShuttingDown) || errors.Is(err, live.ErrNoHijack) {
+		if !live.Answered(err) {
 			h.errs.Write(w, r, err)
 		}
 		return
