@@ -9,15 +9,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	js "github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
 	"meshbox/stream"
 )
 
 var _ stream.Leaser = (*Log)(nil)
-
-// hdrTTL is JetStream's per-message TTL: the server removes the message once it is that old.
-const hdrTTL = "Nats-TTL"
 
 // Lease reports whether this instance holds the lease name for the next ttl. The lease is the
 // newest message on its subject, naming its holder and carrying a per-message TTL of ttl
@@ -47,7 +45,7 @@ func (l *Log) Lease(ctx context.Context, name string, ttl time.Duration) (bool, 
 		seq = last.seq
 		holder, until, _ := strings.Cut(string(last.data), " ")
 		if holder != l.origin {
-			if last.header.Get(hdrTTL) != "" {
+			if last.header.Get(js.MsgTTLHeader) != "" {
 				return false, nil // another instance holds it: the server has not removed it
 			}
 			// A lease without a TTL was written by a meshbox from before leases had one (the
@@ -62,7 +60,7 @@ func (l *Log) Lease(ctx context.Context, name string, ttl time.Duration) (bool, 
 	m.Header.Set(hdrRoll, "sub")
 	m.Header.Set(hdrExpectSubjSeq, strconv.FormatInt(seq, 10))
 	// The server keeps whole seconds (at least one) and would cut a fraction off: round up.
-	m.Header.Set(hdrTTL, strconv.FormatInt(int64(max((ttl+time.Second-1)/time.Second, 1)), 10)+"s")
+	m.Header.Set(js.MsgTTLHeader, strconv.FormatInt(int64(max((ttl+time.Second-1)/time.Second, 1)), 10)+"s")
 	// The time is only for meshbox instances from before leases had a TTL, which may share the
 	// stream during an upgrade and judge a lease by it.
 	m.Data = fmt.Appendf(nil, "%s %d", l.origin, now.Add(ttl).UnixMilli())

@@ -38,19 +38,7 @@ func (k *Keyed) Allow(key string, now time.Time) (ok bool, retryAfter time.Durat
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if now.Sub(k.swept) > sweepEvery {
-		for key, b := range k.buckets {
-			if b.TokensAt(now) >= float64(k.burst) {
-				delete(k.buckets, key)
-			}
-		}
-		k.swept = now
-	}
-	b := k.buckets[key]
-	if b == nil {
-		b = rate.NewLimiter(k.limit, k.burst)
-		k.buckets[key] = b
-	}
+	b := k.bucket(key, now)
 	r := b.ReserveN(now, 1)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now) // a refused event costs nothing
@@ -68,12 +56,26 @@ func (k *Keyed) Charge(key string, now time.Time) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.bucket(key, now).ReserveN(now, 1)
+}
+
+// bucket returns key's bucket, made when missing, after dropping (once a sweepEvery) the
+// buckets that have refilled and so hold no information; k.mu is held.
+func (k *Keyed) bucket(key string, now time.Time) *rate.Limiter {
+	if now.Sub(k.swept) > sweepEvery {
+		for key, b := range k.buckets {
+			if b.TokensAt(now) >= float64(k.burst) {
+				delete(k.buckets, key)
+			}
+		}
+		k.swept = now
+	}
 	b := k.buckets[key]
 	if b == nil {
 		b = rate.NewLimiter(k.limit, k.burst)
 		k.buckets[key] = b
 	}
-	b.ReserveN(now, 1)
+	return b
 }
 
 // Len is the number of buckets held (for tests of the sweep).

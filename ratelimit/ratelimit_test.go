@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"strconv"
 	"testing"
 	"time"
 )
@@ -22,9 +23,28 @@ func TestChargeGoesIntoDebt(t *testing.T) {
 	if ok, _ := k.Allow("b", now); !ok {
 		t.Fatal("another key was charged")
 	}
+	unlimited := New(0, 0)
+	for range 3 {
+		unlimited.Charge("a", now)
+	}
+	if unlimited.Len() != 0 {
+		t.Fatalf("an unlimited limiter keeps %d buckets", unlimited.Len())
+	}
 	var off *Keyed
-	off.Charge("a", now)
-	if ok, _ := New(0, 0).Allow("a", now); !ok {
-		t.Fatal("an unlimited limiter refused")
+	off.Charge("a", now) // a limiter that is not set is unlimited too
+}
+
+// An instance that only follows others charges their nodes and never answers a request of
+// its own: the buckets it charged are still swept once they refilled.
+func TestChargedBucketsAreSwept(t *testing.T) {
+	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	k := New(1, 2)
+	for i := range 100 {
+		k.Charge("node-"+strconv.Itoa(i), now)
+	}
+	later := now.Add(2 * sweepEvery)
+	k.Charge("node-0", later)
+	if k.Len() != 1 {
+		t.Fatalf("%d buckets after the others refilled, want 1", k.Len())
 	}
 }
