@@ -459,7 +459,8 @@ export class MeshClient {
     this._queue = [];
     this._sending = false;
     this._closed = false;
-    this._draining = false; // ending: the items not yet handed over are being read once
+    /** @type {Promise<void>|null} the client's end for a fatal answer, once one came (_fatal) */
+    this._ending = null;
     this._epoch = 0;
     /** @type {Function[]} */
     this._onlineWaiters = [];
@@ -640,28 +641,37 @@ export class MeshClient {
 
   /**
    * Ends the client for an answer that leaves nothing to retry. When the group has ended, the
-   * items this client has not been handed yet (the dissolve among them) are read once first, so
-   * its listeners get them: an answer to a request (a heartbeat's, a publish's) can come before
-   * the stream delivered the items committed ahead of it.
+   * items this client has not been handed yet (the dissolve among them) are read first, page by
+   * page, so its listeners get them: an answer to a request (a heartbeat's, a publish's) can
+   * come before the stream delivered the items committed ahead of it. Every caller (a send loop,
+   * a heartbeat, a reconnect) shares the one ending.
    * @param {MeshError} err
+   * @returns {Promise<void>}
    */
-  async _fatal(err) {
-    if (this._closed) return;
-    const reason = reasonFor(err);
-    if (err.status === 410 && reason === 'dissolved' && !this._draining) {
-      this._draining = true;
-      try {
-        const res = await request(this.baseURL, 'GET', `${API}/groups/${enc(this.groupId)}/events`, {
-          token: this._token,
-          query: { since: this.cursor },
-          timeoutMs: 5000,
-        });
-        if (!this._closed && res && !res.truncated) this._deliver(res.items || [], res.next);
-      } catch {
-        // The end is known either way; only its items are not.
+  _fatal(err) {
+    if (this._closed) return Promise.resolve();
+    if (this._ending) return this._ending;
+    this._ending = (async () => {
+      const reason = reasonFor(err);
+      if (err.status === 410 && reason === 'dissolved') {
+        try {
+          for (;;) {
+            const res = await request(this.baseURL, 'GET', `${API}/groups/${enc(this.groupId)}/events`, {
+              token: this._token,
+              query: { since: this.cursor },
+              timeoutMs: 5000,
+            });
+            const items = (res && res.items) || [];
+            if (this._closed || !res || res.truncated || !items.length) break;
+            if (this._deliver(items, res.next)) break;
+          }
+        } catch {
+          // The end is known either way; only its items are not.
+        }
       }
-    }
-    this._finish(reason, err);
+      this._finish(reason, err);
+    })();
+    return this._ending;
   }
 
   _leaveBeacon() {
@@ -1290,7 +1300,7 @@ export class MeshClient {
       .catch(report)
       .finally(() => {
         this._sending = false;
-        if (this._queue.length && !this._closed && this.transport) this._kick();
+        if (this._queue.length && !this._closed && !this._ending && this.transport) this._kick();
       });
   }
 
