@@ -468,6 +468,33 @@ func TestClientMovesToAnotherInstance(t *testing.T) {
 	}
 }
 
+// TestClientReturnsToARecoveredInstance: a client on the first of two instances loses both
+// (it moves to the second, which is down too, and backs off); when the first comes back the
+// client goes back to it, by cursor, rather than waiting on the second for ever.
+func TestClientReturnsToARecoveredInstance(t *testing.T) {
+	b := newBrowser(t)
+	srv := startMeshbox(t, settings{})
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			host := apiCreate(t, srv.URL, "return "+tr, "host")
+			// Two ways to the one box stand for two instances sharing its groups.
+			first, second := newProxy(t, srv.URL), newProxy(t, srv.URL)
+			tb := b.page(t, "reader", srv.URL)
+			tb.eval(fmt.Sprintf(`MeshClient.join(%s, %s, {name: 'reader', transport: %s, minBackoffMs: 200, maxBackoffMs: 1000}).then((m) => T.watch('r', m))`,
+				jsonString([]string{first.srv.URL, second.srv.URL}), jsString(host.Group.ID), jsString(tr)), nil)
+			waitConnected(tb, "r", 15*time.Second)
+
+			first.setDown(true)
+			second.setDown(true)
+			tb.waitTrue(fmt.Sprintf(`T.c.r.baseURL === %s && T.statuses.r.at(-1).state === 'reconnecting'`, jsString(second.srv.URL)), `T.state('r')`, 30*time.Second)
+			apiPublish(t, srv.URL, host, "while-away")
+			first.setDown(false)
+			tb.waitTrue(fmt.Sprintf(`T.c.r.baseURL === %s && T.c.r.status === 'connected'`, jsString(first.srv.URL)), `T.state('r')`, 30*time.Second)
+			tb.waitTrue(`T.events('r', 'while-away').length === 1`, `T.state('r')`, 15*time.Second)
+		})
+	}
+}
+
 func TestResetAfterTruncation(t *testing.T) {
 	b := newBrowser(t)
 	srv := startMeshbox(t, settings{eventTTL: time.Second, purgeInterval: 100 * time.Millisecond, tailItems: 4})

@@ -938,6 +938,9 @@ export class MeshClient {
         continue;
       }
       await this._backoff(failures++, err);
+      // After a pause every instance is worth trying again: the one that failed first may be
+      // back while the one in use is still down.
+      moved = 0;
     }
   }
 
