@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -465,6 +466,24 @@ func TestClientMovesToAnotherInstance(t *testing.T) {
 			// The stream holds each event of the move exactly once.
 			storedOnce(t, other.URL, g.Group, client{reader, "r"}, "q", []string{"q00", "q01", "q02", "q03", "q04"})
 		})
+	}
+}
+
+// TestClientBaseURLList: several base URLs may be given as one comma-separated string; spaces
+// and an empty entry (a trailing comma) are dropped rather than taken for "this page's origin",
+// which only no URL at all means.
+func TestClientBaseURLList(t *testing.T) {
+	b := newBrowser(t)
+	srv := startMeshbox(t, settings{})
+	tb := b.page(t, "page", srv.URL)
+	var got [][]string
+	tb.eval(`(() => {
+  const joined = {group: {id: 'g'}, node: {id: 'n'}, token: 't', cursor: 0};
+  return [' http://a:1 , http://b:2,', ['http://a:1', ''], ''].map((u) => new MeshClient(u, joined, {}).baseURLs);
+})()`, &got)
+	want := [][]string{{"http://a:1", "http://b:2"}, {"http://a:1"}, {""}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("base URLs %q, want %q", got, want)
 	}
 }
 

@@ -275,14 +275,16 @@ async function request(base, method, path, opts = {}) {
  */
 function basesOf(baseURL) {
   const list = Array.isArray(baseURL) ? baseURL : String(baseURL || '').split(',');
-  const bases = list.map((b) => String(b || '').trim());
+  // An empty entry (a trailing comma) is not "this page's origin": only no URL at all is.
+  const bases = list.map((b) => String(b || '').trim()).filter((b) => b !== '');
   return bases.length ? bases : [''];
 }
 
 /**
  * request against the first of bases that answers: one that does not answer, or cannot serve
- * now (see MeshError.unreachable), is passed over for the next. Resolves with the answer and
- * the index of the base that gave it.
+ * now (see MeshError.unreachable), is passed over for the next — except that a write which may
+ * have reached its instance (a timeout, a 504) is not sent to another, where it would be stored
+ * a second time. Resolves with the answer and the index of the base that gave it.
  * @param {string[]} bases
  * @param {string} method
  * @param {string} path
@@ -296,7 +298,8 @@ async function requestAny(bases, method, path, opts) {
       return { res: await request(bases[i], method, path, opts), index: i };
     } catch (e) {
       last = toMeshError(e);
-      if (!last.unreachable || i === bases.length - 1) throw last;
+      const mayHaveArrived = method !== 'GET' && (last.code === 'timeout' || last.status === 504);
+      if (!last.unreachable || mayHaveArrived || i === bases.length - 1) throw last;
     }
   }
   throw last;
