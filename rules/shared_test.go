@@ -397,7 +397,8 @@ func TestOwnBatchWaitsForASlowFollower(t *testing.T) {
 	waitFor(t, "A to see the member", func() bool { g, err := a.Group(gid); return err == nil && g.Nodes == 2 })
 
 	release := held.hold() // B's follower stops here
-	select { // a "behind" logged before now (while B joined) is not the one this test waits for
+	// A "behind" logged before now (while B joined) is not the one this test waits for.
+	select {
 	case <-behind.seen:
 	default:
 	}
