@@ -152,6 +152,9 @@ type Engine struct {
 	now   func() time.Time
 	store stream.Log
 	rate  *ratelimit.Keyed
+	// charged is the last item chargeOthers charged a node for (the writer's only), so a
+	// publish whose items the follower delivers in two parts is charged once.
+	charged *stream.Item
 	// createRate charges group creations to their client.
 	createRate *ratelimit.Keyed
 

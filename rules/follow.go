@@ -151,13 +151,13 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 // node's rate in all: each instance refuses it once the stream shows it used its budget
 // anywhere (a moment late: what the follower has not delivered yet is not counted yet).
 // One publish's items are consecutive and share their node, kind and time: they are charged
-// once, as the request was.
+// once, as the request was, also when the follower hands them over in two parts.
 func (e *Engine) chargeOthers(ens []stream.Entry) {
 	if !e.rate.Enabled() {
 		return
 	}
 	now := e.now()
-	var last *stream.Item
+	last := e.charged
 	for _, en := range ens {
 		it := en.Item
 		if it == nil || en.Own || (it.Kind != stream.KindEvent && it.Kind != stream.KindData) {
@@ -170,6 +170,7 @@ func (e *Engine) chargeOthers(ens []stream.Entry) {
 		e.rate.Charge(it.Group+"/"+it.Node, now)
 		last = it
 	}
+	e.charged = last
 }
 
 // applyChange applies one record written by another instance: records are whole images, so

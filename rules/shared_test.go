@@ -296,8 +296,9 @@ func TestSharedStreamPublishRateHoldsAcrossInstances(t *testing.T) {
 	// The publish of three events counts once, like on A: two charges empty the burst of two,
 	// so the next event is a second away (three per event would make it three).
 	var limited *rules.RateLimitError
-	if _, err := in[1].Publish(ctx, gid, nid, []rules.EventIn{{Name: "e"}}); !errors.As(err, &limited) || limited.RetryAfter != time.Second {
-		t.Fatalf("the same node on B after its burst on A: %v, want rate limited for 1s", err)
+	_, err := in[1].Publish(ctx, gid, nid, []rules.EventIn{{Name: "e"}})
+	if !errors.As(err, &limited) || limited.RetryAfter != time.Second {
+		t.Fatalf("the same node on B after its burst on A: %v (%+v), want rate limited for 1s", err, limited)
 	}
 	// Another node of the group is not charged for it.
 	other, err := in[1].Join(ctx, gid, rules.NewNode{Name: "m"})
