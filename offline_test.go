@@ -62,13 +62,13 @@ func TestMakesNoOutboundConnection(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	base, done, out := startRunEnv(t, ctx, map[string]string{
-		"MESHBOX_DB": filepath.Join(t.TempDir(), "meshbox.db"), "MESHBOX_ADDR": ":0", "MESHBOX_ADMIN_TOKEN": "t0ken",
+		"MESHBOX_DB": filepath.Join(t.TempDir(), "meshbox.db"), "MESHBOX_ADDR": ":0", "MESHBOX_ADMIN_TOKEN": "t0ken-long-enough-1",
 	})
 
 	get := func(path string) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
-		req.Header.Set("Authorization", "Bearer t0ken")
+		req.Header.Set("Authorization", "Bearer t0ken-long-enough-1")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"unicode/utf8"
 
+	"meshbox/config"
 	"meshbox/web"
 	"meshbox/web/qr"
 )
@@ -39,6 +41,9 @@ func adminToken(configured, file string) (token string, created bool, err error)
 		switch {
 		case err == nil:
 			if tok := strings.TrimSpace(string(b)); tok != "" {
+				if n := utf8.RuneCountInString(tok); n < config.MinAdminTokenLen {
+					return "", false, fmt.Errorf("the admin token in %s is too short (%d characters): a short password can be guessed from any pupil's computer; write one of at least %d characters there, or delete the file and meshbox creates a strong one", file, n, config.MinAdminTokenLen)
+				}
 				return tok, false, nil
 			}
 		case !errors.Is(err, fs.ErrNotExist):

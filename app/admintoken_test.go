@@ -82,3 +82,21 @@ func TestAdminTokenCreatedOnceAndWorks(t *testing.T) {
 	}
 	check(a, tok, http.StatusNoContent)
 }
+
+// TestShortTokenFileIsRefused: a token file edited by hand to a guessable password stops the
+// start with one line naming the file, as a short --admin-token does.
+func TestShortTokenFileIsRefused(t *testing.T) {
+	t.Parallel()
+	cfg := app.TestConfig(t.TempDir())
+	if err := os.WriteFile(app.AdminTokenFile(cfg.DB), []byte("7391\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.StartWith(context.Background(), cfg, slog.New(slog.DiscardHandler), "test", app.Options{Terminal: &bytes.Buffer{}})
+	if err == nil {
+		a.Shutdown(context.Background())
+		t.Fatal("a box started with a 4-character admin token")
+	}
+	if !strings.Contains(err.Error(), "too short (4 characters)") || !strings.Contains(err.Error(), app.AdminTokenFile(cfg.DB)) {
+		t.Errorf("error %q does not say the token file's password is too short", err)
+	}
+}

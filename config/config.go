@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Config is the complete set of settings of one meshbox process.
@@ -411,7 +412,29 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	c.Synchronous = strings.ToUpper(c.Synchronous) // SQLite's spelling
 	c.MaxBodyBytes = int64(maxBody)
 	errs = append(errs, c.checkNATS()...)
+	if err := c.checkAdminToken(); err != nil {
+		errs = append(errs, err)
+	}
 	return c, errors.Join(errs...)
+}
+
+// MinAdminTokenLen is the shortest admin token meshbox accepts. The token opens every group's
+// details and the teacher's actions to anyone on the school network who can guess it: a PIN
+// such as 7391 was found in seconds from one laptop. 16 characters of letters and digits are
+// beyond guessing at any rate the box answers; the token meshbox creates has 24.
+const MinAdminTokenLen = 16
+
+// checkAdminToken refuses a weak teacher password at start rather than warning about it: a
+// warning scrolls past on a Raspberry Pi's console, a box that will not start is noticed.
+// The value is not echoed, since it is a password.
+func (c *Config) checkAdminToken() error {
+	n := utf8.RuneCountInString(c.AdminToken)
+	if c.AdminToken == "" || n >= MinAdminTokenLen {
+		return nil
+	}
+	return &Error{Setting: c.source("admin-token"), NoValue: true,
+		Problem:  fmt.Sprintf("is too short (%d characters): a short password can be guessed from any pupil's computer", n),
+		Accepted: fmt.Sprintf("use at least %d characters, or leave it unset and meshbox creates a strong one at first start", MinAdminTokenLen)}
 }
 
 // checkNATS checks the NATS settings against each other, and fits the publish size to one

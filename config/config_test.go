@@ -71,6 +71,8 @@ func TestBadSettingsAreOneLine(t *testing.T) {
 		{[]string{"--addr=8080"}, nil, "--addr=8080 is not a listening address; use :PORT (every network) or HOST:PORT, such as :8080 or 127.0.0.1:8080"},
 		{[]string{"--public-url=192.168.1.20:8080"}, nil, "--public-url=192.168.1.20:8080 is not a web address; use the address students type, starting with http:// or https://, such as http://192.168.1.20:8080"},
 		{[]string{"--shared-domain=my room"}, nil, `--shared-domain="my room" is not a domain name; use 1 to 256 letters, digits, dots, dashes or underscores`},
+		{[]string{"--admin-token=7391"}, nil, "--admin-token is too short (4 characters): a short password can be guessed from any pupil's computer; use at least 16 characters, or leave it unset and meshbox creates a strong one at first start"},
+		{[]string{"--admin-token", "せんせいのひみつ"}, nil, "--admin-token is too short (8 characters): a short password can be guessed from any pupil's computer; use at least 16 characters, or leave it unset and meshbox creates a strong one at first start"},
 		{[]string{"--event-tl=1m"}, nil, "--event-tl is not a setting; meshbox --help lists them"},
 		{[]string{"--addr"}, nil, "--addr needs a value; write --addr=VALUE"},
 		{[]string{"extra"}, nil, "extra is not a setting; settings are written --name=value; meshbox --help lists them"},
