@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"meshbox/auth"
 	"meshbox/config"
 	"meshbox/hub"
 	"meshbox/lan"
@@ -148,7 +149,8 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	a.cancel = cancel
 	a.conns = live.New(loopCtx, server.LiveConfig(cfg, a.Metrics))
 	clients := server.Clients(cfg)
-	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr, LANHost: lanHost(cfg),
+	admin := auth.NewAdmin(cfg.AdminToken, opts.Now)
+	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Admin: admin, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr, LANHost: lanHost(cfg),
 		Clients: clients, Conns: a.conns}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {
 		cancel()
@@ -170,7 +172,7 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	}
 	srv := server.New(loopCtx, cfg, server.Deps{
 		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP, Now: opts.Now,
-		Conns: a.conns,
+		Conns: a.conns, Admin: admin,
 		Mounts: []func(chi.Router){
 			dash.Routes,
 			a.mesh.Routes,

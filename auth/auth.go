@@ -45,12 +45,6 @@ func NewSecret(secret string) *Secret {
 	return &Secret{set: secret != "", want: sha256.Sum256([]byte(secret))}
 }
 
-// Admin is the check of the admin token.
-type Admin = Secret
-
-// NewAdmin returns the check of the admin token; an empty token matches nothing.
-func NewAdmin(token string) *Admin { return NewSecret(token) }
-
 // Set reports whether a secret is configured.
 func (a *Secret) Set() bool { return a != nil && a.set }
 

@@ -31,15 +31,15 @@ func TestTokenSpellings(t *testing.T) {
 
 func TestAdminMatch(t *testing.T) {
 	t.Parallel()
-	a := auth.NewAdmin("secret")
+	a := auth.NewAdmin("secret", nil)
 	if !a.Match("secret") || a.Match("secre") || a.Match("secret2") || a.Match("") {
 		t.Fatal("admin match is wrong")
 	}
-	if auth.NewAdmin("").Match("") || auth.NewAdmin("").Match("x") {
+	if auth.NewAdmin("", nil).Match("") || auth.NewAdmin("", nil).Match("x") {
 		t.Fatal("an unset admin token must match nothing")
 	}
 	r := httptest.NewRequest("GET", "/api/v1/admin/check?token=secret", nil)
-	if !a.Request(r) {
+	if ok, _ := a.CheckRequest(r, "192.0.2.1"); !ok {
 		t.Fatal("?token= is not accepted")
 	}
 }

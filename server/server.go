@@ -62,6 +62,9 @@ type Deps struct {
 	Mounts []func(r chi.Router)
 	// Now is the clock of the rate limits; nil is time.Now. Tests drive it.
 	Now func() time.Time
+	// Admin is the one admin check, shared with the dashboard so that its back-off counts
+	// wrong tokens on every entrance together; nil builds one from the settings.
+	Admin *auth.Admin
 	// Conns manages the long-lived connections (streams, WebSockets); nil builds one over the
 	// server context with the settings' cap, ping interval and write timeout.
 	Conns *live.Manager
@@ -106,9 +109,12 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	if deps.Admin == nil {
+		deps.Admin = auth.NewAdmin(cfg.AdminToken, deps.Now)
+	}
 	s := &Server{
 		cfg: cfg, store: deps.Store, hub: deps.Hub, log: deps.Logger.With("component", "server"),
-		obs: deps.Observer, deps: deps, now: deps.Now, admin: auth.NewAdmin(cfg.AdminToken),
+		obs: deps.Observer, deps: deps, now: deps.Now, admin: deps.Admin,
 		ipRate:    ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
 		nodeRate:  ratelimit.New(cfg.NodeRate, int(2*cfg.NodeRate)),
 		groupRate: ratelimit.New(cfg.GroupRate, int(2*cfg.GroupRate)),
@@ -215,7 +221,11 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 // adminCheck answers 204 when the request carries the admin token (the dashboard's unlock),
 // 401 otherwise; the admin's actions are the API's own routes, called with that token.
 func (s *Server) adminCheck(w http.ResponseWriter, r *http.Request) error {
-	if !s.admin.Request(r) {
+	ok, wait := s.admin.CheckRequest(r, s.clientIP(r))
+	if wait > 0 {
+		return adminBackoff(wait)
+	}
+	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="meshbox admin"`)
 		return errorf(http.StatusUnauthorized, "unauthorized", "a valid admin token is required")
 	}
@@ -310,14 +320,27 @@ func (s *Server) auth(r *http.Request, gid string, allowAdmin bool) (caller, err
 	if tok == "" {
 		return caller{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
 	}
-	if allowAdmin && s.admin.Match(tok) {
-		return caller{admin: true}, nil
-	}
 	n, err := s.store.Authenticate(gid, tok)
-	if err != nil {
-		return caller{}, err
+	if err == nil {
+		return caller{node: n}, nil
 	}
-	return caller{node: n}, nil
+	if allowAdmin {
+		// Not a member's token: an admin check, counted against the address's back-off.
+		ok, wait := s.admin.Check(s.clientIP(r), tok)
+		if ok {
+			return caller{admin: true}, nil
+		}
+		if wait > 0 {
+			return caller{}, adminBackoff(wait)
+		}
+	}
+	return caller{}, err
+}
+
+// adminBackoff is the answer to an address that presented too many wrong admin tokens.
+func adminBackoff(wait time.Duration) error {
+	return &apierror.Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+		Msg: "too many wrong admin tokens from this address: wait and retry", RetryAfter: max(wait, time.Second)}
 }
 
 // connBudgetFor is the connection budget: the setting, or what the open-file limit allows

@@ -57,6 +57,9 @@ type Config struct {
 	// admin actions. Without it the dashboard shows the join page and aggregate figures only;
 	// when empty, nobody sees the details and admin actions are disabled.
 	AdminToken string
+	// Admin is the one admin check, shared with the native API (its back-off counts wrong
+	// tokens on every entrance together); nil builds one from AdminToken.
+	Admin *auth.Admin
 	// Version is shown on the dashboard.
 	Version string
 	// StartedAt is when the process started, for uptime.
@@ -126,7 +129,10 @@ func New(cfg Config, store Store, hub Hub, meter Meter, log *slog.Logger) (*Hand
 	h := &Handler{
 		cfg: cfg, store: store, feed: hub, meter: meter,
 		log: log.With("component", "web"), assets: a, machine: machine,
-		adminCheck: auth.NewAdmin(cfg.AdminToken), conns: cfg.Conns,
+		adminCheck: cfg.Admin, conns: cfg.Conns,
+	}
+	if h.adminCheck == nil {
+		h.adminCheck = auth.NewAdmin(cfg.AdminToken, nil)
 	}
 	h.errs = apierror.Writer{Log: h.log}
 	if meter != nil {
