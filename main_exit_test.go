@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -247,4 +248,35 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestTakenPortIsOneSentence: a second meshbox on a port already in use stops with one line
+// that says what is wrong and what to do, in words, and exits 1.
+func TestTakenPortIsOneSentence(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	p, _ := strconv.Atoi(port)
+	got := runMain(t, []string{"--addr=127.0.0.1:" + port, "--db=" + filepath.Join(openDir(t), "meshbox.db"), "--mdns=false"}, nil, nil)
+	want := fmt.Sprintf("meshbox: another program, perhaps another meshbox, is using port %s: stop it or choose another port with --addr (such as --addr=:%d)\n", port, p+1)
+	if got.status != 1 || got.stderr != want {
+		t.Errorf("exit %d\nstderr %q\nwant exit 1 and %q", got.status, got.stderr, want)
+	}
+}
+
+// TestCleanStopSaysNoError: a graceful stop logs "meshbox stopped" without an err=<nil>.
+func TestCleanStopSaysNoError(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done, out := startRun(t, ctx, filepath.Join(t.TempDir(), "meshbox.db"))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !strings.Contains(out.String(), `msg="meshbox stopped"`) || strings.Contains(out.String(), "err=<nil>") {
+		t.Errorf("the stop's log line:\n%s", out)
+	}
 }

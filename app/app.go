@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -184,7 +186,7 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	if err != nil {
 		cancel()
 		a.close()
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		return nil, listenError(cfg, err)
 	}
 	a.ln = srv.Listen(ln) // the connection budget
 
@@ -262,7 +264,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 		}
 		a.loops.Wait()
 		a.stopErr = errors.Join(err, a.close())
-		a.log.Info("meshbox stopped", "took", time.Since(start).Round(time.Millisecond), "err", a.stopErr)
+		if a.stopErr != nil {
+			a.log.Warn("meshbox stopped", "took", time.Since(start).Round(time.Millisecond), "err", a.stopErr)
+		} else {
+			a.log.Info("meshbox stopped", "took", time.Since(start).Round(time.Millisecond))
+		}
 	})
 	return a.stopErr
 }
@@ -270,4 +276,29 @@ func (a *App) Shutdown(ctx context.Context) error {
 // close stops the rules' writer (finishing queued writes), then closes the log.
 func (a *App) close() error {
 	return errors.Join(a.Store.Close(), a.opened.Close())
+}
+
+// listenError says in a teacher's words why the address cannot be listened on: the two
+// everyday causes (the port is taken, often by a meshbox already running; a port below 1024
+// needs privileges) get a sentence and what to do; anything else keeps the system's words.
+func listenError(cfg config.Config, err error) error {
+	_, port, _ := net.SplitHostPort(cfg.Addr)
+	setting := cfg.Source("addr")
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("another program, perhaps another meshbox, is using port %s: stop it or choose another port with %s (such as %s)", port, setting, otherPort(setting, port))
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("port %s needs administrator rights on this computer: choose a port above 1023 with %s (such as %s), or run meshbox as a service (meshbox service install)", port, setting, otherPort(setting, "8080"))
+	}
+	return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+}
+
+// otherPort is an example of the address setting with the next port, as the user spelled
+// the setting (--addr or MESHBOX_ADDR).
+func otherPort(setting, port string) string {
+	p, _ := strconv.Atoi(port)
+	if p <= 0 || p >= 65535 {
+		p = 8080
+	}
+	return setting + "=:" + strconv.Itoa(p+1)
 }
