@@ -33,13 +33,10 @@ var (
 // buildInfo is what --version prints after "meshbox ": the version, the commit and the Go
 // toolchain and platform, so a teacher can tell which release runs on which board.
 func buildInfo() string {
-	c, arch := commit, runtime.GOARCH
+	c, arch := sourceCommit(), runtime.GOARCH
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
-			switch {
-			case s.Key == "vcs.revision" && c == "":
-				c = s.Value
-			case s.Key == "GOARM" && arch == "arm": // armv6 and armv7 builds differ
+			if s.Key == "GOARM" && arch == "arm" { // armv6 and armv7 builds differ
 				arch += "/v" + strings.TrimSuffix(strings.TrimSuffix(s.Value, ",softfloat"), ",hardfloat")
 			}
 		}
@@ -78,6 +75,22 @@ func report(w io.Writer, err error) int {
 	return exitFailure
 }
 
+// sourceCommit is the commit stamped at build time, else the one the Go toolchain recorded
+// (a `go build` in a git checkout), else "".
+func sourceCommit() string {
+	if commit != "" {
+		return commit
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return ""
+}
+
 // run is meshbox's whole life: it returns when ctx ends (after a graceful shutdown) or on error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) > 0 {
@@ -104,7 +117,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if limit := debug.SetMemoryLimit(-1); limit < math.MaxInt64 {
 		log.Info("memory limit", "bytes", limit)
 	}
-	a, err := app.StartWith(ctx, cfg, log, version, app.Options{Terminal: stdout})
+	a, err := app.StartWith(ctx, cfg, log, version, app.Options{Terminal: stdout, Commit: sourceCommit()})
 	if err != nil {
 		return err
 	}

@@ -78,6 +78,9 @@ type Options struct {
 	Terminal io.Writer
 	// Now is the clock of the rate limits; nil is time.Now. Tests drive it.
 	Now func() time.Time
+	// Commit is the source commit the binary was built from ("" when unknown), for
+	// meshbox_build_info.
+	Commit string
 }
 
 // Start opens the database, starts the writer, the background loops and the HTTP server on
@@ -109,7 +112,7 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		// blocking needs a build that calls runtime.SetBlockProfileRate.)
 		runtime.SetMutexProfileFraction(100)
 	}
-	a.Metrics = metrics.New(version, nil)
+	a.Metrics = metrics.NewBuild(metrics.Build{Version: version, Commit: opts.Commit}, nil)
 	if a.opened, err = openLog(ctx, cfg, version, log); err != nil {
 		return nil, err
 	}

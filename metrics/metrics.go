@@ -139,9 +139,21 @@ type deliveryChildren struct {
 	latency prometheus.Observer
 }
 
-// New builds the registry with the Go and process collectors, a build-info metric carrying
-// version, and gauges sampled from src at scrape time (src may be nil).
+// Build names the binary for meshbox_build_info.
+type Build struct {
+	Version string // the release, such as v1.4.0, or "dev"
+	Commit  string // the source commit; "" is reported as "unknown"
+}
+
+// New is NewBuild for a version whose commit is unknown.
 func New(version string, src StatsSource) *Metrics {
+	return NewBuild(Build{Version: version}, src)
+}
+
+// NewBuild builds the registry with the Go and process collectors, a build-info metric
+// carrying the version, commit and Go version, and gauges sampled from src at scrape time (src
+// may be nil).
+func NewBuild(build Build, src StatsSource) *Metrics {
 	m := &Metrics{
 		reg:         prometheus.NewRegistry(),
 		deliveredBy: make(map[string]deliveryChildren),
@@ -239,9 +251,13 @@ func New(version string, src StatsSource) *Metrics {
 
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
-		Help: "Always 1; labels carry the meshbox version and the Go version it was built with.",
-	}, []string{"version", "goversion"})
-	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+		Help: "Always 1; labels carry the meshbox version, the commit and the Go version it was built with.",
+	}, []string{"version", "commit", "goversion"})
+	commit := build.Commit
+	if commit == "" {
+		commit = "unknown"
+	}
+	buildInfo.WithLabelValues(build.Version, commit, runtime.Version()).Set(1)
 
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),

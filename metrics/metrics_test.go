@@ -41,7 +41,7 @@ func scrape(t *testing.T, m *Metrics) string {
 
 func TestCountersMove(t *testing.T) {
 	t.Parallel()
-	m := New("v1.2.3", nil)
+	m := NewBuild(Build{Version: "v1.2.3", Commit: "0a1b2c3"}, nil)
 
 	m.ConnOpened("ws")
 	m.ConnOpened("ws")
@@ -96,7 +96,7 @@ func TestCountersMove(t *testing.T) {
 
 	out := scrape(t, m)
 	for _, want := range []string{
-		`meshbox_build_info{goversion="go`,
+		`meshbox_build_info{commit="0a1b2c3",goversion="go`,
 		`version="v1.2.3"} 1`,
 		`meshbox_delivery_latency_seconds_count{transport="sse"} 2`,
 		`meshbox_commit_batch_ops_count 1`,
