@@ -21,6 +21,7 @@ import (
 	"meshbox/bench"
 	"meshbox/config"
 	"meshbox/service"
+	"meshbox/web"
 )
 
 // version and commit are stamped at build time (`make build`, `make release`, the Dockerfile)
@@ -101,6 +102,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return bench.Run(ctx, args[1:], stdout)
 		case "service":
 			return service.Run(args[1:], stdout)
+		case "admin-link":
+			return adminLink(args[1:], getenv, stdout)
 		}
 	}
 	cfg, err := config.Parse(args, getenv, stdout, buildInfo())
@@ -129,6 +132,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return a.Shutdown(sctx)
+}
+
+// adminLink is `meshbox admin-link`: the teacher's link and its QR code again, from the token
+// kept beside the database (the service's, when no database is named and there is none here).
+func adminLink(args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.Parse(args, getenv, stdout, buildInfo())
+	if errors.Is(err, config.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	places := app.LinkPlaces{ServiceDB: service.StateDir + "/meshbox.db", ServiceUnit: service.UnitPath}
+	return app.PrintAdminLink(cfg, places, web.RealMachine(), stdout)
 }
 
 // healthcheck asks the local meshbox (at the configured address) whether it is up; a container

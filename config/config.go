@@ -117,6 +117,8 @@ type Config struct {
 	// sources maps a flag name to how the user gave its value ("--db" or "MESHBOX_DB"), so a
 	// later check (the database file) names the setting the same way the parser does.
 	sources map[string]string
+	// given holds the settings the user gave (a flag or an environment variable), not defaulted.
+	given map[string]bool
 }
 
 // UsesNATS reports whether the log is NATS JetStream rather than SQLite.
@@ -156,6 +158,10 @@ func quoteIfNeeded(v string) string {
 	}
 	return v
 }
+
+// Given reports whether the user gave the setting name (as a flag or in the environment),
+// rather than leaving it at its default.
+func (c Config) Given(name string) bool { return c.given[name] }
 
 // Source returns how the setting named by its flag name was given: "--name" for a flag or the
 // default, "MESHBOX_…" for the environment.
@@ -204,7 +210,7 @@ const (
 // Parse reads the settings from args (without the program name) and the environment.
 // The version is printed for --version; usage goes to out for --help. Every problem is an *Error.
 func Parse(args []string, getenv func(string) string, out io.Writer, version string) (Config, error) {
-	c := Config{sources: map[string]string{}}
+	c := Config{sources: map[string]string{}, given: map[string]bool{}}
 	fs := flag.NewFlagSet("meshbox", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported as one line each, without the usage text
 	var binds []*binding
@@ -405,6 +411,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 			text, source = b.flag.text, "--"+b.name
 		}
 		c.sources[b.name] = source
+		c.given[b.name] = b.flag.set || strings.TrimSpace(getenv(b.env)) != ""
 		if problem, accepted := b.apply(text); problem != "" {
 			errs = append(errs, &Error{Setting: source, Value: text, Problem: problem, Accepted: accepted})
 		}

@@ -35,6 +35,9 @@ type Unit struct {
 // a link into /var/lib/private, owned by the unit's transient user.
 const StateDir = "/var/lib/meshbox"
 
+// UnitPath is where `meshbox service install` writes the unit by default.
+const UnitPath = "/etc/systemd/system/meshbox.service"
+
 // unitText is the unit. Why each line is there:
 //   - DynamicUser: a user that exists only while meshbox runs, owning only StateDirectory.
 //   - StateDirectory: /var/lib/meshbox, created with the right owner, kept across restarts.
@@ -128,14 +131,26 @@ func (u Unit) Render() ([]byte, error) {
 	return b.Bytes(), err
 }
 
-// Run is `meshbox service …`: `install` writes the unit (or prints it with --print).
+// unitMark is the unit's first words: uninstall removes only a unit that install wrote.
+const unitMark = `# Written by "meshbox service install".`
+
+const serviceUsage = `Usage:
+  meshbox service install [settings]     write a systemd unit for this binary (run as root)
+  meshbox service uninstall [settings]   remove that unit; the database is kept
+`
+
+// Run is `meshbox service …`: `install` writes the unit (or prints it with --print),
+// `uninstall` removes it.
 func Run(args []string, out io.Writer) error {
-	if len(args) == 0 || args[0] != "install" {
-		fmt.Fprintln(out, "Usage: meshbox service install [flags]   write a systemd unit for this binary (run as root)")
+	if len(args) == 0 || (args[0] != "install" && args[0] != "uninstall") {
+		fmt.Fprint(out, serviceUsage)
 		if len(args) > 0 && args[0] != "--help" && args[0] != "-h" && args[0] != "help" {
-			return fmt.Errorf("unknown service command %q", args[0])
+			return fmt.Errorf("%q is not a service command; use install or uninstall", args[0])
 		}
 		return nil
+	}
+	if args[0] == "uninstall" {
+		return uninstall(args[1:], out)
 	}
 	self, err := os.Executable()
 	if err == nil {
@@ -144,14 +159,13 @@ func Run(args []string, out io.Writer) error {
 	if err != nil {
 		self = "/usr/local/bin/meshbox"
 	}
-	fs := flag.NewFlagSet("meshbox service install", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs := newFlagSet("meshbox service install", out)
 	var u Unit
 	fs.StringVar(&u.Binary, "binary", self, "absolute path of the meshbox binary the unit runs")
 	fs.StringVar(&u.Addr, "addr", ":8080", "listen address")
 	fs.StringVar(&u.MemoryLimit, "memory-limit", "", "Go memory limit, such as 300MiB for a 1 GB Raspberry Pi (empty: none)")
 	fs.BoolVar(&u.MDNS, "mdns", true, "advertise meshbox.local on the LAN")
-	dir := fs.String("unit-dir", "/etc/systemd/system", "directory the unit file is written to")
+	dir := fs.String("unit-dir", filepath.Dir(UnitPath), "directory the unit file is written to")
 	print := fs.Bool("print", false, "print the unit instead of writing it")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -196,5 +210,61 @@ func writeFile(path string, data []byte) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write unit: %w", err)
 	}
+	return nil
+}
+
+// newFlagSet is a flag set whose help spells settings --name, as the rest of meshbox does (the
+// flag package prints -name).
+func newFlagSet(name string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: %s [settings]\n", name)
+		fs.VisitAll(func(f *flag.Flag) {
+			def := ""
+			if f.DefValue != "" {
+				def = " (default " + f.DefValue + ")"
+			}
+			fmt.Fprintf(out, "  --%s\n      %s%s\n", f.Name, f.Usage, def)
+		})
+	}
+	return fs
+}
+
+// uninstall removes the unit install wrote, and its enablement link, and says what is left to
+// do. It refuses a unit it did not write. The database and the admin token stay: a teacher who
+// reinstalls keeps the classes' groups and the same link.
+func uninstall(args []string, out io.Writer) error {
+	fs := newFlagSet("meshbox service uninstall", out)
+	dir := fs.String("unit-dir", filepath.Dir(UnitPath), "directory the unit file was written to")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	path := filepath.Join(*dir, "meshbox.service")
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("no meshbox service is installed (%s does not exist)", path)
+	case err != nil:
+		return fmt.Errorf("read unit: %w", err)
+	case !bytes.HasPrefix(b, []byte(unitMark)):
+		return fmt.Errorf("%s was not written by meshbox service install: remove it yourself if it is meshbox's", path)
+	}
+	// systemctl enable links the unit into the target it is wanted by; a dangling link would
+	// make systemd complain at every boot.
+	wants := filepath.Join(*dir, "multi-user.target.wants", "meshbox.service")
+	if target, err := os.Readlink(wants); err == nil && (target == path || filepath.Base(target) == "meshbox.service") {
+		if err := os.Remove(wants); err != nil {
+			return fmt.Errorf("remove %s: %w", wants, err)
+		}
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove unit: %w", err)
+	}
+	fmt.Fprintf(out, "removed %s\nnext:\n  systemctl stop meshbox\n  systemctl daemon-reload\n"+
+		"The database and the admin token are kept in %s; delete that folder to remove them too.\n", path, StateDir)
 	return nil
 }

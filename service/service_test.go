@@ -104,3 +104,54 @@ func verify(t *testing.T, path string) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestUninstallRemovesOnlyItsUnit: uninstall removes the unit install wrote and the link
+// `systemctl enable` made, says what is left to do and that the data is kept; it refuses a
+// unit someone else wrote, and says so when nothing is installed. The help spells --settings.
+func TestUninstallRemovesOnlyItsUnit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if err := Run([]string{"install", "--unit-dir", dir, "--binary", "/usr/local/bin/meshbox"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	unit := filepath.Join(dir, "meshbox.service")
+	wants := filepath.Join(dir, "multi-user.target.wants")
+	if err := os.Mkdir(wants, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(unit, filepath.Join(wants, "meshbox.service")); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := Run([]string{"uninstall", "--unit-dir", dir}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{unit, filepath.Join(wants, "meshbox.service")} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is still there (%v)", p, err)
+		}
+	}
+	if !strings.Contains(out.String(), "systemctl daemon-reload") || !strings.Contains(out.String(), StateDir) {
+		t.Errorf("uninstall said %q", out.String())
+	}
+	if err := Run([]string{"uninstall", "--unit-dir", dir}, &out); err == nil || !strings.Contains(err.Error(), "no meshbox service is installed") {
+		t.Errorf("uninstall with nothing installed: %v", err)
+	}
+	if err := os.WriteFile(unit, []byte("[Unit]\nDescription=someone else's\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run([]string{"uninstall", "--unit-dir", dir}, &out); err == nil || !strings.Contains(err.Error(), "was not written by meshbox") {
+		t.Errorf("uninstall of a foreign unit: %v", err)
+	}
+	if _, err := os.Stat(unit); err != nil {
+		t.Errorf("the foreign unit was removed: %v", err)
+	}
+	out.Reset()
+	if err := Run([]string{"install", "--help"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "--unit-dir") || strings.Contains(out.String(), "\n  -unit-dir") {
+		t.Errorf("install --help does not spell settings --name:\n%s", out.String())
+	}
+}

@@ -272,19 +272,25 @@ func (h *Handler) qrSVG(w http.ResponseWriter, r *http.Request) {
 // else, when meshbox listens on every network, this computer's best network address on the
 // port of base (so a phone can scan it); else base, the address it listens on.
 func (h *Handler) TeacherLink(base string) string {
-	if h.cfg.PublicURL != "" {
-		return withSlash(h.cfg.PublicURL)
+	return TeacherLinkFor(h.cfg.PublicURL, h.cfg.ListenAddr, h.machine, base)
+}
+
+// TeacherLinkFor is the teacher's link for a box with these settings on machine m, reached
+// at base: what TeacherLink answers, for `meshbox admin-link`, which runs without a server.
+func TeacherLinkFor(publicURL, listenAddr string, m *Machine, base string) string {
+	if publicURL != "" {
+		return withSlash(publicURL)
 	}
 	u, err := url.Parse(base)
-	if err != nil || u.Port() == "" || h.machine.InContainer {
+	if err != nil || u.Port() == "" || m.InContainer {
 		return withSlash(base)
 	}
-	host, _ := splitListen(h.cfg.ListenAddr)
+	host, _ := splitListen(listenAddr)
 	ip, perr := netip.ParseAddr(strings.Trim(host, "[]"))
 	if host != "" && (perr != nil || !ip.IsUnspecified()) {
 		return withSlash(base)
 	}
-	if ranked := rankAddrs(h.machine.Addrs()); len(ranked) > 0 {
+	if ranked := rankAddrs(m.Addrs()); len(ranked) > 0 {
 		return withSlash(u.Scheme + "://" + net.JoinHostPort(ranked[0].String(), u.Port()))
 	}
 	return withSlash(base)
