@@ -21,12 +21,15 @@ RELEASE_TARGETS := linux/amd64 linux/arm64 linux/arm/7 linux/arm/6
 # and Mesh v2. A directory that does not exist (yet) is left out.
 ARM_PKGS := $(foreach d,db stream rules hub server meshv2,$(if $(wildcard $(d)/*.go),./$(d)/...))
 
-.PHONY: run build release release-smoke test test-arm deps check bench
+.PHONY: run build release release-smoke test test-quick test-arm deps check bench
 run:
 	$(GO) run .
 
+# build is the binary for this computer, compiled as `go run .` compiles (the same flags, so
+# the same build cache: nothing is compiled twice), with the version and commit stamped (they
+# only change the link step). `make release` gives the static, reproducible binaries.
 build:
-	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -o meshbox .
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o meshbox .
 
 # release builds every target into dist/ with SHA256SUMS beside them.
 release:
@@ -59,7 +62,7 @@ deps:
 		command -v $${tp%%:*} >/dev/null || test -e $${tp%%:*} || missing="$$missing $${tp#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-		echo "apt-get install$$missing"; \
+		echo "make test needs Debian packages that are missing; installing them with apt-get (about 600 MB, once):$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@for d in $$(find e2e -name package-lock.json -not -path '*/node_modules/*' -exec dirname {} \; 2>/dev/null); do \
@@ -85,6 +88,12 @@ test-arm:
 # is missing.
 test: deps check test-arm
 	MESHBOX_E2E=1 $(GO) test -race -count=1 -timeout 30m ./...
+
+# test-quick is the unit and integration suite on this machine alone: real servers, SQLite
+# files and clients, but no browsers, Prometheus, Node.js, network namespaces or qemu (those
+# tests skip, saying why) and nothing installed. A few minutes; `make test` before a merge.
+test-quick:
+	$(GO) test -count=1 -timeout 20m ./...
 
 bench:
 	$(GO) test -run XXX -bench Ingest -benchtime 200000x ./db
