@@ -8,6 +8,7 @@ import (
 	"meshbox/live"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,7 +159,7 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	})
 	defer stopEnd()
 	c := &rtConn{h: h, ws: ws, ctx: ctx, cancel: cancel, out: make(chan []byte, rtOutQueueFrames), subs: map[string]*rtSub{}}
-	c.headerKey = headerAPIKey(r.URL.Query().Get("header"))
+	c.headerKey = requestAPIKey(r)
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -186,16 +187,40 @@ func (h *Handler) serveRealtime(w http.ResponseWriter, r *http.Request) {
 	ws.Release(live.PeerGone)
 }
 
-// headerAPIKey decodes the base64 JSON of the header query parameter and returns its key.
+// requestAPIKey is the API key a real-time connection was opened with. AppSync takes the
+// connection's auth headers in two spellings, and so does meshbox: the aws-appsync client
+// (Smalruby's) sends them as the `header` query parameter, Amplify 6 as a WebSocket
+// subprotocol `header-<base64url of the headers' JSON>` offered beside graphql-ws, with no
+// query. That subprotocol is never chosen (only graphql-ws is), as AppSync answers.
+func requestAPIKey(r *http.Request) string {
+	if q := r.URL.Query().Get("header"); q != "" {
+		return headerAPIKey(q)
+	}
+	for _, field := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(field, ",") {
+			if enc, ok := strings.CutPrefix(strings.TrimSpace(p), "header-"); ok {
+				return headerAPIKey(enc)
+			}
+		}
+	}
+	return ""
+}
+
+// headerAPIKey decodes the base64 (standard or URL alphabet, padded or not) JSON of the auth
+// headers and returns its key.
 func headerAPIKey(param string) string {
 	if param == "" {
 		return ""
 	}
-	raw, err := base64.StdEncoding.DecodeString(param)
-	if err != nil {
-		if raw, err = base64.URLEncoding.DecodeString(param); err != nil {
-			return ""
+	var raw []byte
+	var err error
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if raw, err = enc.DecodeString(param); err == nil {
+			break
 		}
+	}
+	if err != nil {
+		return ""
 	}
 	var hdr map[string]any
 	if json.Unmarshal(raw, &hdr) != nil {
