@@ -299,6 +299,12 @@ type Batch struct {
 	Truncated bool
 	// Ended reports that the batch holds the group's dissolve item: the stream is over.
 	Ended bool
+	// Gone is the reason (removed, expired, left) of the reader's own node's leave item when
+	// the batch holds it: the batch ends with that item, and the reader reads nothing after
+	// it. Every transport ends its connection on it, so a node removed from its group stops
+	// reading at once, whichever instance removed it (a followed leave comes through Publish
+	// like any other item).
+	Gone string
 }
 
 // Sub is one reader of one group: a stream, or one long-poll request. While it is open the
@@ -312,6 +318,11 @@ type Sub struct {
 	group     string
 	node      string
 	transport string
+	// owner is the node whose leave item ends the reader: the node itself, or the node a
+	// reader that is not one was attributed to (EndAtLeaveOf).
+	owner string
+	// gone is the owner's leave, once a read reached it: later reads after it return nothing.
+	gone      atomic.Pointer[leaveMark]
 	closeOnce sync.Once
 	sigOnce   sync.Once
 	sig       chan struct{}
@@ -334,8 +345,19 @@ func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	}
 	p.mu.Unlock()
 	h.pmu.RUnlock()
-	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport}
+	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport, owner: nid}
 }
+
+// leaveMark is where and why a reader's node left its group.
+type leaveMark struct {
+	cursor int64
+	reason string
+}
+
+// EndAtLeaveOf makes node nid's leave item end the reader (see Batch.Gone), for a reader that
+// is not a node's own but was attributed to one (a Mesh v2 subscription, which names no
+// node). It does not make the reader count for nid's presence. Call it before the first Read.
+func (s *Sub) EndAtLeaveOf(nid string) { s.owner = nid }
 
 // tailOf returns the group's tail, created, with h.mu read-locked: the caller unlocks it once
 // it counted itself as the tail's reader, so Run cannot drop the tail in between.
@@ -435,6 +457,10 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 		return Batch{}, fmt.Errorf("cursor %d: %w", since, rules.ErrCursorAhead)
 	}
 	b := Batch{Next: since}
+	if g := s.gone.Load(); g != nil && since >= g.cursor {
+		b.Gone = g.reason // nothing after its own leave, ever
+		return b, nil
+	}
 	items, inside := s.t.after(since, limit)
 	if !inside {
 		last := s.h.store.LastCursor()
@@ -450,12 +476,30 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 		}
 	}
 	b.Items = capBytes(items, s.h.opts.MaxBatchBytes)
+	if s.owner != "" {
+		b.Items, b.Gone = s.untilLeave(b.Items)
+	}
 	items = b.Items
 	if n := len(items); n > 0 {
 		b.Next = items[n-1].Cursor
 		b.Ended = items[n-1].Kind == stream.KindDissolve
 	}
 	return b, nil
+}
+
+// untilLeave cuts items after the owner's leave item, if they hold it, and returns its reason.
+func (s *Sub) untilLeave(items []stream.Item) ([]stream.Item, string) {
+	for i, it := range items {
+		if it.Kind == stream.KindLeave && it.Node == s.owner {
+			reason := it.Reason
+			if reason == "" {
+				reason = stream.ReasonRemoved
+			}
+			s.gone.Store(&leaveMark{cursor: it.Cursor, reason: reason})
+			return items[: i+1 : i+1], reason
+		}
+	}
+	return items, ""
 }
 
 // Head returns the cursor of the group's last item handed to readers (the tail's start when it

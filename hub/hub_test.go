@@ -547,3 +547,47 @@ func TestConcurrentPolls(t *testing.T) {
 		}
 	}
 }
+
+// TestReadStopsAtOwnLeave (issue 22 row 10): a node's reader reads up to and including its
+// own leave item, whatever its reason, and nothing after it, also when it reads again from
+// there; a reader attributed to the node (EndAtLeaveOf) stops there too, while the group's
+// other readers read on.
+func TestReadStopsAtOwnLeave(t *testing.T) {
+	st, h := newHub(t, Options{}, rules.Options{})
+	ctx := context.Background()
+	host := newGroup(t, st, "leave")
+	gid := host.Group.ID
+	m, err := st.Join(ctx, gid, rules.NewNode{Name: "member"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := h.Subscribe(gid, m.Node.ID, "sse")
+	defer own.Close()
+	attributed := h.Subscribe(gid, "", "meshv2")
+	attributed.EndAtLeaveOf(m.Node.ID)
+	defer attributed.Close()
+	other := h.Subscribe(gid, host.Node.ID, "ws")
+	defer other.Close()
+
+	before := publish(t, st, host, 1)
+	if err := st.Leave(ctx, gid, m.Node.ID, stream.ReasonExpired); err != nil {
+		t.Fatal(err)
+	}
+	after := publish(t, st, host, 2)
+
+	for name, sub := range map[string]*Sub{"own": own, "attributed": attributed} {
+		b, err := sub.Read(ctx, m.Cursor, 100)
+		if err != nil || b.Gone != stream.ReasonExpired || len(b.Items) != 2 || b.Items[0].Cursor != before[0] ||
+			b.Items[1].Kind != stream.KindLeave || b.Next != b.Items[1].Cursor {
+			t.Fatalf("%s: %+v %v, want the event and the leave, gone expired", name, b, err)
+		}
+		again, err := sub.Read(ctx, b.Next, 100)
+		if err != nil || again.Gone != stream.ReasonExpired || len(again.Items) != 0 {
+			t.Fatalf("%s after its leave: %+v %v, want nothing and gone", name, again, err)
+		}
+	}
+	b, err := other.Read(ctx, m.Cursor, 100)
+	if err != nil || b.Gone != "" || len(b.Items) != 4 || b.Items[3].Cursor != after[1] {
+		t.Fatalf("the host reads on: %+v %v", b, err)
+	}
+}

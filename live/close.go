@@ -31,5 +31,22 @@ var (
 	PeerGone = Reason{1001, "connection closed"}
 )
 
+// GoneCode is the close code of a connection whose node is no longer a member of its group:
+// removed by the host or the teacher, expired, or left (from another tab or device). The
+// client has had every item up to and including its own leave item and nothing after it; it
+// must not reconnect, since its token opens nothing any more. An SSE stream gets a "gone"
+// event before its end instead (see Stream.Close).
+const GoneCode = 4003
+
+// NodeGone is the reason a connection of a node that left its group ends with: GoneCode, with
+// the leave item's reason (removed, expired, left) as the close text, so a client tells the
+// pupil why without parsing prose.
+func NodeGone(leaveReason string) Reason {
+	if leaveReason == "" {
+		leaveReason = "removed"
+	}
+	return Reason{GoneCode, leaveReason}
+}
+
 // String is the reason as logs show it.
 func (r Reason) String() string { return r.Text }

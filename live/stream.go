@@ -2,6 +2,7 @@ package live
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -172,8 +173,13 @@ func (st *Stream) Close(why Reason) {
 		// the goodbye: the stream closes either way.
 		_ = st.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		var bye []byte
-		if why == Shutdown {
+		switch {
+		case why == Shutdown:
 			bye = AppendEvent(AppendRetry(nil, time.Second), -1, "shutdown", []byte(`{"type":"shutdown"}`))
+		case why.Code == GoneCode:
+			// The node left its group: say why, so a client stops instead of reconnecting
+			// (a plain EventSource that does reconnect gets 401 and stops there).
+			bye = AppendEvent(nil, -1, "gone", goneData(why.Text))
 		}
 		st.write(st.Conn, func() error {
 			if len(bye) > 0 {
@@ -192,6 +198,15 @@ func (st *Stream) Close(why Reason) {
 		})
 		st.unregister()
 	})
+}
+
+// goneData is the data of the "gone" event: {"type":"gone","reason":"removed"}.
+func goneData(reason string) []byte {
+	b, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Reason string `json:"reason"`
+	}{"gone", reason})
+	return b
 }
 
 // Drop ends the stream at once, without a goodbye (the client is gone or reads nothing).

@@ -173,9 +173,14 @@ func (b *StoreBackend) CursorAt(ctx context.Context, groupID string, t time.Time
 	return c, mapErr("cursor at", err)
 }
 
-// Open implements Backend with a hub reader that is not tied to a node.
-func (b *StoreBackend) Open(groupID string) Reader {
-	return hubReader{b.hub.Subscribe(groupID, "", transportName)}
+// Open implements Backend with a hub reader that does not count for a node's presence,
+// ended by nodeID's leave (hub.Sub.EndAtLeaveOf).
+func (b *StoreBackend) Open(groupID, nodeID string) Reader {
+	sub := b.hub.Subscribe(groupID, "", transportName)
+	if nodeID != "" {
+		sub.EndAtLeaveOf(nodeID)
+	}
+	return hubReader{sub}
 }
 
 // Attend implements Backend with a hub subscription that is never read: it only registers

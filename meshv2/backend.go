@@ -47,8 +47,10 @@ type Backend interface {
 	// CursorAt returns the cursor to read after to get the group's items stamped after t.
 	CursorAt(ctx context.Context, groupID string, t time.Time) (int64, error)
 	// Open opens a reader of the group's stream. Mesh v2 does not say which node reads, so
-	// the reader is not tied to a node. The caller must Close it.
-	Open(groupID string) Reader
+	// the reader does not count for a node's presence; nodeID, when not "", is the node
+	// meshbox attributed it to: that node's leave item ends the reader (its Batch.Gone), so a
+	// removed or expired node reads nothing after it. The caller must Close it.
+	Open(groupID, nodeID string) Reader
 	// Attend marks the node as present over a transport (so dashboards show it and it counts
 	// as active) until release is called. The Mesh v2 layer calls it for a subscription or a
 	// run of polls it has attributed to a node.

@@ -259,7 +259,7 @@ func (f *fakeBackend) CursorAt(_ context.Context, gid string, t time.Time) (int6
 	return c, nil
 }
 
-func (f *fakeBackend) Open(gid string) Reader { return &fakeReader{f: f, gid: gid} }
+func (f *fakeBackend) Open(gid, _ string) Reader { return &fakeReader{f: f, gid: gid} }
 
 func (f *fakeBackend) Attend(gid, nid, transport string) func() {
 	key := gid + "/" + nid + "/" + transport

@@ -76,6 +76,9 @@ type onEnd struct {
 	once sync.Once
 	mu   sync.Mutex
 	fn   func()
+	// failure, when set, is the error the subscription ended with (its node left the
+	// group): the connection sends it instead of complete.
+	failure *rtError
 }
 
 type onEndKey struct{}
@@ -92,6 +95,23 @@ func atEnd(ctx context.Context, fn func()) {
 		e.fn = fn
 		e.mu.Unlock()
 	}
+}
+
+// endWith records the error the subscription of ctx ends with; its resolver then closes its
+// channel. Without a connection there is nobody to tell.
+func endWith(ctx context.Context, e rtError) {
+	if end, ok := ctx.Value(onEndKey{}).(*onEnd); ok {
+		end.mu.Lock()
+		end.failure = &e
+		end.mu.Unlock()
+	}
+}
+
+// failed returns the error recorded by endWith, or nil.
+func (e *onEnd) failed() *rtError {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.failure
 }
 
 func (e *onEnd) run() {
@@ -472,7 +492,8 @@ func (c *rtConn) drop(id string) *rtSub {
 }
 
 // forward sends each subscription message as a data message, and complete when the
-// subscription ends on its own (the group ended).
+// subscription ends on its own (the group ended), or the error it ended with (its node left
+// the group: the aws-appsync client drops a subscription on an error for it).
 func (c *rtConn) forward(ctx context.Context, id string, ch <-chan any) {
 	for {
 		select {
@@ -480,8 +501,15 @@ func (c *rtConn) forward(ctx context.Context, id string, ch <-chan any) {
 			return
 		case resp, ok := <-ch:
 			if !ok {
-				if ctx.Err() == nil && c.drop(id) != nil {
-					c.send(rtMessage{ID: id, Type: "complete"})
+				if ctx.Err() != nil {
+					return
+				}
+				if sub := c.drop(id); sub != nil {
+					if e := sub.ended.failed(); e != nil {
+						c.sendError(id, e.ErrorType, e.Message)
+					} else {
+						c.send(rtMessage{ID: id, Type: "complete"})
+					}
 				}
 				return
 			}

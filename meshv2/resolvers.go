@@ -415,14 +415,17 @@ func (r *root) poll(ctx context.Context, snap rules.Snapshot, since string) ([]e
 	// rather than failing every poll of a client that only logs errors.
 	cursor = min(cursor, snap.Cursor)
 	pos := cursor
-	rd := r.backend.Open(snap.Group.ID)
+	// A poll that names its node reads nothing after that node's leave.
+	rd := r.backend.Open(snap.Group.ID, node)
 	defer rd.Close()
 	events := []eventOut{}
+	gone := ""
 	for range pollReadPages {
 		res, err := rd.Read(ctx, cursor, maxPolledEvents)
 		if err != nil {
 			return nil, r.toMeshError("read", err)
 		}
+		gone = res.Gone
 		for _, it := range res.Items {
 			if it.Kind != stream.KindEvent {
 				continue
@@ -437,6 +440,16 @@ func (r *root) poll(ctx context.Context, snap rules.Snapshot, since string) ([]e
 			break
 		}
 		cursor = res.Next
+	}
+	if gone != "" {
+		// The node was removed (or expired, or left): once it has the events before its
+		// leave, it is told as the cloud tells a member whose row is gone, NodeNotFound, on
+		// which the Smalruby client disconnects.
+		r.roster.forget(snap.Group.ID, node)
+		if len(events) == 0 {
+			return nil, r.toMeshError("poll", fmt.Errorf("node %s: %s: %w", node, gone, rules.ErrNodeNotFound))
+		}
+		return events, nil
 	}
 	if node != "" {
 		r.roster.polled(snap.Group.ID, node, pos)
@@ -776,7 +789,8 @@ func (r *root) OnMessageInGroup(ctx context.Context, args groupArgs) (<-chan *me
 	}
 	out := make(chan *meshMessage)
 	release := func() {}
-	if node, rel, ok := r.roster.claimRealtime(snap.Group.ID, callerOf(ctx).ip); ok {
+	node, rel, ok := r.roster.claimRealtime(snap.Group.ID, callerOf(ctx).ip)
+	if ok {
 		release = rel // idempotent
 		// The socket's pings now time this node's link (the dashboard's link quality).
 		if sock, ok := ctx.Value(socketKey{}).(*live.Socket); ok {
@@ -789,7 +803,7 @@ func (r *root) OnMessageInGroup(ctx context.Context, args groupArgs) (<-chan *me
 	}
 	go func() {
 		defer release()
-		r.follow(ctx, snap, out)
+		r.follow(ctx, snap, node, out)
 	}()
 	markStarted(ctx)
 	return out, nil

@@ -3,6 +3,7 @@ package meshv2
 import (
 	"context"
 	"errors"
+	"meshbox/apierror"
 	"meshbox/rules"
 	"meshbox/stream"
 	"time"
@@ -14,9 +15,10 @@ import (
 const followBatch = 512
 
 // follow turns a group's stream after snap.Cursor into Mesh v2 messages until ctx ends or the
-// group ends. It holds only a cursor and the members' data (to report a node's whole data
-// list after each change), so a slow subscriber never holds items in memory.
-func (r *root) follow(ctx context.Context, snap rules.Snapshot, out chan<- *meshMessage) {
+// group ends, or node (the node the subscription was attributed to, "" for none) leaves it.
+// It holds only a cursor and the members' data (to report a node's whole data list after
+// each change), so a slow subscriber never holds items in memory.
+func (r *root) follow(ctx context.Context, snap rules.Snapshot, node string, out chan<- *meshMessage) {
 	defer close(out)
 	g := snap.Group
 	data := dataOf(snap)
@@ -29,7 +31,7 @@ func (r *root) follow(ctx context.Context, snap rules.Snapshot, out chan<- *mesh
 			return false
 		}
 	}
-	rd := r.backend.Open(g.ID)
+	rd := r.backend.Open(g.ID, node)
 	defer rd.Close()
 	for {
 		if err := rd.Wait(ctx, cursor); err != nil {
@@ -79,10 +81,29 @@ func (r *root) follow(ctx context.Context, snap rules.Snapshot, out chan<- *mesh
 		if ended {
 			return
 		}
+		if res.Gone != "" {
+			// The node this subscription reads for was removed (or expired, or left from
+			// another tab): the messages before its leave went out, nothing after it does.
+			// The subscription ends with the error the cloud gives a member whose row is
+			// gone (the connection sends it in place of complete).
+			endWith(ctx, rtError{ErrorType: apierror.MeshNodeNotFound, Message: goneMessage(node, res.Gone)})
+			return
+		}
 		if res.Next > cursor {
 			cursor = res.Next
 		}
 	}
+}
+
+// goneMessage says why a node's subscription ended.
+func goneMessage(node, reason string) string {
+	switch reason {
+	case stream.ReasonExpired:
+		return "Node " + node + " expired"
+	case stream.ReasonLeft:
+		return "Node " + node + " left the group"
+	}
+	return "Node " + node + " was removed from the group"
 }
 
 func dataOf(snap rules.Snapshot) map[string]map[string]string {

@@ -90,6 +90,7 @@ type page struct {
 	Items     []item `json:"items"`
 	Next      int64  `json:"next"`
 	Truncated bool   `json:"truncated"`
+	Gone      string `json:"gone"`
 }
 
 func (c *client) create(name string) joined {

@@ -52,7 +52,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	if len(b.Items) == 0 && !b.Truncated && s.store.Over(rd.node.Group, b.Next) {
 		return errorf(http.StatusGone, "group_ended", "group "+rd.node.Group+" has ended")
 	}
-	if len(b.Items) == 0 && !b.Truncated && wait > 0 {
+	if len(b.Items) == 0 && !b.Truncated && b.Gone == "" && wait > 0 {
 		c, err := s.live.Open(r.Context(), s.clientIP(r), "longpoll")
 		if err != nil {
 			return err
@@ -82,6 +82,13 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	buf = strconv.AppendInt(buf, b.Next, 10)
 	buf = append(buf, `,"truncated":`...)
 	buf = strconv.AppendBool(buf, b.Truncated)
+	if b.Gone != "" {
+		// The page ends with the node's own leave item (a poll waiting at its removal is
+		// answered at once with it): the reason, as the WebSocket's close text and the SSE
+		// "gone" event say it. Its next poll is refused (401: the token matches no member).
+		buf = append(buf, `,"gone":`...)
+		buf = strconv.AppendQuote(buf, b.Gone)
+	}
 	buf = append(buf, "}\n"...)
 	apierror.WriteRaw(w, http.StatusOK, buf)
 	sub.Answered(time.Now())

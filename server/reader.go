@@ -41,18 +41,27 @@ func (s *Server) openReader(r *http.Request, q url.Values, lastEventID string) (
 	if tok == "" {
 		return reader{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
 	}
-	n, ok := chargedNode(r.Context(), gid, tok) // authenticated by limit a moment ago
-	if !ok {
-		var err error
-		if n, _, err = s.store.AuthenticateReader(gid, tok); err != nil {
-			return reader{}, err
-		}
+	// "Now" is read before the node is known to be a member: a leave committed after the
+	// check has a cursor above it, so the reader reads it and ends there (hub.Batch.Gone).
+	// Read after the check, it could lie past a leave committed in between, and the removed
+	// node would go on reading everything after its leave.
+	since := s.store.LastCursor()
+	n, ok := chargedNode(r.Context(), gid, tok) // authenticated by limit a moment ago…
+	var err error
+	if ok {
+		// …before since was read: check again (a map lookup and a hash, once per stream
+		// or poll).
+		_, _, err = s.store.AuthenticateReader(gid, tok)
+	} else {
+		n, _, err = s.store.AuthenticateReader(gid, tok)
+	}
+	if err != nil {
+		return reader{}, err
 	}
 	raw := lastEventID
 	if raw == "" {
 		raw = q.Get("since")
 	}
-	since := s.store.LastCursor()
 	if raw != "" {
 		c, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || c < 0 {
@@ -314,15 +323,15 @@ func (p *pump) flush(mayWait bool, finish func() error) {
 	}
 	for {
 		p.pending.Store(false)
-		done, rest, err := p.sendPending()
+		end, rest, err := p.sendPending()
 		if rest != nil {
 			moved = true
 			go p.flush(true, rest)
 			return
 		}
-		if err != nil || done {
-			if done {
-				p.out.Close(live.Ended)
+		if err != nil || end != (live.Reason{}) {
+			if err == nil {
+				p.out.Close(end)
 			} else {
 				p.failed(err)
 			}
@@ -367,39 +376,45 @@ func (p *pump) send(b []byte) error {
 // noRest moves a flush to a goroutine of its own before anything of the batch was written.
 func noRest() error { return nil }
 
-// sendPending sends everything after the cursor; done reports the group's end was sent. On a
-// worker it stops at the first batch that is not for a worker (see flush) and returns what is
-// left of it as rest.
-func (p *pump) sendPending() (done bool, rest func() error, err error) {
+// sendPending sends everything after the cursor; end, when set, is why the connection ends
+// now that its last items were sent: the group ended (its dissolve item) or the reader's node
+// left it (its own leave item: nothing after it is ever sent). On a worker it stops at the
+// first batch that is not for a worker (see flush) and returns what is left of it as rest.
+func (p *pump) sendPending() (end live.Reason, rest func() error, err error) {
 	bp := p.s.frames.Get().(*[]byte)
 	buf := (*bp)[:0]
 	defer func() { *bp = buf[:0]; p.s.frames.Put(bp) }()
 	for {
 		b, err := p.sub.Read(p.out.Context(), p.since, streamBatch)
 		if err != nil {
-			return false, nil, err
+			return live.Reason{}, nil, err
 		}
-		if len(b.Items) == 0 && !b.Truncated {
+		if len(b.Items) == 0 && !b.Truncated && b.Gone == "" {
 			p.since = b.Next
 			p.wrote()
-			return false, nil, nil
+			return live.Reason{}, nil, nil
 		}
-		if !p.mayWait && (b.Truncated || b.Ended) {
-			return false, noRest, nil
+		if !p.mayWait && (b.Truncated || b.Ended || b.Gone != "") {
+			return live.Reason{}, noRest, nil
 		}
-		if buf, err = p.write(buf[:0], b); err != nil {
-			p.rest = nil // an error is final: nothing is left to finish
-			return false, nil, err
+		if len(b.Items) > 0 || b.Truncated {
+			if buf, err = p.write(buf[:0], b); err != nil {
+				p.rest = nil // an error is final: nothing is left to finish
+				return live.Reason{}, nil, err
+			}
 		}
 		p.s.delivered(p.transport, b.Items)
 		p.since = b.Next
-		if b.Ended {
-			return true, nil, nil
+		switch {
+		case b.Gone != "":
+			return live.NodeGone(b.Gone), nil, nil
+		case b.Ended:
+			return live.Ended, nil, nil
 		}
 		if p.rest != nil {
 			p.s.obs.ObserveSlowWrite(p.transport)
 			rest, p.rest = p.rest, nil
-			return false, rest, nil
+			return live.Reason{}, rest, nil
 		}
 		p.wrote()
 	}

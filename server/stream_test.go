@@ -58,11 +58,17 @@ const kindReset = "reset"
 // kindShutdown is the pseudo item of the SSE shutdown event.
 const kindShutdown = "shutdown"
 
+// kindGone is the pseudo item of the SSE gone event and of a long-poll page that says gone
+// (its Reason is the leave's).
+const kindGone = "gone"
+
 var (
 	errTimeout = errors.New("no item in time")
 	errEnded   = errors.New("stream ended")
 	// errGone is a long-poll answered 410: the group has ended.
 	errGone = errors.New("group gone (410)")
+	// errUnauthorized is a long-poll answered 401: the token matches no member.
+	errUnauthorized = errors.New("unauthorized (401)")
 )
 
 // got is one thing a stream yields: an item, or the error that ended the stream.
@@ -151,6 +157,19 @@ type readerOpts struct {
 	// acksOnly makes a WebSocket stream drop pushed items, for a writer that only wants its
 	// acknowledgements.
 	acksOnly bool
+	// from is the loopback address the stream connects from ("" for the default), so a
+	// hostile pupil's laptop is told apart from its classmates'.
+	from string
+}
+
+// httpFrom is an HTTP client whose connections come from the loopback address ip (Linux
+// routes all of 127/8 to lo); "" is http.DefaultClient.
+func httpFrom(ip string) *http.Client {
+	if ip == "" {
+		return http.DefaultClient
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
 }
 
 func streamQuery(tok string, o readerOpts) (url.Values, http.Header) {
@@ -202,7 +221,7 @@ type wsFrame struct {
 
 func dialWS(ctx context.Context, base string, j joined, o readerOpts) (*websocket.Conn, *http.Response, error) {
 	q, h := streamQuery(j.Token, o)
-	c, resp, err := websocket.Dial(ctx, groupURL(wsBase(base), j.Group.ID, "/ws?"+q.Encode()), &websocket.DialOptions{HTTPHeader: h})
+	c, resp, err := websocket.Dial(ctx, groupURL(wsBase(base), j.Group.ID, "/ws?"+q.Encode()), &websocket.DialOptions{HTTPHeader: h, HTTPClient: httpFrom(o.from)})
 	if err != nil {
 		return nil, resp, err
 	}
@@ -349,7 +368,7 @@ func sseRequest(ctx context.Context, base string, j joined, o readerOpts) (*http
 	if o.lastEventID != "" {
 		req.Header.Set("Last-Event-ID", o.lastEventID)
 	}
-	return http.DefaultClient.Do(req)
+	return httpFrom(o.from).Do(req)
 }
 
 func openSSE(t testing.TB, base string, j joined, o readerOpts) *stream {
@@ -374,6 +393,13 @@ func openSSE(t testing.TB, base string, j joined, o readerOpts) *stream {
 			switch ev.event {
 			case kindReset, kindShutdown:
 				return emit(got{it: item{Kind: ev.event}})
+			case kindGone:
+				var g struct{ Type, Reason string }
+				if err := json.Unmarshal([]byte(ev.data), &g); err != nil || g.Type != kindGone {
+					bad = fmt.Errorf("SSE gone event %q", ev.data)
+					return false
+				}
+				return emit(got{it: item{Kind: kindGone, Reason: g.Reason}})
 			case "":
 				return true // only a retry hint
 			}
@@ -441,6 +467,7 @@ func openLP(t testing.TB, base string, j joined, o readerOpts) *stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &stream{transport: trLP, ch: make(chan got, streamBuffer), cancel: cancel, done: make(chan struct{})}
+	hc := httpFrom(o.from)
 	wait := o.wait
 	if wait == "" {
 		wait = "5"
@@ -449,7 +476,7 @@ func openLP(t testing.TB, base string, j joined, o readerOpts) *stream {
 	if since == "" {
 		// "From now" is the cursor of the first answer; ask for it without waiting, as a
 		// client would, so items committed after openLP returns are not missed.
-		st, p, raw, err := pollOnce(ctx, base, j, "", "0")
+		st, p, raw, err := pollOnceWith(ctx, hc, base, j, "", "0")
 		if err != nil || st != http.StatusOK {
 			cancel()
 			t.Fatalf("first long-poll: %d %s %v", st, raw, err)
@@ -458,7 +485,7 @@ func openLP(t testing.TB, base string, j joined, o readerOpts) *stream {
 	}
 	s.run(ctx, func(emit func(got) bool) error {
 		for {
-			st, p, raw, err := pollOnce(ctx, base, j, since, wait)
+			st, p, raw, err := pollOnceWith(ctx, hc, base, j, since, wait)
 			if err != nil {
 				return err
 			}
@@ -466,6 +493,8 @@ func openLP(t testing.TB, base string, j joined, o readerOpts) *stream {
 			case http.StatusOK:
 			case http.StatusGone:
 				return errGone
+			case http.StatusUnauthorized:
+				return errUnauthorized
 			default:
 				return fmt.Errorf("long-poll: %d %s", st, raw)
 			}
@@ -476,6 +505,9 @@ func openLP(t testing.TB, base string, j joined, o readerOpts) *stream {
 				if !emit(got{it: it}) {
 					return nil
 				}
+			}
+			if p.Gone != "" && !emit(got{it: item{Kind: kindGone, Reason: p.Gone}}) {
+				return nil
 			}
 			if n := len(p.Items); n > 0 && p.Next != p.Items[n-1].Cursor {
 				return fmt.Errorf("page next %d is not its last cursor %d", p.Next, p.Items[n-1].Cursor)

@@ -1085,6 +1085,13 @@ export class MeshClient {
         }
       };
       ws.onclose = (ev) => {
+        if (ev.code === GONE_CLOSE_CODE) {
+          // This node left its group (removed, expired, left from another tab): its token
+          // opens nothing any more, so reconnecting would only be refused.
+          this._finish(goneReason(ev.reason));
+          finish(null, 'stopped');
+          return;
+        }
         // 1012 (service restart) and every other close: reconnect from the cursor.
         finish(new MeshError('network', `websocket closed (${ev.code}${ev.reason ? ' ' + ev.reason : ''})`));
       };
@@ -1204,6 +1211,18 @@ export class MeshClient {
               if (this._deliver(batch)) return 'stopped';
               return 'reset';
             }
+            if (event === 'gone') {
+              // This node left its group: the stream ends here, and so does this client.
+              if (this._deliver(batch)) return 'stopped';
+              let reason = '';
+              try {
+                reason = JSON.parse(data).reason;
+              } catch {
+                // The reason is only for the page; the end is known either way.
+              }
+              this._finish(goneReason(reason));
+              return 'stopped';
+            }
             if (data) {
               try {
                 batch.push(JSON.parse(data));
@@ -1263,6 +1282,11 @@ export class MeshClient {
         }
         if (res && res.truncated) return 'reset';
         if (this._deliver((res && res.items) || [], res && res.next)) return 'stopped';
+        if (res && res.gone) {
+          // The page ended with this node's leave: its next poll would be refused.
+          this._finish(goneReason(res.gone));
+          return 'stopped';
+        }
       }
     } finally {
       ctrl.abort();
@@ -1464,6 +1488,21 @@ function enc(s) {
 function toMeshError(e) {
   if (e instanceof MeshError) return e;
   return new MeshError('error', e instanceof Error ? e.message : String(e));
+}
+
+/**
+ * The close code of a WebSocket whose node left its group (the server's live.GoneCode); its
+ * close text is the leave's reason.
+ */
+const GONE_CLOSE_CODE = 4003;
+
+/**
+ * Why the client closed, from the reason of its node's leave: 'removed' (by the host or the
+ * teacher), 'expired', or 'left'.
+ * @param {string} [reason]
+ */
+function goneReason(reason) {
+  return reason === 'left' || reason === 'expired' ? reason : 'removed';
 }
 
 /** Why the client closed, from the error that closed it. @param {MeshError} err */
