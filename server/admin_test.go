@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"strconv"
 	"testing"
@@ -12,13 +11,6 @@ import (
 	"meshbox/config"
 	"meshbox/testclock"
 )
-
-// httpFrom is an HTTP client whose connections leave from the loopback address ip (127.0.0.2
-// …): one pupil's laptop, as the server's per-address rules see it.
-func httpFrom(ip string) *http.Client {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
-}
 
 // adminCheckFrom asks /api/v1/admin/check with tok from hc; it returns the status and the
 // Retry-After in seconds (0 when absent).
