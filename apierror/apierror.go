@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"meshbox/live"
+	"meshbox/ratelimit"
 	"meshbox/rules"
 )
 
@@ -95,6 +96,8 @@ var sentinels = []sentinel{
 	{rules.ErrClosed, http.StatusServiceUnavailable, "unavailable", MeshInternal, "meshbox is shutting down"},
 	{live.ErrShuttingDown, http.StatusServiceUnavailable, "unavailable", MeshInternal, "meshbox is shutting down"},
 	{live.ErrTooManyConns, http.StatusTooManyRequests, "too_many_connections", MeshBusy, ""},
+	// A spent request budget, whatever the entrance (an HTTP request, a WebSocket message).
+	{ratelimit.ErrLimited, http.StatusTooManyRequests, "rate_limited", MeshBusy, ""},
 	{live.ErrNoHijack, http.StatusHTTPVersionNotSupported, "http_version_not_supported", MeshInternal,
 		"event streams need HTTP/1.1: use WebSocket or long-poll, or have the proxy speak HTTP/1.1 to meshbox"},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", MeshInternal, "the request took too long"},
@@ -120,10 +123,13 @@ func Of(err error) Answer {
 		}
 	}
 	var rl *rules.RateLimitError
+	var budget *ratelimit.LimitError
 	switch {
 	case a.RetryAfter > 0:
 	case errors.As(err, &rl):
 		a.RetryAfter = rl.RetryAfter
+	case errors.As(err, &budget):
+		a.RetryAfter = budget.RetryAfter
 	case errors.Is(err, rules.ErrStorageFull):
 		a.RetryAfter = StorageFullRetry
 	case errors.Is(err, live.ErrTooManyConns):

@@ -26,6 +26,7 @@ import (
 	"meshbox/live"
 	"meshbox/meshv2"
 	"meshbox/metrics"
+	"meshbox/ratelimit"
 	"meshbox/rules"
 	"meshbox/server"
 	"meshbox/stream"
@@ -154,6 +155,9 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	a.cancel = cancel
 	a.conns = live.New(loopCtx, server.LiveConfig(cfg, a.Metrics))
 	clients := server.Clients(cfg)
+	// One set of request budgets for every entrance: an HTTP request, a native WebSocket
+	// message and a Mesh v2 real-time message each cost one request of the same budget.
+	budgets := ratelimit.NewBudgets(server.RequestRates(cfg), opts.Now)
 	admin := auth.NewAdmin(cfg.AdminToken, opts.Now)
 	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Admin: admin, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr, LANHost: lanHost(cfg),
 		Clients: clients, Conns: a.conns}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
@@ -167,7 +171,7 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		APIKey: cfg.APIKey, HostHeartbeatInterval: cfg.HostHeartbeatInterval,
 		MemberHeartbeatInterval: cfg.MemberHeartbeatInterval, PollingInterval: cfg.PollingInterval,
 		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyTimeout,
-		DomainFor: clients.Domain, ClientIP: clients.IP, Conns: a.conns,
+		DomainFor: clients.Domain, ClientIP: clients.IP, Conns: a.conns, Budgets: budgets,
 		NoWebSocket: cfg.NoWebSocket, Introspection: cfg.GraphQLIntrospection,
 	}, meshv2.NewStoreBackend(a.Store, a.Hub), log.With("component", "meshv2"))
 	if err != nil {
@@ -176,8 +180,8 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		return nil, fmt.Errorf("mesh v2: %w", err)
 	}
 	srv := server.New(loopCtx, cfg, server.Deps{
-		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP, Now: opts.Now,
-		Conns: a.conns, Admin: admin,
+		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP,
+		Conns: a.conns, Budgets: budgets, Admin: admin,
 		Mounts: []func(chi.Router){
 			dash.Routes,
 			a.mesh.Routes,

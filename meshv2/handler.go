@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"meshbox/auth"
 	"meshbox/live"
+	"meshbox/ratelimit"
 	"net"
 	"net/http"
 	"os"
@@ -87,6 +88,9 @@ type Config struct {
 	// ClientIP is the caller's address as the rest of the server sees it (behind a trusted
 	// proxy, X-Forwarded-For). Nil means the connection's remote address.
 	ClientIP func(r *http.Request) string
+	// Budgets are the server's request budgets: each real-time message costs the caller's
+	// address one request, as a POST /graphql does. Nil charges nothing.
+	Budgets *ratelimit.Budgets
 }
 
 func (c Config) withDefaults() Config {

@@ -330,16 +330,39 @@ func (c *rtConn) sendError(id, kind, msg string) bool {
 	})})
 }
 
+// refuse answers a message refused for a spent budget as AppSync answers an error (for a
+// start, the subscription's id), with the status the HTTP request would have got (429) as
+// its errorCode; the connection stays open.
+func (c *rtConn) refuse(id string, err error) {
+	a := apierror.Of(err)
+	c.send(rtMessage{ID: truncate(id, rtMaxIDLen), Type: "error", Payload: payloadOf(map[string]any{
+		"errors": []rtError{{ErrorType: a.MeshType, Message: a.Message, ErrorCode: a.Status}},
+	})})
+}
+
 // readLoop reads the client's messages until the connection ends; flush reports that what
 // is queued must still be sent (the client is being told why it is closed).
 func (c *rtConn) readLoop() (flush bool) {
+	ip := callerOf(c.ctx).ip
 	c.ws.Serve(func(typ live.MessageType, b []byte) (live.Reason, bool) {
+		var m rtMessage
+		bad := typ != live.Text || json.Unmarshal(b, &m) != nil
+		// Every message costs the caller's address one request, as the POST /graphql it
+		// stands for does (Mesh v2 callers have no credential of their own): an open socket
+		// is no way around --ip-rate. Only the envelope is decoded first, for the id a refusal
+		// answers; the work a message asks for (a document to check, a subscription) comes
+		// after. Ending the connection is free: refusing it would only keep the socket open.
+		if bad || m.Type != "connection_terminate" {
+			if err := c.h.cfg.Budgets.ChargeAddr(ip); err != nil {
+				c.refuse(m.ID, err)
+				return live.Reason{}, false
+			}
+		}
 		if typ != live.Text {
 			c.sendError("", "UnsupportedOperation", "binary messages are not supported")
 			return live.Reason{}, false
 		}
-		var m rtMessage
-		if err := json.Unmarshal(b, &m); err != nil {
+		if bad {
 			c.sendError("", "MessageParsingError", "message is not valid JSON")
 			return live.Reason{}, false
 		}

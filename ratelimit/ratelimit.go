@@ -36,15 +36,24 @@ func (k *Keyed) Allow(key string, now time.Time) (ok bool, retryAfter time.Durat
 	if !k.Enabled() {
 		return true, 0
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	b := k.bucket(key, now)
-	r := b.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now) // a refused event costs nothing
-		return false, d
+	if r, wait := k.take(key, now); r == nil {
+		return false, wait
 	}
 	return true, 0
+}
+
+// take takes one event from key's bucket at now and returns the reservation, which can still
+// be cancelled (a request a later budget refuses); when none is left it returns nil, how long
+// until one is, and takes nothing. k must be enabled.
+func (k *Keyed) take(key string, now time.Time) (*rate.Reservation, time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	r := k.bucket(key, now).ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now) // a refused event costs nothing
+		return nil, d
+	}
+	return r, 0
 }
 
 // Charge takes one event from key's bucket at now even when none is left (the bucket goes

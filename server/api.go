@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -79,13 +80,29 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
 	}
 	j, err := s.store.CreateGroup(r.Context(), rules.NewGroup{
 		Domain: domain, Name: req.Name, HostName: req.NodeName, UseWebSocket: !s.cfg.NoWebSocket,
-		Lifetime: time.Duration(req.MaxConnectionTimeSeconds) * time.Second, OpenToMeshV2: req.MeshV2,
+		Lifetime: lifetimeOf(req.MaxConnectionTimeSeconds, s.cfg.MaxGroupLifetime), OpenToMeshV2: req.MeshV2,
 	})
 	if err != nil {
 		return err
 	}
 	apierror.WriteJSON(w, http.StatusCreated, s.joined(j))
 	return nil
+}
+
+// lifetimeOf is a group lifetime asked for in seconds (0: the maximum), capped at max before
+// it becomes a Duration: times a second, a number past 9,223,372,036 overflows int64 and
+// wraps (to a negative lifetime, refused, or to a tiny one, a group that ends at once). The
+// rules cap it at the same maximum.
+func lifetimeOf(secs int, max time.Duration) time.Duration {
+	switch {
+	case secs <= 0:
+		return time.Duration(secs) // 0 is the maximum; negative is refused before
+	case max > 0 && int64(secs) >= int64(max/time.Second):
+		return max
+	case int64(secs) > math.MaxInt64/int64(time.Second):
+		return math.MaxInt64 // no maximum set here: the rules' own caps it
+	}
+	return time.Duration(secs) * time.Second
 }
 
 // getGroup answers the snapshot: node names and data are the group's business, so it takes a

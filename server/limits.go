@@ -7,14 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"meshbox/apierror"
 	"meshbox/auth"
 	"meshbox/rules"
 )
-
-func rateLimited(what string, wait time.Duration) *apierror.Error {
-	return &apierror.Error{Status: http.StatusTooManyRequests, Code: "rate_limited", Msg: what + ": slow down and retry later", RetryAfter: max(wait, time.Second)}
-}
 
 // isProbe reports the paths a monitor polls; they are never rate limited, so a busy classroom
 // address cannot make the box look down.
@@ -59,32 +54,20 @@ func (s *Server) limit(next http.Handler) http.Handler {
 // returns that node as a reader of the group in its path, so a stream or long-poll handler
 // need not authenticate the same token again (openReader).
 func (s *Server) charge(r *http.Request, ip string) (*chargedReader, error) {
-	now := s.now()
 	if tok := auth.Token(r, nil); tok != "" {
 		if s.admin.Match(tok) {
-			if ok, wait := s.adminRate.Allow("admin", now); !ok {
-				return nil, rateLimited("too many admin requests", wait)
-			}
-			return nil, nil
+			return nil, s.budgets.ChargeAdmin()
 		}
 		if gid := groupOfPath(r.URL.Path); gid != "" {
 			if n, _, err := s.store.AuthenticateReader(gid, tok); err == nil {
-				if s.nodeRate.Enabled() { // the key is built only for a limit that uses it
-					if ok, wait := s.nodeRate.Allow(n.Group+"/"+n.ID, now); !ok {
-						return nil, rateLimited("too many requests from node "+n.ID, wait)
-					}
-				}
-				if ok, wait := s.groupRate.Allow(n.Group, now); !ok {
-					return nil, rateLimited("too many requests in group "+n.Group, wait)
+				if err := s.budgets.ChargeNode(n.Group, n.ID); err != nil {
+					return nil, err
 				}
 				return &chargedReader{gid: gid, token: tok, node: n}, nil
 			}
 		}
 	}
-	if ok, wait := s.ipRate.Allow(ip, now); !ok {
-		return nil, rateLimited("too many requests from "+ip, wait)
-	}
-	return nil, nil
+	return nil, s.budgets.ChargeAddr(ip)
 }
 
 // chargedReader is the request's context, carrying the node charge authenticated as a reader

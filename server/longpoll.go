@@ -13,6 +13,29 @@ import (
 // as a round trip.
 const pollGapMax = 10 * time.Second
 
+// parseWait reads a long-poll's wait parameter, in seconds: "" is no wait, more than
+// maxWait is maxWait. The seconds are clamped before they become a Duration: wait=1e10 times
+// a second is past the int64 range, and its conversion is not a long wait but whatever the
+// platform makes of it (on amd64 a negative one, which answered at once and had the client
+// poll in a tight loop). What is no number of seconds (NaN, ±Inf, negative, not a number) is
+// refused with 400, as before.
+func parseWait(v string, maxWait time.Duration) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil || secs < 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return 0, errorf(http.StatusBadRequest, "invalid", "wait must be a number of seconds, 0 or more")
+	}
+	if maxWait <= 0 {
+		return 0, nil
+	}
+	if secs >= maxWait.Seconds() {
+		return maxWait, nil
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
 // poll answers GET …/events: the items after the cursor at once, or, with wait, as soon as
 // there are some (a long-poll, registered with package live while it waits).
 func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
@@ -27,13 +50,9 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "invalid", "limit must be an integer from 1 to 5000")
 		}
 	}
-	var wait time.Duration
-	if v := q.Get("wait"); v != "" {
-		secs, err := strconv.ParseFloat(v, 64)
-		if err != nil || secs < 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
-			return errorf(http.StatusBadRequest, "invalid", "wait must be a number of seconds, 0 or more")
-		}
-		wait = min(time.Duration(secs*float64(time.Second)), s.cfg.MaxWait)
+	wait, err := parseWait(q.Get("wait"), s.cfg.MaxWait)
+	if err != nil {
+		return err
 	}
 	sub := s.hub.Subscribe(rd.node.Group, rd.node.ID, "longpoll")
 	defer sub.Close()

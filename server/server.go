@@ -60,11 +60,15 @@ type Deps struct {
 	Middleware func(http.Handler) http.Handler
 	// Mounts add the other HTTP parts (dashboard, Mesh v2, /metrics) to the router.
 	Mounts []func(r chi.Router)
-	// Now is the clock of the rate limits; nil is time.Now. Tests drive it.
+	// Now is the clock of the rate limits when Budgets is nil; nil is time.Now.
 	Now func() time.Time
 	// Admin is the one admin check, shared with the dashboard so that its back-off counts
 	// wrong tokens on every entrance together; nil builds one from the settings.
 	Admin *auth.Admin
+	// Budgets are the request budgets, shared with the other entrances (Mesh v2 real-time)
+	// so a request costs the same whichever way it comes; nil builds them from the settings
+	// (RequestRates) over Now.
+	Budgets *ratelimit.Budgets
 	// Conns manages the long-lived connections (streams, WebSockets); nil builds one over the
 	// server context with the settings' cap, ping interval and write timeout.
 	Conns *live.Manager
@@ -78,22 +82,18 @@ type Server struct {
 	log   *slog.Logger
 	obs   Observer
 	deps  Deps
-	now   func() time.Time
 	admin *auth.Admin
 	// clients identifies callers (address, assigned domain).
 	clients auth.Clients
-	// The request budgets: client addresses (requests without a valid token), nodes, groups
-	// and the admin (see limit).
-	ipRate    *ratelimit.Keyed
-	nodeRate  *ratelimit.Keyed
-	groupRate *ratelimit.Keyed
-	adminRate *ratelimit.Keyed
-	conns     *connBudget
-	live      *live.Manager
-	frames    sync.Pool // *[]byte frame buffers, shared so idle connections hold none
-	flushers  *flushers // the goroutines that deliver to WebSockets and SSE streams
-	bodies    sync.Pool // *bytes.Buffer for request bodies
-	handler   http.Handler
+	// budgets are the request budgets: client addresses (requests without a valid token),
+	// nodes, groups and the admin (see limit); WebSocket messages are charged to them too.
+	budgets  *ratelimit.Budgets
+	conns    *connBudget
+	live     *live.Manager
+	frames   sync.Pool // *[]byte frame buffers, shared so idle connections hold none
+	flushers *flushers // the goroutines that deliver to WebSockets and SSE streams
+	bodies   sync.Pool // *bytes.Buffer for request bodies
+	handler  http.Handler
 }
 
 // New builds the server. Without deps.Conns, streams end when ctx is cancelled, which is how
@@ -106,23 +106,20 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	if deps.Observer == nil {
 		deps.Observer = noopObserver{}
 	}
-	if deps.Now == nil {
-		deps.Now = time.Now
+	if deps.Budgets == nil {
+		deps.Budgets = ratelimit.NewBudgets(RequestRates(cfg), deps.Now)
 	}
 	if deps.Admin == nil {
 		deps.Admin = auth.NewAdmin(cfg.AdminToken, deps.Now)
 	}
 	s := &Server{
 		cfg: cfg, store: deps.Store, hub: deps.Hub, log: deps.Logger.With("component", "server"),
-		obs: deps.Observer, deps: deps, now: deps.Now, admin: deps.Admin,
-		ipRate:    ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
-		nodeRate:  ratelimit.New(cfg.NodeRate, int(2*cfg.NodeRate)),
-		groupRate: ratelimit.New(cfg.GroupRate, int(2*cfg.GroupRate)),
-		adminRate: ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
-		conns:     &connBudget{budget: connBudgetFor(cfg.MaxConns)},
-		live:      deps.Conns,
-		clients:   Clients(cfg),
-		flushers:  &flushers{},
+		obs: deps.Observer, deps: deps, admin: deps.Admin,
+		budgets:  deps.Budgets,
+		conns:    &connBudget{budget: connBudgetFor(cfg.MaxConns)},
+		live:     deps.Conns,
+		clients:  Clients(cfg),
+		flushers: &flushers{},
 	}
 	s.flushers.start(ctx, runtime.GOMAXPROCS(0))
 	if s.live == nil {
@@ -132,6 +129,12 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	s.bodies.New = func() any { return new(bytes.Buffer) }
 	s.handler = s.routes()
 	return s
+}
+
+// RequestRates are the request budgets the settings ask for. The admin's budget is as large
+// as one address's, but its own.
+func RequestRates(cfg config.Config) ratelimit.Rates {
+	return ratelimit.Rates{Node: cfg.NodeRate, Group: cfg.GroupRate, Addr: cfg.IPRate, Admin: cfg.IPRate}
 }
 
 // LiveConfig is the connection policy the settings ask for.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
@@ -98,7 +99,12 @@ func (s *Server) wsHandler(ctx context.Context, n rules.Node, send func([]byte) 
 		if a.Reject != "" {
 			s.obs.ObserveRejected(a.Reject)
 		}
-		reply(map[string]any{"type": "error", "id": rawID(id), "error": map[string]string{"code": a.Code, "message": a.Message}})
+		e := map[string]any{"code": a.Code, "message": a.Message}
+		if a.RetryAfter > 0 {
+			// What the Retry-After header says over HTTP, in whole seconds rounded up.
+			e["retryAfter"] = int64(math.Ceil(a.RetryAfter.Seconds()))
+		}
+		reply(map[string]any{"type": "error", "id": rawID(id), "error": e})
 	}
 	return func(typ live.MessageType, data []byte) (why live.Reason, end bool) {
 		// A panic answering a message ends this connection, not the process: the recoverer
@@ -115,6 +121,20 @@ func (s *Server) wsHandler(ctx context.Context, n rules.Node, send func([]byte) 
 			// storing it with U+FFFD in place would change what the client sent.
 			s.obs.ObserveRejected("bad_request")
 			return live.BadFrame, true
+		}
+		// Every message costs the node one request, as the HTTP request it stands for would,
+		// and before any work (the decode included): an open socket is no way around
+		// --node-rate and --group-rate. A refused message costs nothing and is answered like
+		// the HTTP 429, with its id; the connection stays open.
+		if err := s.budgets.ChargeNode(n.Group, n.ID); err != nil {
+			var m struct {
+				ID json.RawMessage `json:"id"`
+			}
+			if typ == live.Text {
+				_ = json.Unmarshal(data, &m) // an id when there is one; the rest is not read
+			}
+			fail(m.ID, err)
+			return live.Reason{}, false
 		}
 		if typ != live.Text {
 			fail(nil, errorf(http.StatusBadRequest, "bad_message", "messages must be JSON text frames"))

@@ -1071,7 +1071,8 @@ export class MeshClient {
           }
           case 'error': {
             const e = m.error || {};
-            const err = new MeshError(e.code || 'error', e.message || 'error', statusForCode(e.code));
+            // retryAfter (seconds) comes with a refusal for a spent budget, as Retry-After does over HTTP.
+            const err = new MeshError(e.code || 'error', e.message || 'error', statusForCode(e.code), (Number(e.retryAfter) || 0) * 1000);
             const p = this._wsPending.get(m.id);
             if (p) {
               this._wsPending.delete(m.id);
