@@ -85,14 +85,16 @@ func (r *root) toMeshError(op string, err error) error {
 	a := apierror.Of(err)
 	switch {
 	case errors.Is(err, rules.ErrGroupEnded):
-		// The cloud's three messages; the client only looks at the type.
-		switch msg := err.Error(); {
-		case strings.Contains(msg, "heartbeat"):
+		// The cloud's three messages; the client only looks at the type, the cloud's specs
+		// at the message too.
+		var ended *rules.EndedError
+		switch {
+		case !errors.As(err, &ended), ended.Why == rules.EndedExpired:
+			return newError(errGroupNotFound, "Group expired")
+		case ended.Why == rules.EndedHostLost:
 			return newError(errGroupNotFound, "Group host heartbeat expired")
-		case strings.Contains(msg, "dissolved"):
-			return newError(errGroupNotFound, "Group not found")
 		}
-		return newError(errGroupNotFound, "Group expired")
+		return newError(errGroupNotFound, "Group not found")
 	case a.MeshType == errGroupNotFound:
 		return newError(errGroupNotFound, "Group not found")
 	case a.MeshType == errNodeNotFound:

@@ -33,6 +33,29 @@ var (
 	ErrStorageFull = stream.ErrStorageFull
 )
 
+// EndedError is the error of a call on a group that has ended, saying why, so every entrance
+// words it the same way whether or not the purge has marked the end yet (an expired group is
+// "expired" before and after). It matches ErrGroupEnded.
+type EndedError struct {
+	Group string
+	// Why is how the group ended: EndedExpired (its lifetime passed), EndedHostLost (its
+	// host stopped sending heartbeats, not yet marked by the purge) or EndedDissolved (the host
+	// or the teacher dissolved it).
+	Why string
+}
+
+// How a group ended, in EndedError.Why.
+const (
+	EndedExpired   = "expired"
+	EndedHostLost  = "host heartbeat expired"
+	EndedDissolved = "dissolved"
+)
+
+func (e *EndedError) Error() string { return fmt.Sprintf("group %s %s", e.Group, e.Why) }
+
+// Unwrap makes an EndedError match ErrGroupEnded.
+func (e *EndedError) Unwrap() error { return ErrGroupEnded }
+
 // RateLimitError is a request refused by a rate limit; RetryAfter says when one would pass.
 type RateLimitError struct {
 	What       string

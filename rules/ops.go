@@ -14,12 +14,19 @@ func (e *Engine) live(g *groupState, gid string, now time.Time) error {
 	switch {
 	case g == nil:
 		return fmt.Errorf("group %s: %w", gid, ErrGroupNotFound)
+	case !g.endedAt.IsZero() && g.endReason == stream.ReasonExpired:
+		// Ended by the purge: its lifetime or its host's heartbeats lapsed. A lifetime that
+		// passed is still told as such; the purge does not record which of the two it was.
+		if !now.Before(g.ExpiresAt) {
+			return &EndedError{Group: gid, Why: EndedExpired}
+		}
+		return &EndedError{Group: gid, Why: EndedHostLost}
 	case !g.endedAt.IsZero():
-		return fmt.Errorf("group %s was dissolved (%s): %w", gid, g.endReason, ErrGroupEnded)
+		return &EndedError{Group: gid, Why: EndedDissolved}
 	case now.After(g.ExpiresAt):
-		return fmt.Errorf("group %s expired: %w", gid, ErrGroupEnded)
+		return &EndedError{Group: gid, Why: EndedExpired}
 	case now.After(g.HostSeenAt.Add(e.opts.HostTTL)) && !e.hooks.Active(gid, g.Host):
-		return fmt.Errorf("group %s: host heartbeat expired: %w", gid, ErrGroupEnded)
+		return &EndedError{Group: gid, Why: EndedHostLost}
 	}
 	return nil
 }
