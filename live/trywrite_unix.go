@@ -23,3 +23,7 @@ func (f *frameBuf) tryFD(fd uintptr) bool {
 		return true // never wait for the socket: the caller decides
 	}
 }
+
+// shutdownWrite ends the sending side of a connection (TCP FIN after what is queued), for
+// RawConn.Control: the lingering close.
+func shutdownWrite(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -37,6 +38,7 @@ type Socket struct {
 	// the pong carries it back, which times the round trip.
 	pingSent  atomic.Int64
 	sentClose atomic.Bool // a close frame went out: nothing more may be written
+	dropped   atomic.Bool // ended without the handshake: the peer is gone, no lingering
 	ending
 }
 
@@ -61,8 +63,13 @@ const defaultReadLimit = 32 << 10
 // readChunk is how much of a frame's payload is read (and allocated) at a time.
 const readChunk = 32 << 10
 
-// closeWait is how long a socket that sent its close frame waits for the client's.
+// closeWait is how long a socket that sent its close frame waits for the client's, and how
+// long a closing connection lingers for the client's end (see linger).
 const closeWait = 2 * time.Second
+
+// lingerMax bounds what a lingering close reads and throws away: a client that keeps sending
+// after the close is cut off there (or at closeWait) rather than read for ever.
+const lingerMax = 1 << 20
 
 // Accept upgrades the request to a WebSocket registered as transport for client address addr.
 // On error the client has been answered (an upgrade failure) or err is ErrTooManyConns or
@@ -241,8 +248,10 @@ func (s *Socket) Serve(handle func(typ MessageType, data []byte) (Reason, bool))
 		if !ok {
 			return why
 		}
-		if typ == 0 {
-			continue // only control frames arrived
+		if typ == 0 || s.sentClose.Load() {
+			// Only control frames arrived, or a message came after meshbox's close frame:
+			// RFC 6455 §5.5.1 lets it be discarded, and acting on it could not be answered.
+			continue
 		}
 		if why, end := handle(typ, data); end {
 			return why
@@ -289,7 +298,7 @@ func (s *Socket) readMessage(src io.Reader) (typ MessageType, data []byte, why R
 				// The client's close: answered with its code (or our own if ours went first),
 				// then the connection ends.
 				code, text := ws.ParseCloseFrameData(p)
-				if err := ws.CheckCloseFrameData(code, text); err != nil && len(p) > 0 {
+				if len(p) > 0 && (!validCloseCode(uint16(code)) || !utf8.ValidString(text)) {
 					return 0, nil, Protocol, false
 				}
 				s.closeWith(PeerGone, uint16(code))
@@ -320,6 +329,11 @@ func (s *Socket) readMessage(src io.Reader) (typ MessageType, data []byte, why R
 		}
 		ws.Cipher(data[start:], h.Mask, 0)
 		if h.Fin {
+			// One check for every endpoint (native, Mesh v2 real-time): a text message is
+			// UTF-8 (RFC 6455 §8.1), or the connection fails with 1007.
+			if typ == Text && !utf8.Valid(data) {
+				return 0, nil, BadFrame, false
+			}
 			return typ, data, Reason{}, true
 		}
 		state = state.Set(ws.StateFragmented)
@@ -360,6 +374,7 @@ func (s *Socket) closeWith(why Reason, echo uint16) {
 func (s *Socket) Drop(why Reason) {
 	s.ending.end(why, func() {
 		s.log.Debug("websocket dropped", "code", int(why.Code), "reason", why.Text)
+		s.dropped.Store(true)
 		s.nc.Close()
 		s.unregister()
 	})
@@ -375,7 +390,38 @@ func (s *Socket) unregister() {
 // so nobody would read the answer), closes the connection and frees its registration; call
 // it once the connection's goroutines are done.
 func (s *Socket) Release(why Reason) {
+	if s.sentClose.Load() && !s.dropped.Load() {
+		s.linger()
+	}
 	s.Drop(why)
 	s.nc.Close()
 	s.Conn.Close()
+}
+
+// linger ends a connection whose close frame went out without losing what is on the way to
+// the client. Closing a socket that has unread input makes Linux send a reset, which throws
+// away what is still queued for the client — the items before the close, the close frame and
+// its code (a 1009 would reach the client as 1006). So the server ends its side (FIN, after
+// everything queued), then reads and discards until the client ends its side, closeWait
+// passes or lingerMax bytes came, and only then closes.
+func (s *Socket) linger() {
+	if s.raw != nil {
+		_ = s.raw.Control(shutdownWrite)
+	}
+	_ = s.nc.SetReadDeadline(time.Now().Add(closeWait))
+	_, _ = io.CopyN(io.Discard, s.nc, lingerMax)
+}
+
+// validCloseCode reports whether a client may send code in a close frame (RFC 6455 §7.4 and
+// the IANA registry): the defined codes but those that must never be on the wire (1004 is
+// reserved; 1005, 1006 and 1015 only report what happened locally), and the ranges for
+// libraries and applications (3000-4999). Anything else fails the connection with 1002.
+func validCloseCode(code uint16) bool {
+	switch {
+	case code == 1004 || code == 1005 || code == 1006:
+		return false
+	case code >= 1000 && code <= 1014:
+		return true
+	}
+	return code >= 3000 && code <= 4999
 }

@@ -56,3 +56,24 @@ func TestRealtimeAmplifySubprotocolKey(t *testing.T) {
 	}})
 	ok.expect("start_ack")
 }
+
+// TestRealtimeRefusesTextThatIsNotUTF8 (issue 24 item 3): a text frame that is not UTF-8 on
+// /graphql/realtime fails the connection with 1007, as on the native endpoint (it used to be
+// answered as a JSON parse error and the socket kept open).
+func TestRealtimeRefusesTextThatIsNotUTF8(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, Config{}, newFakeBackend())
+	c := s.dialRT(t, `{"host":"x","x-api-key":"k"}`)
+	c.handshake()
+	c.sendRaw("{\"type\":\"ka\",\"id\":\"\xff\xfe\"}")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		if _, _, err := c.ws.Read(ctx); err != nil {
+			if got := websocket.CloseStatus(err); got != websocket.StatusInvalidFramePayloadData {
+				t.Fatalf("connection ended with %v (%v), want 1007", got, err)
+			}
+			return
+		}
+	}
+}

@@ -344,7 +344,7 @@ func (c *rtConn) refuse(id string, err error) {
 // is queued must still be sent (the client is being told why it is closed).
 func (c *rtConn) readLoop() (flush bool) {
 	ip := callerOf(c.ctx).ip
-	c.ws.Serve(func(typ live.MessageType, b []byte) (live.Reason, bool) {
+	why := c.ws.Serve(func(typ live.MessageType, b []byte) (live.Reason, bool) {
 		var m rtMessage
 		bad := typ != live.Text || json.Unmarshal(b, &m) != nil
 		// Every message costs the caller's address one request, as the POST /graphql it
@@ -370,6 +370,12 @@ func (c *rtConn) readLoop() (flush bool) {
 		flush = f
 		return live.PeerGone, !ok
 	})
+	switch why {
+	case live.BadFrame, live.TooBig, live.Protocol, live.Internal:
+		// The client broke the protocol: it is told which way, with the close code, before
+		// the connection goes (otherwise it would only see the connection drop, 1006).
+		c.ws.Close(why)
+	}
 	return flush
 }
 

@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"unicode/utf8"
 
 	"meshbox/apierror"
 	"meshbox/hub"
@@ -116,12 +115,6 @@ func (s *Server) wsHandler(ctx context.Context, n rules.Node, send func([]byte) 
 				why, end = live.Internal, true
 			}
 		}()
-		if typ == live.Text && !utf8.Valid(data) {
-			// RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection with 1007;
-			// storing it with U+FFFD in place would change what the client sent.
-			s.obs.ObserveRejected("bad_request")
-			return live.BadFrame, true
-		}
 		// Every message costs the node one request, as the HTTP request it stands for would,
 		// and before any work (the decode included): an open socket is no way around
 		// --node-rate and --group-rate. A refused message costs nothing and is answered like
