@@ -206,4 +206,3 @@ func TestServerClosesArriveWithTheirCode(t *testing.T) {
 		t.Errorf("split character: %q %v", p, err)
 	}
 }
-
