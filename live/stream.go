@@ -33,6 +33,9 @@ type Stream struct {
 	ending
 }
 
+// busyRetry is the reconnection delay an SSE stream closed for Busy is given.
+const busyRetry = 5 * time.Second
+
 // ErrNoHijack means the response cannot be taken over (not HTTP/1.x).
 var ErrNoHijack = errors.New("streaming needs an HTTP/1.x connection")
 
@@ -172,8 +175,13 @@ func (st *Stream) Close(why Reason) {
 		// the goodbye: the stream closes either way.
 		_ = st.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		var bye []byte
-		if why == Shutdown {
+		switch why {
+		case Shutdown:
 			bye = AppendEvent(AppendRetry(nil, time.Second), -1, "shutdown", []byte(`{"type":"shutdown"}`))
+		case Busy:
+			// An EventSource reconnects by itself: the retry hint spaces it out, so a crowded
+			// server is not asked again at once.
+			bye = AppendEvent(AppendRetry(nil, busyRetry), -1, "busy", []byte(`{"type":"busy","reason":"`+Busy.Text+`"}`))
 		}
 		st.write(st.Conn, func() error {
 			if len(bye) > 0 {

@@ -113,7 +113,6 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 		nodeRate:  ratelimit.New(cfg.NodeRate, int(2*cfg.NodeRate)),
 		groupRate: ratelimit.New(cfg.GroupRate, int(2*cfg.GroupRate)),
 		adminRate: ratelimit.New(cfg.IPRate, int(2*cfg.IPRate)),
-		conns:     &connBudget{budget: connBudgetFor(cfg.MaxConns)},
 		live:      deps.Conns,
 		clients:   Clients(cfg),
 		flushers:  &flushers{},
@@ -122,6 +121,8 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	if s.live == nil {
 		s.live = live.New(ctx, LiveConfig(cfg, deps.Observer))
 	}
+	s.conns = &connBudget{budget: int(connBudgetFor(cfg.MaxConns)), perAddr: cfg.MaxConnsPerIP, trustProxy: cfg.TrustProxy,
+		evictStream: s.live.Evict, log: s.log.With("part", "conns"), addrs: map[string]*addrConns{}}
 	s.frames.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.bodies.New = func() any { return new(bytes.Buffer) }
 	s.handler = s.routes()
