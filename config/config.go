@@ -64,11 +64,11 @@ type Config struct {
 	MaxBodyBytes        int64
 	// BodyTimeout is how long a request body may take to arrive, counted from the end of its
 	// headers: a body that stops mid-way is cut when it passes.
-	BodyTimeout   time.Duration
-	PublishRate   float64 // publish requests per node per second; 0 = unlimited
-	NodeRate      float64 // authenticated requests per node per second; 0 = unlimited
-	GroupRate     float64 // authenticated requests per group per second; 0 = unlimited
-	IPRate        float64 // unauthenticated requests per client address per second; 0 = unlimited
+	BodyTimeout time.Duration
+	PublishRate float64 // publish requests per node per second; 0 = unlimited
+	NodeRate    float64 // authenticated requests per node per second; 0 = unlimited
+	GroupRate   float64 // authenticated requests per group per second; 0 = unlimited
+	IPRate      float64 // unauthenticated requests per client address per second; 0 = unlimited
 	// MaxConnsPerIP bounds the open connections of one client address (idle keep-alive,
 	// unfinished requests, requests and streams alike; behind --trust-proxy, the streams of
 	// one forwarded address); 0 = unlimited.

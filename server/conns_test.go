@@ -362,3 +362,75 @@ func (s *setupClient) join(gid, name string) joined {
 	json.NewDecoder(resp.Body).Decode(&j)
 	return j
 }
+
+// Under pressure the heaviest address's idle connections close first, oldest first: with
+// the budget nearly full, a connection from a lighter address (127.0.0.3) costs 127.0.0.2
+// (40 idle connections) its oldest one, and 127.0.0.4 and .5 (10 each) keep all theirs.
+func TestHeaviestAddressIdleConnectionsCloseFirst(t *testing.T) {
+	t.Parallel()
+	a := connTestServer(t, nil)
+	var heavy []net.Conn
+	for _, g := range []struct {
+		ip string
+		n  int
+	}{{"127.0.0.2", 40}, {"127.0.0.4", 10}, {"127.0.0.5", 10}} {
+		for i := range g.n {
+			c, st := idleConn(t, a.URL(), g.ip, "/healthz")
+			if c == nil || st != http.StatusOK {
+				t.Fatalf("%s: connection %d: %d", g.ip, i, st)
+			}
+			// Each goes idle before the next opens, so the first is the one idle longest.
+			eventually(t, 10*time.Second, "a connection never went idle", func() bool {
+				_, idle := a.Server.ConnsFrom(g.ip)
+				return idle == i+1
+			})
+			if g.ip == "127.0.0.2" {
+				heavy = append(heavy, c)
+			}
+		}
+	}
+	// 60 of 64: the budget is nearly full. A classmate connects from a lighter address.
+	cl := clientFrom(classmateIP)
+	defer cl.CloseIdleConnections()
+	if st, body := callFrom(t, cl, "GET", a.URL()+"/api/v1/domain", "", nil, nil); st != http.StatusOK {
+		t.Fatalf("the classmate: %d %s", st, body)
+	}
+	heavy[0].SetReadDeadline(time.Now().Add(10 * time.Second)) // a safety bound: it is closed already
+	if _, err := heavy[0].Read(make([]byte, 1)); err == nil {
+		t.Fatal("127.0.0.2's oldest idle connection is still open")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("127.0.0.2's oldest idle connection is still open")
+	}
+	for ip, want := range map[string]int{"127.0.0.2": 39, "127.0.0.4": 10, "127.0.0.5": 10} {
+		if open, _ := a.Server.ConnsFrom(ip); open != want {
+			t.Errorf("%s holds %d connections, want %d", ip, open, want)
+		}
+	}
+}
+
+// When nothing can be closed (the budget is full of requests in progress: long-polls), the
+// reserve serves the teacher: the dashboard page and its files, the overview and the admin
+// stream with the token (TestTeacherKeepsAReservedConnection: kept past the reserve's
+// window); other requests get 503 busy. On the old code the reserve served the probes only: the teacher got 503.
+func TestTeacherUsesTheReserveWhenNothingCanBeClosed(t *testing.T) {
+	t.Parallel()
+	a := connTestServer(t, func(cfg *config.Config) { cfg.MaxConns = 16 })
+	host := newClientAt(t, a.URL(), "127.0.0.9").create("lesson")
+	node := newClientAt(t, a.URL(), "127.0.0.9").join(host.Group.ID, "poller")
+	for range 16 {
+		c, err := dialerFrom("127.0.0.2").Dial("tcp", hostOf(a.URL()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		// A long-poll waits (no item comes): its request stays in progress.
+		io.WriteString(c, "GET /api/v1/groups/"+host.Group.ID+"/events?wait=30 HTTP/1.1\r\nHost: meshbox\r\nAuthorization: Bearer "+node.Token+"\r\n\r\n")
+	}
+	eventually(t, 10*time.Second, "the long-polls never filled the budget", func() bool { return a.Server.OpenConns() >= 16 })
+	teacherOpensDashboard(t, a.URL())
+	cl := clientFrom(classmateIP)
+	defer cl.CloseIdleConnections()
+	if st, body := callFrom(t, cl, "GET", a.URL()+"/api/v1/domain", "", nil, nil); st != http.StatusServiceUnavailable || !strings.Contains(body, "busy") {
+		t.Errorf("a classmate's request with nothing to close: %d %s, want 503 busy", st, body)
+	}
+}
