@@ -426,7 +426,10 @@ func TestTeacherUsesTheReserveWhenNothingCanBeClosed(t *testing.T) {
 		// A long-poll waits (no item comes): its request stays in progress.
 		io.WriteString(c, "GET /api/v1/groups/"+host.Group.ID+"/events?wait=30 HTTP/1.1\r\nHost: meshbox\r\nAuthorization: Bearer "+node.Token+"\r\n\r\n")
 	}
-	eventually(t, 10*time.Second, "the long-polls never filled the budget", func() bool { return a.Server.OpenConns() >= 16 })
+	// Every long-poll is waiting (its request in progress) once the metrics count 16.
+	eventually(t, 10*time.Second, "the long-polls never filled the budget", func() bool {
+		return a.Metrics.Totals().Connections["longpoll"] >= 16
+	})
 	teacherOpensDashboard(t, a.URL())
 	cl := clientFrom(classmateIP)
 	defer cl.CloseIdleConnections()
