@@ -199,8 +199,9 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 
 	a.http = &http.Server{
 		Handler:           a.Server.Handler(),
-		ReadHeaderTimeout: 10 * time.Second, // slowloris clients are cut off
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout, // slowloris clients are cut off
+		IdleTimeout:       cfg.IdleTimeout,   // and idle keep-alive connections free their slot
+		ConnState:         srv.ConnState,     // the budget closes idle connections first
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// Every request's context ends when shutdown begins, so long-lived handlers (native

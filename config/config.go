@@ -65,15 +65,24 @@ type Config struct {
 	MaxBodyBytes        int64
 	// BodyTimeout is how long a request body may take to arrive, counted from the end of its
 	// headers: a body that stops mid-way is cut when it passes.
-	BodyTimeout   time.Duration
-	PublishRate   float64 // publish requests per node per second; 0 = unlimited
-	NodeRate      float64 // authenticated requests per node per second; 0 = unlimited
-	GroupRate     float64 // authenticated requests per group per second; 0 = unlimited
-	IPRate        float64 // unauthenticated requests per client address per second; 0 = unlimited
-	MaxConnsPerIP int     // open streams per client IP; 0 = unlimited
+	BodyTimeout time.Duration
+	PublishRate float64 // publish requests per node per second; 0 = unlimited
+	NodeRate    float64 // authenticated requests per node per second; 0 = unlimited
+	GroupRate   float64 // authenticated requests per group per second; 0 = unlimited
+	IPRate      float64 // unauthenticated requests per client address per second; 0 = unlimited
+	// MaxConnsPerIP bounds the open connections of one client address (idle keep-alive,
+	// unfinished requests, requests and streams alike; behind --trust-proxy, the streams of
+	// one forwarded address); 0 = unlimited.
+	MaxConnsPerIP int
 	// MaxConns is the connection budget of the whole server (0: derived from the open-file
-	// limit). Past it, connections are served only for /healthz, /readyz and /metrics.
+	// limit). Near it the heaviest address's idle connections close first; past it only the
+	// probes, the dashboard page and the teacher's requests are served.
 	MaxConns int
+	// IdleTimeout is how long a keep-alive connection may wait for its next request, and
+	// HeaderTimeout how long a request's headers may take: a silent connection holds its
+	// slot no longer.
+	IdleTimeout   time.Duration
+	HeaderTimeout time.Duration
 	// MaxGroups bounds the live groups of the whole server, MaxGroupsPerClient those one
 	// client address created (in every domain), and GroupCreateRate how fast one client
 	// address may create them (per second, burst GroupCreateBurst).
@@ -354,8 +363,16 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	rate(&c.NodeRate, "node-rate", "MESHBOX_NODE_RATE", 200, "requests per node (token holder) per second, burst twice that (0 = unlimited)")
 	rate(&c.GroupRate, "group-rate", "MESHBOX_GROUP_RATE", 10000, "requests of all nodes of one group per second, burst twice that (0 = unlimited)")
 	rate(&c.IPRate, "ip-rate", "MESHBOX_IP_RATE", 1000, "requests without a valid token per client address per second, burst twice that (0 = unlimited)")
-	num(&c.MaxConnsPerIP, "max-conns-per-ip", "MESHBOX_MAX_CONNS_PER_IP", 1000, "most open streams per client IP (0 = unlimited)", true)
-	num(&c.MaxConns, "max-conns", "MESHBOX_MAX_CONNS", 0, "most open connections; past it only /healthz, /readyz and /metrics are served (0 = from the open-file limit)", true)
+	// 256: a class of 40 behind one NAT address, each browser holding a few connections (a
+	// stream, a keep-alive connection or two, six at most while a page loads), with room left.
+	num(&c.MaxConnsPerIP, "max-conns-per-ip", "MESHBOX_MAX_CONNS_PER_IP", 256, "most open connections per client IP, idle keep-alive and streams included (behind --trust-proxy: streams per forwarded IP; 0 = unlimited)", true)
+	num(&c.MaxConns, "max-conns", "MESHBOX_MAX_CONNS", 0, "most open connections; near it the heaviest client IP's idle connections close first, past it only the probes, the dashboard page and admin-token requests are served (0 = from the open-file limit)", true)
+	// 30 s: a browser opens a new connection when it needs one, so a keep-alive connection
+	// silent for longer only holds a slot (a Pi's file descriptors) for nobody.
+	dur(&c.IdleTimeout, "idle-timeout", "MESHBOX_IDLE_TIMEOUT", 30*time.Second, "how long an idle keep-alive connection is kept open")
+	// 5 s: a request's headers are a few hundred bytes, which even a crowded classroom Wi-Fi
+	// carries in well under a second.
+	dur(&c.HeaderTimeout, "header-timeout", "MESHBOX_HEADER_TIMEOUT", 5*time.Second, "longest time a request's headers may take to arrive (a new connection that sends nothing is closed after it)")
 	num(&c.MaxGroups, "max-groups", "MESHBOX_MAX_GROUPS", 2000, "most live groups on this server", false)
 	num(&c.MaxGroupsPerClient, "max-groups-per-client", "MESHBOX_MAX_GROUPS_PER_CLIENT", 200, "most live groups created from one client address, in all domains together", false)
 	rate(&c.GroupCreateRate, "group-create-rate", "MESHBOX_GROUP_CREATE_RATE", 1, "groups one client address may create per second, after a burst of 60 (0 = unlimited)")

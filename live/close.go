@@ -29,6 +29,11 @@ var (
 	Protocol = Reason{1002, "protocol error"}
 	// PeerGone: the client closed or its read failed.
 	PeerGone = Reason{1001, "connection closed"}
+	// Busy: the server is at its connection budget and this client's address holds more
+	// than its share, so its oldest stream made room for a lighter address's connection
+	// (1013, "try again later"). The client may come back by cursor after a few seconds;
+	// an SSE stream gets a busy event with a retry hint first.
+	Busy = Reason{1013, "server busy: your address holds more than its share of connections"}
 )
 
 // GoneCode is the close code of a connection whose node is no longer a member of its group:

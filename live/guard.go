@@ -16,6 +16,8 @@ type watched interface {
 	guard() *writeGuard
 	tick(every time.Duration)
 	Drop(why Reason)
+	// Close ends the connection telling the client why (a close frame, an SSE goodbye).
+	Close(why Reason)
 }
 
 // writeGuard serialises a hijacked connection's writes and times the one in progress, so the

@@ -72,6 +72,7 @@ type Manager struct {
 	perAddr sync.Map // client address → *addrCount
 	shards  [connShards]connShard
 	next    atomic.Uint32  // the shard of the next connection
+	opened  atomic.Uint64  // connections opened so far: orders them, oldest first (Evict)
 	active  sync.WaitGroup // every connection not yet closed
 
 	mu      sync.Mutex
@@ -131,6 +132,8 @@ type Conn struct {
 	shard     *connShard
 	once      sync.Once
 	link      atomic.Pointer[linkBox]
+	seq       uint64      // when it opened, in the manager's order
+	evicted   atomic.Bool // Evict chose it: it is closing
 }
 
 // SetLink has the connection's round trips and stalls reported to l (nil: to nobody).
@@ -173,7 +176,7 @@ func (m *Manager) open(parent context.Context, addr, transport string, atShutdow
 	if addr != "" && !m.charge(addr) {
 		return nil, ErrTooManyConns
 	}
-	c := &Conn{m: m, addr: addr, transport: transport, shard: &m.shards[m.next.Add(1)%connShards]}
+	c := &Conn{m: m, addr: addr, transport: transport, shard: &m.shards[m.next.Add(1)%connShards], seq: m.opened.Add(1)}
 	c.ctx, c.cancel = context.WithCancel(parent)
 	if atShutdown == nil {
 		atShutdown = c.cancel
@@ -285,6 +288,39 @@ func (m *Manager) Wait(ctx context.Context) error {
 			return fmt.Errorf("long-lived connections still open: %w", ctx.Err())
 		}
 	}
+}
+
+// Evict closes the oldest WebSocket or SSE stream charged to client address addr with Busy
+// and reports whether there was one. The connection budget (server/conns.go) calls it when
+// the server is full and addr holds more than its share, to make room for a connection from a
+// lighter address. Streams charged to nobody (the teacher's dashboard) are never chosen, and
+// neither are long-polls: they end within their wait by themselves. The close runs on a
+// goroutine of its own, which ends within the close's write deadline (a second) whatever the
+// client does, so the caller (the accept loop) never waits for a client.
+func (m *Manager) Evict(addr string) bool {
+	if addr == "" {
+		return false
+	}
+	var victim watched
+	var oldest *Conn
+	m.mu.Lock()
+	for w, c := range m.watched {
+		if c.addr != addr || c.evicted.Load() {
+			continue
+		}
+		if oldest == nil || c.seq < oldest.seq {
+			victim, oldest = w, c
+		}
+	}
+	if oldest != nil {
+		oldest.evicted.Store(true)
+	}
+	m.mu.Unlock()
+	if oldest == nil {
+		return false
+	}
+	go victim.Close(Busy)
+	return true
 }
 
 // watch has the ticker look after w, a hijacked connection registered as c.

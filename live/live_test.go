@@ -87,7 +87,7 @@ func TestShutdownEndsConnectionsAndRefusesNewOnes(t *testing.T) {
 func TestReasonsAreDistinct(t *testing.T) {
 	t.Parallel()
 	seen := map[uint16]string{}
-	for _, r := range []Reason{Ended, Shutdown, Slow, Reset, Internal, BadFrame, TooBig, Protocol, PeerGone} {
+	for _, r := range []Reason{Ended, Shutdown, Slow, Reset, Internal, BadFrame, TooBig, Protocol, PeerGone, Busy} {
 		if other, dup := seen[r.Code]; dup {
 			t.Errorf("%q and %q share close code %d", r.Text, other, r.Code)
 		}
@@ -313,6 +313,55 @@ func TestStreamShutdownSaysGoodbye(t *testing.T) {
 	st.Release(Shutdown)
 	if err := m.Wait(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Evict closes the oldest stream of the address it names, with a busy goodbye and a retry
+// hint, and leaves younger streams, other addresses' and the ones charged to nobody (the
+// teacher's dashboard) alone.
+func TestEvictClosesTheOldestStreamOfTheAddress(t *testing.T) {
+	t.Parallel()
+	m := New(context.Background(), Config{})
+	started, srv := streamPair(t, m, nil) // every stream of streamPair is 10.0.0.1's
+	oldResp, old := getStream(t, srv, started)
+	defer oldResp.Body.Close()
+	youngResp, young := getStream(t, srv, started)
+	defer youngResp.Body.Close()
+	go old.Serve()
+	go young.Serve()
+	teacher, err := m.Open(context.Background(), "", "dashboard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer teacher.Close()
+	if m.Evict("10.0.0.2") || m.Evict("") {
+		t.Fatal("Evict found a stream of an address that holds none")
+	}
+	if !m.Evict("10.0.0.1") {
+		t.Fatal("Evict found no stream of 10.0.0.1")
+	}
+	body, err := io.ReadAll(oldResp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "retry: 5000\n\nevent: busy\ndata: {\"type\":\"busy\",\"reason\":\"" + Busy.Text + "\"}\n\n"; string(body) != want {
+		t.Fatalf("evicted stream's body %q, want %q", body, want)
+	}
+	if old.Reason() != Busy {
+		t.Fatalf("evicted stream ended for %q", old.Reason())
+	}
+	old.Release(Busy)
+	if young.Context().Err() != nil {
+		t.Fatal("the younger stream was closed too")
+	}
+	// The young one is next; then the address has none left.
+	if !m.Evict("10.0.0.1") {
+		t.Fatal("Evict found no second stream")
+	}
+	<-young.Context().Done()
+	young.Release(Busy)
+	if m.Evict("10.0.0.1") {
+		t.Fatal("Evict found a stream after both closed")
 	}
 }
 

@@ -34,6 +34,9 @@ type Stream struct {
 	ending
 }
 
+// busyRetry is the reconnection delay an SSE stream closed for Busy is given.
+const busyRetry = 5 * time.Second
+
 // ErrNoHijack means the response cannot be taken over (not HTTP/1.x).
 var ErrNoHijack = errors.New("streaming needs an HTTP/1.x connection")
 
@@ -180,6 +183,10 @@ func (st *Stream) Close(why Reason) {
 			// The node left its group: say why, so a client stops instead of reconnecting
 			// (a plain EventSource that does reconnect gets 401 and stops there).
 			bye = AppendEvent(nil, -1, "gone", goneData(why.Text))
+		case why == Busy:
+			// An EventSource reconnects by itself: the retry hint spaces it out, so a crowded
+			// server is not asked again at once.
+			bye = AppendEvent(AppendRetry(nil, busyRetry), -1, "busy", []byte(`{"type":"busy","reason":"`+Busy.Text+`"}`))
 		}
 		st.write(st.Conn, func() error {
 			if len(bye) > 0 {

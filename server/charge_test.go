@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,15 +17,8 @@ import (
 	"meshbox/testclock"
 )
 
-// from is an HTTP client whose connections leave from ip, a loopback alias standing in for
-// one laptop of the classroom (Linux routes all of 127/8 to lo).
-func from(ip string) *http.Client {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
-}
-
-// callFrom is client.call from another address.
-func callFrom(t *testing.T, hc *http.Client, method, url, token, body string) (int, string) {
+// callFromRetry is client.call from another address; the answer is prefixed with its Retry-After.
+func callFromRetry(t *testing.T, hc *http.Client, method, url, token, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -101,13 +93,13 @@ func TestWebSocketMessagesPayTheNodeRate(t *testing.T) {
 	defer cancel()
 	// The upgrade is the node's first request of its burst of two.
 	u := groupURL(wsBase(a.URL()), host.Group.ID, "/ws?token="+pupil.Token)
-	ws, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: from("127.0.0.2")})
+	ws, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: httpFrom("127.0.0.2")})
 	if err != nil {
 		t.Fatalf("dial the WebSocket from 127.0.0.2: %v", err)
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(-1)
-	other := from("127.0.0.3")
+	other := httpFrom("127.0.0.3")
 	events := groupURL(a.URL(), host.Group.ID, "/events")
 
 	kinds := []string{
@@ -139,7 +131,7 @@ func TestWebSocketMessagesPayTheNodeRate(t *testing.T) {
 		// two: had the refused messages been charged to the group, its budget (20) would be
 		// gone.
 		if i == flood/2 || i == flood-1 {
-			if st, raw := callFrom(t, other, "POST", events, classmate.Token, `{"events":[{"name":"hello"}]}`); st != http.StatusOK {
+			if st, raw := callFromRetry(t, other, "POST", events, classmate.Token, `{"events":[{"name":"hello"}]}`); st != http.StatusOK {
 				t.Fatalf("the classmate's publish during the flood (message %d): %d %s", i, st, raw)
 			}
 		}
@@ -159,7 +151,7 @@ func TestWebSocketMessagesPayTheNodeRate(t *testing.T) {
 	}
 	// One budget: the node's HTTP heartbeat is refused too, with Retry-After.
 	hb := groupURL(a.URL(), host.Group.ID, "/heartbeat")
-	if st, raw := callFrom(t, from("127.0.0.2"), "POST", hb, pupil.Token, ""); st != http.StatusTooManyRequests || !strings.HasPrefix(raw, "1 ") {
+	if st, raw := callFromRetry(t, httpFrom("127.0.0.2"), "POST", hb, pupil.Token, ""); st != http.StatusTooManyRequests || !strings.HasPrefix(raw, "1 ") {
 		t.Fatalf("the flooder's HTTP heartbeat: %d %s, want 429 with Retry-After 1", st, raw)
 	}
 	// The socket stayed open: once the budget refills, it is served again.

@@ -116,7 +116,6 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 		cfg: cfg, store: deps.Store, hub: deps.Hub, log: deps.Logger.With("component", "server"),
 		obs: deps.Observer, deps: deps, admin: deps.Admin,
 		budgets:  deps.Budgets,
-		conns:    &connBudget{budget: connBudgetFor(cfg.MaxConns)},
 		live:     deps.Conns,
 		clients:  Clients(cfg),
 		flushers: &flushers{},
@@ -125,6 +124,8 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 	if s.live == nil {
 		s.live = live.New(ctx, LiveConfig(cfg, deps.Observer))
 	}
+	s.conns = &connBudget{budget: int(connBudgetFor(cfg.MaxConns)), perAddr: cfg.MaxConnsPerIP, trustProxy: cfg.TrustProxy,
+		evictStream: s.live.Evict, log: s.log.With("part", "conns"), addrs: map[string]*addrConns{}}
 	s.frames.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.bodies.New = func() any { return new(bytes.Buffer) }
 	s.handler = s.routes()
