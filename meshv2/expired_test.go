@@ -59,3 +59,44 @@ func TestJoinExpiredGroupSaysExpired(t *testing.T) {
 		t.Errorf("dissolved: %q", got)
 	}
 }
+
+// TestFrozenHostTabEndsItsGroup (issue 24 item 5): a Mesh v2 host whose tab froze keeps its
+// WebSocket (the browser answers pings) and its subscription but sends no heartbeat. As in the
+// cloud, only heartbeats keep a Mesh v2 node alive: once the host TTL has passed, the purge ends
+// the group and the member's subscription gets onGroupDissolve. (An open subscription used to
+// count as the host's activity, and the group lived as long as the frozen tab's socket.)
+func TestFrozenHostTabEndsItsGroup(t *testing.T) {
+	t.Parallel()
+	clock := testclock.New()
+	b, store := newStoreBackend(t, clock.Now)
+	s := newTestServer(t, Config{MaxConnectionTime: time.Hour}, b)
+	s.h.root.now = clock.Now
+	gid := s.group(t, true)
+	header := `{"host":"x","x-amz-date":"20260101T000000Z","x-api-key":"k"}`
+	host := s.dialRT(t, header) // the host's tab: its subscription stays open
+	host.handshake()
+	host.start("h", gid)
+	host.expect("start_ack")
+	s.join(t, gid, "m1")
+	member := s.dialRT(t, header)
+	member.handshake()
+	member.start("m", gid)
+	member.expect("start_ack")
+
+	clock.Advance(100 * time.Second) // the member keeps heartbeating; the frozen host does not
+	s.ok(t, "sendMemberHeartbeat", qMemberHB, map[string]any{"groupId": gid, "domain": "classroom", "nodeId": "m1"})
+	clock.Advance(51 * time.Second) // past the host TTL (150 s)
+	if _, err := store.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		d := member.data("m").Data.OnMessageInGroup
+		if d.GroupDissolve != nil {
+			break
+		}
+		if d.NodeStatus == nil && d.BatchEvent == nil {
+			t.Fatalf("member got %+v, want onGroupDissolve", d)
+		}
+	}
+	s.fails(t, errGroupNotFound, qRenew, map[string]any{"groupId": gid, "domain": "classroom", "hostId": "host"})
+}

@@ -25,16 +25,25 @@ func (e *Engine) live(g *groupState, gid string, now time.Time) error {
 		return &EndedError{Group: gid, Why: EndedDissolved}
 	case now.After(g.ExpiresAt):
 		return &EndedError{Group: gid, Why: EndedExpired}
-	case now.After(g.HostSeenAt.Add(e.opts.HostTTL)) && !e.hooks.Active(gid, g.Host):
+	case now.After(g.HostSeenAt.Add(e.opts.HostTTL)) && !e.present(gid, g.nodes[g.Host]):
 		return &EndedError{Group: gid, Why: EndedHostLost}
 	}
 	return nil
 }
 
+// present reports whether node n of group gid counts as active because it has a stream open.
+// A native node's open stream does. A Mesh v2 node's does not: the cloud renews Mesh v2 nodes
+// by their heartbeats only, and a browser keeps answering WebSocket pings for a frozen or
+// background tab, whose subscription would otherwise keep its group alive for ever while its
+// members wait for an onGroupDissolve that never comes.
+func (e *Engine) present(gid string, n *nodeState) bool {
+	return n != nil && !n.MeshV2 && e.hooks.Active(gid, n.ID)
+}
+
 // liveNode returns the member nid of g if it is live at now.
 func (e *Engine) liveNode(g *groupState, nid string, now time.Time) (*nodeState, error) {
 	n := g.nodes[nid]
-	if n == nil || (now.After(n.ExpiresAt) && !e.hooks.Active(g.ID, nid)) {
+	if n == nil || (now.After(n.ExpiresAt) && !e.present(g.ID, n)) {
 		return nil, fmt.Errorf("node %s in group %s: %w", nid, g.ID, ErrNodeNotFound)
 	}
 	return n, nil

@@ -74,7 +74,7 @@ func (e *Engine) expire(t *tx, res *PurgeResult) {
 			if !t.now.After(n.ExpiresAt) {
 				continue
 			}
-			if e.hooks.Active(g.ID, n.ID) {
+			if e.present(g.ID, n) {
 				// A node that keeps a stream open is present: move its expiry on.
 				t.touch(t.edit(g), n.ID)
 				continue
@@ -157,7 +157,7 @@ func (e *Engine) keepActive(ctx context.Context) error {
 		for _, g := range due {
 			for _, n := range g.nodes {
 				half := e.ttl(n.Host) / 2
-				active := e.hooks.Active(g.ID, n.ID)
+				active := e.present(g.ID, n)
 				if n.storedExp.Sub(t.now) > half || !active && !n.ExpiresAt.After(n.storedExp) {
 					continue
 				}
