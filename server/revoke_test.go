@@ -43,6 +43,11 @@ func TestRemovedNodeStreamsEnd(t *testing.T) {
 					}
 				}
 
+				if tr == trLP {
+					// Remove the pupil while its next poll waits (a poll that arrives after
+					// the removal is refused 401 instead, which the end of the test checks).
+					eventually(t, 10*time.Second, "both polls waiting", func() bool { return a.Metrics.Totals().Connections["longpoll"] >= 2 })
+				}
 				token := teacherToken
 				if how == "left" {
 					token = pupil.Token // the pupil's other tab
