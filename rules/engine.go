@@ -40,6 +40,15 @@ type Limits struct {
 	MaxGroupsPerClient int
 	GroupCreateRate    float64
 	GroupCreateBurst   int
+	// Fair shares of one client address (WithClient), so one laptop cannot take what the
+	// class shares (0: no share). MaxGroupsPerClientDomain bounds the live groups one client
+	// created in one domain, MaxNodesPerClientGroup the members it joined (host included) to
+	// one group, and MaxNodesPerClient the members it joined in all groups together. Refused
+	// with ErrClientShare. The client of a group or node is kept in memory only: after a
+	// restart, and for what other instances of a shared log served, they count for nobody.
+	MaxGroupsPerClientDomain int
+	MaxNodesPerClientGroup   int
+	MaxNodesPerClient        int
 	// MaxReadBytes bounds the encoded items one read from the log returns (at least one
 	// item), so a reader far behind never pulls thousands of large payloads at once.
 	MaxReadBytes int
@@ -123,7 +132,7 @@ func (o *Options) defaults() {
 		{&l.MaxNodesPerGroup, 250}, {&l.MaxGroupsPerDomain, 200}, {&l.MaxDataKeys, 100},
 		{&l.MaxDataKeyBytes, 128}, {&l.MaxDataValueBytes, 4096}, {&l.MaxPayloadBytes, 16 << 10},
 		{&l.MaxEventsPerPublish, 1000}, {&l.MaxReadBytes, 256 << 10},
-		{&l.MaxGroups, 2000}, {&l.MaxGroupsPerClient, 200}, {&l.GroupCreateBurst, 60},
+		{&l.MaxGroups, 2000}, {&l.MaxGroupsPerClient, 100}, {&l.GroupCreateBurst, 60},
 		{&o.MaxBatchItems, 8192}, {&o.MaxBatchBytes, 8 << 20},
 	} {
 		if *d.v <= 0 {
@@ -202,7 +211,11 @@ type groupState struct {
 	Group
 	// client created the group (WithClient); kept in memory only, so after a restart the
 	// groups that survived count for nobody.
-	client    string
+	client string
+	// clients counts the members in nodes by the client that joined them (WithClient; those
+	// without one, or loaded from the log, are not counted). Like nodes it is replaced, never
+	// changed in place, once published.
+	clients   map[string]int
 	endedAt   time.Time
 	endReason string
 	// endCursor is the dissolve item's cursor.
@@ -215,6 +228,8 @@ type groupState struct {
 
 type nodeState struct {
 	Node
+	// client joined the node (WithClient), "" when unknown; in memory only, as a group's.
+	client    string
 	tokenHash []byte
 	// storedExp is the expiry in the node's stored record (activity may have moved
 	// ExpiresAt on since, in memory only).
