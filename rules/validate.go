@@ -41,6 +41,10 @@ func ValidID(id string) bool {
 func unreadable(s string) (rune, string) {
 	flag := false // inside the tag sequence of an emoji flag
 	for _, r := range s {
+		if r < utf8.RuneSelf && r >= 0x20 && r != 0x7f {
+			flag = false // printable ASCII, most names: no table to look up
+			continue
+		}
 		switch {
 		case unicode.IsControl(r):
 			return r, "a control character"
