@@ -192,6 +192,10 @@ type Engine struct {
 	// watermark is the newest cursor whose item is committed and whose state is applied: the
 	// upper bound of every read, whatever the transport.
 	watermark atomic.Int64
+	// members counts the members each client joined in every group of the committed state
+	// (the sum of the groups' clients), kept as groups are swapped in, so a join need not
+	// visit every group to know a client's share. Only the writer goroutine uses it.
+	members map[string]int
 
 	// On a shared log (see follow.go): follower is the log as a stream.Follower, entries what
 	// it delivers, pos the log position the state reflects (all three the writer's own), and
@@ -249,6 +253,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		createRate: ratelimit.New(opts.Limits.GroupCreateRate, opts.Limits.GroupCreateBurst),
 		ops:        make(chan *op, 4096), purgeNow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 		groups:    make(map[string]*groupState, len(st.Groups)),
+		members:   map[string]int{},
 		appliedCh: make(chan struct{}),
 	}
 	now := e.now()
@@ -569,6 +574,14 @@ func (e *Engine) swapIn(groups map[string]*draft, through int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for id, g := range groups {
+		var now map[string]int
+		if g != nil {
+			now = g.clients
+		}
+		if old := e.groups[id]; old != nil {
+			e.countMembers(old.clients, -1)
+		}
+		e.countMembers(now, 1)
 		if g == nil {
 			delete(e.groups, id)
 			continue
@@ -577,6 +590,15 @@ func (e *Engine) swapIn(groups map[string]*draft, through int64) {
 	}
 	if through > 0 {
 		e.watermark.Store(max(e.watermark.Load(), through))
+	}
+}
+
+// countMembers adds a group's members per client, times sign, to the server's count.
+func (e *Engine) countMembers(clients map[string]int, sign int) {
+	for c, n := range clients {
+		if e.members[c] += sign * n; e.members[c] <= 0 {
+			delete(e.members, c)
+		}
 	}
 }
 

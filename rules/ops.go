@@ -85,18 +85,14 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 	}
 	var res Joined
 	err = e.do(ctx, func(t *tx) error {
-		// mine and mineHere are the client's groups in all domains and in this one, held
-		// its members in every group.
-		live, total, mine, mineHere, held := 0, 0, 0, 0, 0
+		// mine and mineHere are the client's groups in all domains and in this one.
+		live, total, mine, mineHere := 0, 0, 0, 0
 		var same *groupState
 		t.each(func(g *groupState) {
 			if e.live(g, g.ID, t.now) != nil {
 				return
 			}
 			total++
-			if client != "" {
-				held += g.clients[client]
-			}
 			if client != "" && g.client == client {
 				mine++
 			}
@@ -130,8 +126,10 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 		if mine >= e.opts.Limits.MaxGroupsPerClient {
 			return shareExceeded("%s already created %d live groups; end one first", client, mine)
 		}
-		if l := e.opts.Limits.MaxNodesPerClient; l > 0 && client != "" && held >= l {
-			return shareExceeded("%s already joined %d live nodes, its share; leave a group first", client, held)
+		if l := e.opts.Limits.MaxNodesPerClient; l > 0 && client != "" {
+			if held := t.clientNodes(client); held >= l {
+				return shareExceeded("%s already joined %d live nodes, its share; leave a group first", client, held)
+			}
 		}
 		if total >= e.opts.Limits.MaxGroups {
 			return &RateLimitError{What: fmt.Sprintf("this server already has %d live groups", total), RetryAfter: time.Minute}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"meshbox/jetstream/natstest"
 	"meshbox/rules"
@@ -216,5 +217,31 @@ func TestNamesAreReadable(t *testing.T) {
 	// Data values are data, not names.
 	if _, err := b.SetData(ctx, gid, nid, map[string]string{"k": "line 1\nline 2\t\u202e"}, false); err != nil {
 		t.Errorf("a value with a newline, a tab and an override: %v", err)
+	}
+}
+
+// A member that lapses and is purged frees its place in its client's shares too.
+func TestClientShareFreedByExpiry(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	b := newBox(t, rules.Options{Now: clk.Now, MemberTTL: time.Minute, HostTTL: time.Hour,
+		Limits: rules.Limits{MaxNodesPerClientGroup: 1, MaxNodesPerClient: 1}})
+	pupil := rules.WithClient(context.Background(), "10.0.0.2")
+	g, err := b.CreateGroup(rules.WithClient(context.Background(), "10.0.0.3"), rules.NewGroup{Domain: "d", Name: "class"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join(pupil, g.Group.ID, rules.NewNode{Name: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join(pupil, g.Group.ID, rules.NewNode{Name: "m"}); !errors.Is(err, rules.ErrClientShare) {
+		t.Fatalf("a second member: %v, want ErrClientShare", err)
+	}
+	clk.Add(2 * time.Minute)
+	if res, err := b.Purge(context.Background()); err != nil || res.Nodes != 1 {
+		t.Fatalf("purge: %+v %v, want the lapsed member removed", res, err)
+	}
+	if _, err := b.Join(pupil, g.Group.ID, rules.NewNode{Name: "m"}); err != nil {
+		t.Fatalf("a join once the first member lapsed: %v", err)
 	}
 }

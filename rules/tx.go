@@ -125,14 +125,19 @@ func (d *draft) endMembers() {
 	d.former, d.nodes, d.Nodes, d.clients = d.nodes, map[string]*nodeState{}, 0, nil
 }
 
-// clientNodes counts the members client joined in every live group, as the batch sees them.
+// clientNodes counts the members client joined in every group, as the batch sees them: the
+// committed count with what the batch changed. A group past its end that the purge has not
+// dissolved yet still counts, for at most a purge interval.
 func (t *tx) clientNodes(client string) int {
-	n := 0
-	t.each(func(g *groupState) {
-		if c := g.clients[client]; c > 0 && t.e.live(g, g.ID, t.now) == nil {
-			n += c
+	n := t.e.members[client]
+	for id, d := range t.groups {
+		if old := t.e.groups[id]; old != nil {
+			n -= old.clients[client]
 		}
-	})
+		if d != nil {
+			n += d.clients[client]
+		}
+	}
 	return n
 }
 
