@@ -58,7 +58,7 @@ func unreadable(s string) (rune, string) {
 			}
 			flag = r != 0xe007f // the cancel tag ends the sequence
 			continue
-		case r == 0x200c || r == 0x200d:
+		case r == 0x200c || r == 0x200d: // the joiners, kept (above)
 		case unicode.Is(unicode.Cf, r):
 			return r, "an invisible formatting character"
 		}
