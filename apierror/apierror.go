@@ -80,6 +80,12 @@ type sentinel struct {
 // sentinels is the map itself, most specific first.
 var sentinels = []sentinel{
 	{rules.ErrTooLarge, http.StatusRequestEntityTooLarge, "too_large", MeshValidation, ""},
+	// 429, not 403 or 409: the refusal is about what the caller's address already holds,
+	// not about the group or domain (group_full, domain_full), and it lifts by itself as
+	// that address's members lapse or its groups end (Retry-After); 403 would tell clients
+	// never to retry. Mesh v2 gets ValidationError like group_full: not a type the Smalruby
+	// client disconnects on, and the message says why.
+	{rules.ErrClientShare, http.StatusTooManyRequests, "client_share_exceeded", MeshValidation, ""},
 	{rules.ErrRateLimited, http.StatusTooManyRequests, "rate_limited", MeshValidation, ""},
 	{rules.ErrInvalid, http.StatusBadRequest, "invalid", MeshValidation, ""},
 	{rules.ErrCursorAhead, http.StatusBadRequest, "bad_cursor", MeshValidation, ""},

@@ -126,6 +126,8 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 			MaxDataKeys: cfg.MaxDataKeys, MaxDataKeyBytes: cfg.MaxDataKeyBytes, MaxDataValueBytes: cfg.MaxDataValueBytes,
 			MaxPayloadBytes: cfg.MaxPayloadBytes, MaxEventsPerPublish: cfg.MaxEventsPerPublish, PublishRate: cfg.PublishRate,
 			MaxGroups: cfg.MaxGroups, MaxGroupsPerClient: cfg.MaxGroupsPerClient, GroupCreateRate: cfg.GroupCreateRate,
+			MaxGroupsPerClientDomain: cfg.MaxGroupsPerClientDomain, MaxNodesPerClientGroup: cfg.MaxNodesPerClientGroup,
+			MaxNodesPerClient: cfg.MaxNodesPerClient,
 		},
 		Now:    opts.Now,
 		Logger: log.With("component", "rules"), Observer: a.Metrics,

@@ -89,10 +89,16 @@ type Config struct {
 	MaxGroups          int
 	MaxGroupsPerClient int
 	GroupCreateRate    float64
-	MaxWait            time.Duration
-	TailItems          int
-	TailBytes          int // recent items kept in memory per group, in bytes
-	FeedBytes          int // the dashboard's feed of every group's items, in bytes
+	// Fair shares of one client address (0: none): live groups it created in one domain,
+	// members it joined to one group, members it joined in all groups. Each is below the
+	// cap it shares (MaxGroupsPerDomain, MaxNodesPerGroup), so one laptop cannot fill it.
+	MaxGroupsPerClientDomain int
+	MaxNodesPerClientGroup   int
+	MaxNodesPerClient        int
+	MaxWait                  time.Duration
+	TailItems                int
+	TailBytes                int // recent items kept in memory per group, in bytes
+	FeedBytes                int // the dashboard's feed of every group's items, in bytes
 
 	AdminToken      string
 	APIKey          string
@@ -374,7 +380,17 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	// carries in well under a second.
 	dur(&c.HeaderTimeout, "header-timeout", "MESHBOX_HEADER_TIMEOUT", 5*time.Second, "longest time a request's headers may take to arrive (a new connection that sends nothing is closed after it)")
 	num(&c.MaxGroups, "max-groups", "MESHBOX_MAX_GROUPS", 2000, "most live groups on this server", false)
-	num(&c.MaxGroupsPerClient, "max-groups-per-client", "MESHBOX_MAX_GROUPS_PER_CLIENT", 200, "most live groups created from one client address, in all domains together", false)
+	// 100: a class of 40 behind one NAT shares an address; two groups each still fit, while
+	// twenty addresses are needed to fill the server's --max-groups.
+	num(&c.MaxGroupsPerClient, "max-groups-per-client", "MESHBOX_MAX_GROUPS_PER_CLIENT", 100, "most live groups created from one client address, in all domains together", false)
+	// 40: a class of 40 behind one NAT may each create a group in the shared domain, and one
+	// laptop takes at most a fifth of the domain's 200.
+	num(&c.MaxGroupsPerClientDomain, "max-groups-per-client-domain", "MESHBOX_MAX_GROUPS_PER_CLIENT_DOMAIN", 40, "most live groups created from one client address in one domain; below --max-groups-per-domain (0 = no share)", true)
+	// 50: a class of 40 behind one NAT, with its teacher and a few second tabs, joins one
+	// group from one address; one laptop fills at most a fifth of a group of 250.
+	num(&c.MaxNodesPerClientGroup, "max-nodes-per-client-group", "MESHBOX_MAX_NODES_PER_CLIENT_GROUP", 50, "most live nodes joined from one client address to one group (the host included); below --max-nodes-per-group (0 = no share)", true)
+	// 200: five nodes for each of a class of 40 behind one NAT, in all groups together.
+	num(&c.MaxNodesPerClient, "max-nodes-per-client", "MESHBOX_MAX_NODES_PER_CLIENT", 200, "most live nodes joined from one client address in all groups together (0 = no limit)", true)
 	rate(&c.GroupCreateRate, "group-create-rate", "MESHBOX_GROUP_CREATE_RATE", 1, "groups one client address may create per second, after a burst of 60 (0 = unlimited)")
 	dur(&c.MaxWait, "max-wait", "MESHBOX_MAX_WAIT", 30*time.Second, "longest long-poll wait")
 	num(&c.TailItems, "tail-items", "MESHBOX_TAIL_ITEMS", 4096, "recent items kept in memory per group for live readers", false)
@@ -439,6 +455,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	if err := c.checkAdminToken(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.checkShares()...)
 	return c, errors.Join(errs...)
 }
 
@@ -459,6 +476,33 @@ func (c *Config) checkAdminToken() error {
 	return &Error{Setting: c.source("admin-token"), NoValue: true,
 		Problem:  fmt.Sprintf("is too short (%d characters): a short password can be guessed from any pupil's computer", n),
 		Accepted: fmt.Sprintf("use at least %d characters, or leave it unset and meshbox creates a strong one at first start", MinAdminTokenLen)}
+}
+
+// checkShares keeps each per-address share below the cap it shares: a share at or above it
+// would let one laptop fill a whole group or domain again. A share the user gave that high is
+// refused; a default that high (the cap was lowered) becomes half the cap, which still leaves
+// the rest to the others. 0 turns a share off.
+func (c *Config) checkShares() []error {
+	var errs []error
+	for _, s := range []struct {
+		share      *int
+		name, over string
+		limit      int
+	}{
+		{&c.MaxGroupsPerClientDomain, "max-groups-per-client-domain", "max-groups-per-domain", c.MaxGroupsPerDomain},
+		{&c.MaxNodesPerClientGroup, "max-nodes-per-client-group", "max-nodes-per-group", c.MaxNodesPerGroup},
+	} {
+		if *s.share < s.limit || *s.share == 0 || s.limit < 2 {
+			continue // a cap of one cannot be shared
+		}
+		if !c.given[s.name] {
+			*s.share = s.limit / 2
+			continue
+		}
+		errs = append(errs, &Error{Setting: c.source(s.name), Value: strconv.Itoa(*s.share), Problem: "is not below " + c.source(s.over) + " (" + strconv.Itoa(s.limit) + ")",
+			Accepted: "use a number below it, so one address cannot fill it alone, or 0 to turn the share off"})
+	}
+	return errs
 }
 
 // checkNATS checks the NATS settings against each other, and fits the publish size to one

@@ -241,3 +241,45 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestClientSharesStayBelowTheirCaps: a per-address share at or above the cap it shares would
+// let one laptop fill a group or a domain alone (issue 22, rows 4 and 5): given that high it is
+// refused in one line, left that high by a lowered cap it becomes half the cap, and 0 turns it
+// off.
+func TestClientSharesStayBelowTheirCaps(t *testing.T) {
+	parse := func(args []string, env map[string]string) (Config, error) {
+		return Parse(args, func(k string) string { return env[k] }, io.Discard, "test")
+	}
+	d, err := parse(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.MaxGroupsPerClientDomain != 40 || d.MaxNodesPerClientGroup != 50 || d.MaxNodesPerClient != 200 || d.MaxGroupsPerClient != 100 ||
+		d.MaxGroupsPerClientDomain >= d.MaxGroupsPerDomain || d.MaxNodesPerClientGroup >= d.MaxNodesPerGroup {
+		t.Fatalf("defaults: %d groups per client in a domain of %d, %d nodes per client in a group of %d, %d nodes, %d groups per client",
+			d.MaxGroupsPerClientDomain, d.MaxGroupsPerDomain, d.MaxNodesPerClientGroup, d.MaxNodesPerGroup, d.MaxNodesPerClient, d.MaxGroupsPerClient)
+	}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--max-groups-per-client-domain=200"}, nil, "--max-groups-per-client-domain=200 is not below --max-groups-per-domain (200); use a number below it, so one address cannot fill it alone, or 0 to turn the share off"},
+		{[]string{"--max-groups-per-domain=30"}, map[string]string{"MESHBOX_MAX_GROUPS_PER_CLIENT_DOMAIN": "30"}, "MESHBOX_MAX_GROUPS_PER_CLIENT_DOMAIN=30 is not below --max-groups-per-domain (30); use a number below it, so one address cannot fill it alone, or 0 to turn the share off"},
+		{[]string{"--max-nodes-per-client-group=300"}, nil, "--max-nodes-per-client-group=300 is not below --max-nodes-per-group (250); use a number below it, so one address cannot fill it alone, or 0 to turn the share off"},
+		{[]string{"--max-nodes-per-client=-1"}, nil, "--max-nodes-per-client=-1 is out of range; use 0 (no limit) or a number above 0"},
+	} {
+		_, err := parse(tc.args, tc.env)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%v %v:\n got %v\nwant %s", tc.args, tc.env, err, tc.want)
+		}
+	}
+	c, err := parse([]string{"--max-groups-per-domain=30", "--max-nodes-per-group=20"}, nil)
+	if err != nil || c.MaxGroupsPerClientDomain != 15 || c.MaxNodesPerClientGroup != 10 {
+		t.Fatalf("lowered caps: shares %d and %d (%v), want 15 and 10", c.MaxGroupsPerClientDomain, c.MaxNodesPerClientGroup, err)
+	}
+	off, err := parse([]string{"--max-groups-per-client-domain=0", "--max-nodes-per-client-group=0", "--max-nodes-per-client=0"}, nil)
+	if err != nil || off.MaxGroupsPerClientDomain != 0 || off.MaxNodesPerClientGroup != 0 || off.MaxNodesPerClient != 0 {
+		t.Fatalf("shares turned off: %+v %v", off, err)
+	}
+}

@@ -40,6 +40,15 @@ type Limits struct {
 	MaxGroupsPerClient int
 	GroupCreateRate    float64
 	GroupCreateBurst   int
+	// Fair shares of one client address (WithClient), so one laptop cannot take what the
+	// class shares (0: no share). MaxGroupsPerClientDomain bounds the live groups one client
+	// created in one domain, MaxNodesPerClientGroup the members it joined (host included) to
+	// one group, and MaxNodesPerClient the members it joined in all groups together. Refused
+	// with ErrClientShare. The client of a group or node is kept in memory only: after a
+	// restart, and for what other instances of a shared log served, they count for nobody.
+	MaxGroupsPerClientDomain int
+	MaxNodesPerClientGroup   int
+	MaxNodesPerClient        int
 	// MaxReadBytes bounds the encoded items one read from the log returns (at least one
 	// item), so a reader far behind never pulls thousands of large payloads at once.
 	MaxReadBytes int
@@ -123,7 +132,7 @@ func (o *Options) defaults() {
 		{&l.MaxNodesPerGroup, 250}, {&l.MaxGroupsPerDomain, 200}, {&l.MaxDataKeys, 100},
 		{&l.MaxDataKeyBytes, 128}, {&l.MaxDataValueBytes, 4096}, {&l.MaxPayloadBytes, 16 << 10},
 		{&l.MaxEventsPerPublish, 1000}, {&l.MaxReadBytes, 256 << 10},
-		{&l.MaxGroups, 2000}, {&l.MaxGroupsPerClient, 200}, {&l.GroupCreateBurst, 60},
+		{&l.MaxGroups, 2000}, {&l.MaxGroupsPerClient, 100}, {&l.GroupCreateBurst, 60},
 		{&o.MaxBatchItems, 8192}, {&o.MaxBatchBytes, 8 << 20},
 	} {
 		if *d.v <= 0 {
@@ -183,6 +192,10 @@ type Engine struct {
 	// watermark is the newest cursor whose item is committed and whose state is applied: the
 	// upper bound of every read, whatever the transport.
 	watermark atomic.Int64
+	// members counts the members each client joined in every group of the committed state
+	// (the sum of the groups' clients), kept as groups are swapped in, so a join need not
+	// visit every group to know a client's share. Only the writer goroutine uses it.
+	members map[string]int
 
 	// On a shared log (see follow.go): follower is the log as a stream.Follower, entries what
 	// it delivers, pos the log position the state reflects (all three the writer's own), and
@@ -202,7 +215,11 @@ type groupState struct {
 	Group
 	// client created the group (WithClient); kept in memory only, so after a restart the
 	// groups that survived count for nobody.
-	client    string
+	client string
+	// clients counts the members in nodes by the client that joined them (WithClient; those
+	// without one, or loaded from the log, are not counted). Like nodes it is replaced, never
+	// changed in place, once published.
+	clients   map[string]int
 	endedAt   time.Time
 	endReason string
 	// endCursor is the dissolve item's cursor.
@@ -215,6 +232,8 @@ type groupState struct {
 
 type nodeState struct {
 	Node
+	// client joined the node (WithClient), "" when unknown; in memory only, as a group's.
+	client    string
 	tokenHash []byte
 	// storedExp is the expiry in the node's stored record (activity may have moved
 	// ExpiresAt on since, in memory only).
@@ -234,6 +253,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		createRate: ratelimit.New(opts.Limits.GroupCreateRate, opts.Limits.GroupCreateBurst),
 		ops:        make(chan *op, 4096), purgeNow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 		groups:    make(map[string]*groupState, len(st.Groups)),
+		members:   map[string]int{},
 		appliedCh: make(chan struct{}),
 	}
 	now := e.now()
@@ -554,6 +574,14 @@ func (e *Engine) swapIn(groups map[string]*draft, through int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for id, g := range groups {
+		var now map[string]int
+		if g != nil {
+			now = g.clients
+		}
+		if old := e.groups[id]; old != nil {
+			e.countMembers(old.clients, -1)
+		}
+		e.countMembers(now, 1)
 		if g == nil {
 			delete(e.groups, id)
 			continue
@@ -562,6 +590,15 @@ func (e *Engine) swapIn(groups map[string]*draft, through int64) {
 	}
 	if through > 0 {
 		e.watermark.Store(max(e.watermark.Load(), through))
+	}
+}
+
+// countMembers adds a group's members per client, times sign, to the server's count.
+func (e *Engine) countMembers(clients map[string]int, sign int) {
+	for c, n := range clients {
+		if e.members[c] += sign * n; e.members[c] <= 0 {
+			delete(e.members, c)
+		}
 	}
 }
 

@@ -22,6 +22,10 @@ var (
 	ErrInvalid       = errors.New("invalid input")
 	ErrTooLarge      = errors.New("too large")
 	ErrRateLimited   = errors.New("rate limited")
+	// ErrClientShare reports that the client address already holds its fair share of what
+	// the class shares (groups of a domain, members of a group, members in all): refused
+	// until some of what it holds ends. It comes as a RateLimitError with a RetryAfter.
+	ErrClientShare = errors.New("client address holds its share")
 	// ErrCursorAhead reports a cursor newer than anything committed: the client holds a
 	// cursor of another server or database.
 	ErrCursorAhead = errors.New("cursor is ahead of the stream")
@@ -60,12 +64,28 @@ func (e *EndedError) Unwrap() error { return ErrGroupEnded }
 type RateLimitError struct {
 	What       string
 	RetryAfter time.Duration
+	// Kind, when set, is the more specific sentinel the error also matches (ErrClientShare).
+	Kind error
 }
 
 func (e *RateLimitError) Error() string { return e.What }
 
-// Unwrap makes a RateLimitError match ErrRateLimited.
-func (e *RateLimitError) Unwrap() error { return ErrRateLimited }
+// Unwrap makes a RateLimitError match ErrRateLimited, and its Kind.
+func (e *RateLimitError) Unwrap() []error {
+	if e.Kind != nil {
+		return []error{e.Kind, ErrRateLimited}
+	}
+	return []error{ErrRateLimited}
+}
+
+// shareRetry is the Retry-After of a refused share: what a client holds ends by itself
+// (members lapse, groups end), or when the client leaves or ends it.
+const shareRetry = time.Minute
+
+// shareExceeded is a request refused because its client holds its share.
+func shareExceeded(format string, args ...any) error {
+	return &RateLimitError{What: fmt.Sprintf(format, args...), RetryAfter: shareRetry, Kind: ErrClientShare}
+}
 
 func tooLarge(format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, ErrTooLarge)...)

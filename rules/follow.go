@@ -196,7 +196,7 @@ func (e *Engine) applyChange(t *tx, c stream.Change) {
 		d.HostSeenAt = maxTime(d.HostSeenAt, r.HostSeenAt)
 		if !r.EndedAt.IsZero() && d.endedAt.IsZero() {
 			d.endedAt, d.endReason = r.EndedAt, r.EndReason
-			d.former, d.nodes, d.Nodes = d.nodes, map[string]*nodeState{}, 0
+			d.endMembers()
 		}
 	case stream.DeleteGroup:
 		t.groups[c.Group.ID] = nil
@@ -212,25 +212,24 @@ func (e *Engine) applyChange(t *tx, c stream.Change) {
 			ExpiresAt: r.ExpiresAt, Data: r.Data, DataAt: r.DataAt, Host: r.ID == d.Host, MeshV2: r.MeshV2,
 		}, tokenHash: r.TokenHash, storedExp: r.ExpiresAt}
 		if old := d.nodes[r.ID]; old != nil {
-			// Activity seen here (a stream open on this instance) is not in the record.
+			// Activity seen here (a stream open on this instance) is not in the record, nor
+			// the client that joined it here.
 			n.LastSeen, n.ExpiresAt = maxTime(n.LastSeen, old.LastSeen), maxTime(n.ExpiresAt, old.ExpiresAt)
+			n.client = old.client
 		}
 		if !d.endedAt.IsZero() {
 			d.former = maps.Clone(d.former)
 			d.former[r.ID] = n
 			return
 		}
-		d.nodes[r.ID] = n
-		d.copied[r.ID] = true
-		d.Nodes = len(d.nodes)
+		d.dropMember(r.ID)
+		d.addMember(n)
 	case stream.DeleteNode:
 		g := t.group(c.Node.Group)
 		if g == nil || g.nodes[c.Node.ID] == nil {
 			return
 		}
-		d := t.edit(g)
-		delete(d.nodes, c.Node.ID)
-		d.Nodes = len(d.nodes)
+		t.edit(g).dropMember(c.Node.ID)
 	}
 }
 

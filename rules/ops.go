@@ -83,8 +83,8 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 	if !ValidDomain(ng.Domain) {
 		return Joined{}, invalid("domain must be 1-256 characters of A-Z a-z 0-9 . _ -")
 	}
-	if !validName(ng.Name) {
-		return Joined{}, invalid("group name must be 1-256 characters")
+	if err := checkName("group name", ng.Name); err != nil {
+		return Joined{}, err
 	}
 	if ng.Lifetime < 0 {
 		return Joined{}, invalid("a group's lifetime must not be negative")
@@ -101,7 +101,8 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 	}
 	var res Joined
 	err = e.do(ctx, func(t *tx) error {
-		live, total, mine := 0, 0, 0
+		// mine and mineHere are the client's groups in all domains and in this one.
+		live, total, mine, mineHere := 0, 0, 0, 0
 		var same *groupState
 		t.each(func(g *groupState) {
 			if e.live(g, g.ID, t.now) != nil {
@@ -117,6 +118,9 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 			if ng.HostID != "" && g.Host == ng.HostID {
 				same = g
 			}
+			if client != "" && g.client == client {
+				mineHere++
+			}
 			live++
 		})
 		if same != nil {
@@ -131,8 +135,17 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 			return fmt.Errorf("domain %s already has %d live groups: %w", ng.Domain, live, ErrDomainFull)
 		}
 		// Groups end by themselves (host heartbeat, lifetime): a client at a cap can retry.
+		// A share of the domain first: it leaves the rest of the domain to the class.
+		if l := e.opts.Limits.MaxGroupsPerClientDomain; l > 0 && mineHere >= l {
+			return shareExceeded("%s already created %d live groups in domain %s, its share; end one first", client, mineHere, ng.Domain)
+		}
 		if mine >= e.opts.Limits.MaxGroupsPerClient {
-			return &RateLimitError{What: fmt.Sprintf("%s already created %d live groups; end one first", client, mine), RetryAfter: time.Minute}
+			return shareExceeded("%s already created %d live groups; end one first", client, mine)
+		}
+		if l := e.opts.Limits.MaxNodesPerClient; l > 0 && client != "" {
+			if held := t.clientNodes(client); held >= l {
+				return shareExceeded("%s already joined %d live nodes, its share; leave a group first", client, held)
+			}
 		}
 		if total >= e.opts.Limits.MaxGroups {
 			return &RateLimitError{What: fmt.Sprintf("this server already has %d live groups", total), RetryAfter: time.Minute}
@@ -157,7 +170,7 @@ func (e *Engine) CreateGroup(ctx context.Context, ng NewGroup) (Joined, error) {
 		}, client: client, nodes: map[string]*nodeState{}})
 		t.putGroup(d.groupState)
 		t.domains = append(t.domains, ng.Domain)
-		return e.addNode(t, d, nid, ng.HostName, ng.MeshV2Host, &res)
+		return e.addNode(t, d, nid, ng.HostName, ng.MeshV2Host, client, &res)
 	})
 	return res, err
 }
@@ -169,6 +182,7 @@ func (e *Engine) Join(ctx context.Context, gid string, nn NewNode) (Joined, erro
 	if nn.Name, err = checkNode(nn.ID, nn.Name, "node"); err != nil {
 		return Joined{}, err
 	}
+	client := clientOf(ctx)
 	var res Joined
 	err = e.do(ctx, func(t *tx) error {
 		g := t.group(gid)
@@ -187,6 +201,16 @@ func (e *Engine) Join(ctx context.Context, gid string, nn NewNode) (Joined, erro
 		if len(g.nodes) >= e.opts.Limits.MaxNodesPerGroup {
 			return fmt.Errorf("group %s already has %d nodes: %w", gid, len(g.nodes), ErrGroupFull)
 		}
+		// One address's share, so that it cannot fill a classmate's group with made-up
+		// members, nor spread them over every group. Members leave or lapse by themselves.
+		if l := e.opts.Limits.MaxNodesPerClientGroup; l > 0 && client != "" && g.clients[client] >= l {
+			return shareExceeded("%s already joined %d nodes to group %s, its share; leave first", client, g.clients[client], gid)
+		}
+		if l := e.opts.Limits.MaxNodesPerClient; l > 0 && client != "" {
+			if held := t.clientNodes(client); held >= l {
+				return shareExceeded("%s already joined %d live nodes, its share; leave a group first", client, held)
+			}
+		}
 		nid := nn.ID
 		if nid == "" {
 			nid = newID(5)
@@ -194,22 +218,20 @@ func (e *Engine) Join(ctx context.Context, gid string, nn NewNode) (Joined, erro
 				nid = newID(5)
 			}
 		}
-		return e.addNode(t, t.edit(g), nid, nn.Name, nn.MeshV2, &res)
+		return e.addNode(t, t.edit(g), nid, nn.Name, nn.MeshV2, client, &res)
 	})
 	return res, err
 }
 
-func (e *Engine) addNode(t *tx, d *draft, nid, name string, meshV2 bool, res *Joined) error {
+func (e *Engine) addNode(t *tx, d *draft, nid, name string, meshV2 bool, client string, res *Joined) error {
 	now := t.now
 	token, hash := newToken(nid)
 	host := nid == d.Host
 	n := &nodeState{Node: Node{
 		ID: nid, Group: d.ID, Name: name, JoinedAt: ms(now), LastSeen: now,
 		ExpiresAt: now.Add(e.ttl(host)), Data: map[string]string{}, Host: host, MeshV2: meshV2,
-	}, tokenHash: hash}
-	d.nodes[nid] = n
-	d.copied[nid] = true
-	d.Nodes = len(d.nodes)
+	}, client: client, tokenHash: hash}
+	d.addMember(n)
 	t.putNode(n)
 	i := t.append(d.ID, stream.Item{Kind: stream.KindJoin, Node: nid, Name: name})
 	t.afterCommit(func() {
@@ -261,9 +283,7 @@ func (e *Engine) Leave(ctx context.Context, gid, nid, reason string) error {
 }
 
 func (e *Engine) removeNode(t *tx, g *groupState, nid, reason string) {
-	d := t.edit(g)
-	delete(d.nodes, nid)
-	d.Nodes = len(d.nodes)
+	t.edit(g).dropMember(nid)
 	t.change(stream.Change{Kind: stream.DeleteNode, Node: stream.NodeRecord{Group: g.ID, ID: nid}})
 	t.append(g.ID, stream.Item{Kind: stream.KindLeave, Node: nid, Reason: reason})
 }
@@ -284,7 +304,7 @@ func (e *Engine) dissolve(t *tx, g *groupState, reason string) {
 	d := t.edit(g)
 	d.endedAt, d.endReason = t.now, reason
 	// The members' records stay: they may still read the final items, also after a restart.
-	d.former, d.nodes, d.Nodes = d.nodes, map[string]*nodeState{}, 0
+	d.endMembers()
 	d.endItem = t.append(g.ID, stream.Item{Kind: stream.KindDissolve, Reason: reason})
 	t.putGroup(d.groupState)
 }

@@ -72,6 +72,7 @@ func (t *tx) edit(g *groupState) *draft {
 	}
 	c := *g
 	c.nodes = maps.Clone(g.nodes)
+	c.clients = maps.Clone(g.clients)
 	d := &draft{groupState: &c, copied: map[string]bool{}}
 	t.groups[g.ID] = d
 	return d
@@ -88,6 +89,56 @@ func (t *tx) create(g *groupState) *draft {
 func (t *tx) forget(gid string) {
 	t.groups[gid] = nil
 	t.change(stream.Change{Kind: stream.DeleteGroup, Group: stream.GroupRecord{ID: gid}})
+}
+
+// addMember makes n a member of the draft and counts it for its client.
+func (d *draft) addMember(n *nodeState) {
+	d.nodes[n.ID] = n
+	d.copied[n.ID] = true
+	d.Nodes = len(d.nodes)
+	if n.client != "" {
+		if d.clients == nil {
+			d.clients = map[string]int{}
+		}
+		d.clients[n.client]++
+	}
+}
+
+// dropMember removes the member nid from the draft and from its client's count.
+func (d *draft) dropMember(nid string) {
+	n := d.nodes[nid]
+	if n == nil {
+		return
+	}
+	delete(d.nodes, nid)
+	d.Nodes = len(d.nodes)
+	if n.client != "" && d.clients[n.client] > 0 {
+		if d.clients[n.client]--; d.clients[n.client] == 0 {
+			delete(d.clients, n.client)
+		}
+	}
+}
+
+// endMembers moves the draft's members to its former ones (a dissolve): nobody holds a
+// place in it any more.
+func (d *draft) endMembers() {
+	d.former, d.nodes, d.Nodes, d.clients = d.nodes, map[string]*nodeState{}, 0, nil
+}
+
+// clientNodes counts the members client joined in every group, as the batch sees them: the
+// committed count with what the batch changed. A group past its end that the purge has not
+// dissolved yet still counts, for at most a purge interval.
+func (t *tx) clientNodes(client string) int {
+	n := t.e.members[client]
+	for id, d := range t.groups {
+		if old := t.e.groups[id]; old != nil {
+			n -= old.clients[client]
+		}
+		if d != nil {
+			n += d.clients[client]
+		}
+	}
+	return n
 }
 
 // node returns the draft's own copy of its node nid, to change (nil when not a member).

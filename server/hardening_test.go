@@ -273,6 +273,7 @@ func TestGroupCreationLimits(t *testing.T) {
 	b := app.StartTestWith(t, func(cfg *config.Config) {
 		cfg.TrustProxy = true
 		cfg.MaxGroupsPerClient, cfg.MaxGroups, cfg.MaxGroupsPerDomain = 1000, 1000, 1000
+		cfg.MaxGroupsPerClientDomain, cfg.MaxNodesPerClient = 0, 0 // the rate alone
 	}, app.Options{Now: clock.Now})
 	c.base = b.URL()
 	for i := range 60 {

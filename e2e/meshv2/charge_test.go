@@ -25,8 +25,8 @@ func from(ip string) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
 }
 
-// gqlFrom posts one GraphQL request with hc and decodes the answer into out.
-func gqlFrom(t *testing.T, hc *http.Client, base, query string, vars map[string]any, out any) int {
+// postGQL posts one GraphQL request with hc and decodes the answer into out.
+func postGQL(t *testing.T, hc *http.Client, base, query string, vars map[string]any, out any) int {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
 	resp, err := hc.Post(base+"/graphql", "application/json", bytes.NewReader(body))
@@ -132,7 +132,7 @@ func TestRealtimeMessagesPayTheAddressRate(t *testing.T) {
 		Data   struct{ CreateGroup struct{ ID string } }
 		Errors []any
 	}
-	gqlFrom(t, classmate, a.URL(), `mutation{createGroup(name:"class",hostId:"classmate",domain:"class",useWebSocket:true){id}}`, nil, &created)
+	postGQL(t, classmate, a.URL(), `mutation{createGroup(name:"class",hostId:"classmate",domain:"class",useWebSocket:true){id}}`, nil, &created)
 	gid := created.Data.CreateGroup.ID
 	if gid == "" {
 		t.Fatalf("createGroup: %v", created.Errors)
@@ -161,7 +161,7 @@ func TestRealtimeMessagesPayTheAddressRate(t *testing.T) {
 			}
 			var fired struct{ Errors []any }
 			fire := `mutation($g:ID!){fireEventsByNode(groupId:$g,domain:"class",nodeId:"classmate",events:[{eventName:"hello",payload:"",firedAt:"2026-12-07T09:00:00.000Z"}]){groupId}}`
-			if st := gqlFrom(t, classmate, a.URL(), fire, map[string]any{"g": gid}, &fired); st != http.StatusOK || len(fired.Errors) > 0 {
+			if st := postGQL(t, classmate, a.URL(), fire, map[string]any{"g": gid}, &fired); st != http.StatusOK || len(fired.Errors) > 0 {
 				t.Fatalf("the classmate's event during the flood: %d %v", st, fired.Errors)
 			}
 			if r := victim.reply(true); r.ID != "mine" {

@@ -181,6 +181,7 @@ export const MESSAGE_KEYS = Object.freeze(/** @type {Record<string, string>} */ 
   too_large: 'error.too_large',
   rate_limited: 'error.rate_limited',
   too_many_connections: 'error.rate_limited',
+  client_share_exceeded: 'error.client_share_exceeded',
   internal: 'error.internal',
   unavailable: 'error.unavailable',
 }));
@@ -1530,6 +1531,7 @@ const CODE_STATUS = /** @type {Record<string, number>} */ ({
   too_large: 413,
   rate_limited: 429,
   too_many_connections: 429,
+  client_share_exceeded: 429,
   internal: 500,
   unavailable: 503,
   timeout: 503,
