@@ -86,7 +86,17 @@ func (h *Handler) join(r *http.Request) JoinInfo {
 			}
 		}
 	}
-	own := withSlash(scheme + "://" + r.Host)
+	// The address this page was opened with, as the browser used it (through a trusted proxy:
+	// its forwarded scheme and host); a Host header that names no plausible host is not
+	// offered to anyone.
+	origin, ownOK := h.cfg.Clients.Origin(r)
+	own := withSlash(origin)
+	if !ownOK {
+		own = withSlash(scheme + "://localhost")
+		if port != "" {
+			own = withSlash(scheme + "://" + net.JoinHostPort("localhost", port))
+		}
+	}
 	if isLoopbackHost(listenHost) {
 		return JoinInfo{URLs: []string{own}, Source: joinThisComputer, Warning: warnLoopback}
 	}
@@ -99,7 +109,7 @@ func (h *Handler) join(r *http.Request) JoinInfo {
 			info.URLs = append(info.URLs, u)
 		}
 	}
-	if !isLoopbackHost(r.Host) {
+	if ownOK && !isLoopbackHost(strings.TrimPrefix(strings.TrimPrefix(origin, "https://"), "http://")) {
 		add(own)
 		info.Source = joinRequest
 	}
