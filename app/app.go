@@ -45,7 +45,7 @@ type App struct {
 	Metrics  *metrics.Metrics
 	conns    *live.Manager
 	mesh     *meshv2.Handler
-	editor   *editor.Editor // nil without --smalruby
+	editor   *editor.Editor  // nil without --smalruby
 	lan      *lan.Advertiser // nil when mDNS is off or could not start
 	http     *http.Server
 	ln       net.Listener
