@@ -334,11 +334,11 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestLargeEntriesStreamed: a 64 MiB file and a 48 MiB bundle in the zip are served (and the
+// TestLargeEntriesStreamed: a 24 MiB file and a 16 MiB bundle in the zip are served (and the
 // bundle rewritten) while the process allocates a small fraction of their size: nothing is
 // read whole. Not parallel: it measures the process's allocations.
 func TestLargeEntriesStreamed(t *testing.T) {
-	const big, js = 64 << 20, 48 << 20
+	const big, js = 24 << 20, 16 << 20
 	head := bundle("")
 	zp := writeZip(t,
 		zipEntry{"e/index.html", strings.NewReader("x")},
@@ -367,9 +367,9 @@ func TestLargeEntriesStreamed(t *testing.T) {
 	if n != big {
 		t.Fatalf("big.bin: %d bytes", n)
 	}
-	t.Logf("64 MiB entry: %d KiB allocated", alloc>>10)
-	if alloc > 8<<20 {
-		t.Errorf("serving a 64 MiB entry allocated %d MiB: it was not streamed", alloc>>20)
+	t.Logf("24 MiB entry: %d KiB allocated", alloc>>10)
+	if alloc > 4<<20 {
+		t.Errorf("serving a 24 MiB entry allocated %d KiB: it was not streamed", alloc>>10)
 	}
 	n, alloc, last := fetch("/smalruby/lib.min.js")
 	host := strings.TrimPrefix(base, "http://")
@@ -380,9 +380,9 @@ func TestLargeEntriesStreamed(t *testing.T) {
 	if !bytes.Contains(last, []byte(`"http://`+host+`/graphql"`)) {
 		t.Errorf("the address at the end of the bundle was not rewritten: %q", last)
 	}
-	t.Logf("48 MiB bundle: %d KiB allocated", alloc>>10)
-	if alloc > 8<<20 {
-		t.Errorf("serving a 48 MiB bundle allocated %d MiB: it was not streamed", alloc>>20)
+	t.Logf("16 MiB bundle: %d KiB allocated", alloc>>10)
+	if alloc > 4<<20 {
+		t.Errorf("serving a 16 MiB bundle allocated %d KiB: it was not streamed", alloc>>10)
 	}
 }
 
