@@ -21,6 +21,7 @@ import (
 
 	"meshbox/auth"
 	"meshbox/config"
+	"meshbox/editor"
 	"meshbox/hub"
 	"meshbox/lan"
 	"meshbox/live"
@@ -47,6 +48,7 @@ type App struct {
 	Metrics  *metrics.Metrics
 	conns    *live.Manager
 	mesh     *meshv2.Handler
+	editor   *editor.Editor  // nil without --smalruby
 	lan      *lan.Advertiser // nil when mDNS is off or could not start
 	http     *http.Server
 	ln       net.Listener
@@ -95,6 +97,9 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	a := &App{cfg: cfg, log: log, started: time.Now(), version: version, serveErr: make(chan error, 1)}
 	// File problems in words a teacher can act on, before SQLite reports them as codes.
 	if err := cfg.CheckDatabase(); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckSmalruby(); err != nil {
 		return nil, err
 	}
 	// The dashboard's details are the teacher's: there is always an admin token.
@@ -161,8 +166,21 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	// message and a Mesh v2 real-time message each cost one request of the same budget.
 	budgets := ratelimit.NewBudgets(server.RequestRates(cfg), opts.Now)
 	admin := auth.NewAdmin(cfg.AdminToken, opts.Now)
+	// The school's copy of the Smalruby editor, pointed at this box, when one is given.
+	var editorPath string
+	if cfg.Smalruby != "" {
+		a.editor, err = editor.Open(editor.Config{Path: cfg.Smalruby, PublicURL: cfg.PublicURL, APIKey: cfg.APIKey,
+			Clients: clients, Logger: log.With("component", "editor")})
+		if err != nil {
+			cancel()
+			a.close()
+			return nil, &config.Error{Setting: cfg.Source("smalruby"), Value: cfg.Smalruby, Problem: "cannot be served: " + err.Error(),
+				Accepted: "give the editor's ZIP (GitHub's \"Download ZIP\" of smalruby/smalruby.app) or its unpacked folder"}
+		}
+		editorPath = editor.Path
+	}
 	dash, err := web.New(web.Config{AdminToken: cfg.AdminToken, Admin: admin, Version: version, StartedAt: a.started, PublicURL: cfg.PublicURL, ListenAddr: cfg.Addr, LANHost: lanHost(cfg),
-		Clients: clients, Conns: a.conns}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
+		Clients: clients, Conns: a.conns, Smalruby: editorPath}, a.Store, a.Hub, a.Metrics, log.With("component", "web"))
 	if err != nil {
 		cancel()
 		a.close()
@@ -181,14 +199,17 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		a.close()
 		return nil, fmt.Errorf("mesh v2: %w", err)
 	}
+	mounts := []func(chi.Router){
+		dash.Routes,
+		a.mesh.Routes,
+		func(r chi.Router) { r.Method(http.MethodGet, "/metrics", a.Metrics.Handler()) },
+	}
+	if a.editor != nil {
+		mounts = append(mounts, a.editor.Routes)
+	}
 	srv := server.New(loopCtx, cfg, server.Deps{
-		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP,
-		Conns: a.conns, Budgets: budgets, Admin: admin,
-		Mounts: []func(chi.Router){
-			dash.Routes,
-			a.mesh.Routes,
-			func(r chi.Router) { r.Method(http.MethodGet, "/metrics", a.Metrics.Handler()) },
-		},
+		Store: a.Store, Hub: a.Hub, Logger: log, Observer: a.Metrics, Middleware: a.Metrics.InstrumentHTTP, Now: opts.Now,
+		Conns: a.conns, Budgets: budgets, Admin: admin, Mounts: mounts,
 	})
 	a.Server = srv
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -225,8 +246,7 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	// Being found by name is a convenience: without it the box still serves. A box that
 	// listens on loopback only is not advertised: nobody on the LAN could reach it.
 	if tcp := a.ln.Addr().(*net.TCPAddr); cfg.MDNS && !tcp.IP.IsLoopback() {
-		a.lan, err = lan.Start(lan.Config{Name: cfg.MDNSName, Port: tcp.Port,
-			Text: [][2]string{{"path", "/"}, {"meshv2", "/graphql"}}, Logger: log.With("component", "mdns")})
+		a.lan, err = lan.Start(lan.Config{Name: cfg.MDNSName, Port: tcp.Port, Text: lanText(a.editor != nil), Logger: log.With("component", "mdns")})
 		if err != nil {
 			log.Warn("not advertised on the LAN", "err", err)
 		} else {
@@ -235,6 +255,16 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 	}
 	a.announceAdmin(dash, tokenFile, tokenConfigured, tokenCreated, opts.Terminal)
 	return a, nil
+}
+
+// lanText is the TXT record of the box's mDNS service: the dashboard, the Mesh v2 endpoint
+// and, when one is served, the Smalruby editor.
+func lanText(smalruby bool) [][2]string {
+	txt := [][2]string{{"path", "/"}, {"meshv2", "/graphql"}}
+	if smalruby {
+		txt = append(txt, [2]string{"smalruby", editor.Path})
+	}
+	return txt
 }
 
 // lanHost is the name the dashboard offers for joining when the box advertises itself.
@@ -285,7 +315,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 
 // close stops the rules' writer (finishing queued writes), then closes the log.
 func (a *App) close() error {
-	return errors.Join(a.Store.Close(), a.opened.Close())
+	err := errors.Join(a.Store.Close(), a.opened.Close())
+	if a.editor != nil {
+		err = errors.Join(err, a.editor.Close())
+	}
+	return err
 }
 
 // listenError says in a teacher's words why the address cannot be listened on: the two

@@ -37,6 +37,9 @@ type Config struct {
 	// PublicURL is the address students' devices use to reach this box (for example behind a
 	// port mapping or a reverse proxy); empty means the dashboard works it out.
 	PublicURL string
+	// Smalruby is the school's copy of the Smalruby editor (a folder, or the ZIP of its
+	// published build), served at /smalruby/ pointed at this box; empty serves none.
+	Smalruby string
 
 	EventTTL      time.Duration
 	PurgeInterval time.Duration
@@ -400,6 +403,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	str(&c.APIKey, "api-key", "MESHBOX_API_KEY", "", "Mesh v2 API key required from GraphQL clients (empty: any key is accepted)", nil)
 	dur(&c.PollingInterval, "polling-interval", "MESHBOX_POLLING_INTERVAL", 2*time.Second, "Mesh v2 polling interval told to clients without WebSocket")
 	boolean(&c.NoWebSocket, "no-websocket", "MESHBOX_NO_WEBSOCKET", false, "refuse WebSocket upgrades, native and Mesh v2 (to test firewall fallback)")
+	str(&c.Smalruby, "smalruby", "MESHBOX_SMALRUBY", "", "the Smalruby editor to serve at /smalruby/, talking to this box: its folder, or the ZIP GitHub's \"Download ZIP\" gives of smalruby/smalruby.app (empty: none)", nil)
 	boolean(&c.GraphQLIntrospection, "graphql-introspection", "MESHBOX_GRAPHQL_INTROSPECTION", false, "allow GraphQL introspection (__schema, __type) on /graphql")
 	dur(&c.PingInterval, "ping-interval", "MESHBOX_PING_INTERVAL", 20*time.Second, "how often WebSocket peers are pinged; one that does not answer within the next interval is dropped")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "MESHBOX_SHUTDOWN_TIMEOUT", 5*time.Second, "longest graceful shutdown")

@@ -283,3 +283,37 @@ func TestClientSharesStayBelowTheirCaps(t *testing.T) {
 		t.Fatalf("shares turned off: %+v %v", off, err)
 	}
 }
+
+// TestCheckSmalruby: a --smalruby path that is missing, or neither a folder nor a .zip, is told
+// in one line naming the setting; a folder or a .zip passes (what is inside is the editor's
+// business when it opens).
+func TestCheckSmalruby(t *testing.T) {
+	dir := t.TempDir()
+	zip := filepath.Join(dir, "smalruby.zip")
+	other := filepath.Join(dir, "notes.txt")
+	for _, p := range []string{zip, other} {
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for path, want := range map[string]string{
+		dir: "", zip: "",
+		filepath.Join(dir, "missing.zip"): "--smalruby=" + filepath.Join(dir, "missing.zip") + " does not exist",
+		other:                             "--smalruby=" + other + " is neither a folder nor a .zip file",
+	} {
+		c, err := Parse([]string{"--smalruby", path}, func(string) string { return "" }, io.Discard, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.CheckSmalruby()
+		if want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", path, err)
+			}
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %v, want %q…", path, err, want)
+		}
+	}
+}

@@ -71,3 +71,26 @@ func whoAmI() string {
 	}
 	return "this user (uid " + uid + ")"
 }
+
+// CheckSmalruby tells, before the editor is opened, what is wrong with the --smalruby path
+// in words a teacher can act on.
+func (c Config) CheckSmalruby() error {
+	if c.Smalruby == "" {
+		return nil
+	}
+	fail := func(problem, accepted string) error {
+		return &Error{Setting: c.Source("smalruby"), Value: c.Smalruby, Problem: problem, Accepted: accepted}
+	}
+	fi, err := os.Stat(c.Smalruby)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fail("does not exist", "give the editor's ZIP (GitHub's \"Download ZIP\" of smalruby/smalruby.app) or its unpacked folder")
+	case errors.Is(err, fs.ErrPermission):
+		return fail("cannot be read by "+whoAmI(), "give this user read permission on it")
+	case err != nil:
+		return fail("cannot be read ("+err.Error()+")", "choose another file")
+	case !fi.IsDir() && !strings.EqualFold(filepath.Ext(c.Smalruby), ".zip"):
+		return fail("is neither a folder nor a .zip file", "give the editor's ZIP or its unpacked folder")
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,9 +129,14 @@ func TestMeshboxIsFoundByName(t *testing.T) {
 	if !netns.Run(t, testLink...) {
 		return
 	}
+	editorDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(editorDir, "index.html"), []byte("<title>Smalruby</title>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	a := app.StartTest(t, func(c *config.Config) {
 		c.Addr = ":0"
 		c.MDNS = true
+		c.Smalruby = editorDir
 	})
 	_, p, _ := net.SplitHostPort(strings.TrimPrefix(a.URL(), "http://"))
 	port, _ := strconv.Atoi(p)
@@ -144,6 +150,14 @@ func TestMeshboxIsFoundByName(t *testing.T) {
 	_, addr, err := c.QueryAddr(ctx, "meshbox.local")
 	if err != nil || addr.String() != "192.0.2.1" {
 		t.Fatalf("meshbox.local resolved to %v, %v", addr, err)
+	}
+	if text(e)["smalruby"] != "/smalruby/" {
+		t.Errorf("TXT smalruby=%q, want /smalruby/", text(e)["smalruby"])
+	}
+	if resp, err := http.Get(fmt.Sprintf("http://%s:%d%s", addr, port, text(e)["smalruby"])); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET the editor's path: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	for _, path := range []string{text(e)["path"], text(e)["meshv2"]} {
 		resp, err := http.Post(fmt.Sprintf("http://%s:%d%s", addr, port, path), "application/json", strings.NewReader(`{"query":"{__typename}"}`))

@@ -52,6 +52,13 @@ type JoinInfo struct {
 	// listens on this computer only), "container" (only a container's internal addresses are
 	// known) or "no-network" (no network address was found).
 	Warning string `json:"warning,omitempty"`
+	// Smalruby, when this box serves the Smalruby editor, is its path ("/smalruby/"); the join
+	// box offers ADDRESS/smalruby/?mesh=DOMAIN.
+	Smalruby string `json:"smalruby,omitempty"`
+	// Domain, with Smalruby, is the Mesh domain this caller lands in (the shared one, or with
+	// --domain-mode ip its address's): the editor link names it, so every computer of the
+	// class meets there, whatever domain a browser remembers from before.
+	Domain string `json:"domain,omitempty"`
 }
 
 // Warnings and sources of JoinInfo.
@@ -71,6 +78,16 @@ const (
 // offered only when meshbox listens on nothing else, and container-internal or virtual-bridge
 // addresses only when nothing better is known, each time with a warning the page explains.
 func (h *Handler) join(r *http.Request) JoinInfo {
+	info := h.joinAddrs(r)
+	if h.cfg.Smalruby != "" {
+		info.Smalruby = h.cfg.Smalruby
+		info.Domain = h.cfg.Clients.Domain(r)
+	}
+	return info
+}
+
+// joinAddrs is join's addresses, with where they came from.
+func (h *Handler) joinAddrs(r *http.Request) JoinInfo {
 	if h.cfg.PublicURL != "" {
 		return JoinInfo{URLs: []string{withSlash(h.cfg.PublicURL)}, Source: joinPublic}
 	}
@@ -86,7 +103,17 @@ func (h *Handler) join(r *http.Request) JoinInfo {
 			}
 		}
 	}
-	own := withSlash(scheme + "://" + r.Host)
+	// The address this page was opened with, as the browser used it (through a trusted proxy:
+	// its forwarded scheme and host); a Host header that names no plausible host is not
+	// offered to anyone.
+	origin, ownOK := h.cfg.Clients.Origin(r)
+	own := withSlash(origin)
+	if !ownOK {
+		own = withSlash(scheme + "://localhost")
+		if port != "" {
+			own = withSlash(scheme + "://" + net.JoinHostPort("localhost", port))
+		}
+	}
 	if isLoopbackHost(listenHost) {
 		return JoinInfo{URLs: []string{own}, Source: joinThisComputer, Warning: warnLoopback}
 	}
@@ -99,7 +126,7 @@ func (h *Handler) join(r *http.Request) JoinInfo {
 			info.URLs = append(info.URLs, u)
 		}
 	}
-	if !isLoopbackHost(r.Host) {
+	if ownOK && !isLoopbackHost(strings.TrimPrefix(strings.TrimPrefix(origin, "https://"), "http://")) {
 		add(own)
 		info.Source = joinRequest
 	}

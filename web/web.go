@@ -83,6 +83,9 @@ type Config struct {
 	AdminStreams int
 	// Clients identifies callers (their address, for the per-address connection cap).
 	Clients auth.Clients
+	// Smalruby, when set, is the path of the Smalruby editor this box serves (/smalruby/):
+	// the join box offers it per domain.
+	Smalruby string
 	// Conns manages the dashboard streams with every other long-lived connection; nil gives
 	// the handler its own, without a cap.
 	Conns *live.Manager

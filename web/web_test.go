@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"meshbox/auth"
 	"meshbox/hub"
 	"meshbox/live"
 	"meshbox/metrics"
@@ -539,5 +540,59 @@ func TestTeacherAlwaysGetsAStream(t *testing.T) {
 	aresp := b.openDashboard(t, "?token=tok")
 	if aresp.StatusCode != http.StatusOK {
 		t.Fatalf("teacher's dashboard with every public slot taken: %d", aresp.StatusCode)
+	}
+}
+
+// TestJoinOffersSmalruby: with the editor served, the join information names its path and the
+// domain this caller lands in (the dashboard builds ADDRESS/smalruby/?mesh=DOMAIN from them);
+// without it, neither.
+func TestJoinOffersSmalruby(t *testing.T) {
+	t.Parallel()
+	lan := fixedMachine(false, "eth0=192.168.1.20")
+	clients := auth.Clients{SharedDomain: "room-4b"}
+	got := joinWith(t, Config{ListenAddr: ":8080", Machine: lan, Smalruby: "/smalruby/", Clients: clients}, "localhost:8080")
+	if got.Smalruby != "/smalruby/" || got.Domain != "room-4b" || got.URLs[0] != "http://192.168.1.20:8080/" {
+		t.Errorf("got %+v", got)
+	}
+	ipMode := auth.Clients{DomainMode: "ip", DomainSecret: "s"}
+	if got := joinWith(t, Config{ListenAddr: ":8080", Machine: lan, Smalruby: "/smalruby/", Clients: ipMode}, "localhost:8080"); got.Domain != ipMode.Domain(httptest.NewRequest(http.MethodGet, "/", nil)) {
+		t.Errorf("ip mode: domain %q", got.Domain)
+	}
+	if got := joinWith(t, Config{ListenAddr: ":8080", Machine: lan, Clients: clients}, "localhost:8080"); got.Smalruby != "" || got.Domain != "" {
+		t.Errorf("without the editor: %+v", got)
+	}
+}
+
+// TestJoinBehindAProxy: behind a trusted reverse proxy the join box offers the address the
+// browser used (forwarded scheme and host); without --trust-proxy those headers change
+// nothing, and a Host header that is no host is never offered.
+func TestJoinBehindAProxy(t *testing.T) {
+	t.Parallel()
+	lan := fixedMachine(false, "eth0=192.168.1.20")
+	ask := func(cfg Config, host string, headers ...string) JoinInfo {
+		h, err := New(cfg, nil, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Host = host
+		for i := 0; i+1 < len(headers); i += 2 {
+			r.Header.Set(headers[i], headers[i+1])
+		}
+		local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+		return h.join(r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(local))))
+	}
+	fwd := []string{"X-Forwarded-Proto", "https", "X-Forwarded-Host", "mesh.school.example"}
+	got := ask(Config{ListenAddr: ":8080", Machine: lan, Clients: auth.Clients{TrustProxy: true}}, "10.0.0.5:8080", fwd...)
+	if got.URLs[0] != "https://mesh.school.example/" || got.Source != "request" {
+		t.Errorf("behind a trusted proxy: %+v", got)
+	}
+	got = ask(Config{ListenAddr: ":8080", Machine: lan}, "10.0.0.5:8080", fwd...)
+	if got.URLs[0] != "http://10.0.0.5:8080/" || strings.Contains(strings.Join(got.URLs, " "), "school") {
+		t.Errorf("without --trust-proxy: %+v", got)
+	}
+	got = ask(Config{ListenAddr: ":8080", Machine: lan}, "a..b:8080")
+	if strings.Contains(strings.Join(got.URLs, " "), "a..b") {
+		t.Errorf("an implausible Host was offered: %+v", got)
 	}
 }

@@ -35,6 +35,11 @@ const Q = {
     eventsSince: gql`query GetEventsSince($groupId: ID!, $domain: String!, $since: String!) {
         getEventsSince(groupId: $groupId, domain: $domain, since: $since) { name firedByNodeId payload timestamp cursor orderKey } }`,
     nodes: gql`query ListNodesInGroup($groupId: ID!, $domain: String!) { listNodesInGroup(groupId: $groupId, domain: $domain) { id name groupId domain expiresAt } }`,
+    report: gql`mutation ReportDataByNode($groupId: ID!, $domain: String!, $nodeId: ID!, $data: [SensorDataInput!]!) {
+        reportDataByNode(groupId: $groupId, domain: $domain, nodeId: $nodeId, data: $data) {
+            groupId domain nodeStatus { nodeId groupId domain data { key value } timestamp } } }`,
+    listGroups: gql`query ListGroupsByDomain($domain: String!) {
+        listGroupsByDomain(domain: $domain) { id domain fullId name hostId expiresAt useWebSocket } }`,
     leave: gql`mutation LeaveGroup($groupId: ID!, $nodeId: ID!, $domain: String!) {
         leaveGroup(groupId: $groupId, nodeId: $nodeId, domain: $domain) { peerId groupId domain message } }`,
     onMessage: gql`subscription OnMessageInGroup($groupId: ID!, $domain: String!) {
@@ -96,6 +101,8 @@ class Node {
         this.eventSequence = 0;
         this.eventBatchInterval = 1000;
         this.received = []; // other nodes' events, in the order they were handed to playback
+        this.data = {}; // this node's variables, as reportDataByNode sends them (all at once)
+        this.peerData = {}; // other nodes' variables: node id -> {key: value}
         this.polls = 0;
         this.heartbeats = 0;
         this.disconnected = null; // why the node left on its own
@@ -153,9 +160,37 @@ class Node {
     }
 
     onMessage (m) {
+        if (m && m.nodeStatus) this.takeStatuses([m.nodeStatus]);
         if (!m || !m.batchEvent) return;
         const others = m.batchEvent.events.filter(e => e.firedByNodeId !== this.meshId);
         this.deliver(others);
+    }
+
+    // takeStatuses records other nodes' variables from a nodeStatus message or a poll.
+    takeStatuses (statuses) {
+        for (const st of statuses || []) {
+            if (st.nodeId === this.meshId) continue;
+            this.peerData[st.nodeId] = Object.fromEntries(st.data.map(d => [d.key, d.value]));
+        }
+        this.notify();
+    }
+
+    // sendData is the extension's data sender: a variable change sends the node's whole list
+    // (reportDataByNode replaces it), at most one mutation per batch interval.
+    sendData (key, value) {
+        this.data[key] = String(value);
+        if (this.dataTimer) return;
+        this.dataTimer = setTimeout(async () => {
+            this.dataTimer = null;
+            const data = Object.entries(this.data).map(([k, v]) => ({key: k, value: v}));
+            try {
+                await this.client.mutate({mutation: Q.report, variables: {groupId: this.groupId, domain: this.domain, nodeId: this.meshId, data}});
+                this.dataSent = (this.dataSent || 0) + 1;
+            } catch (error) {
+                this.sendError = error;
+            }
+            this.notify();
+        }, this.eventBatchInterval);
     }
 
     deliver (events) {
@@ -176,7 +211,8 @@ class Node {
             const result = await this.client.query({query: Q.poll, variables: {
                 groupId: this.groupId, domain: this.domain, since: this.lastFetchTime
             }, fetchPolicy: 'network-only'});
-            const {events} = result.data.pollGroupData;
+            const {events, nodeStatuses} = result.data.pollGroupData;
+            this.takeStatuses(nodeStatuses);
             if (events && events.length > 0) {
                 this.deliver(events.filter(e => e.firedByNodeId !== this.meshId));
                 const lastEvent = events[events.length - 1];
@@ -257,6 +293,7 @@ class Node {
         for (const t of this.timers) clearInterval(t);
         this.timers = [];
         if (this.connectionTimer) clearTimeout(this.connectionTimer);
+        if (this.dataTimer) clearTimeout(this.dataTimer);
         if (this.subscription) this.subscription.unsubscribe();
         this.subscription = null;
     }

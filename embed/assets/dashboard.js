@@ -281,6 +281,7 @@ const t = (key, params) => i18n.t(key, params);
 
     if (o.join) renderJoin(o.join);
     renderGroups(o.domains || []);
+    renderKinds();
   }
 
   // recent averages the last three samples so the number does not flicker.
@@ -316,6 +317,7 @@ const t = (key, params) => i18n.t(key, params);
 
   function renderJoin(join) {
     state.join = join;
+    renderKinds();
     const note = $("join-note");
     const key = JOIN_NOTES[join.warning || join.source];
     note.hidden = !key;
@@ -331,6 +333,28 @@ const t = (key, params) => i18n.t(key, params);
     updateQR();
   }
 
+  // The Smalruby editor's link per domain (web.JoinInfo.smalruby): this page's domain first,
+  // then, for the teacher, every domain that has groups. The editor is what a Smalruby lesson
+  // opens, so it is the page offered until the teacher picks another.
+  function renderKinds() {
+    const join = state.join;
+    const sel = $("join-kind");
+    const want = [];
+    if (join && join.smalruby) {
+      const doms = [join.domain, ...state.domains.keys()].filter((d, i, a) => d && a.indexOf(d) === i);
+      for (const d of doms) want.push([join.smalruby + "?mesh=" + encodeURIComponent(d), t("dash.join.kind.smalruby", { domain: d })]);
+    }
+    const key = want.map((w) => w.join("\t")).join("\n");
+    if (key === state.kindsKey) return;
+    state.kindsKey = key;
+    const keep = sel.value;
+    sel.querySelectorAll("option[data-smalruby]").forEach((o) => o.remove());
+    sel.prepend(...want.map(([value, text]) => el("option", { value, text, "data-smalruby": "1" })));
+    if (!state.kindChosen && want.length) sel.value = want[0][0];
+    else if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+    updateQR();
+  }
+
   function updateQR() {
     const base = $("join-url").value || location.origin;
     const text = base.replace(/\/$/, "") + $("join-kind").value;
@@ -339,7 +363,7 @@ const t = (key, params) => i18n.t(key, params);
     $("join-qr").src = "/api/v1/dashboard/qr.svg?text=" + encodeURIComponent(text);
   }
   $("join-url").addEventListener("change", updateQR);
-  $("join-kind").addEventListener("change", updateQR);
+  $("join-kind").addEventListener("change", () => { state.kindChosen = true; updateQR(); });
 
   // ---- groups ---------------------------------------------------------------------------
 
