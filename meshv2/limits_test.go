@@ -262,3 +262,50 @@ func TestRealtimeBounds(t *testing.T) {
 		}
 	})
 }
+
+// TestVariablesBeyondTheSchemaAreRefused is issue 22 row 1 on the Mesh v2 handler: variables
+// longer or deeper than any input of the schema can use are refused as a bound failure, and
+// what the schema can use still works.
+func TestVariablesBeyondTheSchemaAreRefused(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, Config{Limits: rules.Limits{MaxEventsPerPublish: 50, MaxPayloadBytes: 1024, MaxDataKeys: 10, MaxDataKeyBytes: 16, MaxDataValueBytes: 16}}, newFakeBackend())
+	empties := func(n int) []any {
+		l := make([]any, n)
+		for i := range l {
+			l[i] = map[string]any{}
+		}
+		return l
+	}
+	nested := any("x")
+	for range 4 {
+		nested = []any{nested}
+	}
+	wide := map[string]any{}
+	for i := range maxVarKeys + 1 {
+		wide[fmt.Sprint("k", i)] = i
+	}
+	for name, vars := range map[string]map[string]any{
+		"a list longer than a publish": {"x": empties(51)},
+		"nested deeper than an input":  {"x": nested},
+		"an object wider than an input": {"x": []any{wide}},
+		"more variables than arguments": wide,
+	} {
+		res := s.do(t, qCreateDomain, vars)
+		if res.Status != http.StatusBadRequest || len(res.Errors) != 1 || res.Errors[0]["errorType"] != errValidation ||
+			!strings.Contains(res.Errors[0]["message"].(string), "variables") {
+			t.Errorf("%s: status %d, errors %v", name, res.Status, res.Errors)
+		}
+	}
+	s.ok(t, "createDomain", qCreateDomain, map[string]any{"x": empties(50), "n": 1.5, "b": true, "z": nil})
+	// The body bound follows the limits: 50 events of 1 KiB and what surrounds them.
+	if want := bodyBoundFor(s.h.cfg.Limits); s.h.cfg.MaxBodyBytes != want || want > 200<<10 {
+		t.Errorf("body bound %d, want %d", s.h.cfg.MaxBodyBytes, want)
+	}
+	got, err := decodeVariables([]byte(`{"d":"classroom","n":2,"l":[{"k":"v"}],"z":null}`), 10)
+	if err != nil || got["d"] != "classroom" || got["n"] != 2.0 || got["l"].([]any)[0].(map[string]any)["k"] != "v" || got["z"] != nil {
+		t.Errorf("decodeVariables = %#v, %v", got, err)
+	}
+	if _, err := decodeVariables([]byte(`[1]`), 10); err == nil {
+		t.Error("variables that are not an object were accepted")
+	}
+}
