@@ -285,8 +285,8 @@ func TestVariablesBeyondTheSchemaAreRefused(t *testing.T) {
 		wide[fmt.Sprint("k", i)] = i
 	}
 	for name, vars := range map[string]map[string]any{
-		"a list longer than a publish": {"x": empties(51)},
-		"nested deeper than an input":  {"x": nested},
+		"a list longer than a publish":  {"x": empties(51)},
+		"nested deeper than an input":   {"x": nested},
 		"an object wider than an input": {"x": []any{wide}},
 		"more variables than arguments": wide,
 	} {
