@@ -18,7 +18,9 @@ require (
 	github.com/rs/cors v1.11.1
 	github.com/skip2/go-qrcode v0.0.0-20200617195104-da1b6568686e
 	github.com/valyala/fastjson v1.6.10
+	github.com/vektah/gqlparser/v2 v2.5.64
 	golang.org/x/net v0.61.0
+	golang.org/x/sync v0.25.0
 	golang.org/x/time v0.16.0
 	modernc.org/sqlite v1.61.1
 )

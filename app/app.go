@@ -192,6 +192,8 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		MemberHeartbeatInterval: cfg.MemberHeartbeatInterval, PollingInterval: cfg.PollingInterval,
 		MaxConnectionTime: cfg.MaxGroupLifetime, MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyTimeout,
 		DomainFor: clients.Domain, ClientIP: clients.IP, Conns: a.conns, Budgets: budgets,
+		// The rules' limits size the /graphql body bound and the variables' longest list.
+		Limits:      a.Store.Limits(),
 		NoWebSocket: cfg.NoWebSocket, Introspection: cfg.GraphQLIntrospection,
 	}, meshv2.NewStoreBackend(a.Store, a.Hub), log.With("component", "meshv2"))
 	if err != nil {

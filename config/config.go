@@ -66,6 +66,9 @@ type Config struct {
 	MaxNodesPerGroup    int
 	MaxGroupsPerDomain  int
 	MaxBodyBytes        int64
+	// MaxDecoding bounds the bytes of request bodies being read and decoded at once, on every
+	// entrance (0: no bound); past it a body waits briefly, then gets 503 busy.
+	MaxDecoding int64
 	// BodyTimeout is how long a request body may take to arrive, counted from the end of its
 	// headers: a body that stops mid-way is cut when it passes.
 	BodyTimeout time.Duration
@@ -367,6 +370,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	num(&c.MaxGroupsPerDomain, "max-groups-per-domain", "MESHBOX_MAX_GROUPS_PER_DOMAIN", 200, "most live groups in one domain", false)
 	maxBody := int(4 << 20)
 	num(&maxBody, "max-body", "MESHBOX_MAX_BODY", maxBody, "largest request body in bytes", false)
+	// 8 MiB: two bodies of the largest size at once (plus a quarter of it for ordinary small
+	// bodies), so eight hostile 4 MiB bodies at once stay tens of MiB instead of a gigabyte;
+	// with --memory-limit, at most a 32nd of it (see below).
+	size(&c.MaxDecoding, "max-decoding", "MESHBOX_MAX_DECODING", "8MiB", "request body bytes being read and decoded at once, all entrances together (0 = no bound); past it a body waits up to 2s, then gets 503 busy (default 8MiB, smaller with a small --memory-limit)")
 	rate(&c.PublishRate, "publish-rate", "MESHBOX_PUBLISH_RATE", 100, "publish requests per node per second, burst twice that (0 = unlimited)")
 	dur(&c.BodyTimeout, "body-timeout", "MESHBOX_BODY_TIMEOUT", 30*time.Second, "longest time a request body may take to arrive; a body that stops mid-way is cut")
 	rate(&c.NodeRate, "node-rate", "MESHBOX_NODE_RATE", 200, "requests per node (token holder) per second, burst twice that (0 = unlimited)")
@@ -439,13 +446,16 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 			Accepted: "settings are written --name=value; meshbox --help lists them"}
 	}
 	var errs []error
+	given := map[string]bool{} // settings the user gave, by flag or environment
 	for _, b := range binds {
 		text, source := b.def, "--"+b.name
 		if v := strings.TrimSpace(getenv(b.env)); v != "" {
 			text, source = v, b.env
+			given[b.name] = true
 		}
 		if b.flag.set {
 			text, source = b.flag.text, "--"+b.name
+			given[b.name] = true
 		}
 		c.sources[b.name] = source
 		c.given[b.name] = b.flag.set || strings.TrimSpace(getenv(b.env)) != ""
@@ -455,6 +465,12 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	}
 	c.Synchronous = strings.ToUpper(c.Synchronous) // SQLite's spelling
 	c.MaxBodyBytes = int64(maxBody)
+	// A box told to live in little memory decodes less at once: a 32nd of the limit (decoded
+	// requests take a few times their body's bytes, and the rest of the box needs the room),
+	// unless the teacher chose the budget.
+	if c.MemoryLimit > 0 && !given["max-decoding"] {
+		c.MaxDecoding = min(c.MaxDecoding, max(c.MemoryLimit/32, 1<<20))
+	}
 	errs = append(errs, c.checkNATS()...)
 	if err := c.checkAdminToken(); err != nil {
 		errs = append(errs, err)

@@ -317,3 +317,30 @@ func TestCheckSmalruby(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxDecoding(t *testing.T) {
+	none := func(string) string { return "" }
+	if c, err := Parse(nil, none, io.Discard, "test"); err != nil || c.MaxDecoding != 8<<20 {
+		t.Fatalf("default decode budget %d, %v; want 8MiB", c.MaxDecoding, err)
+	}
+	// A small memory limit lowers the default to a 32nd of it...
+	if c, _ := Parse([]string{"--memory-limit", "128MiB"}, none, io.Discard, "test"); c.MaxDecoding != 4<<20 {
+		t.Fatalf("with --memory-limit 128MiB: %d, want 4MiB", c.MaxDecoding)
+	}
+	// ...but not one the teacher chose.
+	env := func(k string) string {
+		if k == "MESHBOX_MAX_DECODING" {
+			return "32MiB"
+		}
+		return ""
+	}
+	if c, _ := Parse([]string{"--memory-limit", "128MiB"}, env, io.Discard, "test"); c.MaxDecoding != 32<<20 {
+		t.Fatalf("MESHBOX_MAX_DECODING=32MiB with a memory limit: %d", c.MaxDecoding)
+	}
+	if c, _ := Parse([]string{"--max-decoding", "0"}, none, io.Discard, "test"); c.MaxDecoding != 0 {
+		t.Fatalf("--max-decoding 0: %d, want no budget", c.MaxDecoding)
+	}
+	if _, err := Parse([]string{"--max-decoding", "lots"}, none, io.Discard, "test"); err == nil || !strings.Contains(err.Error(), "--max-decoding=lots") {
+		t.Fatalf("--max-decoding lots: %v", err)
+	}
+}

@@ -4,16 +4,17 @@
 package meshv2
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"log/slog"
 	"meshbox/auth"
 	"meshbox/live"
 	"meshbox/ratelimit"
+	"meshbox/rules"
 	"net"
 	"net/http"
 	"os"
@@ -49,8 +50,12 @@ type Config struct {
 	ConnectionTimeout time.Duration
 	// WriteTimeout bounds every WebSocket write; a client slower than that is dropped.
 	WriteTimeout time.Duration
-	// MaxBodyBytes bounds a GraphQL request body.
+	// MaxBodyBytes bounds a GraphQL request body; with Limits it is lowered to what the
+	// largest legitimate request needs under them (bodyBoundFor).
 	MaxBodyBytes int64
+	// Limits are the rules' limits: they size the body bound and the longest list a
+	// request's variables may hold (maxVarItemsFor). Zero: neither is derived.
+	Limits rules.Limits
 	// DomainFor answers createDomain for a request; it should be the rule the native API
 	// uses, so Mesh v2 and native clients of one classroom share a domain. When nil, a
 	// domain is derived from the connection's remote IP.
@@ -112,6 +117,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 8 << 20
 	}
+	if b := bodyBoundFor(c.Limits); b > 0 {
+		c.MaxBodyBytes = min(c.MaxBodyBytes, b)
+	}
 	defInt := func(n *int, v int) {
 		if *n <= 0 {
 			*n = v
@@ -157,6 +165,8 @@ type Handler struct {
 	root     *root
 	log      *slog.Logger
 	exec     *execSlots
+	// maxVarItems is the longest list a request's variables may hold.
+	maxVarItems int
 
 	// conns manages the real-time connections; ownConns when the handler made it.
 	conns    *live.Manager
@@ -185,7 +195,7 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		graphql.MaxSelections(cfg.MaxSelections),
 		graphql.MaxQueryLength(64 << 10),
 		// checkDocument refuses introspection with a clear error; this keeps the library from
-		// answering it should a document slip past the lexer.
+		// answering it should that check ever miss one.
 		graphql.RestrictIntrospection(func(context.Context) bool { return cfg.Introspection }),
 		// Each subscription message is handed to the writer within this time or dropped by
 		// the library, so it is well above WriteTimeout: a writer that stalls that long
@@ -207,7 +217,8 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		return nil, fmt.Errorf("parse mesh v2 real-time schema: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel, conns: cfg.Conns, apiKey: auth.NewSecret(cfg.APIKey)}
+	h := &Handler{cfg: cfg, schema: schema, rtSchema: rtSchema, root: r, log: logger, ctx: ctx, cancel: cancel, conns: cfg.Conns, apiKey: auth.NewSecret(cfg.APIKey),
+		maxVarItems: maxVarItemsFor(cfg.Limits)}
 	// The editor runs on another origin (often a public one calling a LAN box, hence Private
 	// Network Access); AppSync answers with the caller's origin.
 	h.cors = auth.CORS(auth.CORSOptions{EchoOrigin: true, Methods: []string{http.MethodGet, http.MethodPost}, MaxAgeSeconds: 86400})
@@ -306,10 +317,12 @@ func writeHTTPError(w http.ResponseWriter, status int, kind, msg string) {
 	writeJSON(w, status, gqlResponse{Data: json.RawMessage("null"), Errors: []gqlError{{ErrorType: kind, Message: msg}}})
 }
 
+// gqlRequest is one GraphQL request. Its variables stay raw until decodeVariables, inside an
+// execution slot and after the document passed its bounds.
 type gqlRequest struct {
-	Query         string         `json:"query"`
-	OperationName string         `json:"operationName"`
-	Variables     map[string]any `json:"variables"`
+	Query         string          `json:"query"`
+	OperationName string          `json:"operationName"`
+	Variables     json.RawMessage `json:"variables"`
 }
 
 func (h *Handler) serveGraphQL(w http.ResponseWriter, r *http.Request) {
@@ -326,7 +339,8 @@ func (h *Handler) serveGraphQL(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := h.checkDocument(req.Query); err != nil {
+	query, err := h.checkDocument(req.Query)
+	if err != nil {
 		writeJSON(w, http.StatusBadRequest, gqlResponse{Data: json.RawMessage("null"), Errors: []gqlError{meshErrorOf(err)}})
 		return
 	}
@@ -336,8 +350,14 @@ func (h *Handler) serveGraphQL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.exec.release()
+	vars, err := decodeVariables(req.Variables, h.maxVarItems)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, gqlResponse{Data: json.RawMessage("null"), Errors: []gqlError{meshErrorOf(err)}})
+		return
+	}
+	req.Variables = nil // the raw bytes are no longer needed while the request executes
 	ctx := withCaller(r.Context(), caller{domain: h.cfg.DomainFor(r), ip: h.cfg.ClientIP(r)})
-	resp := h.schema.Exec(ctx, req.Query, req.OperationName, req.Variables)
+	resp := h.schema.Exec(ctx, query, req.OperationName, vars)
 	out := gqlResponse{Data: resp.Data, Errors: convertErrors(resp.Errors)}
 	if len(out.Data) == 0 {
 		out.Data = json.RawMessage("null")
@@ -353,10 +373,15 @@ func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request) (gqlReques
 	// Not every ResponseWriter supports deadlines (some test recorders); the server's own
 	// timeouts still apply then.
 	_ = rc.SetReadDeadline(time.Now().Add(h.cfg.BodyReadTimeout))
-	body := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
-	err := json.NewDecoder(body).Decode(&req)
+	// The body is read into one buffer of its announced size (within the bound), then decoded
+	// once: a decoder would grow its own buffer by doubling on the way.
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= h.cfg.MaxBodyBytes {
+		buf.Grow(int(n) + 1)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	if err == nil {
-		_, err = io.Copy(io.Discard, body)
+		err = json.Unmarshal(buf.Bytes(), &req)
 	}
 	_ = rc.SetReadDeadline(time.Time{})
 	var tooBig *http.MaxBytesError

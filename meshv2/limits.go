@@ -3,7 +3,11 @@ package meshv2
 import (
 	"context"
 	"errors"
-	"fmt"
+	"strings"
+
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/formatter"
+	"github.com/vektah/gqlparser/v2/parser"
 )
 
 // Bounds of one GraphQL request. The Smalruby client sends one root field per request, no
@@ -23,7 +27,12 @@ const (
 // errQueryTooLarge is wrapped by the errors of documents over a bound.
 var errQueryTooLarge = errors.New("query exceeds a limit")
 
-// docCounts is what a GraphQL document asks for, counted from its text before execution.
+// maxDocumentTokens bounds the tokens the bounds' parser reads, so a hostile document is not
+// built whole before it is counted: the parse stops there. The Smalruby client's documents
+// have under a hundred tokens (their inputs travel as variables): this is forty times that.
+const maxDocumentTokens = 1 << 12
+
+// docCounts is what a GraphQL document asks for, counted on its parse before execution.
 // Fragments are counted once where they are defined: their expansion is bounded by the
 // library's MaxSelections, and the same field reached through several spreads is merged.
 type docCounts struct {
@@ -31,213 +40,87 @@ type docCounts struct {
 	fields        int
 	rootFields    int
 	introspection int
+	// depth is the deepest field nesting of one operation or fragment (an inline fragment
+	// adds no level); the library also counts it through spreads.
+	depth int
 }
 
 func (c docCounts) cost() int {
 	return c.fields + costRootField*c.rootFields + costIntrospection*c.introspection
 }
 
-// checkDocument refuses a document over the handler's bounds, or with introspection when it
-// is off. It reads the text once with a lexer and keeps no tokens, only one flag per open
-// brace, so its cost is linear in the document's length.
-func (h *Handler) checkDocument(query string) error {
-	c, err := countDocument(query)
+// checkDocument refuses a document over the handler's bounds, with introspection when it is
+// off, or one the bounds' parser cannot read; otherwise it returns the document to execute.
+//
+// One parse decides both what is counted and what runs: the document is parsed here
+// (github.com/vektah/gqlparser, which follows the specification's grammar) and the text
+// handed to the executor is that parse printed back, not the client's text. graph-gophers'
+// own parser is internal to it, and two parsers that read one text differently (its names
+// take any Unicode letter, the specification's only ASCII ones: one "é:" alias made the
+// old lexer give up and the document run unchecked) would otherwise let a document run
+// that was never counted. What the executor sees is now exactly what was counted.
+func (h *Handler) checkDocument(query string) (string, error) {
+	c, doc, err := countDocument(query)
 	if err != nil {
-		// Leave syntax errors to the library, which reports them with locations.
-		return nil
+		return "", newError(errValidation, "the query is not a GraphQL document this server can read: %v", err)
 	}
 	switch {
 	case c.introspection > 0 && !h.cfg.Introspection:
-		return newError(errValidation, "introspection is disabled on this server")
+		return "", newError(errValidation, "introspection is disabled on this server")
 	case c.aliases > h.cfg.MaxAliases:
-		return newError(errValidation, "%v: %d aliases (at most %d)", errQueryTooLarge, c.aliases, h.cfg.MaxAliases)
+		return "", newError(errValidation, "%v: %d aliases (at most %d)", errQueryTooLarge, c.aliases, h.cfg.MaxAliases)
+	case c.depth > h.cfg.MaxDepth:
+		return "", newError(errValidation, "%v: depth %d (at most %d)", errQueryTooLarge, c.depth, h.cfg.MaxDepth)
 	case c.cost() > h.cfg.MaxCost:
-		return newError(errValidation, "%v: cost %d (at most %d)", errQueryTooLarge, c.cost(), h.cfg.MaxCost)
+		return "", newError(errValidation, "%v: cost %d (at most %d)", errQueryTooLarge, c.cost(), h.cfg.MaxCost)
 	}
-	return nil
+	var b strings.Builder
+	formatter.NewFormatter(&b, formatter.WithCompacted()).FormatQueryDocument(doc)
+	return b.String(), nil
 }
 
-// countDocument walks the tokens of a GraphQL document. A field is a name inside a selection
-// set (braces) outside any parentheses (arguments, variable definitions and their values,
-// where object literals live) that is not a directive, a fragment spread or a type
-// condition; an alias is such a name followed by a colon.
-func countDocument(src string) (docCounts, error) {
-	var c docCounts
-	lx := lexer{src: src}
-	parens := 0
-	// braces holds, for each open brace, whether it is an inline fragment's, which adds no
-	// field level; depth counts the others.
-	var braces []bool
-	depth := 0
-	inline := false   // the next brace opens an inline fragment
-	typeCond := false // the next name is the type of an inline fragment ("... on T")
-	prev := token{}
-	cur, err := lx.next()
+// countDocument parses a GraphQL document and counts its fields, aliases, root fields,
+// introspection fields and depth. A field is an alias when its response key differs from its
+// name (`a: a` asks for nothing more than `a`).
+func countDocument(src string) (docCounts, *ast.QueryDocument, error) {
+	doc, err := parser.ParseQueryWithTokenLimit(&ast.Source{Input: src}, maxDocumentTokens)
 	if err != nil {
-		return c, err
+		return docCounts{}, nil, err
 	}
-	for cur.kind != tokEOF {
-		nxt, err := lx.next()
-		if err != nil {
-			return c, err
-		}
-		switch cur.kind {
-		case tokPunct:
-			switch cur.text {
-			case "{":
-				braces = append(braces, inline)
-				if !inline {
-					depth++
-				}
-				inline = false
-			case "}":
-				if len(braces) == 0 {
-					return c, errors.New("unbalanced '}'")
-				}
-				if !braces[len(braces)-1] {
-					depth--
-				}
-				braces = braces[:len(braces)-1]
-			case "(":
-				parens++
-			case ")":
-				parens--
-			case "...":
-				// A spread names a fragment; anything else ("on", a directive, a brace)
-				// starts an inline fragment.
-				inline = nxt.kind != tokName || nxt.text == "on"
-			}
-			if parens < 0 {
-				return c, errors.New("unbalanced ')'")
-			}
-		case tokName:
-			if len(braces) == 0 || parens > 0 {
-				break
-			}
-			switch {
-			case typeCond:
-				typeCond = false
-			case prev.kind == tokPunct && prev.text == "...":
-				typeCond = cur.text == "on" // else a fragment spread
-			case prev.kind == tokPunct && (prev.text == "@" || prev.text == "$"):
-				// a directive or a variable
-			case nxt.kind == tokPunct && nxt.text == ":":
+	var c docCounts
+	for _, op := range doc.Operations {
+		c.walk(op.SelectionSet, 1)
+	}
+	for _, f := range doc.Fragments {
+		c.walk(f.SelectionSet, 1)
+	}
+	return c, doc, nil
+}
+
+// walk counts one selection set at depth (the parser bounds nesting, so the recursion is
+// bounded too).
+func (c *docCounts) walk(set ast.SelectionSet, depth int) {
+	for _, sel := range set {
+		switch sel := sel.(type) {
+		case *ast.Field:
+			c.fields++
+			c.depth = max(c.depth, depth)
+			if sel.Alias != sel.Name {
 				c.aliases++
-			default:
-				c.fields++
-				if depth == 1 {
-					c.rootFields++
-				}
-				if cur.text == "__schema" || cur.text == "__type" {
-					c.introspection++
-				}
 			}
-		}
-		prev, cur = cur, nxt
-	}
-	return c, nil
-}
-
-type tokKind int
-
-const (
-	tokEOF tokKind = iota
-	tokName
-	tokPunct
-	tokValue // strings and numbers
-)
-
-type token struct {
-	kind tokKind
-	text string // names and punctuators only
-}
-
-// lexer yields GraphQL tokens (spec §2.1): it skips ignored tokens and comments and reads
-// strings, block strings and numbers as values.
-type lexer struct {
-	src string
-	pos int
-}
-
-func (l *lexer) next() (token, error) {
-	s := l.src
-	for l.pos < len(s) {
-		switch ch := s[l.pos]; {
-		case ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == ',':
-			l.pos++
-		case ch == 0xEF && len(s) >= l.pos+3 && s[l.pos:l.pos+3] == "\uFEFF":
-			l.pos += 3
-		case ch == '#':
-			for l.pos < len(s) && s[l.pos] != '\n' && s[l.pos] != '\r' {
-				l.pos++
+			if depth == 1 {
+				c.rootFields++
 			}
-		case ch == '.':
-			if len(s) < l.pos+3 || s[l.pos:l.pos+3] != "..." {
-				return token{}, fmt.Errorf("unexpected '.' at %d", l.pos)
+			if sel.Name == "__schema" || sel.Name == "__type" {
+				c.introspection++
 			}
-			l.pos += 3
-			return token{kind: tokPunct, text: "..."}, nil
-		case ch == '"':
-			return l.str()
-		case ch == '_' || ch >= 'A' && ch <= 'Z' || ch >= 'a' && ch <= 'z':
-			start := l.pos
-			for l.pos < len(s) && isNameChar(s[l.pos]) {
-				l.pos++
-			}
-			return token{kind: tokName, text: s[start:l.pos]}, nil
-		case ch == '-' || ch >= '0' && ch <= '9':
-			l.pos++
-			for l.pos < len(s) && (isNameChar(s[l.pos]) || s[l.pos] == '.' || s[l.pos] == '+' || s[l.pos] == '-') {
-				l.pos++
-			}
-			return token{kind: tokValue}, nil
-		case ch == '!' || ch == '$' || ch == '&' || ch == '(' || ch == ')' || ch == ':' || ch == '=' ||
-			ch == '@' || ch == '[' || ch == ']' || ch == '{' || ch == '|' || ch == '}':
-			l.pos++
-			return token{kind: tokPunct, text: s[l.pos-1 : l.pos]}, nil
-		default:
-			return token{}, fmt.Errorf("unexpected character at %d", l.pos)
+			c.walk(sel.SelectionSet, depth+1)
+		case *ast.InlineFragment:
+			c.walk(sel.SelectionSet, depth)
+		case *ast.FragmentSpread:
+			// counted where the fragment is defined
 		}
 	}
-	return token{kind: tokEOF}, nil
-}
-
-func isNameChar(c byte) bool {
-	return c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-}
-
-func (l *lexer) str() (token, error) {
-	s := l.src
-	if len(s) >= l.pos+3 && s[l.pos:l.pos+3] == `"""` {
-		l.pos += 3
-		for l.pos < len(s) {
-			switch {
-			case len(s) >= l.pos+4 && s[l.pos:l.pos+4] == `\"""`:
-				l.pos += 4
-			case len(s) >= l.pos+3 && s[l.pos:l.pos+3] == `"""`:
-				l.pos += 3
-				return token{kind: tokValue}, nil
-			default:
-				l.pos++
-			}
-		}
-		return token{}, errors.New("unterminated block string")
-	}
-	l.pos++
-	for l.pos < len(s) {
-		switch s[l.pos] {
-		case '\\':
-			l.pos += 2
-		case '"':
-			l.pos++
-			return token{kind: tokValue}, nil
-		case '\n', '\r':
-			return token{}, errors.New("unterminated string")
-		default:
-			l.pos++
-		}
-	}
-	return token{}, errors.New("unterminated string")
 }
 
 // execSlots bounds how many GraphQL requests execute at once; a request waits for a slot up

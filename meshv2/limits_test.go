@@ -22,28 +22,30 @@ func TestCountDocument(t *testing.T) {
 		doc  string
 		want docCounts
 	}{
-		{"client query", qPoll, docCounts{fields: 16, rootFields: 1}},
+		{"client query", qPoll, docCounts{fields: 16, rootFields: 1, depth: 4}},
 		{"aliases", `{ a: listGroupsByDomain(domain: "x") { id } b: listGroupsByDomain(domain: "y") { id } }`,
-			docCounts{aliases: 2, fields: 4, rootFields: 2}},
+			docCounts{aliases: 2, fields: 4, rootFields: 2, depth: 2}},
 		{"object literals and variables are not fields", `mutation M($d: String = "{ a: b }") {
 			reportDataByNode(groupId: "g", domain: $d, nodeId: "n", data: [{key: "k", value: "v"}]) { groupId } }`,
-			docCounts{fields: 2, rootFields: 1}},
+			docCounts{fields: 2, rootFields: 1, depth: 2}},
 		{"strings, block strings and comments", `# { x: y }
 			{ listGroupsByDomain(domain: "} a: b {") { id } # c: d
 			  getEventsSince(groupId: """ { e: f } \""" """, domain: "d", since: "") { name } }`,
-			docCounts{fields: 4, rootFields: 2}},
+			docCounts{fields: 4, rootFields: 2, depth: 2}},
 		{"fragments, inline fragments and directives", `query Q { ...F ... on Query @include(if: true) { x: __typename } }
 			fragment F on Query { __schema { types { name } } }`,
-			docCounts{aliases: 1, fields: 4, rootFields: 2, introspection: 1}},
+			docCounts{aliases: 1, fields: 4, rootFields: 2, introspection: 1, depth: 3}},
 	}
 	for _, c := range cases {
-		got, err := countDocument(c.doc)
+		got, _, err := countDocument(c.doc)
 		if err != nil || got != c.want {
 			t.Errorf("%s: got %+v, %v; want %+v", c.name, got, err, c.want)
 		}
 	}
-	for _, bad := range []string{`{ a(x: "unterminated) }`, `{ } }`, `{ a . b }`, `{ a(b: 1)) }`} {
-		if _, err := countDocument(bad); err == nil {
+	// The specification's names are ASCII: graph-gophers' parser also takes other letters, and
+	// the bounds refuse what their parser cannot read rather than pass it on (issue 22 row 11).
+	for _, bad := range []string{`{ a(x: "unterminated) }`, `{ } }`, `{ a . b }`, `{ a(b: 1)) }`, `query { é: a }`} {
+		if _, _, err := countDocument(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
 	}
@@ -62,6 +64,33 @@ func TestIntrospectionIsOffByDefault(t *testing.T) {
 	got := obj(t, on.ok(t, "__schema", q, nil))
 	if obj(t, got["queryType"])["name"] != "Query" {
 		t.Fatalf("__schema = %v", got)
+	}
+}
+
+// TestNonASCIIAliasCannotSwitchOffTheBounds is issue 22 row 11: one alias spelled with a
+// non-ASCII letter made the bounds' hand-written lexer give up, the document was passed on
+// unchecked, and 61 aliased root fields ran (cap 10). The bounds' parser now refuses what it
+// cannot read, on /graphql and in a real-time start message alike.
+func TestNonASCIIAliasCannotSwitchOffTheBounds(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, Config{}, newFakeBackend())
+	list := `listGroupsByDomain(domain: "classroom") { id }`
+	doc := "query { é: " + list + aliased(60, list)[len("query {"):]
+	res := s.do(t, doc, nil)
+	if res.Status != http.StatusBadRequest || len(res.Errors) != 1 || res.Errors[0]["errorType"] != errValidation {
+		t.Fatalf("61 aliased root fields, one spelled é: status %d, errors %v, data %s", res.Status, res.Errors, res.Data)
+	}
+	// One such alias alone is refused too: the bounds cannot read it, so it does not run.
+	s.fails(t, errValidation, "query { é: "+list+" }", nil)
+	// What runs is what was counted: the executor is given the bounds' parse printed back.
+	s.ok(t, "listGroupsByDomain", "# a comment { a: b }\nquery Q { listGroupsByDomain(domain: \"class\\u0072oom\") { id } }", nil)
+
+	c := s.dialRT(t, `{"host":"x","x-amz-date":"20260101T000000Z","x-api-key":"k"}`)
+	c.handshake()
+	sub := `subscription { é: onMessageInGroup(groupId: \"g\", domain: \"d\") { groupId } }`
+	c.send(map[string]any{"id": "u1", "type": "start", "payload": map[string]any{"data": `{"query":"` + sub + `"}`}})
+	if m := c.expect("error"); errorType(t, m) != errValidation {
+		t.Fatalf("non-ASCII alias in a start message: %s", m.Payload)
 	}
 }
 
@@ -232,4 +261,51 @@ func TestRealtimeBounds(t *testing.T) {
 			t.Fatalf("introspection start: %s", m.Payload)
 		}
 	})
+}
+
+// TestVariablesBeyondTheSchemaAreRefused is issue 22 row 1 on the Mesh v2 handler: variables
+// longer or deeper than any input of the schema can use are refused as a bound failure, and
+// what the schema can use still works.
+func TestVariablesBeyondTheSchemaAreRefused(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, Config{Limits: rules.Limits{MaxEventsPerPublish: 50, MaxPayloadBytes: 1024, MaxDataKeys: 10, MaxDataKeyBytes: 16, MaxDataValueBytes: 16}}, newFakeBackend())
+	empties := func(n int) []any {
+		l := make([]any, n)
+		for i := range l {
+			l[i] = map[string]any{}
+		}
+		return l
+	}
+	nested := any("x")
+	for range 4 {
+		nested = []any{nested}
+	}
+	wide := map[string]any{}
+	for i := range maxVarKeys + 1 {
+		wide[fmt.Sprint("k", i)] = i
+	}
+	for name, vars := range map[string]map[string]any{
+		"a list longer than a publish":  {"x": empties(51)},
+		"nested deeper than an input":   {"x": nested},
+		"an object wider than an input": {"x": []any{wide}},
+		"more variables than arguments": wide,
+	} {
+		res := s.do(t, qCreateDomain, vars)
+		if res.Status != http.StatusBadRequest || len(res.Errors) != 1 || res.Errors[0]["errorType"] != errValidation ||
+			!strings.Contains(res.Errors[0]["message"].(string), "variables") {
+			t.Errorf("%s: status %d, errors %v", name, res.Status, res.Errors)
+		}
+	}
+	s.ok(t, "createDomain", qCreateDomain, map[string]any{"x": empties(50), "n": 1.5, "b": true, "z": nil})
+	// The body bound follows the limits: 50 events of 1 KiB and what surrounds them.
+	if want := bodyBoundFor(s.h.cfg.Limits); s.h.cfg.MaxBodyBytes != want || want > 200<<10 {
+		t.Errorf("body bound %d, want %d", s.h.cfg.MaxBodyBytes, want)
+	}
+	got, err := decodeVariables([]byte(`{"d":"classroom","n":2,"l":[{"k":"v"}],"z":null}`), 10)
+	if err != nil || got["d"] != "classroom" || got["n"] != 2.0 || got["l"].([]any)[0].(map[string]any)["k"] != "v" || got["z"] != nil {
+		t.Errorf("decodeVariables = %#v, %v", got, err)
+	}
+	if _, err := decodeVariables([]byte(`[1]`), 10); err == nil {
+		t.Error("variables that are not an object were accepted")
+	}
 }

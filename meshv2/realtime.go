@@ -451,7 +451,12 @@ func (c *rtConn) start(m rtMessage) {
 		c.sendError(m.ID, errUnauthenticated, "You are not authorized to make this call.")
 		return
 	}
-	if err := c.h.checkDocument(req.Query); err != nil {
+	query, err := c.h.checkDocument(req.Query)
+	var vars map[string]any
+	if err == nil {
+		vars, err = decodeVariables(req.Variables, c.h.maxVarItems)
+	}
+	if err != nil {
 		e := meshErrorOf(err)
 		c.sendError(m.ID, e.ErrorType, e.Message)
 		return
@@ -475,7 +480,7 @@ func (c *rtConn) start(m rtMessage) {
 	c.subs[m.ID] = sub
 	c.mu.Unlock()
 
-	ch, err := c.h.rtSchema.Subscribe(sctx, req.Query, req.OperationName, req.Variables)
+	ch, err := c.h.rtSchema.Subscribe(sctx, query, req.OperationName, vars)
 	if err != nil {
 		c.drop(m.ID)
 		c.sendError(m.ID, errInternal, "subscriptions unavailable")

@@ -105,8 +105,8 @@ func (l Limits) checkEvents(events []EventIn) error {
 	if len(events) == 0 {
 		return invalid("events must hold at least one event")
 	}
-	if len(events) > l.MaxEventsPerPublish {
-		return tooLarge("at most %d events per publish", l.MaxEventsPerPublish)
+	if err := l.CheckEventCount(len(events)); err != nil {
+		return err
 	}
 	for i, e := range events {
 		// Event names are names too: the dashboard's feed, /try and the editors show them.
@@ -129,18 +129,15 @@ func (l Limits) checkData(data map[string]string, replace bool) error {
 	if len(data) == 0 && !replace {
 		return invalid("data must name at least one key")
 	}
-	if len(data) > l.MaxDataKeys {
-		return tooLarge("at most %d data keys per node", l.MaxDataKeys)
+	if err := l.CheckDataEntry(len(data), "", ""); err != nil {
+		return err
 	}
 	for k, v := range data {
 		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return invalid("data keys must be non-empty and keys and values valid UTF-8")
 		}
-		if len(k) > l.MaxDataKeyBytes {
-			return tooLarge("data key %.32q… is longer than %d bytes", k, l.MaxDataKeyBytes)
-		}
-		if len(v) > l.MaxDataValueBytes {
-			return tooLarge("value of data key %.32q is longer than %d bytes", k, l.MaxDataValueBytes)
+		if err := l.CheckDataEntry(1, k, v); err != nil {
+			return err
 		}
 		if err := checkReadable(fmt.Sprintf("data key %.32q", k), k); err != nil {
 			return err

@@ -213,13 +213,13 @@ func (s *Server) setData(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Data map[string]string `json:"data"`
-	}
+	req := struct {
+		Data dataMap `json:"data"`
+	}{Data: dataMap{limits: s.store.Limits()}}
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	cursor, err := s.setNodeData(r.Context(), c.node, req.Data)
+	cursor, err := s.setNodeData(r.Context(), c.node, req.Data.data)
 	if err != nil {
 		return err
 	}
@@ -245,14 +245,14 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Events []eventIn `json:"events"`
-	}
+	req := struct {
+		Events eventList `json:"events"`
+	}{Events: eventList{limits: s.store.Limits()}}
 	if err := s.decode(w, r, &req); err != nil {
 		s.obs.ObservePublish("rejected")
 		return err
 	}
-	cursors, err := s.publishEvents(r.Context(), c.node, req.Events)
+	cursors, err := s.publishEvents(r.Context(), c.node, req.Events.events)
 	if err != nil {
 		return err
 	}

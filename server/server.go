@@ -90,9 +90,10 @@ type Server struct {
 	budgets  *ratelimit.Budgets
 	conns    *connBudget
 	live     *live.Manager
-	frames   sync.Pool // *[]byte frame buffers, shared so idle connections hold none
-	flushers *flushers // the goroutines that deliver to WebSockets and SSE streams
-	bodies   sync.Pool // *bytes.Buffer for request bodies
+	frames   sync.Pool     // *[]byte frame buffers, shared so idle connections hold none
+	flushers *flushers     // the goroutines that deliver to WebSockets and SSE streams
+	bodies   sync.Pool     // *bytes.Buffer for request bodies
+	budget   *decodeBudget // bytes of bodies being decoded at once; nil: no budget
 	handler  http.Handler
 }
 
@@ -119,6 +120,7 @@ func New(ctx context.Context, cfg config.Config, deps Deps) *Server {
 		live:     deps.Conns,
 		clients:  Clients(cfg),
 		flushers: &flushers{},
+		budget:   newDecodeBudget(cfg.MaxDecoding, cfg.MaxBodyBytes),
 	}
 	s.flushers.start(ctx, runtime.GOMAXPROCS(0))
 	if s.live == nil {
@@ -165,7 +167,7 @@ func (s *Server) routes() http.Handler {
 		r.Use(s.deps.Middleware)
 	}
 	// Every route, the Mesh v2 endpoints and the dashboard included.
-	r.Use(s.priority, s.bodyDeadline, s.limit)
+	r.Use(s.priority, s.bodyDeadline, s.limit, s.decoding)
 	r.Get("/healthz", s.adapt(s.healthz))
 	r.Get("/readyz", s.adapt(s.readyz))
 	r.Route("/api/v1", func(r chi.Router) {
@@ -261,6 +263,9 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 			s.bodies.Put(buf)
 		}
 	}()
+	if n := r.ContentLength; n > 0 && n <= s.cfg.MaxBodyBytes {
+		buf.Grow(int(n) + 1) // read in one buffer of its size, not doubled on the way
+	}
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)); err != nil {
 		return decodeError(err)
 	}
@@ -279,6 +284,8 @@ func decodeError(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.Is(err, rules.ErrTooLarge), errors.Is(err, rules.ErrInvalid):
+		return err // a bounded part of the body (bounded.go) refused with the rules' own error
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return errorf(http.StatusRequestTimeout, "body_timeout", "the request body did not arrive in time; send it whole")
 	case errors.As(err, &tooBig):

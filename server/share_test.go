@@ -22,7 +22,7 @@ type laptop struct {
 
 func newLaptop(t testing.TB, base, ip string) *laptop {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-	tr := &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 16}
+	tr := &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 32}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &laptop{t: t, base: base, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 }

@@ -15,10 +15,10 @@ import (
 
 // wsIn is a message from a WebSocket client.
 type wsIn struct {
-	Type   string            `json:"type"`
-	ID     json.RawMessage   `json:"id"`
-	Events []eventIn         `json:"events"`
-	Data   map[string]string `json:"data"`
+	Type   string          `json:"type"`
+	ID     json.RawMessage `json:"id"`
+	Events eventList       `json:"events"`
+	Data   dataMap         `json:"data"`
 }
 
 // websocket serves GET …/ws.
@@ -87,6 +87,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) error {
 // wsHandler answers the client's messages through send, each after its write committed; a
 // message that must end the connection returns the reason to end it with.
 func (s *Server) wsHandler(ctx context.Context, n rules.Node, send func([]byte) error) func(live.MessageType, []byte) (live.Reason, bool) {
+	limits := s.store.Limits()
 	reply := func(v any) {
 		b, err := json.Marshal(v)
 		if err == nil {
@@ -133,22 +134,31 @@ func (s *Server) wsHandler(ctx context.Context, n rules.Node, send func([]byte) 
 			fail(nil, errorf(http.StatusBadRequest, "bad_message", "messages must be JSON text frames"))
 			return live.Reason{}, false
 		}
-		var m wsIn
+		m := wsIn{Events: eventList{limits: limits}, Data: dataMap{limits: limits}}
 		if err := json.Unmarshal(data, &m); err != nil {
-			// A field of the wrong type still leaves the id decoded: answer with it.
+			// Answer with the id even when decoding stopped before it: a bounded part
+			// (bounded.go) ends the decode at its first refusal. Decoding only the id skips
+			// the rest without building it.
+			if len(m.ID) == 0 {
+				var only struct {
+					ID json.RawMessage `json:"id"`
+				}
+				_ = json.Unmarshal(data, &only)
+				m.ID = only.ID
+			}
 			fail(m.ID, decodeError(err))
 			return live.Reason{}, false
 		}
 		switch m.Type {
 		case "publish":
-			cursors, err := s.publishEvents(ctx, n, m.Events)
+			cursors, err := s.publishEvents(ctx, n, m.Events.events)
 			if err != nil {
 				fail(m.ID, err)
 				break
 			}
 			reply(map[string]any{"type": "ack", "id": rawID(m.ID), "cursors": cursors})
 		case "data":
-			cursor, err := s.setNodeData(ctx, n, m.Data)
+			cursor, err := s.setNodeData(ctx, n, m.Data.data)
 			if err != nil {
 				fail(m.ID, err)
 				break
