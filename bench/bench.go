@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"meshbox/config"
 	"runtime"
 	"strings"
 	"time"
@@ -123,7 +124,7 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs := flag.NewFlagSet("meshbox bench", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&cfg.url, "url", "http://127.0.0.1:8080", "meshbox server base URL")
-	fs.Func("read-urls", "comma-separated base URLs that readers connect to, spread in turn (several instances sharing groups; default -url); groups are created and events published on -url", func(v string) error {
+	fs.Func("read-urls", "comma-separated base URLs that readers connect to, spread in turn (several instances sharing groups; default --url); groups are created and events published on --url", func(v string) error {
 		for _, u := range strings.Split(v, ",") {
 			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
 				cfg.readURLs = append(cfg.readURLs, u)
@@ -140,7 +141,7 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs.IntVar(&cfg.batch, "batch", 0, "publish, saturate: events per publish request (default publish: 1, saturate: 10)")
 	fs.IntVar(&cfg.perNode, "streams-per-node", 50, "streams opened with one node token (keeps node counts under group limits)")
 	fs.IntVar(&cfg.payload, "payload", 64, "event payload size in bytes")
-	fs.IntVar(&cfg.groups, "groups", 0, "classroom: groups (default 10); fanout: groups sharing the readers, each publishing -rate (default 1)")
+	fs.IntVar(&cfg.groups, "groups", 0, "classroom: groups (default 10); fanout: groups sharing the readers, each publishing --rate (default 1)")
 	fs.IntVar(&cfg.nodes, "nodes", 40, "classroom: nodes per group, each with one stream; idle: max nodes per group")
 	fs.Float64Var(&cfg.dataRate, "data-rate", 15, "classroom: data updates per second per group")
 	fs.Float64Var(&cfg.eventRate, "event-rate", 2, "classroom: event batches per second per group")
@@ -154,43 +155,43 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs.IntVar(&cfg.dial, "dial-concurrency", 64, "connections being opened at once")
 	fs.StringVar(&cfg.domain, "domain", "", "domain for the bench groups (default a fresh bench-RUNID)")
 	fs.BoolVar(&cfg.keep, "keep", false, "leave the bench groups instead of dissolving them")
-	fs.StringVar(&cfg.api, "api", apiMeshbox, "API of -url: meshbox (native; the bench/floor server speaks it too) | ntfy")
-	fs.StringVar(&cfg.compare, "compare", "", "second server URL: run the scenario on -url and on it alternately (A B A B …) and report B/A ratios")
-	fs.IntVar(&cfg.comparePID, "compare-pid", 0, "process id of the -compare server (CPU and RSS, like -pid)")
-	fs.StringVar(&cfg.compareAPI, "compare-api", apiMeshbox, "API of the -compare server: meshbox | ntfy")
-	fs.StringVar(&cfg.compareTr, "compare-transport", "", "reader transport on the -compare side (default -transport); with -compare equal to -url this puts two transports of one server side by side")
-	fs.IntVar(&cfg.rounds, "rounds", 2, "with -compare: runs on each server, alternated")
-	fs.StringVar(&cfg.order, "order", "abab", "with -compare: abab (A first in every round) or abba (the first side alternates, which cancels any advantage of running first)")
+	fs.StringVar(&cfg.api, "api", apiMeshbox, "API of --url: meshbox (native; the bench/floor server speaks it too) | ntfy")
+	fs.StringVar(&cfg.compare, "compare", "", "second server URL: run the scenario on --url and on it alternately (A B A B …) and report B/A ratios")
+	fs.IntVar(&cfg.comparePID, "compare-pid", 0, "process id of the --compare server (CPU and RSS, like --pid)")
+	fs.StringVar(&cfg.compareAPI, "compare-api", apiMeshbox, "API of the --compare server: meshbox | ntfy")
+	fs.StringVar(&cfg.compareTr, "compare-transport", "", "reader transport on the --compare side (default --transport); with --compare equal to --url this puts two transports of one server side by side")
+	fs.IntVar(&cfg.rounds, "rounds", 2, "with --compare: runs on each server, alternated")
+	fs.StringVar(&cfg.order, "order", "abab", "with --compare: abab (A first in every round) or abba (the first side alternates, which cancels any advantage of running first)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: meshbox bench [flags]
 
 Load-test a running meshbox over its native API and report rates,
 publish→receive latency and loss (every reader must get every item once,
 in order). Scenarios:
-  fanout     one group, -readers over -transport, -rate events/s
-  publish    -publishers posting single events as fast as acks come
-  saturate   -readers while -publishers post batches as fast as acks allow
-  classroom  -groups × -nodes, each group -data-rate updates/s and
-             -event-rate batches/s, every node subscribed
-  idle       -readers idle -transport (ws or sse) connections; server
+  fanout     one group, --readers over --transport, --rate events/s
+  publish    --publishers posting single events as fast as acks come
+  saturate   --readers while --publishers post batches as fast as acks allow
+  classroom  --groups × --nodes, each group --data-rate updates/s and
+             --event-rate batches/s, every node subscribed
+  idle       --readers idle --transport (ws or sse) connections; server
              RSS per connection
 
-With -compare URL the scenario runs on -url (A) and on URL (B) in turn,
--rounds times each (A B A B …), and the report gives each side's median
+With --compare URL the scenario runs on --url (A) and on URL (B) in turn,
+--rounds times each (A B A B …), and the report gives each side's median
 and the ratio B/A, so two relays are measured in one sitting on the same
-machine. -api / -compare-api ntfy drive an ntfy server (publish = POST
+machine. --api / --compare-api ntfy drive an ntfy server (publish = POST
 /topic, readers = /topic/ws or /topic/sse); the no-storage floor is
-  go run ./bench/floor -addr 127.0.0.1:8090
+  go run ./bench/floor --addr 127.0.0.1:8090
 
 The server's per-node and per-IP limits protect classrooms and would
 throttle the tool; start the server under test with them lifted, e.g.
-  meshbox -publish-rate 0 -node-rate 0 -group-rate 0 -ip-rate 0 -group-create-rate 0 -max-conns-per-ip 0 \
-    -max-groups-per-client-domain 0 -max-nodes-per-client-group 0 -max-nodes-per-client 0 -pprof
-and give its process id with -pid to see its CPU time and memory.
+  meshbox --publish-rate 0 --node-rate 0 --group-rate 0 --ip-rate 0 --group-create-rate 0 --max-conns-per-ip 0 \
+    --max-groups-per-client-domain 0 --max-nodes-per-client-group 0 --max-nodes-per-client 0 --pprof
+and give its process id with --pid to see its CPU time and memory.
 
 Flags:
 `)
-		fs.PrintDefaults()
+		config.PrintFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

@@ -213,20 +213,13 @@ func writeFile(path string, data []byte) error {
 	return nil
 }
 
-// newFlagSet is a flag set whose help spells settings --name, as the rest of meshbox does (the
-// flag package prints -name).
+// newFlagSet is a flag set whose help spells settings --name, as the rest of meshbox does.
 func newFlagSet(name string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: %s [settings]\n", name)
-		fs.VisitAll(func(f *flag.Flag) {
-			def := ""
-			if f.DefValue != "" {
-				def = " (default " + f.DefValue + ")"
-			}
-			fmt.Fprintf(out, "  --%s\n      %s%s\n", f.Name, f.Usage, def)
-		})
+		config.PrintFlags(fs)
 	}
 	return fs
 }
