@@ -10,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,26 +18,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-// chromiumPath finds the browser. A missing browser skips the test, or fails it under
-// MESHBOX_E2E=1 so that CI cannot pass by silently running nothing.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("MESHBOX_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("MESHBOX_E2E") == "1" {
-		t.Fatal("MESHBOX_E2E=1 but no Chromium found: apt-get install -y chromium, or set MESHBOX_CHROMIUM")
-	}
-	t.Skip("no Chromium found (apt-get install -y chromium); set MESHBOX_E2E=1 to make this a failure")
-	return ""
-}
+	"meshbox/e2e/chrome"
+)
 
 // browser is one headless Chromium with a fresh profile, closed when the test ends.
 type browser struct {
@@ -47,28 +29,7 @@ type browser struct {
 
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
-	path := chromiumPath(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	if err := chromedp.Do(bctx); err != nil {
-		cancelBrowser()
-		cancelAlloc()
-		t.Fatalf("start chromium %s: %v", path, err)
-	}
-	t.Cleanup(func() {
-		cancelBrowser()
-		cancelAlloc()
-	})
-	return &browser{ctx: bctx}
+	return &browser{ctx: chrome.Start(t, chromedp.WindowSize(1280, 900))}
 }
 
 // tab is one browser tab; it records what the page logged as an error.

@@ -16,6 +16,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"meshbox/e2e/chrome"
+
 	"meshbox/app"
 	"meshbox/config"
 )
@@ -107,24 +109,6 @@ func zipAsGitHub(t *testing.T, dir string) string {
 	return p
 }
 
-// chromium finds the browser: skipped when missing, a failure under MESHBOX_E2E=1.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("MESHBOX_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("MESHBOX_E2E") == "1" {
-		t.Fatal("MESHBOX_E2E=1 but no Chromium found: apt-get install -y chromium, or set MESHBOX_CHROMIUM")
-	}
-	t.Skip("no Chromium found (apt-get install -y chromium); set MESHBOX_E2E=1 to make this a failure")
-	return ""
-}
-
 // page is one tab of a headless Chromium, recording what it logs as an error.
 type page struct {
 	t    *testing.T
@@ -138,20 +122,7 @@ type page struct {
 // openPages starts one Chromium with a tab per name.
 func openPages(t *testing.T, names ...string) []*page {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	bctx := chrome.Start(t)
 	var pages []*page
 	for i, name := range names {
 		ctx := bctx
