@@ -51,7 +51,7 @@ release-smoke: release
 
 # deps installs what the end-to-end tests need on a fresh Debian machine: Chromium for the
 # dashboard and client-library tests (with a Japanese font, so the Japanese screenshots show text), zbar (an independent QR decoder), Prometheus (promtool and
-# a real server) for the metrics tests, Node.js and npm for the Mesh v2 client test (Debian's
+# a real server) for the metrics tests, Node.js and npm for the Mesh v2 client test and the tsc check of meshbox.d.ts (Debian's
 # Node 18 will do), qemu-user for the ARM runs, iproute2 and nftables for the tests that run in
 # a network namespace of their own (mDNS, no outbound connection); then the npm packages.
 DEB_TOOLS := chromium:chromium promtool:prometheus zbarimg:zbar-tools node:nodejs npm:npm \

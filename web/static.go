@@ -47,6 +47,12 @@ func loadAssets() (*assets, error) {
 		}
 		sum := sha256.Sum256(body)
 		ct := mime.TypeByExtension(path.Ext(p))
+		if path.Ext(p) == ".ts" {
+			// The system's mime.types says .ts is an MPEG transport stream (video/mp2t).
+			// TypeScript has no registered type; text/typescript is what Deno and editors
+			// map to TypeScript, and a browser shows a text/* file instead of downloading it.
+			ct = "text/typescript; charset=utf-8"
+		}
 		if ct == "" {
 			ct = http.DetectContentType(body)
 		}

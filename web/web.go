@@ -162,6 +162,9 @@ func (h *Handler) Routes(r chi.Router) {
 	static("/", h.serveAsset("index.html", true))
 	static("/try", h.serveAsset("try.html", false))
 	static("/meshbox.js", h.serveAsset("meshbox.js", false))
+	static("/meshbox.d.ts", h.serveAsset("meshbox.d.ts", false))
+	// The native API's own description (embed/assets/openapi.json), beside the API it describes.
+	static("/api/v1/openapi.json", h.serveAsset("openapi.json", false))
 	static("/favicon.svg", h.serveAsset("favicon.svg", false))
 	static("/assets/*", h.serveAssetDir)
 

@@ -110,7 +110,8 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	if sample(after, "meshbox_database_size_bytes") <= 0 {
 		t.Error("database_size_bytes is not positive")
 	}
-	if !strings.Contains(after, `meshbox_build_info{commit="`) || !strings.Contains(after, `,goversion="go`) || !strings.Contains(after, `go_goroutines`) || !strings.Contains(after, `go_sql_open_connections{db_name="writer"}`) {
+	// Labels are exposed in name order: commit, goversion, version.
+	if !strings.Contains(after, `meshbox_build_info{commit="`) || !strings.Contains(after, `goversion="go`) || !strings.Contains(after, `go_goroutines`) || !strings.Contains(after, `go_sql_open_connections{db_name="writer"}`) {
 		t.Error("build info, Go collector or DB stats missing")
 	}
 	if strings.Contains(after, host.Group.ID) {
