@@ -110,7 +110,6 @@ func TestRewriteBehindProxy(t *testing.T) {
 	if v := resp.Header.Get("Vary"); v != "Host, X-Forwarded-Host, X-Forwarded-Proto" {
 		t.Errorf("Vary %q", v)
 	}
-	_, body = get(t, trusted, "/smalruby/lib.min.js", "10.0.0.5:8080", "X-Forwarded-Proto", "gopher", "X-Forwarded-Host", `evil.example"/x`)
 	if resp, _ := get(t, trusted, "/smalruby/lib.min.js", "10.0.0.5:8080", "X-Forwarded-Host", `evil.example"/x`); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("a forwarded host that is no host: status %d, want 400", resp.StatusCode)
 	}
