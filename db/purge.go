@@ -38,6 +38,7 @@ func (l *Log) Purge(ctx context.Context, cutoff time.Time) (stream.Purged, error
 	if err != nil {
 		return res, err
 	}
+	early := 0
 	if target > 0 {
 		aged := res.Items
 		for ctx.Err() == nil {
@@ -50,17 +51,21 @@ func (l *Log) Purge(ctx context.Context, cutoff time.Time) (stream.Purged, error
 				break
 			}
 		}
-		if early := res.Items - aged; early > 0 {
-			l.log.Warn("storage nearly full: purged the oldest items before their TTL", "items", early, "through", res.Through)
+		if early = res.Items - aged; early > 0 {
+			l.log.Debug("storage nearly full: purged items before their TTL", "items", early, "through", res.Through)
 		}
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if l.full.Load() && !l.closed && (res.Items > 0 || l.hasRoom(ctx)) {
+	if l.closed {
+		return res, nil
+	}
+	if l.full.Load() && (res.Items > 0 || l.hasRoom(ctx)) {
 		// Deleted items leave free pages that appends reuse: let writers try again (an append
 		// that still finds no room marks the log full anew, and the next pass deletes more).
 		l.roomAgain()
 	}
+	l.settle(ctx, early > 0)
 	return res, nil
 }
 
@@ -104,22 +109,33 @@ func (l *Log) purgeBatch(ctx context.Context, cutoff int64, limit int, target in
 	if err != nil {
 		return 0, 0, err
 	}
-	if l.budgetPages > 0 {
+	if limit := l.limitPages(); limit > 0 {
 		// Deleting rewrites pages and may split one (a longer mark): only the purge may use
-		// the headroom above the budget, so it can run when appends no longer can.
-		if err := l.setMaxPages(ctx, l.budgetPages+l.headroomPages); err != nil {
+		// the headroom above the budget, so it can run when appends no longer can. A pinned
+		// file gets none: the disk has no room for it to grow.
+		head := l.headroomPages
+		if l.pinnedPages > 0 {
+			head = 0
+		}
+		if err := l.setMaxPages(ctx, limit+head); err != nil {
 			return 0, 0, err
 		}
-		defer l.setMaxPages(context.WithoutCancel(ctx), l.budgetPages)
+		defer func() { l.setMaxPages(context.WithoutCancel(ctx), l.limitPages()) }()
 	}
-	if err := l.deleteThrough(ctx, through, lastAt.Int64, perGroup); err != nil {
-		if !isFull(err) || !l.releaseReserve() {
-			return 0, 0, err
-		}
-		// The disk is full: the reserve's space is free now, try once more.
-		if err := l.deleteThrough(ctx, through, lastAt.Int64, perGroup); err != nil {
-			return 0, 0, err
-		}
+	err = l.deleteThrough(ctx, through, lastAt.Int64, perGroup)
+	if isFull(err) {
+		// The disk is full: copy the WAL back (with the reserve's room, pinning the file) so
+		// it starts over and the delete's few frames reuse its space; then once more.
+		l.diskFull(ctx)
+		err = l.deleteThrough(ctx, through, lastAt.Int64, perGroup)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	// Each delete is copied back at once, so the WAL starts over before the next one and a
+	// purge of many batches never needs more than the WAL's own space.
+	if _, err := l.checkpointLocked(ctx, "PASSIVE"); err != nil {
+		l.log.Debug("checkpoint after a purge batch", "err", err)
 	}
 	l.marks.Purged(perGroup, through)
 	return n, through, nil
