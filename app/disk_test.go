@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -283,6 +284,26 @@ func (b *diskBox) readyz() (int, string) {
 	return resp.StatusCode, j.Storage.State
 }
 
+func (b *diskBox) metrics() string {
+	resp, err := http.Get(b.base + "/metrics")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // fillWithFile writes a file until the filesystem has no room left: another program filling
 // the disk meshbox is on.
 func fillWithFile(t *testing.T, path string) {
@@ -337,6 +358,14 @@ func TestFullDiskFilledByAnotherProgram(t *testing.T) {
 		acked[g] = append(acked[g], c...)
 	}
 	b.heals(groups, acked)
+	// The other file is still there: meshbox says it is recovering (no reserve, its file may
+	// not grow), on /readyz and in its metrics, and since when.
+	if status, state := b.readyz(); status != http.StatusOK || state != "recovering" {
+		t.Errorf("readyz with the other file still there: %d %q, want 200 recovering", status, state)
+	}
+	if m := b.metrics(); !strings.Contains(m, `meshbox_storage_state{state="recovering"} 1`) || !strings.Contains(m, `meshbox_storage_state{state="full"} 0`) || !strings.Contains(m, "meshbox_storage_state_since_seconds ") {
+		t.Errorf("metrics while recovering:\n%s", grepLines(m, "meshbox_storage"))
+	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
