@@ -62,6 +62,8 @@ func (b *diskBox) stop() {
 
 type member struct {
 	group, token string
+	// client, when set, sends the member's requests (from an address of its own).
+	client *http.Client
 }
 
 func (b *diskBox) create(name string) member {
@@ -79,14 +81,18 @@ func (b *diskBox) create(name string) member {
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
 		b.t.Fatalf("create group: %d", resp.StatusCode)
 	}
-	return member{j.Group.ID, j.Token}
+	return member{group: j.Group.ID, token: j.Token}
 }
 
 // publish sends events and returns the status, the error code and the cursors.
 func (b *diskBox) publish(m member, body string) (int, string, []int64) {
 	req, _ := http.NewRequest(http.MethodPost, b.base+"/api/v1/groups/"+m.group+"/events", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+m.token)
-	resp, err := http.DefaultClient.Do(req)
+	c := m.client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		b.t.Errorf("publish: %v", err)
 		return 0, "", nil
@@ -163,6 +169,23 @@ func (b *diskBox) readyWithin(d time.Duration) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
+}
+
+// readFrom reads one page of the group after since and reports the items' count and whether the
+// reader was told items were purged.
+func (b *diskBox) readFrom(m member, since int64) (int, bool) {
+	b.t.Helper()
+	resp, err := http.Get(b.base + fmt.Sprintf("/api/v1/groups/%s/events?since=%d&limit=10&token=%s", m.group, since, m.token))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Items     []json.RawMessage
+		Truncated bool
+	}
+	json.NewDecoder(resp.Body).Decode(&page)
+	return len(page.Items), page.Truncated
 }
 
 // checkKept reads each group from its start and checks that no acknowledged item was lost:

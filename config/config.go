@@ -67,6 +67,7 @@ type Config struct {
 	// headers: a body that stops mid-way is cut when it passes.
 	BodyTimeout   time.Duration
 	PublishRate   float64 // publish requests per node per second; 0 = unlimited
+	NodeByteRate  int64   // bytes of events and data per node per second, burst 16 s of it; 0 = unlimited
 	NodeRate      float64 // authenticated requests per node per second; 0 = unlimited
 	GroupRate     float64 // authenticated requests per group per second; 0 = unlimited
 	IPRate        float64 // unauthenticated requests per client address per second; 0 = unlimited
@@ -344,6 +345,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	maxBody := int(4 << 20)
 	num(&maxBody, "max-body", "MESHBOX_MAX_BODY", maxBody, "largest request body in bytes", false)
 	rate(&c.PublishRate, "publish-rate", "MESHBOX_PUBLISH_RATE", 100, "publish requests per node per second, burst twice that (0 = unlimited)")
+	// 256 KiB/s: a Smalruby sprite sending 100 events a second of 200 B uses a tenth of it,
+	// while a flood of 4 MB publishes gets one in 16 s (the burst) instead of one a second.
+	size(&c.NodeByteRate, "node-byte-rate", "MESHBOX_NODE_BYTE_RATE", "256KiB", "bytes of events and data one node may store per second, burst 16 seconds of it (0 = unlimited); beyond it publishes get 429 with Retry-After")
 	dur(&c.BodyTimeout, "body-timeout", "MESHBOX_BODY_TIMEOUT", 30*time.Second, "longest time a request body may take to arrive; a body that stops mid-way is cut")
 	rate(&c.NodeRate, "node-rate", "MESHBOX_NODE_RATE", 200, "requests per node (token holder) per second, burst twice that (0 = unlimited)")
 	rate(&c.GroupRate, "group-rate", "MESHBOX_GROUP_RATE", 10000, "requests of all nodes of one group per second, burst twice that (0 = unlimited)")

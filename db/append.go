@@ -118,6 +118,11 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	l.lastAt = at
 	l.roomAgain()
 	l.afterCommit(ctx, walBytes(b))
+	if limit := l.limitPages(); limit > 0 && len(b.Items) > 0 {
+		if total, free, err := l.pages(ctx); err == nil && (total-free)*1000 > limit*highWater {
+			l.purgeDue.Store(true)
+		}
+	}
 	l.marks.Apply(b.Changes)
 	if n := len(b.Items); n > 0 {
 		l.watermark.Store(b.Items[n-1].Cursor)

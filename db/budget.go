@@ -371,6 +371,9 @@ func writeReserve(path string, size int64) error {
 	return f.Close()
 }
 
+// PurgeDue reports (once) that an append passed the purge's high-water mark.
+func (l *Log) PurgeDue() bool { return l.purgeDue.Swap(false) }
+
 // Storage states, as the log tracks them (the names are stream's).
 const (
 	StateOK         = stream.StorageOK

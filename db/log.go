@@ -95,6 +95,7 @@ type Log struct {
 	full          atomic.Bool
 	fullReason    string
 	ckptFailing   atomic.Bool
+	purgeDue      atomic.Bool // an append passed the high-water mark (PurgeDue)
 	// smu guards the storage state.
 	smu   sync.Mutex
 	state stream.StorageStatus

@@ -32,6 +32,12 @@ type StorageStatus struct {
 	Budget int64 `json:"budgetBytes,omitempty"`
 }
 
+// PurgeAsker is implemented by a log that can tell, after an append, that a purge should run
+// now rather than at its next interval (it passed its high-water mark).
+type PurgeAsker interface {
+	PurgeDue() bool
+}
+
 // StorageReporter is implemented by a log that tracks its storage state.
 type StorageReporter interface {
 	Storage() StorageStatus
