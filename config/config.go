@@ -325,7 +325,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	// 1 GiB: a classroom's ten minutes of events (100 nodes × 10 events/s × 600 s × ~200 B)
 	// is about 120 MB, so the budget holds the TTL's worth with room to spare, while a Pi's
 	// 16–32 GB SD card, most of it the system, keeps gigabytes free for the OS and its logs.
-	size(&c.MaxDBSize, "max-db-size", "MESHBOX_MAX_DB_SIZE", "1GiB", "database size budget (such as 512MiB or 2GiB; 0 = only the disk limits it): near it the oldest items are purged before their TTL, at it writes get 507 until the purge makes room")
+	size(&c.MaxDBSize, "max-db-size", "MESHBOX_MAX_DB_SIZE", "1GiB", "database size budget (such as 512MiB or 2GiB; 0 = only the disk limits it), at most half the space meshbox can use on its disk: near it items are purged before their TTL, from the groups holding the most first, at it writes get 507 until the purge makes room")
 	dur(&c.MaxGroupLifetime, "max-group-lifetime", "MESHBOX_MAX_GROUP_LIFETIME", 6*time.Hour, "longest lifetime of a group (also the Mesh v2 maxConnectionTimeSeconds cap)")
 	dur(&c.HostHeartbeatInterval, "host-heartbeat-interval", "MESHBOX_HOST_HEARTBEAT_INTERVAL", 60*time.Second, "how often hosts are told to send heartbeats")
 	dur(&c.HostTTL, "host-ttl", "MESHBOX_HOST_TTL", 150*time.Second, "a group ends when its host is silent this long")
