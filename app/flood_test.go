@@ -29,6 +29,7 @@ func TestFloodCostsTheFloodersGroup(t *testing.T) {
 	b := startDiskBox(t, t.TempDir(), func(c *config.Config) {
 		c.MaxDBSize = 4 << 20
 		c.NodeByteRate = 1 << 20 // a burst of 16 MiB: the flood is bounded by the budget, not the rate
+		c.PublishRate = 100      // the default: the flooder publishes at its limits
 	})
 	flooder, classmate := b.create("flood"), b.create("classmate")
 	flooder.client, classmate.client = clientFrom("127.0.0.2"), clientFrom("127.0.0.3")

@@ -63,9 +63,9 @@ func (l *Log) afterReserve() {
 // once per change (ok → failing → ok), not every second.
 func (l *Log) checkpointTiers() {
 	c, err := l.checkpoint(false, "PASSIVE")
-	if isFull(err) && l.releaseReserve() {
-		// Copying the WAL's newest pages may extend the database file.
-		c, err = l.checkpoint(false, "PASSIVE")
+	if isFull(err) {
+		l.checkpointFull(err)
+		return
 	}
 	if err != nil {
 		l.checkpointFailed(err)
@@ -83,13 +83,27 @@ func (l *Log) checkpointTiers() {
 		l.checkpointFailed(nil)
 		return
 	}
-	if isFull(err) && l.releaseReserve() {
-		c, err = l.checkpoint(true, "PASSIVE")
+	if isFull(err) {
+		l.checkpointFull(err)
+		return
 	}
 	l.checkpointFailed(err)
 	if err == nil {
 		l.log.Debug("checkpoint", "wal_frames", c.Frames, "copied", c.Copied, "busy", c.Busy)
 	}
+}
+
+// checkpointFull handles a checkpoint that found the disk full (copying the WAL's newest pages
+// may extend the database file) as a write that did: appends stop at once, the reserve is given
+// up for the copy and the file pinned, all under wmu — released without it, appends would eat
+// the reserve's room before the checkpoint could use it.
+func (l *Log) checkpointFull(err error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.closed {
+		return
+	}
+	l.refuse(context.Background(), err)
 }
 
 // checkpointFailed logs a checkpoint error when checkpoints start failing, and their return.

@@ -194,6 +194,11 @@ func Open(ctx context.Context, path string, opts Options) (*Log, error) {
 	if err := l.setupBudget(ctx); err != nil {
 		return fail(err)
 	}
+	if l.reserveReleased {
+		// The reserve was given up at start for a nearly full disk: its room is for copying
+		// the WAL back, not for appends, so the file keeps its size until the reserve is back.
+		l.pin(ctx)
+	}
 	if l.read, err = sql.Open("sqlite", dsn(path, syncMode, true, 0)); err != nil {
 		return fail(fmt.Errorf("open reader pool: %w", err))
 	}
