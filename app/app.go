@@ -129,7 +129,7 @@ func StartWith(ctx context.Context, cfg config.Config, log *slog.Logger, version
 		Limits: rules.Limits{
 			MaxNodesPerGroup: cfg.MaxNodesPerGroup, MaxGroupsPerDomain: cfg.MaxGroupsPerDomain,
 			MaxDataKeys: cfg.MaxDataKeys, MaxDataKeyBytes: cfg.MaxDataKeyBytes, MaxDataValueBytes: cfg.MaxDataValueBytes,
-			MaxPayloadBytes: cfg.MaxPayloadBytes, MaxEventsPerPublish: cfg.MaxEventsPerPublish, PublishRate: cfg.PublishRate,
+			MaxPayloadBytes: cfg.MaxPayloadBytes, MaxEventsPerPublish: cfg.MaxEventsPerPublish, PublishRate: cfg.PublishRate, NodeByteRate: float64(cfg.NodeByteRate),
 			MaxGroups: cfg.MaxGroups, MaxGroupsPerClient: cfg.MaxGroupsPerClient, GroupCreateRate: cfg.GroupCreateRate,
 			MaxGroupsPerClientDomain: cfg.MaxGroupsPerClientDomain, MaxNodesPerClientGroup: cfg.MaxNodesPerClientGroup,
 			MaxNodesPerClient: cfg.MaxNodesPerClient,

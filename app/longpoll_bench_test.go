@@ -69,7 +69,7 @@ type pollFunc func(*http.Request) (status int, body []byte, err error)
 
 func benchLongPoll(b *testing.B, client func(*app.App) pollFunc) {
 	a := app.StartTest(b, func(c *config.Config) {
-		c.PublishRate, c.NodeRate, c.GroupRate, c.IPRate = 0, 0, 0, 0
+		c.PublishRate, c.NodeRate, c.GroupRate, c.IPRate, c.NodeByteRate = 0, 0, 0, 0, 0
 	})
 	ctx := context.Background()
 	j, err := a.Store.CreateGroup(ctx, rules.NewGroup{Domain: "bench", Name: "bench"})

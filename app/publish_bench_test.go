@@ -17,7 +17,7 @@ import (
 // publish`).
 func BenchmarkPublish(b *testing.B) {
 	a := app.StartTest(b, func(c *config.Config) {
-		c.PublishRate, c.NodeRate, c.GroupRate, c.IPRate = 0, 0, 0, 0
+		c.PublishRate, c.NodeRate, c.GroupRate, c.IPRate, c.NodeByteRate = 0, 0, 0, 0, 0
 		c.MaxNodesPerClientGroup = 0 // 200 publishers from one address
 	})
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}

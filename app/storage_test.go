@@ -40,7 +40,8 @@ func (l *lockedBuffer) count(s string) int {
 func TestDiskPressure(t *testing.T) {
 	cfg := app.TestConfig(t.TempDir())
 	cfg.MaxDBSize = 1 << 20
-	cfg.PurgeInterval = time.Hour // only a refused write wakes the purge
+	cfg.NodeByteRate, cfg.PublishRate = 0, 0 // the test fills the budget from one node
+	cfg.PurgeInterval = time.Hour            // only a refused write wakes the purge
 	logs := &lockedBuffer{}
 	a, err := app.Start(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, nil)), "test")
 	if err != nil {
@@ -66,7 +67,10 @@ func TestDiskPressure(t *testing.T) {
 	group := base + "/api/v1/groups/" + j.Group.ID
 	payload := strings.Repeat("p", 8000)
 	body := fmt.Sprintf(`{"events":[{"name":"e","payload":%q},{"name":"e","payload":%q}]}`, payload, payload)
-	publish := func() (*http.Response, []int64) {
+	// The purge, woken past the high-water mark, usually keeps up with one publisher: a
+	// publish larger than the whole budget is what is sure to be refused.
+	huge := `{"events":[` + strings.Repeat(fmt.Sprintf(`{"name":"e","payload":%q},`, payload), 90) + fmt.Sprintf(`{"name":"e","payload":%q}]}`, payload)
+	publishBody := func(body string) (*http.Response, []int64) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, group+"/events", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+j.Token)
@@ -85,14 +89,19 @@ func TestDiskPressure(t *testing.T) {
 		}
 		return resp, out.Cursors
 	}
+	publish := func() (*http.Response, []int64) { t.Helper(); return publishBody(body) }
 
 	var acked []int64
 	refused := 0
 	for i := 0; refused == 0; i++ {
+		next := body
+		if i >= 100 { // 1.6 MB sent into a 1 MiB budget
+			next = huge
+		}
 		if i > 1000 {
 			t.Fatal("1 MiB budget never filled")
 		}
-		resp, cursors := publish()
+		resp, cursors := publishBody(next)
 		if resp.StatusCode == http.StatusOK {
 			acked = append(acked, cursors...)
 			continue

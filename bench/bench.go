@@ -185,7 +185,7 @@ machine. --api / --compare-api ntfy drive an ntfy server (publish = POST
 
 The server's per-node and per-IP limits protect classrooms and would
 throttle the tool; start the server under test with them lifted, e.g.
-  meshbox --publish-rate 0 --node-rate 0 --group-rate 0 --ip-rate 0 --group-create-rate 0 --max-conns-per-ip 0 \
+  meshbox --publish-rate 0 --node-byte-rate 0 --node-rate 0 --group-rate 0 --ip-rate 0 --group-create-rate 0 --max-conns-per-ip 0 \
     --max-groups-per-client-domain 0 --max-nodes-per-client-group 0 --max-nodes-per-client 0 --pprof
 and give its process id with --pid to see its CPU time and memory.
 

@@ -14,7 +14,7 @@ import (
 func startMeshbox(t *testing.T) string {
 	t.Helper()
 	a := app.StartTest(t, func(c *config.Config) {
-		c.PublishRate = 0
+		c.PublishRate, c.NodeByteRate = 0, 0
 		c.IPRate, c.NodeRate, c.GroupRate, c.GroupCreateRate = 0, 0, 0, 0
 		c.MaxConnsPerIP = 0
 		c.Pprof = true

@@ -73,9 +73,12 @@ type Config struct {
 	// headers: a body that stops mid-way is cut when it passes.
 	BodyTimeout time.Duration
 	PublishRate float64 // publish requests per node per second; 0 = unlimited
-	NodeRate    float64 // authenticated requests per node per second; 0 = unlimited
-	GroupRate   float64 // authenticated requests per group per second; 0 = unlimited
-	IPRate      float64 // unauthenticated requests per client address per second; 0 = unlimited
+	// NodeByteRate is the bytes of events and data per node per second, burst 16 s of it;
+	// 0 = unlimited.
+	NodeByteRate int64
+	NodeRate     float64 // authenticated requests per node per second; 0 = unlimited
+	GroupRate    float64 // authenticated requests per group per second; 0 = unlimited
+	IPRate       float64 // unauthenticated requests per client address per second; 0 = unlimited
 	// MaxConnsPerIP bounds the open connections of one client address (idle keep-alive,
 	// unfinished requests, requests and streams alike; behind --trust-proxy, the streams of
 	// one forwarded address); 0 = unlimited.
@@ -351,7 +354,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	// 1 GiB: a classroom's ten minutes of events (100 nodes × 10 events/s × 600 s × ~200 B)
 	// is about 120 MB, so the budget holds the TTL's worth with room to spare, while a Pi's
 	// 16–32 GB SD card, most of it the system, keeps gigabytes free for the OS and its logs.
-	size(&c.MaxDBSize, "max-db-size", "MESHBOX_MAX_DB_SIZE", "1GiB", "database size budget (such as 512MiB or 2GiB; 0 = only the disk limits it): near it the oldest items are purged before their TTL, at it writes get 507 until the purge makes room")
+	size(&c.MaxDBSize, "max-db-size", "MESHBOX_MAX_DB_SIZE", "1GiB", "database size budget (such as 512MiB or 2GiB; 0 = only the disk limits it), at most half the space meshbox can use on its disk: near it items are purged before their TTL, from the groups holding the most first, at it writes get 507 until the purge makes room")
 	dur(&c.MaxGroupLifetime, "max-group-lifetime", "MESHBOX_MAX_GROUP_LIFETIME", 6*time.Hour, "longest lifetime of a group (also the Mesh v2 maxConnectionTimeSeconds cap)")
 	dur(&c.HostHeartbeatInterval, "host-heartbeat-interval", "MESHBOX_HOST_HEARTBEAT_INTERVAL", 60*time.Second, "how often hosts are told to send heartbeats")
 	dur(&c.HostTTL, "host-ttl", "MESHBOX_HOST_TTL", 150*time.Second, "a group ends when its host is silent this long")
@@ -375,6 +378,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer, version str
 	// with --memory-limit, at most a 32nd of it (see below).
 	size(&c.MaxDecoding, "max-decoding", "MESHBOX_MAX_DECODING", "8MiB", "request body bytes being read and decoded at once, all entrances together (0 = no bound); past it a body waits up to 2s, then gets 503 busy (default 8MiB, smaller with a small --memory-limit)")
 	rate(&c.PublishRate, "publish-rate", "MESHBOX_PUBLISH_RATE", 100, "publish requests per node per second, burst twice that (0 = unlimited)")
+	// 256 KiB/s: a Smalruby sprite sending 100 events a second of 200 B uses a tenth of it,
+	// while a flood of 4 MB publishes gets one in 16 s (the burst) instead of one a second.
+	size(&c.NodeByteRate, "node-byte-rate", "MESHBOX_NODE_BYTE_RATE", "256KiB", "bytes of events and data one node may store per second, burst 16 seconds of it (0 = unlimited); beyond it publishes get 429 with Retry-After")
 	dur(&c.BodyTimeout, "body-timeout", "MESHBOX_BODY_TIMEOUT", 30*time.Second, "longest time a request body may take to arrive; a body that stops mid-way is cut")
 	rate(&c.NodeRate, "node-rate", "MESHBOX_NODE_RATE", 200, "requests per node (token holder) per second, burst twice that (0 = unlimited)")
 	rate(&c.GroupRate, "group-rate", "MESHBOX_GROUP_RATE", 10000, "requests of all nodes of one group per second, burst twice that (0 = unlimited)")

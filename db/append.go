@@ -117,6 +117,12 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	}
 	l.lastAt = at
 	l.roomAgain()
+	l.afterCommit(ctx, walBytes(b))
+	if limit := l.limitPages(); limit > 0 && len(b.Items) > 0 {
+		if total, free, err := l.pages(ctx); err == nil && (total-free)*1000 > limit*highWater {
+			l.purgeDue.Store(true)
+		}
+	}
 	l.marks.Apply(b.Changes)
 	if n := len(b.Items); n > 0 {
 		l.watermark.Store(b.Items[n-1].Cursor)
@@ -169,4 +175,15 @@ func (l *Log) write(ctx context.Context, b *stream.Batch, at int64) error {
 		done += n
 	}
 	return nil
+}
+
+// walBytes estimates what a committed batch wrote to the WAL: its items' encodings with their
+// row and index overhead, and a page for each state change and for the b-tree's bookkeeping.
+// It only decides when the writer checkpoints, so an overestimate costs an early checkpoint.
+func walBytes(b *stream.Batch) int64 {
+	n := int64(2+len(b.Changes)) * 4096
+	for _, it := range b.Items {
+		n += int64(len(it.JSON)) + 64
+	}
+	return n
 }

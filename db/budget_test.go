@@ -5,13 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"meshbox/db"
+	"meshbox/mountns"
 	"meshbox/stream"
 )
 
@@ -243,13 +243,13 @@ func TestStartOverBudget(t *testing.T) {
 
 // TestFullDiskReleasesReserve fills a real (tmpfs) filesystem: the log refuses writes with
 // ErrStorageFull, gives up its reserve file so the purge can run, recovers, and closes without
-// an error. It needs root to mount the filesystem and is skipped otherwise.
+// an error. It needs root to mount the filesystem (in a mount namespace of its own, so the
+// mount never outlives the test) and is skipped otherwise.
 func TestFullDiskReleasesReserve(t *testing.T) {
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a small filesystem here (%v: %s); the size budget tests cover the rest", err, out)
+	dir, ok := mountns.Run(t, 4<<20)
+	if !ok {
+		return
 	}
-	t.Cleanup(func() { exec.Command("umount", dir).Run() })
 	path := filepath.Join(dir, "m.db")
 	l, err := db.Open(context.Background(), path, db.Options{ReserveBytes: 1 << 20, Logger: testLogger(t)})
 	if err != nil {

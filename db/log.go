@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,17 +28,19 @@ import (
 type Options struct {
 	// Synchronous is NORMAL (survives a process crash) or FULL (survives power loss).
 	Synchronous string
-	// WALLimit is the WAL size past which the checkpointer copies it back and starts it over
-	// (TRUNCATE); the file is also cut to this size whenever SQLite restarts it.
+	// WALLimit bounds the WAL: past a cap of at most this size (4 MiB, or a sixteenth of the
+	// space meshbox can use on its disk, if less) the writer checkpoints between two appends,
+	// and whenever SQLite restarts the WAL it cuts the file back to that cap.
 	WALLimit int64
 	// MaxBytes is the database file's size budget (0: only the disk bounds it): appends that
 	// would grow the file past it fail with stream.ErrStorageFull, and past 90 % of it the
-	// purge deletes the oldest items whatever their age. The WAL (up to WALLimit) and the
-	// reserve come on top.
+	// purge deletes items whatever their age. The WAL and the reserve come on top. Open
+	// lowers it to half the space meshbox can use on its disk (see Sizes).
 	MaxBytes int64
 	// ReserveBytes is set aside for the purge and checkpoints: page headroom above the budget
 	// that only the purge may use, and a file beside the database given back when the disk
-	// fills. 0: 8 MiB, at most an eighth of MaxBytes; negative: no reserve file.
+	// fills. 0: twice the WAL's cap (8 MiB on a disk with 64 MiB or more to use); negative: no
+	// reserve file.
 	ReserveBytes int64
 	Logger       *slog.Logger
 	// Now returns the current time; tests may replace it.
@@ -82,12 +85,20 @@ type Log struct {
 
 	watermark atomic.Int64
 
-	// Disk pressure (budget.go). budgetPages and headroomPages are set at Open; fullReason is
-	// guarded by wmu; full is also read without it.
-	budgetPages   int64 // the writer's max_page_count (0: no budget)
+	// Disk pressure (budget.go). sizes, budgetPages and headroomPages are set at Open;
+	// fullReason, pinnedPages and walEst are guarded by wmu; full is also read without it.
+	sizes         Sizes
+	budgetPages   int64 // the size budget in pages (0: no budget)
 	headroomPages int64 // pages above the budget only the purge may use
+	pinnedPages   int64 // while the disk is full: the file's size, which appends may not pass
+	walEst        int64 // an estimate of the bytes written to the WAL since the writer's last checkpoint
 	full          atomic.Bool
 	fullReason    string
+	ckptFailing   atomic.Bool
+	purgeDue      atomic.Bool // an append passed the high-water mark (PurgeDue)
+	// smu guards the storage state.
+	smu   sync.Mutex
+	state stream.StorageStatus
 	// rmu guards the reserve file's state.
 	rmu             sync.Mutex
 	reservePath     string
@@ -123,7 +134,8 @@ func dsn(path, synchronous string, readOnly bool, walLimit int64) string {
 		// Checkpoints (with their fsyncs) run on their own connection, never inside a
 		// commit that writers are waiting for.
 		q.Add("_pragma", "wal_autocheckpoint(0)")
-		// When SQLite starts the WAL over, it cuts the file back to this size.
+		// When SQLite starts the WAL over, it cuts the file back to this size, and no further:
+		// the space the WAL keeps is what a purge's frames reuse on a full disk.
 		q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walLimit))
 	}
 	return "file:" + path + "?" + q.Encode()
@@ -137,8 +149,16 @@ func Open(ctx context.Context, path string, opts Options) (*Log, error) {
 		stop: make(chan struct{}), ckptStopped: make(chan struct{}),
 	}
 	syncMode := strings.ToUpper(opts.Synchronous)
+	// The sizes come from the disk before SQLite touches it: the WAL's cap is a pragma of
+	// every writing connection.
+	l.sizes = sizesFor(path, opts)
+	l.state = stream.StorageStatus{State: stream.StorageOK, Since: opts.Now()}
+	// A disk that filled while meshbox was stopped gets the reserve's room before SQLite
+	// opens: it needs some to recover the WAL and map its index.
+	l.reservePath, l.reserveSize = path+"-reserve", l.sizes.Reserve
+	l.holdReserve(true)
 	var err error
-	if l.writer, err = sql.Open("sqlite", dsn(path, syncMode, false, opts.WALLimit)); err != nil {
+	if l.writer, err = sql.Open("sqlite", dsn(path, syncMode, false, l.sizes.WALCap)); err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	l.writer.SetMaxOpenConns(1)
@@ -174,12 +194,17 @@ func Open(ctx context.Context, path string, opts Options) (*Log, error) {
 	if err := l.setupBudget(ctx); err != nil {
 		return fail(err)
 	}
+	if l.reserveReleased {
+		// The reserve was given up at start for a nearly full disk: its room is for copying
+		// the WAL back, not for appends, so the file keeps its size until the reserve is back.
+		l.pin(ctx)
+	}
 	if l.read, err = sql.Open("sqlite", dsn(path, syncMode, true, 0)); err != nil {
 		return fail(fmt.Errorf("open reader pool: %w", err))
 	}
 	l.read.SetMaxOpenConns(8)
 	l.read.SetMaxIdleConns(8)
-	if l.ckpt, err = sql.Open("sqlite", dsn(path, syncMode, false, opts.WALLimit)); err != nil {
+	if l.ckpt, err = sql.Open("sqlite", dsn(path, syncMode, false, l.sizes.WALCap)); err != nil {
 		return fail(fmt.Errorf("open checkpointer: %w", err))
 	}
 	l.ckpt.SetMaxOpenConns(1)
@@ -225,6 +250,8 @@ func (l *Log) Close() error {
 	}
 	return errors.Join(err, l.wconn.Close(), l.read.Close(), l.ckpt.Close(), l.writer.Close())
 }
+
+func (l *Log) dir() string { return filepath.Dir(l.path) }
 
 // ReaderDB is the read pool, exposed for pool statistics.
 func (l *Log) ReaderDB() *sql.DB { return l.read }

@@ -206,8 +206,8 @@ func TestMigrations(t *testing.T) {
 
 // TestWALStaysBounded ingests ten times the WAL limit and runs the checkpoint tiers after every
 // batch, as the checkpoint loop does between batches: the -wal file never grows past the limit
-// plus one batch. Then a burst past the limit with no checkpoint (a loop held up) is cut back to
-// nothing by one round of the tiers. The loop's own timer is stopped: nothing here depends on time.
+// plus one batch. Then, past the limit, one round of the tiers starts it over, cut back to the
+// limit. The loop's own timer is stopped: nothing here depends on time.
 func TestWALStaysBounded(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -267,9 +267,12 @@ func TestWALStaysBounded(t *testing.T) {
 	for walSize() <= limit {
 		ingest()
 	}
+	// Past the limit the WAL is copied back and started over, and cut back to the limit, never
+	// to nothing: what it keeps is the room a purge reuses on a full disk.
 	l.checkpointTiers()
-	if size := walSize(); size != 0 {
-		t.Fatalf("WAL of %d bytes after a round of the tiers past the limit, want it truncated", size)
+	ingest()
+	if size := walSize(); size > limit+maxGrowth {
+		t.Fatalf("WAL of %d bytes after a round of the tiers past the limit and one more batch, want it started over and cut to %d", size, limit)
 	}
 }
 

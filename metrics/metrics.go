@@ -42,7 +42,15 @@ type Stats struct {
 	DatabaseBytes     int64         // size of the main SQLite file
 	WALBytes          int64         // size of the -wal file
 	WriterQueueDepth  int           // ops waiting for the single writer
+	// StorageState is the log's storage state (ok, pressure, full, recovering; "" when the
+	// log tracks none), StorageSince when it began, StorageBudget the size budget in force.
+	StorageState  string
+	StorageSince  time.Time
+	StorageBudget int64
 }
+
+// StorageStates are the values StorageState takes, each a series of meshbox_storage_state.
+var StorageStates = []string{"ok", "pressure", "full", "recovering"}
 
 // StatsSource supplies Stats at scrape time. It is given a context bounded by the scrape
 // timeout; an error leaves the sampled gauges out of that scrape and is counted.

@@ -16,6 +16,7 @@ type statsCollector struct {
 	errors prometheus.Counter
 
 	groups, nodes, retained, oldest, dbBytes, walBytes, queue *prometheus.Desc
+	storage, storageSince, budget                             *prometheus.Desc
 }
 
 func newStatsCollector(src StatsSource) *statsCollector {
@@ -35,13 +36,18 @@ func newStatsCollector(src StatsSource) *statsCollector {
 		dbBytes:  desc("database_size_bytes", "Size of the SQLite database file."),
 		walBytes: desc("database_wal_size_bytes", "Size of the SQLite write-ahead log file."),
 		queue:    desc("writer_queue_depth", "Write operations waiting for the single writer."),
+		storage: prometheus.NewDesc(prometheus.BuildFQName(namespace, "storage", "state"),
+			"1 for the storage state the box is in (ok: items kept for their TTL; pressure: near the budget, items purged before their TTL; full: writes refused; recovering: writes accepted again, still making room), 0 for the others.",
+			[]string{"state"}, nil),
+		storageSince: desc("storage_state_since_seconds", "When the current storage state began, in seconds since the Unix epoch."),
+		budget:       desc("storage_budget_bytes", "The database size budget in force (--max-db-size, at most half the space meshbox can use on its disk); 0: none."),
 	}
 }
 
 // Describe sends every descriptor this collector can emit.
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.errors.Describe(ch)
-	for _, d := range []*prometheus.Desc{c.groups, c.nodes, c.retained, c.oldest, c.dbBytes, c.walBytes, c.queue} {
+	for _, d := range []*prometheus.Desc{c.groups, c.nodes, c.retained, c.oldest, c.dbBytes, c.walBytes, c.queue, c.storage, c.storageSince, c.budget} {
 		ch <- d
 	}
 }
@@ -67,4 +73,18 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.dbBytes, float64(s.DatabaseBytes))
 	gauge(c.walBytes, float64(s.WALBytes))
 	gauge(c.queue, float64(s.WriterQueueDepth))
+	if s.StorageState == "" {
+		return
+	}
+	for _, st := range StorageStates {
+		v := 0.0
+		if st == s.StorageState {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.storage, prometheus.GaugeValue, v, st)
+	}
+	if !s.StorageSince.IsZero() {
+		gauge(c.storageSince, float64(s.StorageSince.UnixMilli())/1000)
+	}
+	gauge(c.budget, float64(s.StorageBudget))
 }

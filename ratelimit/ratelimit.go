@@ -56,6 +56,33 @@ func (k *Keyed) take(key string, now time.Time) (*rate.Reservation, time.Duratio
 	return r, 0
 }
 
+// AllowN takes n units (bytes, say) from key's bucket at now; a cost above the burst costs the
+// whole burst, so a large request passes once the bucket is full and then waits its share.
+// When the bucket lacks them it reports how long until it has them, and takes nothing.
+func (k *Keyed) AllowN(key string, now time.Time, n int) (ok bool, retryAfter time.Duration) {
+	if !k.Enabled() {
+		return true, 0
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	r := k.bucket(key, now).ReserveN(now, min(max(n, 1), k.burst))
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// ChargeN takes n units from key's bucket even when they are not there (see Charge).
+func (k *Keyed) ChargeN(key string, now time.Time, n int) {
+	if !k.Enabled() {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.bucket(key, now).ReserveN(now, min(max(n, 1), k.burst))
+}
+
 // Charge takes one event from key's bucket at now even when none is left (the bucket goes
 // into debt, so the key's next events wait longer): for events that happened elsewhere and
 // cannot be refused, such as another instance's.

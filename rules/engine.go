@@ -32,6 +32,10 @@ type Limits struct {
 	// PublishRate is publishes and data changes per node per second, burst twice that
 	// (0: unlimited).
 	PublishRate float64
+	// NodeByteRate is the bytes of events and data (payloads, names, keys and values) one
+	// node may store per second, with a burst of NodeByteBurstSeconds of it (0: unlimited):
+	// beside the publish rate, it bounds what one node can make the log hold.
+	NodeByteRate float64
 	// MaxGroups bounds the live groups of the whole server, MaxGroupsPerClient those created
 	// by one client (in every domain together), and GroupCreateRate how many groups one client
 	// may create per second, after a burst of GroupCreateBurst (0: unlimited). The client is
@@ -161,6 +165,8 @@ type Engine struct {
 	now   func() time.Time
 	store stream.Log
 	rate  *ratelimit.Keyed
+	// byteRate is each node's bytes per second (shares.go).
+	byteRate *ratelimit.Keyed
 	// charged is the last item chargeOthers charged a node for (the writer's only), so a
 	// publish whose items the follower delivers in two parts is charged once.
 	charged *stream.Item
@@ -251,6 +257,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now, store: store,
 		rate:       ratelimit.New(opts.Limits.PublishRate, int(2*opts.Limits.PublishRate)),
 		createRate: ratelimit.New(opts.Limits.GroupCreateRate, opts.Limits.GroupCreateBurst),
+		byteRate:   ratelimit.New(opts.Limits.NodeByteRate, int(NodeByteBurstSeconds*opts.Limits.NodeByteRate)),
 		ops:        make(chan *op, 4096), purgeNow: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 		groups:    make(map[string]*groupState, len(st.Groups)),
 		members:   map[string]int{},
@@ -528,6 +535,11 @@ func (e *Engine) commit(t *tx) error {
 	}
 	if err := e.store.Append(context.Background(), &t.batch); err != nil {
 		return err
+	}
+	if p, ok := e.store.(stream.PurgeAsker); ok && p.PurgeDue() {
+		// Past the purge's high-water mark: make room now, from the groups holding the most,
+		// rather than at the next tick, so a flood never takes the box to full.
+		e.wakePurge()
 	}
 	if e.follower != nil {
 		e.catchUp(t.batch.Last, true)

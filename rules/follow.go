@@ -153,7 +153,7 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 // One publish's items are consecutive and share their node, kind and time: they are charged
 // once, as the request was, also when the follower hands them over in two parts.
 func (e *Engine) chargeOthers(ens []stream.Entry) {
-	if !e.rate.Enabled() {
+	if !e.rate.Enabled() && !e.byteRate.Enabled() {
 		return
 	}
 	now := e.now()
@@ -164,6 +164,8 @@ func (e *Engine) chargeOthers(ens []stream.Entry) {
 			last = nil
 			continue
 		}
+		// Bytes are charged item by item: the encoding is close enough to what the node sent.
+		e.byteRate.ChargeN(it.Group+"/"+it.Node, now, len(it.JSON))
 		if last != nil && last.Group == it.Group && last.Node == it.Node && last.Kind == it.Kind && last.At.Equal(it.At) {
 			continue
 		}

@@ -341,6 +341,9 @@ func (e *Engine) SetData(ctx context.Context, gid, nid string, data map[string]s
 	if err := e.allow(gid, nid, "updates"); err != nil {
 		return 0, err
 	}
+	if err := e.allowBytes(gid, nid, dataBytes(data)); err != nil {
+		return 0, err
+	}
 	var cursor int64
 	err := e.do(ctx, func(t *tx) error {
 		g, err := t.liveMember(gid, nid)
@@ -397,6 +400,9 @@ func (e *Engine) Publish(ctx context.Context, gid, nid string, events []EventIn)
 		return nil, err
 	}
 	if err := e.allow(gid, nid, "publishes"); err != nil {
+		return nil, err
+	}
+	if err := e.allowBytes(gid, nid, eventBytes(events)); err != nil {
 		return nil, err
 	}
 	cursors := make([]int64, len(events))

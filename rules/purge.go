@@ -101,6 +101,7 @@ func (e *Engine) wakePurge() {
 func (e *Engine) RunPurge(ctx context.Context, every time.Duration) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	failing := false
 	if err := e.store.Ping(ctx); errors.Is(err, ErrStorageFull) {
 		e.wakePurge()
 	}
@@ -131,10 +132,17 @@ func (e *Engine) RunPurge(ctx context.Context, every time.Duration) {
 		}
 		res, err := e.Purge(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				e.log.Error("purge", "err", err)
+			// Logged when the purge starts failing, not on every pass: a full disk retries
+			// every interval, and its state changes are the log's to report.
+			if ctx.Err() == nil && !failing {
+				e.log.Error("purge fails; retried every interval", "err", err)
 			}
+			failing = ctx.Err() == nil
 			continue
+		}
+		if failing {
+			e.log.Info("purge succeeds again")
+			failing = false
 		}
 		if res.Items+res.Groups+res.Nodes > 0 {
 			e.log.Debug("purged", "items", res.Items, "groups", res.Groups, "nodes", res.Nodes)

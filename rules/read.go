@@ -214,6 +214,15 @@ func (e *Engine) Over(gid string, since int64) bool {
 // Ping checks that the log accepts writes.
 func (e *Engine) Ping(ctx context.Context) error { return e.store.Ping(ctx) }
 
+// Storage is the log's storage state: ok, under pressure, full or recovering, and since when.
+// A log that does not track one is always ok.
+func (e *Engine) Storage() stream.StorageStatus {
+	if r, ok := e.store.(stream.StorageReporter); ok {
+		return r.Storage()
+	}
+	return stream.StorageStatus{State: stream.StorageOK}
+}
+
 // Stats reads the current figures.
 func (e *Engine) Stats(ctx context.Context) Stats {
 	st := Stats{Cursor: e.Watermark(), QueueDepth: len(e.ops)}
@@ -228,6 +237,7 @@ func (e *Engine) Stats(ctx context.Context) Stats {
 	e.mu.RUnlock()
 	ls := e.store.Stats(ctx)
 	st.PurgedThrough, st.RetainedItems, st.DBBytes, st.WALBytes = ls.PurgedThrough, ls.RetainedItems, ls.Bytes, ls.WALBytes
+	st.Storage = e.Storage()
 	if !ls.OldestItemAt.IsZero() {
 		st.OldestItemAge = now.Sub(ls.OldestItemAt)
 	}

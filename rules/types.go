@@ -3,6 +3,8 @@ package rules
 import (
 	"context"
 	"time"
+
+	"meshbox/stream"
 )
 
 // Group is a group as clients see it.
@@ -94,6 +96,8 @@ type Stats struct {
 	DBBytes       int64         `json:"dbBytes"`
 	WALBytes      int64         `json:"walBytes"`
 	QueueDepth    int           `json:"queueDepth"`
+	// Storage is the log's storage state, since when and why.
+	Storage stream.StorageStatus `json:"storage"`
 }
 
 // clientKey is the context key of the client a request comes from.

@@ -174,7 +174,10 @@ func decodeJSON(resp *http.Response, v any) {
 // receive buffer, so a few publishes block the server's write well within half an interval.
 func TestStalledSocketFlaggedBeforeDrop(t *testing.T) {
 	const every = 4 * time.Second
-	a, c := newServer(t, func(cfg *config.Config) { cfg.PingInterval = every })
+	a, c := newServer(t, func(cfg *config.Config) {
+		cfg.PingInterval = every
+		cfg.NodeByteRate = 0 // 16 MB of backlog from one node
+	})
 	host := c.create("stall")
 	reader := c.join(host.Group.ID, "reader")
 	ctx, cancel := context.WithCancel(context.Background())

@@ -247,10 +247,19 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
+	// The body says which storage state the box is in, and since when, either way. A box that
+	// is not ready is not an error to log per poll: the log reports each state change once.
+	storage := s.store.Storage()
 	if err := s.store.Ping(ctx); err != nil {
-		return errorf(http.StatusServiceUnavailable, "not_ready", "database is not writable: "+err.Error())
+		w.Header().Set("Retry-After", "1")
+		apierror.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{
+			"status":  "not_ready",
+			"error":   map[string]string{"code": "not_ready", "message": "database is not writable: " + err.Error()},
+			"storage": storage,
+		})
+		return nil
 	}
-	apierror.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	apierror.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "storage": storage})
 	return nil
 }
 

@@ -37,6 +37,7 @@ import (
 // would otherwise trip.
 func unlimited(c *config.Config) {
 	c.PublishRate = 0
+	c.NodeByteRate = 0
 	c.IPRate = 0
 	c.NodeRate = 0
 	c.GroupRate = 0

@@ -181,6 +181,8 @@ type LogStats struct {
 	OldestItemAt time.Time
 	Bytes        int64
 	WALBytes     int64
+	// Storage is the log's storage state (zero when the log does not track one).
+	Storage StorageStatus
 }
 
 // Leaser is implemented by a shared log that can elect one instance for a job (the purge):

@@ -58,6 +58,11 @@ type StorageView struct {
 	OldestItemAgeSec float64 `json:"oldestItemAgeSeconds"`
 	Cursor           int64   `json:"cursor"`
 	WriterQueue      int     `json:"writerQueue"`
+	// State is ok, pressure, full or recovering; StateSince when it began, BudgetBytes the
+	// size budget in force (0: none).
+	State       string     `json:"state"`
+	StateSince  *time.Time `json:"stateSince"`
+	BudgetBytes int64      `json:"budgetBytes"`
 }
 
 // PurgeView is the retention activity since start.
@@ -168,6 +173,7 @@ func (h *Handler) overview(ctx context.Context) Overview {
 		Storage: StorageView{
 			DatabaseBytes: st.DBBytes, WALBytes: st.WALBytes, RetainedItems: st.RetainedItems,
 			OldestItemAgeSec: st.OldestItemAge.Seconds(), Cursor: st.Cursor, WriterQueue: st.QueueDepth,
+			State: string(st.Storage.State), BudgetBytes: st.Storage.Budget,
 		},
 		Purge: PurgeView{
 			Runs: t.PurgeRuns, Items: t.PurgedItems, Groups: t.PurgedGroups, Nodes: t.PurgedNodes,
@@ -181,6 +187,10 @@ func (h *Handler) overview(ctx context.Context) Overview {
 	if !t.LastPurgeAt.IsZero() {
 		at := t.LastPurgeAt.UTC()
 		o.Purge.LastAt = &at
+	}
+	if since := st.Storage.Since; !since.IsZero() {
+		since = since.UTC()
+		o.Storage.StateSince = &since
 	}
 
 	byDomain := map[string]*DomainView{}

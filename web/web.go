@@ -184,6 +184,7 @@ func StatsSource(store Store) metrics.StatsSource {
 			GroupsLive: st.Groups, NodesLive: st.Nodes, RetainedItems: st.RetainedItems,
 			OldestRetainedAge: st.OldestItemAge, DatabaseBytes: st.DBBytes, WALBytes: st.WALBytes,
 			WriterQueueDepth: st.QueueDepth,
+			StorageState:     string(st.Storage.State), StorageSince: st.Storage.Since, StorageBudget: st.Storage.Budget,
 		}, nil
 	})
 }

@@ -267,7 +267,18 @@ const t = (key, params) => i18n.t(key, params);
     drawChart(ev, dv, o.rates.intervalSeconds, Date.parse(o.now));
 
     const st = o.storage;
-    setText($("db-size"), fmtBytes(st.databaseBytes));
+    // Which storage state the box is in and since when: ok, under pressure (items purged
+    // before their TTL), full (writes refused) or recovering.
+    const state = $("storage-state");
+    if (st.state) {
+      const since = st.stateSince ? fmtDuration(secondsSince(st.stateSince)) : "";
+      const name = STORAGE_STATES[st.state] ? t(STORAGE_STATES[st.state]) : st.state;
+      setText(state, name + (since ? " · " + t("dash.storage.since", { d: since }) : ""));
+      state.dataset.state = st.state;
+    } else {
+      setText(state, "–");
+    }
+    setText($("db-size"), fmtBytes(st.databaseBytes) + (st.budgetBytes ? " / " + fmtBytes(st.budgetBytes) : ""));
     setText($("wal-size"), fmtBytes(st.walBytes));
     setText($("retained"), fmtNum(st.retainedItems));
     setText($("oldest"), st.retainedItems ? fmtDuration(st.oldestItemAgeSeconds) : "–");
@@ -283,6 +294,14 @@ const t = (key, params) => i18n.t(key, params);
     renderGroups(o.domains || []);
     renderKinds();
   }
+
+  // The storage states' names (keys spelled out, so the catalog check finds them).
+  const STORAGE_STATES = {
+    ok: "dash.storage.state.ok",
+    pressure: "dash.storage.state.pressure",
+    full: "dash.storage.state.full",
+    recovering: "dash.storage.state.recovering",
+  };
 
   // recent averages the last three samples so the number does not flicker.
   function recent(series) {
