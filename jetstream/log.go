@@ -14,7 +14,7 @@
 //   - Retries are idempotent: every message carries a Nats-Msg-Id, so a batch whose ack was
 //     lost is not stored twice; its cursors are recovered from the stream.
 //   - Acknowledged means stored by the stream's replicas (a quorum of them for R3); how soon
-//     it is on disk is the server's sync_interval (see the README).
+//     it is on disk is the server's sync_interval (see docs/operations.md, "Running several boxes").
 //   - Reads use direct gets, which any replica may answer; a reply that misses an item this
 //     instance knows to be committed is retried, so a lagging replica never makes a reader
 //     skip an item.

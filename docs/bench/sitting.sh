@@ -17,7 +17,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null # 10,000 idle connections need as many des
 TMP=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
 
-LIFTED="-publish-rate 0 -node-rate 0 -group-rate 0 -ip-rate 0 -group-create-rate 0 -max-conns-per-ip 0 -max-groups-per-client 100000 -max-groups-per-client-domain 0 -max-nodes-per-client-group 0 -max-nodes-per-client 0 -mdns=false"
+LIFTED="-publish-rate 0 -node-byte-rate 0 -node-rate 0 -group-rate 0 -ip-rate 0 -group-create-rate 0 -max-conns-per-ip 0 -max-groups-per-client 100000 -max-groups-per-client-domain 0 -max-nodes-per-client-group 0 -max-nodes-per-client 0 -mdns=false"
 FAN="-scenario fanout -readers 1000 -rate 50 -duration 10s -rounds 4 -order abba -json"
 PIN_SERVER="" PIN_TOOL=""
 

@@ -1,4 +1,4 @@
-// An example that uses the whole browser client API as README.md "### API" documents it,
+// An example that uses the whole browser client API as docs/api.md "### API" documents it,
 // checked with `tsc --noEmit --strict` against the /meshbox.d.ts a real meshbox serves
 // (types_test.go). The @ts-expect-error lines are misuses the declarations must refuse: if one
 // of them compiled, tsc would report the directive as unused and the test would fail.

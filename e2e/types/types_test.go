@@ -62,7 +62,7 @@ func fetch(t *testing.T, base, path, wantType string) []byte {
 }
 
 // TestDeclarationsMatchTheClient fetches /meshbox.js and /meshbox.d.ts from a real meshbox and
-// runs the real tsc --strict over example.ts (the whole API as README.md documents it, with
+// runs the real tsc --strict over example.ts (the whole API as docs/api.md documents it, with
 // misuses that must not compile) and over the list of every public name meshbox.js really has
 // (names.mjs), so a name added to the client without its declaration fails here.
 func TestDeclarationsMatchTheClient(t *testing.T) {

@@ -1,6 +1,6 @@
 // TypeScript declarations for meshbox.js, the browser client of meshbox's native API (/api/v1).
 // Served beside it as /meshbox.d.ts. Save both next to each other (or point a `paths` entry at
-// this file) and `import { MeshClient } from './meshbox.js'` is typed; the README's "API"
+// this file) and `import { MeshClient } from './meshbox.js'` is typed; docs/api.md's "API"
 // section describes every name below.
 
 /** The kinds of stream item. */
