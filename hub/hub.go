@@ -198,6 +198,15 @@ func (t *tail) after(since int64, limit int) (items []stream.Item, inside bool) 
 	return t.items[i:end:end], true
 }
 
+// through returns the last up to limit items with cursor <= through, in cursor order.
+func (t *tail) through(through int64, limit int) []stream.Item {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	j := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > through })
+	i := max(0, j-max(0, limit))
+	return t.items[i:j:j]
+}
+
 // wakeAfter returns nil when there is something to read after since (an item, or since is
 // behind the tail), otherwise the channel the next append closes.
 func (t *tail) wakeAfter(since int64) <-chan struct{} {
@@ -595,6 +604,14 @@ func (h *Hub) ReadAll(since int64, limit int) (items []stream.Item, next int64, 
 		next = items[len(items)-1].Cursor
 	}
 	return items, next, truncated
+}
+
+// ReadAllThrough returns the newest items of every group with cursor <= through still in the
+// bounded global feed, at most limit, in cursor order: what a dashboard opened mid-lesson shows
+// of the activity before it (the live feed after through follows with ReadAll). The slice is
+// shared with the feed and must not be changed.
+func (h *Hub) ReadAllThrough(through int64, limit int) []stream.Item {
+	return h.global.through(through, limit)
 }
 
 // WaitAll blocks until the global feed has an item after since, or ctx ends.

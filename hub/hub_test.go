@@ -406,6 +406,30 @@ func TestReadAll(t *testing.T) {
 	}
 }
 
+// TestReadAllThrough: the newest items of the global feed up to a cursor, in cursor order,
+// bounded by the limit and by what the feed still holds.
+func TestReadAllThrough(t *testing.T) {
+	st, h := newHub(t, Options{GlobalItems: 8}, rules.Options{})
+	a, b := newGroup(t, st, "a"), newGroup(t, st, "b")
+	ca := publish(t, st, a, 2)
+	cb := publish(t, st, b, 2)
+	if got := cursors(h.ReadAllThrough(cb[0], 3)); !slices.Equal(got, []int64{ca[0], ca[1], cb[0]}) {
+		t.Fatalf("through %d, 3 items: %v", cb[0], got)
+	}
+	if got := cursors(h.ReadAllThrough(cb[1], 2)); !slices.Equal(got, []int64{cb[0], cb[1]}) {
+		t.Fatalf("through the last, 2 items: %v", got)
+	}
+	if got := h.ReadAllThrough(0, 10); len(got) != 0 {
+		t.Fatalf("through a cursor before every item: %v", cursors(got))
+	}
+	for range 10 {
+		publish(t, st, a, 1)
+	}
+	if got := h.ReadAllThrough(st.LastCursor(), 100); len(got) == 0 || len(got) > 8 || got[len(got)-1].Cursor != st.LastCursor() {
+		t.Fatalf("after the feed was trimmed: %v", cursors(got))
+	}
+}
+
 // TestTailMemoryIsBoundedInBytes publishes 4,096 events of 16 KiB into one group that has a
 // reader: the tail keeps within its byte budget (each payload held once, in the item's JSON),
 // and the live heap grows by at most the budget plus a stated overhead (the database's page

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"meshbox/apierror"
 	"meshbox/live"
+	"meshbox/stream"
 	"net/http"
 	"strconv"
 	"sync"
@@ -29,7 +30,11 @@ func sseMessage(event string, data []byte) message {
 type subscriber struct {
 	// admin streams get the details (group and node names, data, items); others only the
 	// aggregate overview.
-	admin  bool
+	admin bool
+	// from is the cursor after which the broadcaster's item batches reach this stream: a
+	// teacher's stream opens with the recent items up to it (the backfill), so none is shown
+	// twice and none is missed.
+	from   int64
 	ch     chan message
 	mu     sync.Mutex
 	lagged bool // a message was dropped; a reset is due
@@ -49,6 +54,9 @@ type broadcaster struct {
 	// since is where the item feed starts: taken when the handler is built, so items
 	// committed before Run's goroutine gets to run are not skipped.
 	since int64
+	// sent is the cursor through which item batches were offered to the admin streams; a
+	// stream subscribing now gets every batch after it (under mu, like subs).
+	sent int64
 }
 
 func newBroadcaster(h *Handler) *broadcaster {
@@ -56,6 +64,7 @@ func newBroadcaster(h *Handler) *broadcaster {
 	if h.store != nil {
 		b.since = h.store.LastCursor()
 	}
+	b.sent = b.since
 	return b
 }
 
@@ -65,7 +74,7 @@ func (b *broadcaster) subscribe(admin bool) (*subscriber, bool) {
 	if admin && b.admins >= b.h.cfg.AdminStreams || !admin && len(b.subs)-b.admins >= b.h.cfg.MaxStreams {
 		return nil, false
 	}
-	s := &subscriber{admin: admin, ch: make(chan message, streamQueue)}
+	s := &subscriber{admin: admin, from: b.sent, ch: make(chan message, streamQueue)}
 	b.subs[s] = struct{}{}
 	if admin {
 		b.admins++
@@ -116,6 +125,11 @@ func (b *broadcaster) sendOverview(o Overview) {
 func (b *broadcaster) sendTo(m message, admin bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.offerLocked(m, admin)
+}
+
+// offerLocked is sendTo with b.mu held.
+func (b *broadcaster) offerLocked(m message, admin bool) {
 	for s := range b.subs {
 		if s.admin != admin {
 			continue
@@ -156,6 +170,36 @@ type feedEntry struct {
 	Item  json.RawMessage `json:"item"`
 }
 
+// feedItems is the data of an items event.
+type feedItems struct {
+	Items []feedEntry `json:"items"`
+	Next  int64       `json:"next"`
+	// Backfill marks the event a teacher's stream opens with: activity from before it opened.
+	Backfill bool `json:"backfill,omitempty"`
+}
+
+// sendItems offers a batch of the feed, through next, to the admin streams (payloads: the
+// teacher's only) and moves sent to next in the same critical section, so a stream subscribing
+// at any moment either gets this batch live or has it in its backfill, never both or neither.
+func (b *broadcaster) sendItems(items []stream.Item, next int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sent = next
+	if len(items) == 0 || b.admins == 0 {
+		return
+	}
+	entries := make([]feedEntry, 0, len(items))
+	for _, it := range items {
+		entries = append(entries, feedEntry{Group: it.Group, Item: it.JSON})
+	}
+	data, err := json.Marshal(feedItems{Items: entries, Next: next})
+	if err != nil {
+		b.h.log.Error("encode feed items", "err", err)
+		return
+	}
+	b.offerLocked(sseMessage("items", data), true)
+}
+
 func (b *broadcaster) runItems(ctx context.Context) {
 	since := b.since
 	for {
@@ -164,18 +208,7 @@ func (b *broadcaster) runItems(ctx context.Context) {
 			b.sendTo(sseMessage("reset", []byte("{}")), true)
 		}
 		since = next
-		if len(items) > 0 && b.count() > 0 {
-			entries := make([]feedEntry, 0, len(items))
-			for _, it := range items {
-				entries = append(entries, feedEntry{Group: it.Group, Item: it.JSON})
-			}
-			data, err := json.Marshal(map[string]any{"items": entries, "next": next})
-			if err != nil {
-				b.h.log.Error("encode feed items", "err", err)
-			} else {
-				b.sendTo(sseMessage("items", data), true) // payloads: the teacher's only
-			}
-		}
+		b.sendItems(items, next)
 		if len(items) == itemBatchMax {
 			continue // more are ready; no need to wait
 		}
@@ -231,6 +264,16 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	head := live.AppendRetry(nil, 2*time.Second)
 	head = live.AppendEvent(head, -1, "hello", hello)
 	head = live.AppendEvent(head, -1, "overview", first)
+	if admin {
+		// The groups' recent activity, after the overview that names them; live items (after
+		// sub.from) follow on sub.ch.
+		recent, err := h.backfill(sub.from)
+		if err != nil {
+			h.log.Error("dashboard backfill", "err", err)
+		} else {
+			head = live.AppendEvent(head, -1, "items", recent)
+		}
+	}
 	st, err := h.conns.StartStream(w, r, addr, "dashboard", head, h.log)
 	if err != nil {
 		if !live.Answered(err) {

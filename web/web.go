@@ -43,6 +43,9 @@ type Hub interface {
 	ReadAll(since int64, limit int) (items []stream.Item, next int64, truncated bool)
 	// WaitAll blocks until an item after since is committed, or ctx ends.
 	WaitAll(ctx context.Context, since int64) error
+	// ReadAllThrough returns the newest items (at most limit) of every group with cursor <=
+	// through still in the feed, in cursor order: a teacher's dashboard opens with them.
+	ReadAllThrough(through int64, limit int) []stream.Item
 }
 
 // Meter is the part of *metrics.Metrics the dashboard charts and reports refusals to.
@@ -105,6 +108,8 @@ type Handler struct {
 	adminCheck *auth.Admin
 	conns      *live.Manager
 	errs       apierror.Writer
+	// backfillLim bounds the recent activity a teacher's stream opens with (backfill.go).
+	backfillLim backfillLimits
 }
 
 // New builds the handlers. Run must be running for the dashboard stream and the rate chart.
@@ -133,6 +138,7 @@ func New(cfg Config, store Store, hub Hub, meter Meter, log *slog.Logger) (*Hand
 		cfg: cfg, store: store, feed: hub, meter: meter,
 		log: log.With("component", "web"), assets: a, machine: machine,
 		adminCheck: cfg.Admin, conns: cfg.Conns,
+		backfillLim: backfillLimits{perGroup: backfillPerGroup, items: backfillItems, bytes: backfillBytes},
 	}
 	if h.adminCheck == nil {
 		h.adminCheck = auth.NewAdmin(cfg.AdminToken, nil)

@@ -1,5 +1,6 @@
 // meshbox teacher dashboard. One EventSource (/api/v1/dashboard/stream) feeds everything:
-// an "overview" snapshot about once a second and "items" batches from every group, so the
+// an "overview" snapshot about once a second and "items" batches from every group (for the
+// teacher, the first one is each group's recent activity from before the page opened), so the
 // browser never opens one connection per group. No libraries, no network beyond this box.
 // Every word shown comes from the message catalogs (/assets/i18n/), through i18n.js.
 import { setup } from '/assets/i18n.js';
@@ -259,6 +260,7 @@ const t = (key, params) => i18n.t(key, params);
     setText($("conn-total"), fmtNum(total));
     setText($("groups-live"), fmtNum(o.groupsLive));
     setText($("nodes-live"), fmtNum(o.nodesLive));
+    renderUnits(o.groupsLive, o.nodesLive);
 
     const ev = o.rates.events, dv = o.rates.deliveries;
     setText($("events-rate"), fmtRate(recent(ev)));
@@ -302,6 +304,13 @@ const t = (key, params) => i18n.t(key, params);
     full: "dash.storage.state.full",
     recovering: "dash.storage.state.recovering",
   };
+
+  // renderUnits words the figures' units for their numbers ("1 group", "2 groups"), by the
+  // plural rules of the page's language (Intl.PluralRules, in i18n.tp).
+  function renderUnits(groups, nodes) {
+    setText($("groups-unit"), i18n.tp("dash.groups.unit", groups));
+    setText($("nodes-unit"), i18n.tp("dash.members.unit", nodes));
+  }
 
   // recent averages the last three samples so the number does not flicker.
   function recent(series) {
@@ -460,7 +469,7 @@ const t = (key, params) => i18n.t(key, params);
               el("th", { "data-i18n": "dash.node.data", text: t("dash.node.data") }), el("th", { class: "admin-only" }))),
             tbody)),
         el("div", { class: "feed-wrap" }, el("h5", { "data-i18n": "dash.feed", text: t("dash.feed") }), feed)));
-    return { el: node, parts, tbody, feed, nodes: new Map(), names: new Map(), group: g };
+    return { el: node, parts, tbody, feed, nodes: new Map(), names: new Map(), group: g, last: 0 };
   }
 
   function updateGroupView(v, g) {
@@ -550,6 +559,10 @@ const t = (key, params) => i18n.t(key, params);
         if (p.length > FEED_MAX) p.shift();
         continue;
       }
+      // Cursors only grow: an item at or before the newest one shown is already in the feed
+      // (the backfill a reconnected stream opens with repeats what the page has).
+      if (item.cursor <= v.last) continue;
+      v.last = item.cursor;
       if (item.kind === "join" && item.node) v.names.set(item.node, item.name);
       const [who, what] = describe(v, item);
       const at = new Date(item.at);
@@ -608,9 +621,11 @@ const t = (key, params) => i18n.t(key, params);
     setLive($("live-text").dataset.state);
     if (state.join) renderJoin(state.join);
     if (state.last) renderOverview(state.last);
+    else renderUnits(0, 0);
   });
 
   setLive("connecting");
+  renderUnits(0, 0);
   renderAdmin();
   updateQR();
   document.body.classList.remove("loading");
