@@ -271,14 +271,14 @@ const t = (key, params) => i18n.t(key, params);
     const st = o.storage;
     // Which storage state the box is in and since when: ok, under pressure (items purged
     // before their TTL), full (writes refused) or recovering.
-    const state = $("storage-state");
+    const stateEl = $("storage-state");
     if (st.state) {
       const since = st.stateSince ? fmtDuration(secondsSince(st.stateSince)) : "";
       const name = STORAGE_STATES[st.state] ? t(STORAGE_STATES[st.state]) : st.state;
-      setText(state, name + (since ? " · " + t("dash.storage.since", { d: since }) : ""));
-      state.dataset.state = st.state;
+      setText(stateEl, name + (since ? " · " + t("dash.storage.since", { d: since }) : ""));
+      stateEl.dataset.state = st.state;
     } else {
-      setText(state, "–");
+      setText(stateEl, "–");
     }
     setText($("db-size"), fmtBytes(st.databaseBytes) + (st.budgetBytes ? " / " + fmtBytes(st.budgetBytes) : ""));
     setText($("wal-size"), fmtBytes(st.walBytes));
