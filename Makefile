@@ -79,8 +79,8 @@ check:
 # test-arm runs ARM_PKGS as arm64 and as armv7 binaries under qemu-user. Emulation is slow and
 # says nothing about a Pi's speed: only correctness is checked here (no -race: it needs cgo).
 test-arm:
-	CGO_ENABLED=0 GOARCH=arm64 $(GO) test -count=1 -timeout 20m -exec qemu-aarch64 $(ARM_PKGS)
-	CGO_ENABLED=0 GOARCH=arm GOARM=7 $(GO) test -count=1 -timeout 20m -exec qemu-arm $(ARM_PKGS)
+	MESHBOX_TEST_EXEC=qemu-aarch64 CGO_ENABLED=0 GOARCH=arm64 $(GO) test -count=1 -timeout 20m -exec qemu-aarch64 $(ARM_PKGS)
+	MESHBOX_TEST_EXEC=qemu-arm CGO_ENABLED=0 GOARCH=arm GOARM=7 $(GO) test -count=1 -timeout 20m -exec qemu-arm $(ARM_PKGS)
 
 # test installs what the suite needs, runs the ARM runs (whose build cache the release test in
 # the main package reuses), then all of the suite; MESHBOX_E2E=1 makes

@@ -17,6 +17,9 @@ import (
 const (
 	childEnv = "MESHBOX_MOUNTNS_TEST"
 	dirEnv   = "MESHBOX_MOUNTNS_DIR"
+	// execEnv names the program the test binary runs under (go test -exec), such as
+	// qemu-aarch64: the re-run in the namespace needs it too.
+	execEnv = "MESHBOX_TEST_EXEC"
 )
 
 // Run re-runs the calling test in a fresh mount namespace (unshare --mount, private
@@ -44,8 +47,13 @@ func Run(t *testing.T, size int64) (string, bool) {
 	}
 	dir := t.TempDir()
 	script := fmt.Sprintf("set -e\nmount -t tmpfs -o size=%d tmpfs %q\nexec \"$@\"\n", size, dir)
-	args := []string{"--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-		os.Args[0], "-test.run=^" + regexp.QuoteMeta(t.Name()) + "$", "-test.v", "-test.count=1"}
+	args := []string{"--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"}
+	if emu := os.Getenv(execEnv); emu != "" {
+		// A test binary of another architecture (make test-arm runs them under qemu-user, with
+		// no binfmt handler) runs in the namespace through the same emulator.
+		args = append(args, emu)
+	}
+	args = append(args, os.Args[0], "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.v", "-test.count=1")
 	cmd := exec.Command(unshare, args...)
 	cmd.Env = append(os.Environ(), childEnv+"="+t.Name(), dirEnv+"="+dir)
 	out, err := cmd.CombinedOutput()
