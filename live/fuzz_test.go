@@ -149,94 +149,97 @@ func fuzzDial(url string) (net.Conn, *bufio.Reader, error) {
 //   - either way the connection then ends cleanly (a FIN, not a reset).
 func FuzzSocketFrames(f *testing.F) {
 	url := echoServer(f, fuzzReadLimit)
-	f.Fuzz(func(t *testing.T, script, tail []byte) {
-		stream, want, pings := clientStream(script)
-		nc, br, err := fuzzDial(url)
+	f.Fuzz(func(t *testing.T, script, tail []byte) { checkSocketFrames(t, url, script, tail) })
+}
+
+// checkSocketFrames is one run of FuzzSocketFrames against the echo server at url.
+func checkSocketFrames(t *testing.T, url string, script, tail []byte) {
+	stream, want, pings := clientStream(script)
+	nc, br, err := fuzzDial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := nc.Write(stream)
+		if err == nil {
+			if len(tail) == 0 {
+				var mask [4]byte
+				_ = ws.WriteHeader(nc, ws.Header{Fin: true, OpCode: ws.OpClose, Masked: true, Mask: mask, Length: 2})
+				_, err = nc.Write([]byte{0x03, 0xe8}) // 1000, under a zero mask
+			} else {
+				_, _ = nc.Write(tail) // the server may well have closed on it already
+			}
+		}
+		_ = nc.(*net.TCPConn).CloseWrite()
+		wrote <- err
+	}()
+
+	var got []fuzzMessage
+	var pongs [][]byte
+	closed, code, text := false, -1, ""
+	for !closed {
+		h, err := ws.ReadHeader(br)
 		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		wrote := make(chan error, 1)
-		go func() {
-			_, err := nc.Write(stream)
-			if err == nil {
-				if len(tail) == 0 {
-					var mask [4]byte
-					_ = ws.WriteHeader(nc, ws.Header{Fin: true, OpCode: ws.OpClose, Masked: true, Mask: mask, Length: 2})
-					_, err = nc.Write([]byte{0x03, 0xe8}) // 1000, under a zero mask
-				} else {
-					_, _ = nc.Write(tail) // the server may well have closed on it already
-				}
+			if len(tail) > 0 && errors.Is(err, io.EOF) {
+				break // an end without a close frame: clean, but the echoes must be there
 			}
-			_ = nc.(*net.TCPConn).CloseWrite()
-			wrote <- err
-		}()
+			t.Fatalf("after %d of %d echoes and %d of %d pongs: %v", len(got), len(want), len(pongs), len(pings), err)
+		}
+		if h.Masked || !h.Fin { // a server masks nothing, and this one never fragments
+			t.Fatalf("server frame %+v", h)
+		}
+		p := make([]byte, h.Length)
+		if _, err := io.ReadFull(br, p); err != nil {
+			t.Fatalf("frame payload: %v", err)
+		}
+		switch h.OpCode {
+		case ws.OpText, ws.OpBinary:
+			got = append(got, fuzzMessage{h.OpCode, p})
+		case ws.OpPong:
+			pongs = append(pongs, p)
+		case ws.OpClose:
+			closed = true
+			if len(p) >= 2 {
+				code, text = int(p[0])<<8|int(p[1]), string(p[2:])
+			}
+		}
+	}
+	// A clean end: EOF, not a reset, after the close frame.
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("after the close (code %d): %v, want the server's clean end", code, err)
+	}
+	if err := <-wrote; err != nil && len(tail) == 0 {
+		t.Fatalf("write: %v", err)
+	}
 
-		var got []fuzzMessage
-		var pongs [][]byte
-		closed, code, text := false, -1, ""
-		for !closed {
-			h, err := ws.ReadHeader(br)
-			if err != nil {
-				if len(tail) > 0 && errors.Is(err, io.EOF) {
-					break // an end without a close frame: clean, but the echoes must be there
-				}
-				t.Fatalf("after %d of %d echoes and %d of %d pongs: %v", len(got), len(want), len(pongs), len(pings), err)
-			}
-			if h.Masked || !h.Fin { // a server masks nothing, and this one never fragments
-				t.Fatalf("server frame %+v", h)
-			}
-			p := make([]byte, h.Length)
-			if _, err := io.ReadFull(br, p); err != nil {
-				t.Fatalf("frame payload: %v", err)
-			}
-			switch h.OpCode {
-			case ws.OpText, ws.OpBinary:
-				got = append(got, fuzzMessage{h.OpCode, p})
-			case ws.OpPong:
-				pongs = append(pongs, p)
-			case ws.OpClose:
-				closed = true
-				if len(p) >= 2 {
-					code, text = int(p[0])<<8|int(p[1]), string(p[2:])
-				}
-			}
+	if len(got) < len(want) || len(pongs) < len(pings) {
+		t.Fatalf("got %d of %d echoes and %d of %d pongs (close %d)", len(got), len(want), len(pongs), len(pings), code)
+	}
+	for i, w := range want {
+		if got[i].op != w.op || !bytes.Equal(got[i].data, w.data) {
+			t.Fatalf("echo %d: %v %q, want %v %q", i, got[i].op, got[i].data, w.op, w.data)
 		}
-		// A clean end: EOF, not a reset, after the close frame.
-		if _, err := io.Copy(io.Discard, br); err != nil {
-			t.Fatalf("after the close (code %d): %v, want the server's clean end", code, err)
+	}
+	for i, p := range pings {
+		if !bytes.Equal(pongs[i], p) {
+			t.Fatalf("pong %d: %q, want %q", i, pongs[i], p)
 		}
-		if err := <-wrote; err != nil && len(tail) == 0 {
-			t.Fatalf("write: %v", err)
+	}
+	if len(tail) == 0 {
+		if len(got) != len(want) || len(pongs) != len(pings) || code != 1000 {
+			t.Fatalf("%d echoes, %d pongs, close %d; want %d, %d, 1000", len(got), len(pongs), code, len(want), len(pings))
 		}
-
-		if len(got) < len(want) || len(pongs) < len(pings) {
-			t.Fatalf("got %d of %d echoes and %d of %d pongs (close %d)", len(got), len(want), len(pongs), len(pings), code)
-		}
-		for i, w := range want {
-			if got[i].op != w.op || !bytes.Equal(got[i].data, w.data) {
-				t.Fatalf("echo %d: %v %q, want %v %q", i, got[i].op, got[i].data, w.op, w.data)
-			}
-		}
-		for i, p := range pings {
-			if !bytes.Equal(pongs[i], p) {
-				t.Fatalf("pong %d: %q, want %q", i, pongs[i], p)
-			}
-		}
-		if len(tail) == 0 {
-			if len(got) != len(want) || len(pongs) != len(pings) || code != 1000 {
-				t.Fatalf("%d echoes, %d pongs, close %d; want %d, %d, 1000", len(got), len(pongs), code, len(want), len(pings))
-			}
-			return
-		}
-		switch r := (Reason{uint16(code), text}); {
-		case code == -1, r == Protocol, r == BadFrame, r == TooBig:
-		case r == Internal:
-			t.Fatalf("the tail %q made the reader fail inside (1011: a panic)", tail)
-		case validCloseCode(uint16(code)) && text == "":
-			// The tail held a close frame of its own, whose code the server echoes.
-		default:
-			t.Fatalf("the tail %q ended with close %d %q", tail, code, text)
-		}
-	})
+		return
+	}
+	switch r := (Reason{uint16(code), text}); {
+	case code == -1, r == Protocol, r == BadFrame, r == TooBig:
+	case r == Internal:
+		t.Fatalf("the tail %q made the reader fail inside (1011: a panic)", tail)
+	case validCloseCode(uint16(code)) && text == "":
+		// The tail held a close frame of its own, whose code the server echoes.
+	default:
+		t.Fatalf("the tail %q ended with close %d %q", tail, code, text)
+	}
 }
