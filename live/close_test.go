@@ -104,7 +104,7 @@ func (c *rawClient) untilClose() (texts [][]byte, code uint16) {
 	}
 }
 
-func echoServer(t *testing.T, limit int64) string {
+func echoServer(t testing.TB, limit int64) string {
 	t.Helper()
 	m := New(context.Background(), Config{})
 	srv, ended := serveEcho(t, m, nil, limit)

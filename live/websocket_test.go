@@ -20,7 +20,7 @@ import (
 )
 
 // serveEcho accepts sockets through m and echoes every message back, uppercased for text.
-func serveEcho(t *testing.T, m *Manager, opts *AcceptOptions, limit int64) (*httptest.Server, chan Reason) {
+func serveEcho(t testing.TB, m *Manager, opts *AcceptOptions, limit int64) (*httptest.Server, chan Reason) {
 	t.Helper()
 	ended := make(chan Reason, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

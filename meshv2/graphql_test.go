@@ -257,6 +257,10 @@ func TestAPIKeyAndCORS(t *testing.T) {
 		if res.Status != http.StatusUnauthorized || res.Errors[0]["errorType"] != errUnauthenticated {
 			t.Fatalf("key %q: status %d %v", key, res.Status, res.Errors)
 		}
+		// Amplify 6 reads the type from this header only (issue 24: it said "Unknown error").
+		if got := res.Header.Get("x-amzn-ErrorType"); got != "UnauthorizedException" {
+			t.Fatalf("key %q: x-amzn-ErrorType %q, want UnauthorizedException", key, got)
+		}
 	}
 	s.apiKey = "secret"
 	s.ok(t, "createDomain", qCreateDomain, nil)
@@ -292,6 +296,10 @@ func TestAPIKeyAndCORS(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Access-Control-Allow-Origin") != "https://smalruby.app" {
 		t.Fatalf("malformed body: %d %v", resp.StatusCode, resp.Header)
+	}
+	// A page of another origin may read the error type, as from AppSync.
+	if !strings.Contains(strings.ToLower(resp.Header.Get("Access-Control-Expose-Headers")), "x-amzn-errortype") {
+		t.Fatalf("x-amzn-ErrorType not exposed: %v", resp.Header)
 	}
 }
 

@@ -221,7 +221,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) (*Handler, error) {
 		maxVarItems: maxVarItemsFor(cfg.Limits)}
 	// The editor runs on another origin (often a public one calling a LAN box, hence Private
 	// Network Access); AppSync answers with the caller's origin.
-	h.cors = auth.CORS(auth.CORSOptions{EchoOrigin: true, Methods: []string{http.MethodGet, http.MethodPost}, MaxAgeSeconds: 86400})
+	// x-amzn-ErrorType is exposed as AppSync exposes it: Amplify 6 names a refused request by it.
+	h.cors = auth.CORS(auth.CORSOptions{EchoOrigin: true, Methods: []string{http.MethodGet, http.MethodPost},
+		Expose: []string{errorTypeHeader, "Retry-After"}, MaxAgeSeconds: 86400})
 	if h.conns == nil {
 		h.conns, h.ownConns = live.New(ctx, live.Config{Observer: cfg.Observer, WriteTimeout: cfg.WriteTimeout}), true
 		h.bg.Add(1)
@@ -313,7 +315,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(body)
 }
 
+// errorTypeHeader names the error type of a request refused before GraphQL, as AppSync names
+// it. Amplify 6 reads the type of a failed call only from this header (or a top-level code,
+// which AppSync's body does not have): without it a wrong API key is "Unknown error" rather
+// than its UnauthorizedException.
+const errorTypeHeader = "x-amzn-ErrorType"
+
+// writeHTTPError answers a request refused before GraphQL ran: the status, the error type in
+// the header and in the body, as AppSync does.
 func writeHTTPError(w http.ResponseWriter, status int, kind, msg string) {
+	w.Header().Set(errorTypeHeader, kind)
 	writeJSON(w, status, gqlResponse{Data: json.RawMessage("null"), Errors: []gqlError{{ErrorType: kind, Message: msg}}})
 }
 

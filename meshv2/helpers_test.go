@@ -45,6 +45,7 @@ func newTestServer(t *testing.T, cfg Config, backend Backend) *testServer {
 
 type gqlResult struct {
 	Status int
+	Header http.Header
 	Data   map[string]any
 	Errors []map[string]any
 }
@@ -78,7 +79,7 @@ func (s *testServer) do(t *testing.T, query string, vars map[string]any) gqlResu
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("response is not JSON: %v: %s", err, raw)
 	}
-	return gqlResult{Status: resp.StatusCode, Data: out.Data, Errors: out.Errors}
+	return gqlResult{Status: resp.StatusCode, Header: resp.Header, Data: out.Data, Errors: out.Errors}
 }
 
 // ok runs a request that must succeed and returns the named field of data.

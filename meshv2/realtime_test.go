@@ -366,3 +366,24 @@ func TestRealtimeCloseTellsClientsToReconnect(t *testing.T) {
 		t.Fatalf("graphql after Close: %d", res.Status)
 	}
 }
+
+// TestRealtimeTooBigArrivesAs1009 (issue 24 item 1 on the AppSync endpoint): a message over
+// the real-time read limit ends the connection with 1009, and the client is told so: the
+// close frame reaches it, not a reset that it would see as 1006.
+func TestRealtimeTooBigArrivesAs1009(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, Config{}, newFakeBackend())
+	c := s.dialRT(t, `{"host":"x","x-api-key":"k"}`)
+	c.handshake()
+	c.sendRaw(`{"type":"ka","id":"` + strings.Repeat("x", rtReadLimit) + `"}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		if _, _, err := c.ws.Read(ctx); err != nil {
+			if got := websocket.CloseStatus(err); got != websocket.StatusMessageTooBig {
+				t.Fatalf("connection ended with %v (%v), want 1009", got, err)
+			}
+			return
+		}
+	}
+}

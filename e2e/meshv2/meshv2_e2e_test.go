@@ -4,10 +4,19 @@ package meshv2e2e
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,4 +105,57 @@ func TestNoWebSocketFailsTheProbe(t *testing.T) {
 	t.Parallel()
 	url := startServer(t, func(c *config.Config) { c.NoWebSocket = true })
 	runNode(t, "classroom.test.js", url, apiKey, "MESHBOX_EXPECT_NO_WEBSOCKET=1")
+}
+
+// TestAmplify6Client runs amplify.test.js: the real Amplify 6 client (npm aws-amplify),
+// configured with meshbox's /graphql, defaultAuthMode 'apiKey' and the box's --api-key,
+// creates a group, subscribes to onMessageInGroup, fires an event through a mutation and
+// receives it; the same calls with a wrong key are refused.
+//
+// Amplify 6 always opens its real-time socket as wss://<endpoint>/realtime for an endpoint
+// that is not an AppSync domain (it rewrites http:// to wss:// too), so a plain-HTTP meshbox
+// cannot be reached by it: it has to be behind HTTPS, the deployment docs/api.md describes.
+// The test puts a TLS reverse proxy (Go's, which passes WebSocket upgrades through) in front
+// of meshbox, trusted by Node through NODE_EXTRA_CA_CERTS, and checks what Amplify really
+// asked for: /graphql/realtime, the key in a `header-` subprotocol, no ?header= query.
+func TestAmplify6Client(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat(filepath.Join("node_modules", "aws-amplify", "package.json")); err != nil && os.Getenv("MESHBOX_E2E") == "" {
+		t.Skip("npm dependencies missing: run `npm ci` in e2e/meshv2 (or set MESHBOX_E2E=1 to make this an error)")
+	}
+	target, err := url.Parse(startServer(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var upgrades []*http.Request
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = log.New(io.Discard, "", 0)
+	front := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			mu.Lock()
+			upgrades = append(upgrades, r.Clone(context.Background()))
+			mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	pemCert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: front.Certificate().Raw})
+	if err := os.WriteFile(ca, pemCert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runNode(t, "amplify.test.js", front.URL, apiKey, "NODE_EXTRA_CA_CERTS="+ca)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(upgrades) == 0 {
+		t.Fatal("Amplify opened no WebSocket through the proxy")
+	}
+	for _, r := range upgrades {
+		protos := strings.Join(r.Header.Values("Sec-WebSocket-Protocol"), ",")
+		if r.URL.Path != "/graphql/realtime" || r.URL.RawQuery != "" || !strings.Contains(protos, "graphql-ws") || !strings.Contains(protos, "header-") {
+			t.Errorf("Amplify's upgrade: path %q query %q protocols %q; want /graphql/realtime, no query, graphql-ws and header-…", r.URL.Path, r.URL.RawQuery, protos)
+		}
+	}
 }
