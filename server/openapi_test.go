@@ -609,12 +609,18 @@ func TestOpenAPIFullStorageAnswer(t *testing.T) {
 	a := app.StartTest(t, func(c *config.Config) {
 		c.MaxDBSize = 1 << 20
 		c.PurgeInterval = time.Hour // only a refused write wakes the purge
+		c.NodeByteRate = 0          // one node fills the budget
 	})
 	k := loadContract(t, a.URL())
 	var host joined
 	json.Unmarshal(k.do(call{method: "POST", path: "/api/v1/groups", body: map[string]any{"name": "full"}, want: 201}), &host)
-	payload := strings.Repeat("p", 8000)
-	body := map[string]any{"events": []map[string]any{{"name": "e", "payload": payload}, {"name": "e", "payload": payload}}}
+	// One publish larger than the whole budget: the purge keeps up with smaller ones.
+	payload := strings.Repeat("p", 15000)
+	events := make([]map[string]any, 100)
+	for i := range events {
+		events[i] = map[string]any{"name": "e", "payload": payload}
+	}
+	body := map[string]any{"events": events}
 	for i := 0; ; i++ {
 		if i > 1000 {
 			t.Fatal("a 1 MiB budget never filled")
