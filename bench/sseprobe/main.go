@@ -32,8 +32,9 @@ func main() {
 	perNode := flag.Int("streams-per-node", 50, "streams per node token")
 	rate := flag.Float64("rate", 50, "events published per second")
 	duration := flag.Duration("duration", 10*time.Second, "how long to publish")
+	open := flag.Bool("open-loop", false, "publish every event on schedule in its own goroutine, whether or not earlier acks came back (as meshbox bench does); default: the next publish waits for the previous ack")
 	flag.Parse()
-	if err := run(*url, *readers, *perNode, *rate, *duration); err != nil {
+	if err := run(*url, *readers, *perNode, *rate, *duration, *open); err != nil {
 		fmt.Fprintln(os.Stderr, "sseprobe:", err)
 		os.Exit(1)
 	}
@@ -41,8 +42,8 @@ func main() {
 
 type joined struct {
 	Group  struct{ ID string } `json:"group"`
-	Token  string             `json:"token"`
-	Cursor int64              `json:"cursor"`
+	Token  string              `json:"token"`
+	Cursor int64               `json:"cursor"`
 }
 
 func post(c *http.Client, u, token string, body any, out any) error {
@@ -74,7 +75,7 @@ type follower struct {
 	lat                []time.Duration
 }
 
-func run(base string, n, perNode int, rate float64, d time.Duration) error {
+func run(base string, n, perNode int, rate float64, d time.Duration, open bool) error {
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n + 16, DisableCompression: true}}
 	var host joined
 	if err := post(c, base+"/api/v1/groups", "", map[string]any{"name": "probe-" + strconv.FormatInt(time.Now().UnixNano(), 36), "nodeName": "host"}, &host); err != nil {
@@ -147,7 +148,9 @@ func run(base string, n, perNode int, rate float64, d time.Duration) error {
 	}
 	time.Sleep(time.Second) // readers settle (a probe, not a test: its figures are the point)
 	pad := strings.Repeat("x", 32)
-	var published int64
+	var published atomic.Int64
+	var pubs sync.WaitGroup
+	var pubErr atomic.Value
 	start := time.Now()
 	for i := 0; ; i++ {
 		due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
@@ -155,12 +158,24 @@ func run(base string, n, perNode int, rate float64, d time.Duration) error {
 			break
 		}
 		time.Sleep(time.Until(due))
-		ev := map[string]any{"events": []map[string]string{{"name": "probe", "payload": "probe:" + strconv.FormatInt(time.Now().UnixNano(), 10) + ":" + pad}}}
-		if err := post(c, base+"/api/v1/groups/"+gid+"/events", host.Token, ev, nil); err != nil {
+		pub := func() {
+			ev := map[string]any{"events": []map[string]string{{"name": "probe", "payload": "probe:" + strconv.FormatInt(time.Now().UnixNano(), 10) + ":" + pad}}}
+			if err := post(c, base+"/api/v1/groups/"+gid+"/events", host.Token, ev, nil); err != nil {
+				pubErr.Store(err)
+				return
+			}
+			published.Add(1)
+		}
+		if open {
+			pubs.Go(pub)
+		} else {
+			pub()
+		}
+		if err, _ := pubErr.Load().(error); err != nil {
 			return err
 		}
-		published++
 	}
+	pubs.Wait()
 	time.Sleep(2 * time.Second) // drain
 	cancel()
 	wg.Wait()
@@ -178,7 +193,7 @@ func run(base string, n, perNode int, rate float64, d time.Duration) error {
 		return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000
 	}
 	fmt.Printf("readers %d published %d delivered %d of %d dup %d disorder %d p50 %.2f ms p90 %.2f ms p99 %.2f ms max %.2f ms\n",
-		connected.Load(), published, got, published*int64(n), dup, dis, q(.5), q(.9), q(.99), q(1))
+		connected.Load(), published.Load(), got, published.Load()*int64(n), dup, dis, q(.5), q(.9), q(.99), q(1))
 	req, _ := http.NewRequest(http.MethodDelete, base+"/api/v1/groups/"+gid, nil)
 	req.Header.Set("Authorization", "Bearer "+host.Token)
 	if resp, err := c.Do(req); err == nil {
