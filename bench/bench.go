@@ -25,12 +25,14 @@ const (
 	scenarioSaturate  = "saturate"
 	scenarioClassroom = "classroom"
 	scenarioIdle      = "idle"
+	scenarioDistrict  = "district"
 )
 
 // settings holds the parsed flags.
 type settings struct {
 	url        string
 	readURLs   []string // readers spread over these (default: url)
+	writeURLs  []string // district: classes write to these in turn (default: url)
 	scenario   string
 	transport  string
 	readers    int
@@ -47,13 +49,20 @@ type settings struct {
 	eventBatch int
 	window     int
 	pid        int
+	pids       []procLabel // more processes to measure (instances, NATS nodes)
 	cpuprofile string
-	json       bool
-	warmup     time.Duration
-	drain      time.Duration
-	dial       int
-	domain     string
-	keep       bool
+
+	classes       int           // district: classes of nodes pupils
+	burstInterval time.Duration // district: a pupil's bursts of broadcasts, this far apart
+	burstMin      int           // district: broadcasts in a burst, at least
+	burstMax      int           // district: and at most
+	dataInterval  time.Duration // district: a pupil's variable updates, this far apart
+	json          bool
+	warmup        time.Duration
+	drain         time.Duration
+	dial          int
+	domain        string
+	keep          bool
 
 	api        string // apiMeshbox or apiNtfy
 	compare    string // second server: run both, alternated, and report ratios
@@ -132,7 +141,25 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 		}
 		return nil
 	})
-	fs.StringVar(&cfg.scenario, "scenario", scenarioFanout, "fanout | publish | saturate | classroom | idle")
+	fs.Func("write-urls", "district: comma-separated base URLs that classes write to (and read from, unless --read-urls), class c on the c-th in turn (default --url)", func(v string) error {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+				cfg.writeURLs = append(cfg.writeURLs, u)
+			}
+		}
+		return nil
+	})
+	fs.Func("pids", "more processes on this machine to measure, comma-separated, each pid or name=pid (several instances, NATS nodes): CPU time and RSS of each", func(v string) error {
+		p, err := parsePIDs(v)
+		cfg.pids = append(cfg.pids, p...)
+		return err
+	})
+	fs.IntVar(&cfg.classes, "classes", 4, "district: classes of --nodes pupils each")
+	fs.DurationVar(&cfg.burstInterval, "burst-interval", 5*time.Second, "district: each pupil fires a burst of broadcasts this often")
+	fs.IntVar(&cfg.burstMin, "burst-min", 3, "district: broadcasts in a burst, at least (one event per request)")
+	fs.IntVar(&cfg.burstMax, "burst-max", 5, "district: broadcasts in a burst, at most")
+	fs.DurationVar(&cfg.dataInterval, "data-interval", time.Second, "district: each pupil updates a variable (data) this often")
+	fs.StringVar(&cfg.scenario, "scenario", scenarioFanout, "fanout | publish | saturate | classroom | idle | district")
 	fs.StringVar(&cfg.transport, "transport", transportWS, "reader transport: ws | sse | poll")
 	fs.IntVar(&cfg.readers, "readers", 0, "stream readers (default 1000; idle: 10000 connections)")
 	fs.Float64Var(&cfg.rate, "rate", 50, "fanout: events published per second")
@@ -142,7 +169,7 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 	fs.IntVar(&cfg.perNode, "streams-per-node", 50, "streams opened with one node token (keeps node counts under group limits)")
 	fs.IntVar(&cfg.payload, "payload", 64, "event payload size in bytes")
 	fs.IntVar(&cfg.groups, "groups", 0, "classroom: groups (default 10); fanout: groups sharing the readers, each publishing --rate (default 1)")
-	fs.IntVar(&cfg.nodes, "nodes", 40, "classroom: nodes per group, each with one stream; idle: max nodes per group")
+	fs.IntVar(&cfg.nodes, "nodes", 40, "classroom: nodes per group, each with one stream; district: pupils per class; idle: max nodes per group")
 	fs.Float64Var(&cfg.dataRate, "data-rate", 15, "classroom: data updates per second per group")
 	fs.Float64Var(&cfg.eventRate, "event-rate", 2, "classroom: event batches per second per group")
 	fs.IntVar(&cfg.eventBatch, "event-batch", 5, "classroom: events per batch")
@@ -175,6 +202,12 @@ in order). Scenarios:
              --event-rate batches/s, every node subscribed
   idle       --readers idle --transport (ws or sse) connections; server
              RSS per connection
+  district   --classes × --nodes pupils at a Smalruby lesson's rates (a
+             burst of --burst-min..--burst-max broadcasts every
+             --burst-interval and a variable every --data-interval per
+             pupil), every pupil subscribed; classes spread over
+             --write-urls (reading from --read-urls if given); --pids adds
+             each instance's and NATS node's CPU and RSS
 
 With --compare URL the scenario runs on --url (A) and on URL (B) in turn,
 --rounds times each (A B A B …), and the report gives each side's median
@@ -202,6 +235,17 @@ Flags:
 	switch cfg.scenario {
 	case scenarioFanout, scenarioSaturate, scenarioClassroom:
 		cfg.readers = defaultInt(cfg.readers, 1000)
+	case scenarioDistrict:
+		if cfg.classes < 1 || cfg.nodes < 1 || cfg.burstMin < 0 || cfg.burstMax < cfg.burstMin || cfg.burstInterval <= 0 || cfg.dataInterval <= 0 {
+			return cfg, fmt.Errorf("bench: district needs --classes and --nodes ≥ 1, 0 ≤ --burst-min ≤ --burst-max and positive intervals")
+		}
+		if cfg.api != apiMeshbox || cfg.compare != "" {
+			return cfg, fmt.Errorf("bench: district drives meshbox instances only, without --compare")
+		}
+		cfg.groups = cfg.classes
+		if len(cfg.writeURLs) == 0 {
+			cfg.writeURLs = []string{strings.TrimRight(cfg.url, "/")}
+		}
 	case scenarioIdle:
 		cfg.readers = defaultInt(cfg.readers, 10000)
 	case scenarioPublish:
@@ -282,6 +326,8 @@ type bench struct {
 	c      *client
 	run    string
 	groups []member // host credentials of every group created, for cleanup
+	// owners is the client of the instance a group was created on, when not c (district).
+	owners map[string]*client
 }
 
 // scenario dispatches to the selected scenario.
@@ -295,6 +341,8 @@ func (b *bench) scenario(ctx context.Context) (*Result, error) {
 		return b.saturate(ctx)
 	case scenarioClassroom:
 		return b.classroom(ctx)
+	case scenarioDistrict:
+		return b.district(ctx)
 	default:
 		return b.idle(ctx)
 	}
@@ -309,7 +357,11 @@ func (b *bench) cleanup(ctx context.Context) error {
 	defer cancel()
 	var failed []string
 	for _, g := range b.groups {
-		if err := b.c.dissolve(ctx, g); err != nil {
+		c := b.c
+		if o := b.owners[g.Group]; o != nil {
+			c = o
+		}
+		if err := c.dissolve(ctx, g); err != nil {
 			failed = append(failed, g.Group+": "+err.Error())
 		}
 	}

@@ -7,6 +7,7 @@ import (
 
 	"meshbox/app"
 	"meshbox/config"
+	"meshbox/jetstream/natstest"
 )
 
 // startMeshbox runs a real meshbox on loopback with the per-node and
@@ -80,4 +81,51 @@ func TestScenariosAgainstMeshbox(t *testing.T) {
 			t.Fatalf("profile %v %v", st, err)
 		}
 	})
+}
+
+// The district scenario against one real meshbox, briefly and scaled down: every pupil's
+// broadcasts and variables reach every pupil of its class once and in order, and the
+// processes given with --pids are measured.
+func TestDistrictAgainstMeshbox(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real meshbox")
+	}
+	t.Parallel()
+	url := startMeshbox(t)
+	pid := strconv.Itoa(os.Getpid())
+	r := runJSON(t, "--url", url, "--scenario", "district", "--classes", "3", "--nodes", "6",
+		"--burst-interval", "200ms", "--data-interval", "100ms", "--duration", "700ms", "--warmup", "100ms",
+		"--pid", pid, "--pids", "instance="+pid)
+	assertComplete(t, r, 6)
+	if r.Readers != 18 || r.Groups != 3 || r.Publishers != 18 || r.PublishErrors != nil || r.AckLatency == nil {
+		t.Fatalf("result %+v", r)
+	}
+	if len(r.Processes) != 1 || r.Processes[0].Name != "instance" || r.Processes[0].CPUSeconds <= 0 || r.AllCPUPerDelivery <= 0 {
+		t.Fatalf("processes %+v, all cpu per delivery %v", r.Processes, r.AllCPUPerDelivery)
+	}
+}
+
+// The district scenario over two meshbox instances sharing groups through one NATS server:
+// each class writes to one instance and its pupils read from the other, so every delivery
+// crossed NATS, and still every item reaches every pupil once and in order.
+func TestDistrictAcrossTwoInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts NATS and two meshbox instances")
+	}
+	t.Parallel()
+	nats := natstest.Run(t)
+	cfg := func(c *config.Config) {
+		c.NATSURL, c.NATSReplicas = nats.URLs(), 1
+		c.PublishRate, c.NodeByteRate = 0, 0
+		c.IPRate, c.NodeRate, c.GroupRate, c.GroupCreateRate = 0, 0, 0, 0
+		c.MaxConnsPerIP = 0
+	}
+	a, b := app.StartTest(t, cfg), app.StartTest(t, cfg)
+	r := runJSON(t, "--url", a.URL(), "--scenario", "district", "--classes", "2", "--nodes", "5",
+		"--write-urls", a.URL()+","+b.URL(), "--read-urls", b.URL()+","+a.URL(),
+		"--burst-interval", "200ms", "--data-interval", "100ms", "--duration", "700ms", "--warmup", "100ms")
+	assertComplete(t, r, 5)
+	if r.Readers != 10 || r.Groups != 2 || r.PublishErrors != nil {
+		t.Fatalf("result %+v", r)
+	}
 }

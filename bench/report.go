@@ -51,6 +51,13 @@ type Result struct {
 	CPUs        int     `json:"cpus"`
 
 	ServerProcess *ProcUsage `json:"serverProcess,omitempty"`
+	// Processes are the processes given with --pids (instances, NATS nodes), in that order.
+	Processes []ProcUsage `json:"processes,omitempty"`
+	// AllCPUPerDelivery and AllCPUPerPublish are the CPU of --pid and every --pids process
+	// together, per delivery (when readers ran) or per acknowledged publish: what the whole
+	// installation spends on one unit of work.
+	AllCPUPerDelivery float64 `json:"allCpuMicrosPerDelivery,omitempty"`
+	AllCPUPerPublish  float64 `json:"allCpuMicrosPerPublish,omitempty"`
 	// LivePerConn is the growth of the server's live memory (heap after a forced collection
 	// plus stacks, read from /debug/pprof) per connection; 0 when the server does not serve it.
 	LivePerConn  float64  `json:"liveBytesPerConnection,omitempty"`
@@ -60,6 +67,7 @@ type Result struct {
 
 // ProcUsage is the server process's resource use over a scenario.
 type ProcUsage struct {
+	Name       string  `json:"name,omitempty"` // --pids: the name given, or the command's
 	PID        int     `json:"pid"`
 	CPUSeconds float64 `json:"cpuSeconds"`
 	CPUCores   float64 `json:"cpuCores"` // CPU seconds per wall second; 1 = one core busy
@@ -75,15 +83,31 @@ type ProcUsage struct {
 
 // perItem fills the server's CPU per delivery or per publish.
 func (r *Result) perItem() {
-	p := r.ServerProcess
-	if p == nil {
+	all, n := 0.0, 0
+	each := func(p *ProcUsage) {
+		all += p.CPUSeconds
+		n++
+		switch {
+		case r.Delivered > 0:
+			p.CPUPerDelivery = round3(p.CPUSeconds * 1e6 / float64(r.Delivered))
+		case r.Published > 0:
+			p.CPUPerPublish = round3(p.CPUSeconds * 1e6 / float64(r.Published))
+		}
+	}
+	if r.ServerProcess != nil {
+		each(r.ServerProcess)
+	}
+	for i := range r.Processes {
+		each(&r.Processes[i])
+	}
+	if n < 2 {
 		return
 	}
 	switch {
 	case r.Delivered > 0:
-		p.CPUPerDelivery = round3(p.CPUSeconds * 1e6 / float64(r.Delivered))
+		r.AllCPUPerDelivery = round3(all * 1e6 / float64(r.Delivered))
 	case r.Published > 0:
-		p.CPUPerPublish = round3(p.CPUSeconds * 1e6 / float64(r.Published))
+		r.AllCPUPerPublish = round3(all * 1e6 / float64(r.Published))
 	}
 }
 
@@ -178,6 +202,14 @@ func writeResult(w io.Writer, r *Result, asJSON bool) error {
 		} else if p.CPUPerPublish > 0 {
 			row("cpu per publish", "%.1f µs", p.CPUPerPublish)
 		}
+	}
+	for _, p := range r.Processes {
+		row(p.Name, "cpu %.2f s = %.1f%% of one core; rss %s → %s", p.CPUSeconds, 100*p.CPUCores, mib(p.RSSBefore), mib(p.RSSAfter))
+	}
+	if r.AllCPUPerDelivery > 0 {
+		row("all processes", "%.2f µs cpu per delivery", r.AllCPUPerDelivery)
+	} else if r.AllCPUPerPublish > 0 {
+		row("all processes", "%.1f µs cpu per publish", r.AllCPUPerPublish)
 	}
 	if r.LivePerConn != 0 {
 		row("live per connection", "%.1f KiB (heap after GC + stacks)", r.LivePerConn/1024)

@@ -184,7 +184,10 @@ type serverSampler struct {
 	selfErr error
 	first   procSample
 	err     error
-	profile chan error // result of the profile download, if one runs
+	profile chan error   // result of the profile download, if one runs
+	others  []procLabel  // --pids
+	oFirst  []procSample // their first samples
+	oErr    []error
 }
 
 // startSampling takes the first sample and starts the profile download,
@@ -194,6 +197,11 @@ func (b *bench) startSampling(ctx context.Context) *serverSampler {
 	s.self, s.selfErr = sampleProc(os.Getpid())
 	if s.pid > 0 {
 		s.first, s.err = sampleProc(s.pid)
+	}
+	s.others = b.cfg.pids
+	for _, p := range s.others {
+		first, err := sampleProc(p.pid)
+		s.oFirst, s.oErr = append(s.oFirst, first), append(s.oErr, err)
 	}
 	if b.cfg.cpuprofile != "" {
 		s.profile = make(chan error, 1)
@@ -220,6 +228,16 @@ func (s *serverSampler) finish(res *Result, perConn int) {
 			res.ToolCPUCores = round3((self.cpu - s.self.cpu).Seconds() / wall)
 		}
 	}
+	for i, p := range s.others {
+		last, err := sampleProc(p.pid)
+		if err = firstErr(s.oErr[i], err); err != nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("process %s: %v", p.name, err))
+			continue
+		}
+		u := usage(p.pid, s.oFirst[i], last, perConn)
+		u.Name = p.name
+		res.Processes = append(res.Processes, *u)
+	}
 	if s.pid <= 0 {
 		return
 	}
@@ -228,16 +246,22 @@ func (s *serverSampler) finish(res *Result, perConn int) {
 		res.Notes = append(res.Notes, fmt.Sprintf("server process %d: %v", s.pid, firstErr(s.err, err)))
 		return
 	}
-	wall := last.at.Sub(s.first.at).Seconds()
-	cpu := (last.cpu - s.first.cpu).Seconds()
-	u := &ProcUsage{PID: s.pid, CPUSeconds: cpu, WallSeconds: round3(wall), RSSBefore: s.first.rss, RSSAfter: last.rss}
+	res.ServerProcess = usage(s.pid, s.first, last, perConn)
+}
+
+// usage is a process's use between two samples; perConn, when positive, divides the RSS
+// growth by that many connections.
+func usage(pid int, first, last procSample, perConn int) *ProcUsage {
+	wall := last.at.Sub(first.at).Seconds()
+	cpu := (last.cpu - first.cpu).Seconds()
+	u := &ProcUsage{PID: pid, CPUSeconds: cpu, WallSeconds: round3(wall), RSSBefore: first.rss, RSSAfter: last.rss}
 	if wall > 0 {
 		u.CPUCores = round3(cpu / wall)
 	}
 	if perConn > 0 {
-		u.RSSPerConn = float64(last.rss-s.first.rss) / float64(perConn)
+		u.RSSPerConn = float64(last.rss-first.rss) / float64(perConn)
 	}
-	res.ServerProcess = u
+	return u
 }
 
 // firstErr returns the first non-nil error.

@@ -3,11 +3,13 @@ package bench
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -233,5 +235,19 @@ func TestMachineBusyIsAShare(t *testing.T) {
 	b := machineBusy(t.Context(), 50*time.Millisecond)
 	if b < 0 || b > 1 {
 		t.Fatalf("busy share %v outside [0, 1]", b)
+	}
+}
+
+func TestParsePIDs(t *testing.T) {
+	self := os.Getpid()
+	got, err := parsePIDs(fmt.Sprintf(" nats=12, %d ,", self))
+	if err != nil || len(got) != 2 || got[0] != (procLabel{name: "nats", pid: 12}) || got[1].pid != self ||
+		!strings.HasSuffix(got[1].name, " "+strconv.Itoa(self)) || strings.HasPrefix(got[1].name, "pid ") {
+		t.Fatalf("parsePIDs = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"x", "a=0", "a=-3", "=1x"} {
+		if _, err := parsePIDs(bad); err == nil {
+			t.Errorf("parsePIDs(%q) took it", bad)
+		}
 	}
 }
