@@ -64,7 +64,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
 		Domain                   string `json:"domain"`
 		Name                     string `json:"name"`
 		NodeName                 string `json:"nodeName"`
-		MaxConnectionTimeSeconds int    `json:"maxConnectionTimeSeconds"`
+		MaxConnectionTimeSeconds int64  `json:"maxConnectionTimeSeconds"` // int64 on every board: a 32-bit int would refuse what a 64-bit one caps
 		// MeshV2 opens the group to Smalruby Mesh v2 clients, which join as themselves.
 		MeshV2 bool `json:"meshV2"`
 	}
@@ -93,13 +93,13 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) error {
 // it becomes a Duration: times a second, a number past 9,223,372,036 overflows int64 and
 // wraps (to a negative lifetime, refused, or to a tiny one, a group that ends at once). The
 // rules cap it at the same maximum.
-func lifetimeOf(secs int, max time.Duration) time.Duration {
+func lifetimeOf(secs int64, max time.Duration) time.Duration {
 	switch {
 	case secs <= 0:
 		return time.Duration(secs) // 0 is the maximum; negative is refused before
-	case max > 0 && int64(secs) >= int64(max/time.Second):
+	case max > 0 && secs >= int64(max/time.Second):
 		return max
-	case int64(secs) > math.MaxInt64/int64(time.Second):
+	case secs > math.MaxInt64/int64(time.Second):
 		return math.MaxInt64 // no maximum set here: the rules' own caps it
 	}
 	return time.Duration(secs) * time.Second

@@ -67,10 +67,7 @@ func TestLifetimeOf(t *testing.T) {
 		{18446744074, 0, math.MaxInt64}, // no maximum here: the rules' own caps it
 		{60, 0, time.Minute},
 	} {
-		if int64(int(c.secs)) != c.secs {
-			continue // a 32-bit int cannot hold it: JSON refuses it before (armv7)
-		}
-		if got := lifetimeOf(int(c.secs), c.max); got != c.want {
+		if got := lifetimeOf(c.secs, c.max); got != c.want {
 			t.Errorf("lifetimeOf(%d, %v) = %v, want %v", c.secs, c.max, got, c.want)
 		}
 	}
