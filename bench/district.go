@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -84,10 +83,10 @@ func (b *bench) district(ctx context.Context) (*Result, error) {
 			phase := float64(k) / float64(pupils)
 			rng := rand.New(rand.NewPCG(uint64(ci), uint64(k)))
 			wg.Go(func() {
-				every(ctx, start, end, b.cfg.dataInterval, phase, func() { _ = p.setData(ctx, m) })
+				every(ctx, start, end, b.cfg.dataInterval, phase, func(int) { _ = p.setData(ctx, m) })
 			})
 			wg.Go(func() {
-				every(ctx, start, end, b.cfg.burstInterval, phase, func() {
+				every(ctx, start, end, b.cfg.burstInterval, phase, func(int) {
 					n := b.cfg.burstMin + rng.IntN(b.cfg.burstMax-b.cfg.burstMin+1)
 					for range n {
 						if p.publish(ctx, m, 1) != nil {
@@ -110,20 +109,14 @@ func (b *bench) district(ctx context.Context) (*Result, error) {
 	for _, cl := range classes {
 		total += cl.acked.Load()
 	}
-	res.Published = total
-	res.Seconds = round3(published.Seconds())
-	res.PublishRate = math.Round(float64(total) / published.Seconds())
-	res.PublishErrors = perrs.snapshot()
-	res.AckLatency = ack.Summary()
-	collect(res, readers, stats)
-	res.DeliveryRate = math.Round(float64(res.Delivered) / caught.Sub(start).Seconds())
+	loadResult(res, total, start, published, caught, ack, perrs, readers, stats)
 	return res, ctx.Err()
 }
 
-// every calls fn at start + (phase + i) × interval for i = 0, 1, … while that is before end;
-// a call that runs late is followed at once by the next one due, so a pupil keeps its rate
+// every calls fn(i) at start + (phase + i) × interval for i = 0, 1, … while that is before end;
+// a call that runs late is followed at once by the next one due, so a caller keeps its rate
 // unless the server holds it back for longer than an interval.
-func every(ctx context.Context, start, end time.Time, interval time.Duration, phase float64, fn func()) {
+func every(ctx context.Context, start, end time.Time, interval time.Duration, phase float64, fn func(i int)) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
@@ -142,7 +135,7 @@ func every(ctx context.Context, start, end time.Time, interval time.Duration, ph
 		} else if ctx.Err() != nil {
 			return
 		}
-		fn()
+		fn(i)
 	}
 }
 

@@ -352,14 +352,21 @@ func (b *bench) classroom(ctx context.Context) (*Result, error) {
 	for _, cl := range classes {
 		total += cl.acked.Load()
 	}
-	res.Published = total
+	loadResult(res, total, start, published, end, ack, perrs, readers, stats)
+	return res, ctx.Err()
+}
+
+// loadResult fills the report of a run whose publishers started at start, published for
+// published and had acked items acknowledged, and whose readers caught up at caught: rates,
+// acknowledgement latencies and what the readers got.
+func loadResult(res *Result, acked int64, start time.Time, published time.Duration, caught time.Time, ack *histogram, perrs *errorTally, readers []*reader, stats *streamStats) {
+	res.Published = acked
 	res.Seconds = round3(published.Seconds())
-	res.PublishRate = math.Round(float64(total) / published.Seconds())
+	res.PublishRate = math.Round(float64(acked) / published.Seconds())
 	res.PublishErrors = perrs.snapshot()
 	res.AckLatency = ack.Summary()
 	collect(res, readers, stats)
-	res.DeliveryRate = math.Round(float64(res.Delivered) / end.Sub(start).Seconds())
-	return res, ctx.Err()
+	res.DeliveryRate = math.Round(float64(res.Delivered) / caught.Sub(start).Seconds())
 }
 
 // idle: open N WebSocket connections that only answer pings, hold them,

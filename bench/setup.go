@@ -154,26 +154,7 @@ func pace(ctx context.Context, rate float64, d time.Duration, fn func(i int)) {
 		return
 	}
 	start := time.Now()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
-	for i := 0; ; i++ {
-		due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
-		if due.Sub(start) >= d {
-			return
-		}
-		if wait := time.Until(due); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
-				return
-			case <-timer.C:
-			}
-		} else if ctx.Err() != nil {
-			return
-		}
-		fn(i)
-	}
+	every(ctx, start, start.Add(d), time.Duration(float64(time.Second)/rate), 0, fn)
 }
 
 // serverSampler measures the server process when -pid is given, and

@@ -160,24 +160,30 @@ func (l *Log) deleteThrough(ctx context.Context, through, throughAt int64, perGr
 
 // newestPerGroup returns, per group, its newest item at or below through.
 func (l *Log) newestPerGroup(ctx context.Context, through int64) (map[string]int64, error) {
-	rows, err := l.wconn.QueryContext(ctx, `SELECT group_id, max(cursor) FROM items WHERE cursor <= ? GROUP BY group_id`, through)
+	out, err := groupSums(ctx, l.wconn, `SELECT group_id, max(cursor) FROM items WHERE cursor <= ? GROUP BY group_id`, through)
 	if err != nil {
 		return nil, fmt.Errorf("group purge marks: %w", err)
+	}
+	return out, nil
+}
+
+// groupSums runs a query answering (group_id, number) rows and returns them as a map.
+func groupSums(ctx context.Context, conn *sql.Conn, query string, args ...any) (map[string]int64, error) {
+	rows, err := conn.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	out := map[string]int64{}
 	for rows.Next() {
 		var gid string
-		var c int64
-		if err := rows.Scan(&gid, &c); err != nil {
-			return nil, fmt.Errorf("group purge marks: %w", err)
+		var n int64
+		if err := rows.Scan(&gid, &n); err != nil {
+			return nil, err
 		}
-		out[gid] = c
+		out[gid] = n
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("group purge marks: %w", err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // groupBytes is what each group's retained items take, in bytes of their encodings.
@@ -187,21 +193,8 @@ func (l *Log) groupBytes(ctx context.Context) (map[string]int64, error) {
 	if l.closed {
 		return nil, stream.ErrClosed
 	}
-	rows, err := l.wconn.QueryContext(ctx, `SELECT group_id, sum(length(body)) FROM items GROUP BY group_id`)
+	out, err := groupSums(ctx, l.wconn, `SELECT group_id, sum(length(body)) FROM items GROUP BY group_id`)
 	if err != nil {
-		return nil, fmt.Errorf("group sizes: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var gid string
-		var n int64
-		if err := rows.Scan(&gid, &n); err != nil {
-			return nil, fmt.Errorf("group sizes: %w", err)
-		}
-		out[gid] = n
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("group sizes: %w", err)
 	}
 	return out, nil
