@@ -196,7 +196,15 @@ func (wr Writer) Write(w http.ResponseWriter, r *http.Request, err error) {
 	// A full log is reported once by the log when it fills and when it recovers, never per
 	// request.
 	if a.Status >= 500 && a.Status != http.StatusInsufficientStorage && wr.Log != nil {
-		wr.Log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+		level := slog.LevelError
+		var decided *Error
+		if a.Status == http.StatusServiceUnavailable && errors.As(err, &decided) {
+			// A refusal meshbox chose to protect the class (no connection or decoding budget
+			// left): the rejected-requests metric counts it, and a flood must not fill the log
+			// (a Raspberry Pi's SD card) with one line per refused request.
+			level = slog.LevelDebug
+		}
+		wr.Log.LogAttrs(r.Context(), level, "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
 	}
 	if a.Reject != "" && wr.Rejected != nil {
 		wr.Rejected(a.Reject)
