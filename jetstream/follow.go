@@ -73,42 +73,61 @@ func (l *Log) follow(ctx context.Context, next int64, ch chan<- stream.Entry) (i
 		if seq < next {
 			continue // delivered already (a consumer recreated from further back)
 		}
-		en, err := l.observe(&rawMsg{subject: m.Subject(), seq: seq, header: m.Headers(), data: m.Data()})
+		ens, err := l.observe(&rawMsg{subject: m.Subject(), seq: seq, header: m.Headers(), data: m.Data()})
 		if err != nil {
 			// A message meshbox cannot read is skipped, not retried forever: it is logged
 			// and its position passed, as nothing else can be done with it.
 			l.log.Error("follow stream: unreadable message", "seq", seq, "subject", m.Subject(), "err", err)
-			en = stream.Entry{Seq: seq}
+			ens = []stream.Entry{{Seq: seq}}
 		}
-		select {
-		case ch <- en:
-		case <-ctx.Done():
-			return next, ctx.Err()
+		// A frame is delivered as one entry per item, all at the frame's position.
+		for _, en := range ens {
+			select {
+			case ch <- en:
+			case <-ctx.Done():
+				return next, ctx.Err()
+			}
 		}
 		next = seq + 1
 	}
 }
 
-// observe updates what the log knows from one message of the stream and returns it as an entry.
-func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
+// observe updates what the log knows from one message of the stream and returns it as entries:
+// one per item of a frame, else one.
+func (l *Log) observe(m *rawMsg) ([]stream.Entry, error) {
 	en := stream.Entry{Seq: m.seq, Own: strings.HasPrefix(m.header.Get(nats.MsgIdHdr), l.origin+".")}
 	kind, gid, nid, ok := l.subj.parse(m.subject)
 	if !ok {
-		return en, nil
+		return []stream.Entry{en}, nil
 	}
+	if kind == 'i' {
+		items, err := l.itemsFrom(m, gid)
+		if err != nil {
+			return nil, err
+		}
+		ens := make([]stream.Entry, len(items))
+		for i := range items {
+			ens[i] = en
+			ens[i].Item = &items[i]
+		}
+		last := items[len(items)-1]
+		l.mu.Lock()
+		l.lastItem[gid] = max(l.lastItem[gid], last.Cursor)
+		l.lastAt = max(l.lastAt, last.At.UnixMilli())
+		l.mu.Unlock()
+		l.advance(last.Cursor)
+		return ens, nil
+	}
+	err := l.observeState(&en, m, kind, gid, nid)
+	return []stream.Entry{en}, err
+}
+
+// observeState updates what the log knows from a message of records or marks.
+func (l *Log) observeState(en *stream.Entry, m *rawMsg, kind byte, gid, nid string) error {
 	del := m.header.Get(hdrDel) != ""
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch kind {
-	case 'i':
-		it, err := itemFrom(m, gid)
-		if err != nil {
-			return en, err
-		}
-		en.Item = &it
-		l.lastItem[gid] = max(l.lastItem[gid], m.seq)
-		l.lastAt = max(l.lastAt, it.At.UnixMilli())
-		l.advance(m.seq)
 	case 's':
 		l.recSeq[gid] = max(l.recSeq[gid], m.seq)
 		if del {
@@ -120,7 +139,7 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 		}
 		var g stream.GroupRecord
 		if err := json.Unmarshal(m.data, &g); err != nil {
-			return en, fmt.Errorf("decode group %s: %w", gid, err)
+			return fmt.Errorf("decode group %s: %w", gid, err)
 		}
 		en.Change = &stream.Change{Kind: stream.PutGroup, Group: g}
 		l.marks.Know(gid)
@@ -132,7 +151,7 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 		}
 		var n stream.NodeRecord
 		if err := json.Unmarshal(m.data, &n); err != nil {
-			return en, fmt.Errorf("decode node %s: %w", m.subject, err)
+			return fmt.Errorf("decode node %s: %w", m.subject, err)
 		}
 		en.Change = &stream.Change{Kind: stream.PutNode, Node: n}
 	case 'd':
@@ -140,19 +159,19 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 	case 'm':
 		c, err := strconv.ParseInt(string(m.data), 10, 64)
 		if err != nil {
-			return en, fmt.Errorf("decode purge mark %s: %w", m.subject, err)
+			return fmt.Errorf("decode purge mark %s: %w", m.subject, err)
 		}
 		l.marks.Purged(map[string]int64{gid: c}, 0)
 	case 'p':
 		c, at, err := parsePurgeMark(m.data)
 		if err != nil {
-			return en, fmt.Errorf("decode purge mark: %w", err)
+			return fmt.Errorf("decode purge mark: %w", err)
 		}
 		l.marks.Purged(nil, c)
 		l.lastAt = max(l.lastAt, at)
 		en.Purged = c
 	}
-	return en, nil
+	return nil
 }
 
 // Position appends a barrier message (no state, rolled up so one is kept) and returns its
