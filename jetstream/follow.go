@@ -73,53 +73,45 @@ func (l *Log) follow(ctx context.Context, next int64, ch chan<- stream.Entry) (i
 		if seq < next {
 			continue // delivered already (a consumer recreated from further back)
 		}
-		ens, err := l.observe(&rawMsg{subject: m.Subject(), seq: seq, header: m.Headers(), data: m.Data()})
+		en, err := l.observe(&rawMsg{subject: m.Subject(), seq: seq, header: m.Headers(), data: m.Data()})
 		if err != nil {
 			// A message meshbox cannot read is skipped, not retried forever: it is logged
 			// and its position passed, as nothing else can be done with it.
 			l.log.Error("follow stream: unreadable message", "seq", seq, "subject", m.Subject(), "err", err)
-			ens = []stream.Entry{{Seq: seq}}
+			en = stream.Entry{Seq: seq}
 		}
-		// A frame is delivered as one entry per item, all at the frame's position.
-		for _, en := range ens {
-			select {
-			case ch <- en:
-			case <-ctx.Done():
-				return next, ctx.Err()
-			}
+		select {
+		case ch <- en:
+		case <-ctx.Done():
+			return next, ctx.Err()
 		}
 		next = seq + 1
 	}
 }
 
-// observe updates what the log knows from one message of the stream and returns it as entries:
-// one per item of a frame, else one.
-func (l *Log) observe(m *rawMsg) ([]stream.Entry, error) {
+// observe updates what the log knows from one message of the stream and returns it as an
+// entry: a frame's items, or a record's change.
+func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 	en := stream.Entry{Seq: m.seq, Own: strings.HasPrefix(m.header.Get(nats.MsgIdHdr), l.origin+".")}
 	kind, gid, nid, ok := l.subj.parse(m.subject)
 	if !ok {
-		return []stream.Entry{en}, nil
+		return en, nil
 	}
 	if kind == 'i' {
 		items, err := l.itemsFrom(m, gid)
 		if err != nil {
-			return nil, err
+			return en, err
 		}
-		ens := make([]stream.Entry, len(items))
-		for i := range items {
-			ens[i] = en
-			ens[i].Item = &items[i]
-		}
+		en.Items = items
 		last := items[len(items)-1]
 		l.mu.Lock()
 		l.lastItem[gid] = max(l.lastItem[gid], last.Cursor)
 		l.lastAt = max(l.lastAt, last.At.UnixMilli())
 		l.mu.Unlock()
 		l.advance(last.Cursor)
-		return ens, nil
+		return en, nil
 	}
-	err := l.observeState(&en, m, kind, gid, nid)
-	return []stream.Entry{en}, err
+	return en, l.observeState(&en, m, kind, gid, nid)
 }
 
 // observeState updates what the log knows from a message of records or marks.

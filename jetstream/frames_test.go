@@ -128,9 +128,7 @@ func TestBatchOfAGroupIsOneMessage(t *testing.T) {
 	other.pos.Store(0)
 	var followed []stream.Item
 	for en := range other.Follow(fctx) {
-		if en.Item != nil {
-			followed = append(followed, *en.Item)
-		}
+		followed = append(followed, en.Items...)
 		if len(followed) == len(b.Items) {
 			break
 		}
