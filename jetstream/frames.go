@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -142,8 +143,25 @@ func (l *Log) itemsFrom(m *rawMsg, gid string) ([]stream.Item, error) {
 }
 
 // openLayout reads the layout mark, writing it when the stream has none: the stream's last
-// sequence now is the last one that may hold an item of the old layout.
+// sequence now is the last one that may hold an item of the old layout. A stream just created
+// on a cluster that just formed may answer nobody for a while: it retries until RetryFor.
 func (l *Log) openLayout(ctx context.Context) error {
+	giveUp := time.Now().Add(l.opts.RetryFor)
+	for {
+		err := l.readLayout(ctx)
+		if err == nil || errors.Is(err, ErrLayout) || ctx.Err() != nil || time.Now().After(giveUp) {
+			return err
+		}
+		l.log.Warn("read the stream's layout: retrying", "stream", l.opts.Stream, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (l *Log) readLayout(ctx context.Context) error {
 	for range 3 {
 		m, err := l.leaderGet(ctx, directRequest{LastFor: l.subj.layout()})
 		if err != nil {
@@ -158,7 +176,9 @@ func (l *Log) openLayout(ctx context.Context) error {
 			l.lay = layout{legacy: legacy}
 			return nil
 		}
-		info, err := l.st.Info(ctx)
+		ictx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+		info, err := l.st.Info(ictx)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("read layout: stream info: %w", err)
 		}
