@@ -314,3 +314,33 @@ func TestLayoutCursors(t *testing.T) {
 		t.Fatalf("cursors %v do not increase", cs)
 	}
 }
+
+// Instances started at once on a cluster that just formed all open the new stream, and all
+// agree on its layout (one of them wrote the mark, the others read it).
+func TestInstancesStartingAtOnceAgreeOnTheLayout(t *testing.T) {
+	t.Parallel()
+	c := natstest.RunCluster(t, 3)
+	logs := make([]*Log, 3)
+	errs := make([]error, 3)
+	done := make(chan int)
+	for i := range logs {
+		go func() {
+			logs[i], errs[i] = Open(context.Background(), c.Connect(), Options{Replicas: 3})
+			done <- i
+		}()
+	}
+	for range logs {
+		<-done
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("instance %d: %v", i, err)
+		}
+		if logs[i].lay != logs[0].lay {
+			t.Fatalf("instance %d has layout %+v, instance 0 %+v", i, logs[i].lay, logs[0].lay)
+		}
+	}
+	if n := streamMsgs(t, logs[0]); n != 1 {
+		t.Fatalf("%d messages after three instances opened the stream, want one layout mark", n)
+	}
+}
