@@ -40,9 +40,10 @@ type pubAck struct {
 	} `json:"error,omitempty"`
 }
 
-// Append commits the batch's state changes and then its items as one atomic batch publish
-// (see the package doc for batches above MaxBatch) and gives the items their cursors: the
-// stream sequences the server assigned.
+// Append commits the batch's state changes and then its items, each group's in frames, as one
+// message when that is all, else as one atomic batch publish (see the package doc for batches
+// above MaxBatch), and gives the items their cursors from the stream sequences the server
+// assigned.
 func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
@@ -54,7 +55,7 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	l.mu.RLock()
 	at := max(b.Now.UnixMilli(), l.lastAt)
 	l.mu.RUnlock()
-	msgs := make([]*nats.Msg, 0, len(b.Changes)+len(b.Items))
+	msgs := make([]*nats.Msg, 0, len(b.Changes)+1)
 	for _, c := range b.Changes {
 		m, err := l.changeMsg(c)
 		if err != nil {
@@ -63,21 +64,32 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 		msgs = append(msgs, m)
 	}
 	atText := strconv.FormatInt(at, 10)
+	stamp := time.UnixMilli(at).UTC()
 	for i := range b.Items {
-		it := &b.Items[i]
-		it.At = time.UnixMilli(at).UTC()
-		m := nats.NewMsg(l.subj.items(it.Group))
-		m.Header.Set(hdrAt, atText)
-		m.Data = itemBody(*it)
-		msgs = append(msgs, m)
+		b.Items[i].At = stamp
 	}
-	first := len(b.Changes) // the index of the first item's message
+	// Frames: each run of consecutive items of one group (the rules put a batch's items of a
+	// group together) is one message, or several for a large run, so cursors follow the
+	// items' order in the batch.
+	var counts []int // items per frame message
+	maxBody := l.maxFrameBytes()
+	for i := 0; i < len(b.Items); {
+		j := i + 1
+		for j < len(b.Items) && b.Items[j].Group == b.Items[i].Group {
+			j++
+		}
+		ms, cs := l.frames(b.Items[i:j], atText, maxBody)
+		msgs = append(msgs, ms...)
+		counts = append(counts, cs...)
+		i = j
+	}
+	first := len(b.Changes) // the index of the first frame's message
 	if len(b.Groups)+len(b.Domains) > 0 {
 		var err error
-		if msgs, err = l.guard(b, msgs); err != nil {
+		if msgs, err = l.guard(b, msgs, len(counts)); err != nil {
 			return fmt.Errorf("append %d items, %d changes: %w", len(b.Items), len(b.Changes), err)
 		}
-		first = len(msgs) - len(b.Items)
+		first = len(msgs) - len(counts)
 	}
 	seqs := make([]int64, len(msgs))
 	for start := 0; start < len(msgs); start += l.opts.MaxBatch {
@@ -92,14 +104,18 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 		// A batch's messages are stored at consecutive sequences ending at the commit's.
 		for j := range part {
 			seqs[start+j] = lastSeq - int64(len(part)-1-j)
-			if k := start + j - first; k >= 0 {
-				b.Items[k].Cursor = seqs[start+j]
-			}
 		}
 		b.Last = lastSeq
 	}
-	for i := range b.Items {
-		b.Items[i].JSON = stream.EncodeItem(b.Items[i])
+	k := 0
+	for f, n := range counts {
+		seq := seqs[first+f]
+		for i := range n {
+			it := &b.Items[k]
+			it.Cursor = l.lay.cursor(seq, i)
+			it.JSON = stream.EncodeItem(*it)
+			k++
+		}
 	}
 	l.marks.Apply(b.Changes)
 	l.mu.Lock()
@@ -128,6 +144,11 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	return nil
 }
 
+// maxFrameBytes bounds a frame's body: well within the server's largest message.
+func (l *Log) maxFrameBytes() int {
+	return int(min(max(l.nc.MaxPayload()/2, 4<<10), 512<<10))
+}
+
 // Headers of JetStream's optimistic concurrency control.
 const (
 	hdrExpectSubjSeq = "Nats-Expected-Last-Subject-Sequence"
@@ -139,8 +160,8 @@ const (
 // that no record of the group was stored since the one this instance knows. The server
 // refuses the whole batch if any check fails. A change that this instance has already seen
 // after Base is refused at once, without asking. It returns the messages to publish, the
-// items' still last.
-func (l *Log) guard(b *stream.Batch, msgs []*nats.Msg) ([]*nats.Msg, error) {
+// frames (the last nframes of msgs) still last.
+func (l *Log) guard(b *stream.Batch, msgs []*nats.Msg, nframes int) ([]*nats.Msg, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	out := make([]*nats.Msg, 0, len(b.Domains)+len(msgs)+len(b.Groups))
@@ -169,7 +190,7 @@ func (l *Log) guard(b *stream.Batch, msgs []*nats.Msg) ([]*nats.Msg, error) {
 			// message to ride on. It goes before the items, which must stay last.
 			m := nats.NewMsg(l.subj.check())
 			m.Header.Set(hdrRoll, "sub")
-			out = slices.Insert(out, len(out)-len(b.Items), m)
+			out = slices.Insert(out, len(out)-nframes, m)
 		}
 		// Checks go on the first messages: before any record of the batch, so the server
 		// compares with what was stored before the batch.
@@ -320,7 +341,7 @@ func (l *Log) publishOnce(ctx context.Context, msgs []*nats.Msg, batchID string)
 
 // streamLast is the stream's last sequence as this instance knows it: every message published
 // from now on is stored after it.
-func (l *Log) streamLast() int64 { return l.watermark.Load() }
+func (l *Log) streamLast() int64 { return l.lay.seq(l.watermark.Load()) }
 
 // findStored looks for last (the final message of a batch perhaps stored) after floor on its
 // subject, by its message id, and returns its sequence and whether it is there. It asks the

@@ -89,26 +89,37 @@ func (l *Log) follow(ctx context.Context, next int64, ch chan<- stream.Entry) (i
 	}
 }
 
-// observe updates what the log knows from one message of the stream and returns it as an entry.
+// observe updates what the log knows from one message of the stream and returns it as an
+// entry: a frame's items, or a record's change.
 func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 	en := stream.Entry{Seq: m.seq, Own: strings.HasPrefix(m.header.Get(nats.MsgIdHdr), l.origin+".")}
 	kind, gid, nid, ok := l.subj.parse(m.subject)
 	if !ok {
 		return en, nil
 	}
+	if kind == 'i' {
+		items, err := l.itemsFrom(m, gid)
+		if err != nil {
+			return en, err
+		}
+		en.Items = items
+		last := items[len(items)-1]
+		l.mu.Lock()
+		l.lastItem[gid] = max(l.lastItem[gid], last.Cursor)
+		l.lastAt = max(l.lastAt, last.At.UnixMilli())
+		l.mu.Unlock()
+		l.advance(last.Cursor)
+		return en, nil
+	}
+	return en, l.observeState(&en, m, kind, gid, nid)
+}
+
+// observeState updates what the log knows from a message of records or marks.
+func (l *Log) observeState(en *stream.Entry, m *rawMsg, kind byte, gid, nid string) error {
 	del := m.header.Get(hdrDel) != ""
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch kind {
-	case 'i':
-		it, err := itemFrom(m, gid)
-		if err != nil {
-			return en, err
-		}
-		en.Item = &it
-		l.lastItem[gid] = max(l.lastItem[gid], m.seq)
-		l.lastAt = max(l.lastAt, it.At.UnixMilli())
-		l.advance(m.seq)
 	case 's':
 		l.recSeq[gid] = max(l.recSeq[gid], m.seq)
 		if del {
@@ -120,7 +131,7 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 		}
 		var g stream.GroupRecord
 		if err := json.Unmarshal(m.data, &g); err != nil {
-			return en, fmt.Errorf("decode group %s: %w", gid, err)
+			return fmt.Errorf("decode group %s: %w", gid, err)
 		}
 		en.Change = &stream.Change{Kind: stream.PutGroup, Group: g}
 		l.marks.Know(gid)
@@ -132,7 +143,7 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 		}
 		var n stream.NodeRecord
 		if err := json.Unmarshal(m.data, &n); err != nil {
-			return en, fmt.Errorf("decode node %s: %w", m.subject, err)
+			return fmt.Errorf("decode node %s: %w", m.subject, err)
 		}
 		en.Change = &stream.Change{Kind: stream.PutNode, Node: n}
 	case 'd':
@@ -140,19 +151,19 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 	case 'm':
 		c, err := strconv.ParseInt(string(m.data), 10, 64)
 		if err != nil {
-			return en, fmt.Errorf("decode purge mark %s: %w", m.subject, err)
+			return fmt.Errorf("decode purge mark %s: %w", m.subject, err)
 		}
 		l.marks.Purged(map[string]int64{gid: c}, 0)
 	case 'p':
 		c, at, err := parsePurgeMark(m.data)
 		if err != nil {
-			return en, fmt.Errorf("decode purge mark: %w", err)
+			return fmt.Errorf("decode purge mark: %w", err)
 		}
 		l.marks.Purged(nil, c)
 		l.lastAt = max(l.lastAt, at)
 		en.Purged = c
 	}
-	return en, nil
+	return nil
 }
 
 // Position appends a barrier message (no state, rolled up so one is kept) and returns its

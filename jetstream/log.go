@@ -1,7 +1,9 @@
 // Package jetstream is meshbox's NATS JetStream log: it implements stream.Log on one JetStream
 // stream so that several meshbox instances can share groups. A group's items are messages on
-// its own subject (the stream sequence is the cursor: server-wide, strictly increasing, never
-// reused, also not after a purge); group and node records are messages on subjects of the same
+// its own subject, the items one batch appends to the group in one message (a frame,
+// frames.go), and an item's cursor is made of its frame's stream sequence and its index in it
+// (server-wide, strictly increasing, never reused, also not after a purge); group and node
+// records are messages on subjects of the same
 // stream, rolled up to their newest version, so a batch's items and its state changes are
 // committed together by one atomic batch publish and every instance can Load the state.
 //
@@ -105,6 +107,8 @@ type Log struct {
 	js   js.JetStream
 	st   js.Stream
 	subj subjects
+	// lay maps stream sequences to cursors; set once by Open.
+	lay layout
 
 	// wmu serialises Append and Purge of this process.
 	wmu    sync.Mutex
@@ -188,6 +192,9 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	if err := l.openLayout(ctx); err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", opts.Stream, err)
+	}
 	// A log knows its position from the start (its watermark, newest item time and purge
 	// marks), before any Load: appends and reads may come first.
 	if _, err := l.scan(ctx); err != nil {
@@ -204,7 +211,8 @@ func (l *Log) Close() error {
 	return nil
 }
 
-// Watermark is the cursor of the newest committed item this instance knows.
+// Watermark is the cursor of the newest committed item this instance knows (or one that covers
+// every item stored up to a position this instance followed).
 func (l *Log) Watermark() int64 { return l.watermark.Load() }
 
 // Ping checks that the stream has a leader, which it needs to accept writes.
@@ -273,7 +281,7 @@ func (l *Log) scanOnce(ctx context.Context) (stream.State, error) {
 		case 'd':
 			domSeq[gid] = m.seq
 		case 'i':
-			lastItem[gid] = m.seq
+			lastItem[gid] = l.lay.lastCursor(m.seq, m.header)
 			if at, _ := strconv.ParseInt(m.header.Get(hdrAt), 10, 64); at > lastAt {
 				lastAt = at
 			}

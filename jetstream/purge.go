@@ -28,29 +28,33 @@ func (l *Log) Purge(ctx context.Context, cutoff time.Time) (stream.Purged, error
 		return res, err
 	}
 	for ctx.Err() == nil {
-		n, through, err := l.purgeStep(ctx, cutoff.UnixMilli())
+		n, msgs, through, err := l.purgeStep(ctx, cutoff.UnixMilli())
 		if err != nil {
 			return res, err
 		}
 		res.Items += n
 		res.Through = max(res.Through, through)
-		if n < purgeBatch {
+		if msgs < purgeBatch {
 			break
 		}
 	}
 	return res, nil
 }
 
-func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64, err error) {
+// purgeStep deletes the old items of up to purgeBatch messages and returns how many items and
+// messages it deleted and the newest deleted cursor.
+func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n, nmsgs int, through int64, err error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	if l.closed.Load() {
-		return 0, 0, stream.ErrClosed
+		return 0, 0, 0, stream.ErrClosed
 	}
-	from := l.marks.Through() + 1
+	// Whole messages are deleted: the frame holding the mark's item is gone with it.
+	from := l.lay.seq(l.marks.Through()) + 1
 	perGroup := map[string]int64{}
 	old := true
 	var newest int64 // the newest deleted item's time
+	var last int64   // the last deleted message
 	// Item times never decrease in cursor order, so the old items are a prefix of the items.
 	_, err = l.directBatch(ctx, directRequest{Seq: uint64(from), NextFor: l.subj.allItems(), Batch: purgeBatch}, func(m *rawMsg) {
 		at, perr := strconv.ParseInt(m.header.Get(hdrAt), 10, 64)
@@ -59,16 +63,18 @@ func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64
 			return
 		}
 		_, gid, _, _ := l.subj.parse(m.subject)
-		perGroup[gid] = m.seq
-		through = m.seq
+		c := l.lay.lastCursor(m.seq, m.header)
+		perGroup[gid] = c
+		through, last = c, m.seq
 		newest = max(newest, at)
-		n++
+		n += frameCount(m.header)
+		nmsgs++
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("find old items: %w", err)
+		return 0, 0, 0, fmt.Errorf("find old items: %w", err)
 	}
 	if n == 0 {
-		return 0, 0, nil
+		return 0, 0, 0, nil
 	}
 	msgs := make([]*nats.Msg, 0, len(perGroup)+1)
 	for gid, c := range perGroup {
@@ -84,15 +90,15 @@ func (l *Log) purgeStep(ctx context.Context, cutoff int64) (n int, through int64
 	m.Data = fmt.Appendf(nil, "%d %d", through, newest)
 	msgs = append(msgs, m)
 	if _, err := l.publish(ctx, msgs, nuid.Next()); err != nil {
-		return 0, 0, fmt.Errorf("store purge marks: %w", err)
+		return 0, 0, 0, fmt.Errorf("store purge marks: %w", err)
 	}
 	l.marks.Purged(perGroup, through)
 	pctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
 	defer cancel()
-	if err := l.st.Purge(pctx, js.WithPurgeSubject(l.subj.allItems()), js.WithPurgeSequence(uint64(through+1))); err != nil {
-		return 0, 0, fmt.Errorf("purge items through %d: %w", through, err)
+	if err := l.st.Purge(pctx, js.WithPurgeSubject(l.subj.allItems()), js.WithPurgeSequence(uint64(last+1))); err != nil {
+		return 0, 0, 0, fmt.Errorf("purge items through %d: %w", through, err)
 	}
-	return n, through, nil
+	return n, nmsgs, through, nil
 }
 
 // forgetDeleted drops every message of the groups whose records were deleted (the group's

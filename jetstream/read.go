@@ -175,8 +175,8 @@ func (l *Log) lastPerSubject(ctx context.Context, last uint64, each func(m *rawM
 }
 
 // itemPrefix is what every item's encoding starts with before its cursor: the stored body
-// leaves it and the cursor out (the sequence is only known once stored), and a read puts
-// both back without decoding the item.
+// leaves it and the cursor out (the cursor is only known once stored), and a read puts both
+// back without decoding the item.
 const itemPrefix = `{"cursor":`
 
 func itemBody(it stream.Item) []byte {
@@ -184,14 +184,14 @@ func itemBody(it stream.Item) []byte {
 	return stream.EncodeItem(it)[len(itemPrefix)+1:]
 }
 
-func itemFrom(m *rawMsg, gid string) (stream.Item, error) {
-	b := make([]byte, 0, len(itemPrefix)+20+len(m.data))
+func itemFrom(body []byte, cursor int64, gid string) (stream.Item, error) {
+	b := make([]byte, 0, len(itemPrefix)+20+len(body))
 	b = append(b, itemPrefix...)
-	b = strconv.AppendInt(b, m.seq, 10)
-	b = append(b, m.data...)
+	b = strconv.AppendInt(b, cursor, 10)
+	b = append(b, body...)
 	it, err := stream.DecodeItem(b)
 	if err != nil {
-		return it, fmt.Errorf("item %d: %w", m.seq, err)
+		return it, fmt.Errorf("item %d: %w", cursor, err)
 	}
 	it.Group = gid
 	return it, nil
@@ -234,29 +234,48 @@ func (l *Log) ReadAfter(ctx context.Context, gid string, since, through int64, l
 func (l *Log) readOnce(ctx context.Context, gid string, since, through int64, limit, maxBytes int) ([]stream.Item, bool, error) {
 	var items []stream.Item
 	var decodeErr error
-	size, beyond, last := 0, false, since
-	req := directRequest{Seq: uint64(since + 1), NextFor: l.subj.items(gid), Batch: int(min(int64(limit), through-since))}
+	size, beyond, full, last := 0, false, false, since
+	// The frame holding the item after since may also hold items up to since: start there
+	// and skip those. Each message holds at least one item, so limit messages and that
+	// first one are enough.
+	from := since + 1
+	if since > l.lay.legacy {
+		from = since >> frameShift
+		if since&maxFrameItems == maxFrameItems {
+			from++
+		}
+		from = max(from, l.lay.legacy+1)
+	}
+	req := directRequest{Seq: uint64(from), NextFor: l.subj.items(gid), Batch: min(limit, 1024) + 1}
 	if maxBytes > 0 {
 		// The server counts whole messages (subject and headers too), the contract counts
 		// encodings: let the server stop only well past the budget, and cut here exactly.
 		req.MaxBytes = 2*maxBytes + req.Batch*512
 	}
 	pending, err := l.directBatch(ctx, req, func(m *rawMsg) {
-		if decodeErr != nil || m.seq > through {
-			beyond = beyond || m.seq > through
+		if decodeErr != nil || beyond || full {
 			return
 		}
-		if maxBytes > 0 && size >= maxBytes {
-			return
-		}
-		it, err := itemFrom(m, gid)
+		its, err := l.itemsFrom(m, gid)
 		if err != nil {
 			decodeErr = err
 			return
 		}
-		size += len(it.JSON)
-		last = m.seq
-		items = append(items, it)
+		for _, it := range its {
+			switch {
+			case it.Cursor <= since:
+				continue
+			case it.Cursor > through:
+				beyond = true
+				return
+			case len(items) >= limit || (maxBytes > 0 && size >= maxBytes):
+				full = true
+				return
+			}
+			size += len(it.JSON)
+			last = it.Cursor
+			items = append(items, it)
+		}
 	})
 	if err == nil {
 		err = decodeErr
@@ -264,7 +283,7 @@ func (l *Log) readOnce(ctx context.Context, gid string, since, through int64, li
 	if err != nil {
 		return nil, false, fmt.Errorf("read %s after %d: %w", gid, since, err)
 	}
-	if beyond || pending > 0 || len(items) >= req.Batch || (maxBytes > 0 && size >= maxBytes) {
+	if beyond || full || pending > 0 || len(items) >= limit || (maxBytes > 0 && size >= maxBytes) {
 		return items, true, nil
 	}
 	l.mu.RLock()
@@ -277,20 +296,21 @@ func (l *Log) readOnce(ctx context.Context, gid string, since, through int64, li
 }
 
 // CursorAt returns the cursor a reader should resume from to get the group's items stamped
-// after t: the cursor just before the first such item, or through when there is none.
+// after t: the cursor just before the first such item, or through when there is none. The
+// items of a frame share their time, so that item is always the first of its frame.
 func (l *Log) CursorAt(ctx context.Context, gid string, t time.Time, through int64) (int64, error) {
 	through = min(through, l.Watermark())
 	cut := t.UnixMilli()
-	from := int64(1)
-	for from <= through {
+	for from := int64(1); from <= l.lay.seq(through); {
 		found, next := int64(0), int64(0)
 		_, err := l.directBatch(ctx, directRequest{Seq: uint64(from), NextFor: l.subj.items(gid), Batch: 256}, func(m *rawMsg) {
 			next = max(next, m.seq+1)
-			if found != 0 || m.seq > through {
+			first := l.lay.cursor(m.seq, 0)
+			if found != 0 || first > through {
 				return
 			}
 			if at, _ := strconv.ParseInt(m.header.Get(hdrAt), 10, 64); at > cut {
-				found = m.seq
+				found = first
 			}
 		})
 		if err != nil {

@@ -7,7 +7,7 @@ import (
 
 // The layout of the stream's subjects, under a prefix P (default "meshbox"):
 //
-//	P.g.<gid>.i          the group's items; a message's stream sequence is the item's cursor
+//	P.g.<gid>.i          the group's items, in frames: one message per batch (frames.go)
 //	P.g.<gid>.r.g        the group's record (the newest message wins; a tombstone deletes it)
 //	P.g.<gid>.r.n.<nid>  a node's record (likewise)
 //	P.m.<gid>            the group's purge mark: its newest item a purge deleted
@@ -16,6 +16,7 @@ import (
 //	P.l.<name>           a lease: which instance does a job for the cluster, until when
 //	P.d.<domain>         the domain's creation mark: written by every batch that creates a
 //	                     group in the domain, so that concurrent creations conflict
+//	P.v                  the layout mark: items are in frames after the sequence it names
 //
 // A group's records lie under P.g.<gid>.r.>, so one expected-last-subject-sequence check on
 // that filter tells whether another instance changed the group's state.
@@ -36,6 +37,7 @@ func (s subjects) groupAll(gid string) string { return s.p + ".g." + token(gid) 
 func (s subjects) mark(gid string) string     { return s.p + ".m." + token(gid) }
 func (s subjects) purged() string             { return s.p + ".p" }
 func (s subjects) all() string                { return s.p + ".>" }
+func (s subjects) layout() string             { return s.p + ".v" }
 func (s subjects) allItems() string           { return s.p + ".g.*.i" }
 
 // parse tells what a subject of the stream holds and whose it is.

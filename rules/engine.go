@@ -532,6 +532,7 @@ func (e *Engine) commit(t *tx) error {
 	}
 	if e.follower != nil {
 		e.guard(t)
+		t.groupItems()
 	}
 	if err := e.store.Append(context.Background(), &t.batch); err != nil {
 		return err
@@ -566,7 +567,7 @@ func (e *Engine) runOp(o *op, t *tx) (err error) {
 func (e *Engine) apply(t *tx) {
 	for _, g := range t.groups {
 		if g != nil && g.endItem > 0 {
-			g.endCursor = t.batch.Items[g.endItem-1].Cursor
+			g.endCursor = t.cursor(g.endItem)
 			g.endItem = 0
 		}
 	}

@@ -117,12 +117,14 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 	var purged int64
 	for _, en := range ens {
 		switch {
-		case en.Item != nil:
-			it := en.Item.Slim()
-			items = append(items, it)
-			if it.Kind == stream.KindDissolve {
-				if g := t.group(it.Group); g != nil {
-					t.edit(g).endCursor = it.Cursor
+		case len(en.Items) > 0:
+			for _, it := range en.Items {
+				it = it.Slim()
+				items = append(items, it)
+				if it.Kind == stream.KindDissolve {
+					if g := t.group(it.Group); g != nil {
+						t.edit(g).endCursor = it.Cursor
+					}
 				}
 			}
 		case en.Change != nil:
@@ -159,18 +161,24 @@ func (e *Engine) chargeOthers(ens []stream.Entry) {
 	now := e.now()
 	last := e.charged
 	for _, en := range ens {
-		it := en.Item
-		if it == nil || en.Own || (it.Kind != stream.KindEvent && it.Kind != stream.KindData) {
+		if len(en.Items) == 0 || en.Own {
 			last = nil
 			continue
 		}
-		// Bytes are charged item by item: the encoding is close enough to what the node sent.
-		e.byteRate.ChargeN(it.Group+"/"+it.Node, now, len(it.JSON))
-		if last != nil && last.Group == it.Group && last.Node == it.Node && last.Kind == it.Kind && last.At.Equal(it.At) {
-			continue
+		for i := range en.Items {
+			it := &en.Items[i]
+			if it.Kind != stream.KindEvent && it.Kind != stream.KindData {
+				last = nil
+				continue
+			}
+			// Bytes are charged item by item: the encoding is close enough to what the node sent.
+			e.byteRate.ChargeN(it.Group+"/"+it.Node, now, len(it.JSON))
+			if last != nil && last.Group == it.Group && last.Node == it.Node && last.Kind == it.Kind && last.At.Equal(it.At) {
+				continue
+			}
+			e.rate.Charge(it.Group+"/"+it.Node, now)
+			last = it
 		}
-		e.rate.Charge(it.Group+"/"+it.Node, now)
-		last = it
 	}
 	e.charged = last
 }

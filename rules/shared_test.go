@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -430,4 +431,85 @@ func TestOwnBatchWaitsForASlowFollower(t *testing.T) {
 	if want := []string{"from A", "from B"}; !slices.Equal(names, want) {
 		t.Fatalf("B handed its readers %v, want %v", names, want)
 	}
+}
+
+// Requests to several groups that end up in one batch are stored group by group (one frame per
+// group), and each request is still told the cursor of its own items; a second instance hands
+// its readers every item once, in cursor order, each group's in the order it was written.
+func TestSharedStreamInterleavedGroupsKeepTheirCursors(t *testing.T) {
+	t.Parallel()
+	in := instances(t, natstest.Run(t), 2, rules.Options{})
+	a, b := in[0], in[1]
+	ctx := context.Background()
+	var classes []rules.Joined
+	for i := range 4 {
+		classes = append(classes, mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: fmt.Sprint("class", i)}))
+	}
+	type sent struct {
+		gid, name string
+		cursor    int64
+	}
+	var mu sync.Mutex
+	var all []sent
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j := classes[w%len(classes)]
+			for i := range 20 {
+				name := fmt.Sprintf("w%d-%d", w, i)
+				cs, err := a.Publish(ctx, j.Group.ID, j.Node.ID, []rules.EventIn{{Name: name}, {Name: name + "b"}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				all = append(all, sent{j.Group.ID, name, cs[0]}, sent{j.Group.ID, name + "b", cs[1]})
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, s := range all {
+		items, _, err := a.ReadAfter(ctx, s.gid, s.cursor-1, 1)
+		if err != nil || len(items) != 1 || items[0].Name != s.name || items[0].Cursor != s.cursor {
+			t.Fatalf("publish %s of %s told cursor %d; the log holds %+v there (%v)", s.name, s.gid, s.cursor, items, err)
+		}
+	}
+	for _, j := range classes {
+		gid := j.Group.ID
+		var want []string
+		for _, s := range all {
+			if s.gid == gid {
+				want = append(want, s.name)
+			}
+		}
+		events := func() []stream.Item {
+			var out []stream.Item
+			for _, it := range b.seen.of(gid) {
+				if it.Kind == stream.KindEvent {
+					out = append(out, it)
+				}
+			}
+			return out
+		}
+		waitFor(t, "B to hand its readers every item of "+gid, func() bool { return len(events()) >= len(want) })
+		got := events()
+		checkOrder(t, "B "+gid, got)
+		if len(got) != len(want) {
+			t.Fatalf("B handed %d items of %s, %d were written", len(got), gid, len(want))
+		}
+		// Each writer's items in the order it wrote them.
+		last := map[string]int64{}
+		for _, it := range got {
+			w, _, _ := strings.Cut(it.Name, "-")
+			if it.Cursor <= last[w] {
+				t.Fatalf("B handed %s at %d after an item of the same writer at %d", it.Name, it.Cursor, last[w])
+			}
+			last[w] = it.Cursor
+		}
+	}
+	checkOrder(t, "A", a.seen.items)
+	checkOrder(t, "B", b.seen.items)
 }

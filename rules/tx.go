@@ -2,6 +2,7 @@ package rules
 
 import (
 	"maps"
+	"slices"
 	"time"
 
 	"meshbox/stream"
@@ -23,6 +24,9 @@ type tx struct {
 	fatal  error    // a failure of the batch itself: nothing of it is kept
 	// domains are those the batch creates groups in (a shared log checks them).
 	domains []string
+	// moved maps an item's index as appended (0-based) to its index in batch.Items once
+	// groupItems reordered them (nil: not reordered).
+	moved []int
 }
 
 // draft is a group being changed by the batch.
@@ -168,7 +172,46 @@ func (t *tx) append(gid string, it stream.Item) int {
 }
 
 // cursor returns the cursor of the item at 1-based index i; call it after the commit.
-func (t *tx) cursor(i int) int64 { return t.batch.Items[i-1].Cursor }
+func (t *tx) cursor(i int) int64 {
+	if t.moved != nil {
+		return t.batch.Items[t.moved[i-1]].Cursor
+	}
+	return t.batch.Items[i-1].Cursor
+}
+
+// groupItems puts each group's items of the batch together, in the order the groups first
+// appear and each group's in its order, so that a shared log, which stores a group's run of
+// items as one message, stores one message per group rather than one per request when the
+// requests of several classes interleave. Items of different groups are independent, so
+// their order between groups is free; indexes handed out by append keep naming their item.
+func (t *tx) groupItems() {
+	items := t.batch.Items
+	first := map[string]int{} // group → its rank by first appearance
+	interleaved := false
+	for i := range items {
+		g := items[i].Group
+		if _, ok := first[g]; ok {
+			interleaved = interleaved || g != items[i-1].Group
+			continue
+		}
+		first[g] = len(first)
+	}
+	if !interleaved {
+		return
+	}
+	order := make([]int, len(items))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return first[items[a].Group] - first[items[b].Group] })
+	grouped := make([]stream.Item, len(items))
+	t.moved = make([]int, len(items))
+	for to, from := range order {
+		grouped[to] = items[from]
+		t.moved[from] = to
+	}
+	t.batch.Items = grouped
+}
 
 func (t *tx) change(c stream.Change) { t.batch.Changes = append(t.batch.Changes, c) }
 

@@ -85,14 +85,16 @@ type Follower interface {
 	Position(ctx context.Context) (int64, error)
 }
 
-// Entry is one message of a shared log as its Follower delivers it: an item, a state change,
-// or neither (a message of the log's own bookkeeping, which only moves the position).
+// Entry is one message of a shared log as its Follower delivers it: items (one message may
+// hold several, in cursor order), a state change, or neither (a message of the log's own
+// bookkeeping, which only moves the position).
 type Entry struct {
-	// Seq is the message's position in the log; an item's cursor.
+	// Seq is the message's position in the log (not a cursor: positions and cursors are
+	// different sequences).
 	Seq int64
 	// Own tells that this instance appended the message.
 	Own    bool
-	Item   *Item
+	Items  []Item
 	Change *Change
 	// Purged, when not zero, tells that a purge deleted every item through it.
 	Purged int64
