@@ -446,12 +446,14 @@ type Batch struct {
 // Sub is one reader of one group: a stream, or one long-poll request. While it is open the
 // node counts as present.
 type Sub struct {
-	h         *Hub
-	t         *tail
-	p         *presence
-	link      *linkStats  // the node's round-trip window (nil for readers that are not a node)
-	notified  atomic.Bool // Notify was called
-	notifyAt  int         // the index of the Sub's callback in its tail's notify; t.smu guards it
+	h        *Hub
+	t        *tail
+	p        *presence
+	link     *linkStats  // the node's round-trip window (nil for readers that are not a node)
+	notified atomic.Bool // Notify was called
+	// notifyAt is the index of the Sub's callback in its tail's notify, -1 when it has none
+	// there; t.smu guards it.
+	notifyAt  int
 	group     string
 	node      string
 	transport string
@@ -482,7 +484,7 @@ func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	}
 	p.mu.Unlock()
 	h.pmu.RUnlock()
-	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport, owner: nid}
+	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport, owner: nid, notifyAt: -1}
 }
 
 // leaveMark is where and why a reader's node left its group.
@@ -554,11 +556,11 @@ func (s *Sub) Notify(fn func()) {
 	t := s.t
 	t.smu.Lock()
 	defer t.smu.Unlock()
-	if s.notified.Load() {
+	s.notified.Store(true)
+	if s.notifyAt >= 0 {
 		t.notify[s.notifyAt] = fn
 		return
 	}
-	s.notified.Store(true)
 	s.notifyAt = len(t.notify)
 	t.notify = append(t.notify, fn)
 	t.notifySubs = append(t.notifySubs, s)
@@ -573,6 +575,7 @@ func (s *Sub) unnotify() {
 	moved.notifyAt = s.notifyAt
 	t.notify[last], t.notifySubs[last] = nil, nil
 	t.notify, t.notifySubs = t.notify[:last], t.notifySubs[:last]
+	s.notifyAt = -1
 }
 
 // Close ends the reader. It takes only the group's own locks: the Sub holds its tail and its
@@ -582,7 +585,9 @@ func (s *Sub) Close() {
 		t := s.t
 		if s.notified.Load() {
 			t.smu.Lock()
-			s.unnotify()
+			if s.notifyAt >= 0 {
+				s.unnotify()
+			}
 			t.smu.Unlock()
 		}
 		if t.subs.Add(-1) == 0 {
