@@ -7,6 +7,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,10 @@ type Hub struct {
 	// pmu guards presence the same way: Lock to add or drop a group's entry, RLock to use one.
 	pmu      sync.RWMutex
 	presence map[string]*presence
+
+	// wakes holds *[]func() buffers for Publish's wake-ups, returned once they ran: a group
+	// of 1,000 readers would otherwise cost a 16 KiB slice per commit.
+	wakes sync.Pool
 }
 
 // presence is one group's readers by node: which node has which streams open, when a node's
@@ -91,14 +96,18 @@ func (p *presence) empty() bool {
 	return len(p.open) == 0 && len(p.left) == 0 && len(p.links) == 0
 }
 
-// tail holds a group's most recent items. Items are never changed once appended, so readers
-// may keep the slices they were given after releasing the lock.
+// tail holds a group's most recent items. Readers take no lock: they load the tail's view,
+// which nobody changes once it is stored; an append or a trim stores a new one. Items are never
+// changed once appended, so readers may keep the slices a view gave them.
 type tail struct {
-	mu    sync.RWMutex
-	start int64 // every item of the group with cursor > start is in items
-	// items are slim (stream.Item.Slim): a payload is held once, in the item's JSON.
-	items []stream.Item
-	bytes int // the items' stream.Item.Size
+	// mu serialises appends and trims (Lock) and guards wake; a waiter reads the view and
+	// wake together under RLock, so it never misses the append that would wake it.
+	mu sync.RWMutex
+	v  atomic.Pointer[view]
+	// bytes is the items' stream.Item.Size, total their encodings' lengths since the tail
+	// was made (view.ends); mu guards both.
+	bytes int
+	total int64
 	maxB  int
 	// wake is made when a reader first waits (Wait, WaitAll) and closed and replaced by every
 	// append from then on: the long-poll requests waiting on a group share one channel, and
@@ -111,10 +120,47 @@ type tail struct {
 	// none under the write lock) never drops a tail being subscribed to.
 	subs   atomic.Int64
 	idleAt atomic.Int64
-	// smu guards notify: the callbacks of readers that want a call rather than a channel
-	// (WebSocket connections, which then need no goroutine while idle; SSE streams' signals).
-	smu    sync.Mutex
-	notify map[*Sub]func()
+	// smu guards notify, notifySubs and turn: the callbacks of readers that want a call
+	// rather than a channel (WebSocket connections, which then need no goroutine while idle;
+	// SSE streams' signals). A slice, with each Sub's index in it (Sub.notifyAt), so that
+	// Publish copies the callbacks in one move rather than walking a map per reader, and
+	// Close still removes one in constant time.
+	smu        sync.Mutex
+	notify     []func()
+	notifySubs []*Sub // notifySubs[i] registered notify[i]
+	// turn rotates where the wake-ups of each append start, so no reader is always the last
+	// of a wave (a map's iteration order did that by chance).
+	turn int
+}
+
+// view is what a tail holds at one moment. Every reader of a group reads every batch, so what
+// a read needs besides the items is kept here once rather than worked out per reader: where
+// each item's encoding ends (for MaxBatchBytes) and where the leave items are (for Batch.Gone).
+type view struct {
+	start int64 // every item of the group with cursor > start is in items
+	// items are slim (stream.Item.Slim): a payload is held once, in the item's JSON.
+	items []stream.Item
+	// ends[i] is the length of every encoding appended to the tail through items[i]'s.
+	ends []int64
+	// leaves are the leave items among items, in cursor order: a node's reader must stop at
+	// its own leave, and with them at hand a reader looks at the few in the range it reads,
+	// not at every item of every batch.
+	leaves []leave
+}
+
+// leave is a leave item the tail holds: where, whose, and why.
+type leave struct {
+	cursor int64
+	node   string
+	reason string
+}
+
+// leaveReason is a leave item's reason; an item from before reasons were recorded was a removal.
+func leaveReason(it stream.Item) string {
+	if it.Reason == "" {
+		return stream.ReasonRemoved
+	}
+	return it.Reason
 }
 
 // New returns a hub whose tails start at the store's newest cursor. Connect Publish to the
@@ -155,28 +201,38 @@ func New(store Store, opts Options) *Hub {
 }
 
 func newTail(start int64, max, maxBytes int) *tail {
-	return &tail{start: start, max: max, maxB: maxBytes}
+	t := &tail{max: max, maxB: maxBytes}
+	t.v.Store(&view{start: start})
+	return t
 }
 
 func (t *tail) append(items []stream.Item) {
 	t.mu.Lock()
+	v := *t.v.Load()
 	for _, it := range items {
 		it = it.Slim()
-		t.items = append(t.items, it)
+		t.total += int64(len(it.JSON))
+		// Appending never changes what a reader's slice of the old view holds: a slice of
+		// it ends where the old view ended.
+		v.items = append(v.items, it)
+		v.ends = append(v.ends, t.total)
 		t.bytes += it.Size()
+		if it.Kind == stream.KindLeave {
+			v.leaves = append(v.leaves, leave{cursor: it.Cursor, node: it.Node, reason: leaveReason(it)})
+		}
 	}
-	if len(t.items) > t.max || t.bytes > t.maxB {
+	if len(v.items) > t.max || t.bytes > t.maxB {
 		// Trim to three quarters of both bounds at once so trimming is rare; readers behind
 		// go to the store.
 		drop, bytes := 0, t.bytes
-		for drop < len(t.items) && (len(t.items)-drop > t.max*3/4 || bytes > t.maxB*3/4) {
-			bytes -= t.items[drop].Size()
+		for drop < len(v.items) && (len(v.items)-drop > t.max*3/4 || bytes > t.maxB*3/4) {
+			bytes -= v.items[drop].Size()
 			drop++
 		}
-		t.start = t.items[drop-1].Cursor
-		t.items = append([]stream.Item(nil), t.items[drop:]...)
+		v.trim(drop, v.items[drop-1].Cursor)
 		t.bytes = bytes
 	}
+	t.v.Store(&v)
 	if t.wake != nil {
 		close(t.wake)
 		// The readers it woke are likely to wait again at once: have their channel ready,
@@ -186,32 +242,74 @@ func (t *tail) append(items []stream.Item) {
 	t.mu.Unlock()
 }
 
+// trim drops the first n items (and their leaves) and moves start to start. What is left is
+// copied, so the memory of the dropped items is freed once no reader holds them.
+func (v *view) trim(n int, start int64) {
+	v.start = start
+	v.items = append([]stream.Item(nil), v.items[n:]...)
+	v.ends = append([]int64(nil), v.ends[n:]...)
+	if k := sort.Search(len(v.leaves), func(k int) bool { return v.leaves[k].cursor > start }); k > 0 {
+		v.leaves = append([]leave(nil), v.leaves[k:]...)
+	}
+}
+
 // after returns up to limit items with cursor > since, and whether since is inside the tail.
 func (t *tail) after(since int64, limit int) (items []stream.Item, inside bool) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if since < t.start {
+	return t.v.Load().after(since, limit, 0)
+}
+
+// after returns up to limit items with cursor > since whose encodings fit in maxBytes (at least
+// one; no bound when maxBytes is 0), and whether since is inside the view.
+func (v *view) after(since int64, limit, maxBytes int) (items []stream.Item, inside bool) {
+	if since < v.start {
 		return nil, false
 	}
-	i := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > since })
-	end := min(len(t.items), i+limit)
-	return t.items[i:end:end], true
+	i := v.index(since)
+	end := min(len(v.items), i+limit)
+	if maxBytes > 0 && end > i+1 {
+		// The encodings of items[i:j] are ends[j-1]-base long.
+		base := v.ends[i] - int64(len(v.items[i].JSON))
+		if v.ends[end-1]-base > int64(maxBytes) {
+			end = i + sort.Search(end-i, func(k int) bool { return v.ends[i+k]-base > int64(maxBytes) })
+			end = max(end, i+1)
+		}
+	}
+	return v.items[i:end:end], true
+}
+
+// index returns the index of the first item with cursor > since.
+func (v *view) index(since int64) int {
+	return sort.Search(len(v.items), func(i int) bool { return v.items[i].Cursor > since })
+}
+
+// leaveOf returns the cursor and reason of node's leave item among the view's items with
+// cursor in (since, through], if there is one.
+func (v *view) leaveOf(node string, since, through int64) (cursor int64, reason string, ok bool) {
+	n := len(v.leaves)
+	if n == 0 || v.leaves[n-1].cursor <= since {
+		return 0, "", false // the usual case: no leave in the range, nothing to look at
+	}
+	for k := sort.Search(n, func(k int) bool { return v.leaves[k].cursor > since }); k < n && v.leaves[k].cursor <= through; k++ {
+		if v.leaves[k].node == node {
+			return v.leaves[k].cursor, v.leaves[k].reason, true
+		}
+	}
+	return 0, "", false
 }
 
 // through returns the last up to limit items with cursor <= through, in cursor order.
 func (t *tail) through(through int64, limit int) []stream.Item {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	j := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > through })
+	v := t.v.Load()
+	j := v.index(through)
 	i := max(0, j-max(0, limit))
-	return t.items[i:j:j]
+	return v.items[i:j:j]
 }
 
 // wakeAfter returns nil when there is something to read after since (an item, or since is
 // behind the tail), otherwise the channel the next append closes.
 func (t *tail) wakeAfter(since int64) <-chan struct{} {
 	t.mu.RLock()
-	ready := t.readyLocked(since)
+	ready := t.v.Load().ready(since)
 	wake := t.wake
 	t.mu.RUnlock()
 	if ready {
@@ -222,7 +320,7 @@ func (t *tail) wakeAfter(since int64) <-chan struct{} {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.readyLocked(since) {
+	if t.v.Load().ready(since) {
 		return nil
 	}
 	if t.wake == nil {
@@ -231,8 +329,17 @@ func (t *tail) wakeAfter(since int64) <-chan struct{} {
 	return t.wake
 }
 
-func (t *tail) readyLocked(since int64) bool {
-	return since < t.start || (len(t.items) > 0 && t.items[len(t.items)-1].Cursor > since)
+// ready reports whether a reader at since has something to read: an item, or the store.
+func (v *view) ready(since int64) bool {
+	return since < v.start || (len(v.items) > 0 && v.items[len(v.items)-1].Cursor > since)
+}
+
+// head returns the cursor of the last item, or start when there is none.
+func (v *view) head() int64 {
+	if n := len(v.items); n > 0 {
+		return v.items[n-1].Cursor
+	}
+	return v.start
 }
 
 // Publish hands a committed batch (in cursor order) to the readers. It never blocks on readers.
@@ -241,7 +348,11 @@ func (h *Hub) Publish(items []stream.Item) {
 	if len(items) == 0 {
 		return
 	}
-	var wake []func()
+	wp, _ := h.wakes.Get().(*[]func())
+	if wp == nil {
+		wp = new([]func())
+	}
+	wake := (*wp)[:0]
 	h.mu.RLock()
 	// Items of one group are contiguous runs in most batches; append each run at once.
 	for i := 0; i < len(items); {
@@ -251,26 +362,41 @@ func (h *Hub) Publish(items []stream.Item) {
 		}
 		if t := h.groups[items[i].Group]; t != nil {
 			t.append(items[i:j:j])
-			t.smu.Lock()
-			for _, fn := range t.notify {
-				wake = append(wake, fn)
-			}
-			t.smu.Unlock()
+			wake = t.wakeups(wake)
 		}
 		i = j
 	}
 	h.global.append(items)
 	h.last.Store(items[len(items)-1].Cursor)
 	h.mu.RUnlock()
-	if len(wake) > 0 {
-		// The items are in the tails already, so every read from now on finds them; the
-		// wake-ups, one per reader, run off the writer so its next commit need not wait.
-		go func() {
-			for _, fn := range wake {
-				fn()
-			}
-		}()
+	*wp = wake
+	if len(wake) == 0 {
+		h.wakes.Put(wp)
+		return
 	}
+	// The items are in the tails already, so every read from now on finds them; the
+	// wake-ups, one per reader, run off the writer so its next commit need not wait.
+	go func() {
+		for _, fn := range wake {
+			fn()
+		}
+		clear(wake) // the buffer must not keep closed readers alive
+		h.wakes.Put(wp)
+	}()
+}
+
+// wakeups appends the readers' callbacks to wake, starting one further on each time.
+func (t *tail) wakeups(wake []func()) []func() {
+	t.smu.Lock()
+	defer t.smu.Unlock()
+	n := len(t.notify)
+	if n == 0 {
+		return wake
+	}
+	t.turn = (t.turn + 1) % n
+	wake = slices.Grow(wake, n)
+	wake = append(wake, t.notify[t.turn:]...)
+	return append(wake, t.notify[:t.turn]...)
 }
 
 // Purged drops every in-memory item up to through, which the store has deleted: a reader
@@ -288,15 +414,16 @@ func (h *Hub) Purged(through int64) {
 func (t *tail) dropThrough(through int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if through <= t.start {
+	v := *t.v.Load()
+	if through <= v.start {
 		return
 	}
-	i := sort.Search(len(t.items), func(i int) bool { return t.items[i].Cursor > through })
-	for _, it := range t.items[:i] {
+	i := v.index(through)
+	for _, it := range v.items[:i] {
 		t.bytes -= it.Size()
 	}
-	t.items = append([]stream.Item(nil), t.items[i:]...)
-	t.start = through
+	v.trim(i, through)
+	t.v.Store(&v)
 }
 
 // Batch is what one read returns.
@@ -319,11 +446,14 @@ type Batch struct {
 // Sub is one reader of one group: a stream, or one long-poll request. While it is open the
 // node counts as present.
 type Sub struct {
-	h         *Hub
-	t         *tail
-	p         *presence
-	link      *linkStats  // the node's round-trip window (nil for readers that are not a node)
-	notified  atomic.Bool // Notify was called
+	h        *Hub
+	t        *tail
+	p        *presence
+	link     *linkStats  // the node's round-trip window (nil for readers that are not a node)
+	notified atomic.Bool // Notify was called
+	// notifyAt is the index of the Sub's callback in its tail's notify, -1 when it has none
+	// there; t.smu guards it.
+	notifyAt  int
 	group     string
 	node      string
 	transport string
@@ -354,7 +484,7 @@ func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	}
 	p.mu.Unlock()
 	h.pmu.RUnlock()
-	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport, owner: nid}
+	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport, owner: nid, notifyAt: -1}
 }
 
 // leaveMark is where and why a reader's node left its group.
@@ -423,13 +553,29 @@ func (h *Hub) lookup(gid string) *presence {
 // hub's fan-out goroutine, so it must return at once (start a goroutine, set a flag). A Sub has
 // one notification: Notify or Signal, not both.
 func (s *Sub) Notify(fn func()) {
-	s.t.smu.Lock()
-	defer s.t.smu.Unlock()
+	t := s.t
+	t.smu.Lock()
+	defer t.smu.Unlock()
 	s.notified.Store(true)
-	if s.t.notify == nil {
-		s.t.notify = map[*Sub]func(){}
+	if s.notifyAt >= 0 {
+		t.notify[s.notifyAt] = fn
+		return
 	}
-	s.t.notify[s] = fn
+	s.notifyAt = len(t.notify)
+	t.notify = append(t.notify, fn)
+	t.notifySubs = append(t.notifySubs, s)
+}
+
+// unnotify removes the Sub's callback: the last one takes its place; t.smu is held.
+func (s *Sub) unnotify() {
+	t := s.t
+	last := len(t.notify) - 1
+	moved := t.notifySubs[last]
+	t.notify[s.notifyAt], t.notifySubs[s.notifyAt] = t.notify[last], moved
+	moved.notifyAt = s.notifyAt
+	t.notify[last], t.notifySubs[last] = nil, nil
+	t.notify, t.notifySubs = t.notify[:last], t.notifySubs[:last]
+	s.notifyAt = -1
 }
 
 // Close ends the reader. It takes only the group's own locks: the Sub holds its tail and its
@@ -439,7 +585,9 @@ func (s *Sub) Close() {
 		t := s.t
 		if s.notified.Load() {
 			t.smu.Lock()
-			delete(t.notify, s)
+			if s.notifyAt >= 0 {
+				s.unnotify()
+			}
 			t.smu.Unlock()
 		}
 		if t.subs.Add(-1) == 0 {
@@ -470,7 +618,8 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 		b.Gone = g.reason // nothing after its own leave, ever
 		return b, nil
 	}
-	items, inside := s.t.after(since, limit)
+	v := s.t.v.Load()
+	items, inside := v.after(since, limit, s.h.opts.MaxBatchBytes)
 	if !inside {
 		last := s.h.store.LastCursor()
 		var err error
@@ -483,10 +632,15 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 			// truncation is not told again.
 			b.Next = max(since, last)
 		}
+		items = capBytes(items, s.h.opts.MaxBatchBytes)
 	}
-	b.Items = capBytes(items, s.h.opts.MaxBatchBytes)
-	if s.owner != "" {
-		b.Items, b.Gone = s.untilLeave(b.Items)
+	b.Items = items
+	if s.owner != "" && len(items) > 0 {
+		if inside {
+			b.Items, b.Gone = s.untilLeaveIn(v, since, items)
+		} else {
+			b.Items, b.Gone = s.untilLeave(items)
+		}
 	}
 	items = b.Items
 	if n := len(items); n > 0 {
@@ -497,31 +651,37 @@ func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
 }
 
 // untilLeave cuts items after the owner's leave item, if they hold it, and returns its reason.
+// It looks at every item: for items read from the store, which the tail's leaves do not cover.
 func (s *Sub) untilLeave(items []stream.Item) ([]stream.Item, string) {
 	for i, it := range items {
 		if it.Kind == stream.KindLeave && it.Node == s.owner {
-			reason := it.Reason
-			if reason == "" {
-				reason = stream.ReasonRemoved
-			}
-			s.gone.Store(&leaveMark{cursor: it.Cursor, reason: reason})
-			return items[: i+1 : i+1], reason
+			return s.cut(items, i, leaveReason(it))
 		}
 	}
 	return items, ""
 }
 
+// untilLeaveIn is untilLeave for items read from view v after since: it looks at the view's
+// leaves in the range read, and at the items only when one of them is the owner's.
+func (s *Sub) untilLeaveIn(v *view, since int64, items []stream.Item) ([]stream.Item, string) {
+	cursor, reason, ok := v.leaveOf(s.owner, since, items[len(items)-1].Cursor)
+	if !ok {
+		return items, ""
+	}
+	i := sort.Search(len(items), func(i int) bool { return items[i].Cursor >= cursor })
+	return s.cut(items, i, reason)
+}
+
+// cut ends items with the owner's leave item, items[i], and remembers it, so that no later
+// read goes past it.
+func (s *Sub) cut(items []stream.Item, i int, reason string) ([]stream.Item, string) {
+	s.gone.Store(&leaveMark{cursor: items[i].Cursor, reason: reason})
+	return items[: i+1 : i+1], reason
+}
+
 // Head returns the cursor of the group's last item handed to readers (the tail's start when it
 // holds none): a reader whose cursor reached it has everything committed so far.
-func (s *Sub) Head() int64 {
-	t := s.t
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if n := len(t.items); n > 0 {
-		return t.items[n-1].Cursor
-	}
-	return t.start
-}
+func (s *Sub) Head() int64 { return s.t.v.Load().head() }
 
 // capBytes keeps the longest prefix of items whose encodings fit in max bytes (at least one).
 func capBytes(items []stream.Item, max int) []stream.Item {
@@ -629,11 +789,7 @@ func (h *Hub) WaitAll(ctx context.Context, since int64) error {
 	}
 }
 
-func (t *tail) startCursor() int64 {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.start
-}
+func (t *tail) startCursor() int64 { return t.v.Load().start }
 
 // Active reports whether a node has a stream open, or had one within ActiveGrace; the rules
 // count that as activity.

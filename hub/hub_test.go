@@ -222,10 +222,7 @@ func TestPurgeDropsTailItems(t *testing.T) {
 		t.Fatal(err)
 	}
 	tl := tailOf(h, j.Group.ID)
-	tl.mu.RLock()
-	n := len(tl.items)
-	tl.mu.RUnlock()
-	if n != 0 {
+	if n := len(tl.v.Load().items); n != 0 {
 		t.Fatalf("the tail still holds %d purged items", n)
 	}
 	b, err := sub.Read(context.Background(), j.Cursor, 10)
@@ -460,8 +457,9 @@ func TestTailMemoryIsBoundedInBytes(t *testing.T) {
 	runtime.ReadMemStats(&m1)
 	tl := tailOf(h, j.Group.ID)
 	tl.mu.RLock()
-	n, bytes := len(tl.items), tl.bytes
-	for _, it := range tl.items {
+	items := tl.v.Load().items
+	n, bytes := len(items), tl.bytes
+	for _, it := range items {
 		if it.Payload != nil || it.Data != nil {
 			t.Fatal("a tail item holds its payload outside its JSON")
 		}
@@ -613,5 +611,174 @@ func TestReadStopsAtOwnLeave(t *testing.T) {
 	b, err := other.Read(ctx, m.Cursor, 100)
 	if err != nil || b.Gone != "" || len(b.Items) != 4 || b.Items[3].Cursor != after[1] {
 		t.Fatalf("the host reads on: %+v %v", b, err)
+	}
+}
+
+// TestReadStopsAtOwnLeaveWherever (issue 26): a node's reader stops exactly at its own leave
+// item, past another node's leave, wherever the leave lies — in the tail, in the store behind
+// it, beyond the items one read returns (a small limit or byte bound) — and every item up to it
+// comes once, in order; a reader attributed to the other node stops at that node's leave; the
+// host reads everything.
+func TestReadStopsAtOwnLeaveWherever(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  Options
+		where string // where the node's leave is once everything is committed: tail or store
+		limit int
+	}{
+		{"tail", Options{}, "tail", 100},
+		{"tail-limit-1", Options{}, "tail", 1},
+		{"tail-limit-2", Options{}, "tail", 2},
+		{"tail-one-item-per-read", Options{MaxBatchBytes: 1}, "tail", 100},
+		{"store-into-tail", Options{TailItems: 8}, "tail", 3},
+		{"store", Options{TailItems: 4}, "store", 100},
+		{"store-limit-2", Options{TailItems: 4}, "store", 2},
+		{"store-one-item-per-read", Options{TailItems: 4, MaxBatchBytes: 1}, "store", 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, h := newHub(t, tc.opts, rules.Options{})
+			ctx := context.Background()
+			host := newGroup(t, st, "leaves")
+			gid := host.Group.ID
+			a, err := st.Join(ctx, gid, rules.NewNode{Name: "a"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			own := h.Subscribe(gid, a.Node.ID, "ws")
+			defer own.Close()
+			all := h.Subscribe(gid, host.Node.ID, "ws")
+			defer all.Close()
+			b, err := st.Join(ctx, gid, rules.NewNode{Name: "b"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ofB := h.Subscribe(gid, "", "meshv2")
+			ofB.EndAtLeaveOf(b.Node.ID)
+			defer ofB.Close()
+			publish(t, st, host, 3)
+			if err := st.Leave(ctx, gid, b.Node.ID, stream.ReasonLeft); err != nil {
+				t.Fatal(err)
+			}
+			publish(t, st, host, 2)
+			if err := st.Leave(ctx, gid, a.Node.ID, stream.ReasonRemoved); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				publish(t, st, host, 1)
+			}
+			if tc.where == "store" {
+				for range 3 {
+					publish(t, st, host, 1)
+				}
+			}
+
+			want, _, err := st.ReadAfter(ctx, gid, a.Cursor, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaveAt := func(nid string) int {
+				for i, it := range want {
+					if it.Kind == stream.KindLeave && it.Node == nid {
+						return i
+					}
+				}
+				t.Fatalf("no leave of %s in %v", nid, cursors(want))
+				return 0
+			}
+			aLeave, bLeave := leaveAt(a.Node.ID), leaveAt(b.Node.ID)
+			start := tailOf(h, gid).startCursor()
+			inTail := want[aLeave].Cursor > start
+			fromStore := tc.where == "store" || tc.name == "store-into-tail"
+			if inTail != (tc.where == "tail") || fromStore != (start > a.Cursor) {
+				t.Fatalf("the tail starts at %d, the leave is %d, the reader starts at %d: the test proves nothing",
+					start, want[aLeave].Cursor, a.Cursor)
+			}
+
+			walk := func(sub *Sub) (got []int64, gone string) {
+				since := a.Cursor
+				for range 100 {
+					bt, err := sub.Read(ctx, since, tc.limit)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if tc.opts.MaxBatchBytes == 1 && len(bt.Items) > 1 {
+						t.Fatalf("a read returned %d items over a 1-byte bound", len(bt.Items))
+					}
+					got = append(got, cursors(bt.Items)...)
+					if bt.Gone != "" {
+						again, err := sub.Read(ctx, bt.Next, tc.limit)
+						if err != nil || again.Gone != bt.Gone || len(again.Items) != 0 {
+							t.Fatalf("a read after the leave: %+v %v", again, err)
+						}
+						return got, bt.Gone
+					}
+					if len(bt.Items) == 0 {
+						return got, ""
+					}
+					since = bt.Next
+				}
+				t.Fatal("the reader never caught up")
+				return nil, ""
+			}
+			if got, gone := walk(own); gone != stream.ReasonRemoved || !slices.Equal(got, cursors(want[:aLeave+1])) {
+				t.Fatalf("own reader: %v gone %q, want %v gone removed", got, gone, cursors(want[:aLeave+1]))
+			}
+			if got, gone := walk(ofB); gone != stream.ReasonLeft || !slices.Equal(got, cursors(want[:bLeave+1])) {
+				t.Fatalf("reader attributed to b: %v gone %q, want %v gone left", got, gone, cursors(want[:bLeave+1]))
+			}
+			if got, gone := walk(all); gone != "" || !slices.Equal(got, cursors(want)) {
+				t.Fatalf("host: %v gone %q, want %v", got, gone, cursors(want))
+			}
+		})
+	}
+}
+
+// TestNotifyCallsOpenReaders: every reader that asked for a call gets one after each commit to
+// its group, whichever other readers closed before (the first, one in the middle, the last);
+// a reader that called Notify again gets only its new call; closed readers are out of the
+// group's list.
+func TestNotifyCallsOpenReaders(t *testing.T) {
+	st, h := newHub(t, Options{}, rules.Options{})
+	j := newGroup(t, st, "notify")
+	const n = 10
+	calls := make([]chan struct{}, n)
+	subs := make([]*Sub, n)
+	for i := range subs {
+		calls[i] = make(chan struct{}, 16)
+		subs[i] = h.Subscribe(j.Group.ID, "r"+strconv.Itoa(i), "ws")
+		defer subs[i].Close()
+		subs[i].Notify(func() { t.Errorf("reader %d: its first callback was replaced", i) })
+		subs[i].Notify(func() { calls[i] <- struct{}{} })
+	}
+	closed := map[int]bool{0: true, 4: true, n - 1: true}
+	for i := range closed {
+		subs[i].Close()
+	}
+	for round := range 3 {
+		publish(t, st, j, 1)
+		for i := range subs {
+			if !closed[i] {
+				<-calls[i] // each open reader is called; a missing call hangs the test
+			}
+		}
+		if round == 1 {
+			subs[2].Close()
+			closed[2] = true
+		}
+	}
+	tl := tailOf(h, j.Group.ID)
+	tl.smu.Lock()
+	defer tl.smu.Unlock()
+	if len(tl.notify) != n-len(closed) || len(tl.notifySubs) != len(tl.notify) {
+		t.Fatalf("%d callbacks for %d open readers", len(tl.notify), n-len(closed))
+	}
+	for i, s := range subs {
+		if closed[i] {
+			if slices.Contains(tl.notifySubs, s) {
+				t.Fatalf("closed reader %d is still called", i)
+			}
+		} else if tl.notifySubs[s.notifyAt] != s {
+			t.Fatalf("reader %d is not where its index says", i)
+		}
 	}
 }
