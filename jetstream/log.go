@@ -238,14 +238,17 @@ func (l *Log) Load(ctx context.Context) (stream.State, error) {
 }
 
 // scan reads the stored state and updates what the log knows of the stream from it. A stream
-// just created, or whose leader just changed, may answer no one for a moment: it retries.
+// just created, or whose leader just changed, may answer no one for a moment, or not in time
+// (instances started at once on a cluster that just formed): it retries until RetryFor.
 func (l *Log) scan(ctx context.Context) (stream.State, error) {
 	giveUp := time.Now().Add(l.opts.RetryFor)
 	for {
 		st, err := l.scanOnce(ctx)
-		if err == nil || !errors.Is(err, nats.ErrNoResponders) || time.Now().After(giveUp) {
+		transient := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		if err == nil || !transient || ctx.Err() != nil || time.Now().After(giveUp) {
 			return st, err
 		}
+		l.log.Warn("load the stream: retrying", "stream", l.opts.Stream, "err", err)
 		select {
 		case <-ctx.Done():
 			return st, ctx.Err()
