@@ -190,8 +190,13 @@ func (e *Engine) Snapshot(ctx context.Context, gid string) (Snapshot, error) {
 }
 
 // ReadAfter reads up to limit committed items of a group after since from the log. It is meant
-// for readers behind the in-memory tail; package hub serves the rest.
+// for readers behind the in-memory tail; package hub serves the rest. Over a shared log it
+// follows the group first (a read is a use, see Follow), so it never serves less than the
+// log holds.
 func (e *Engine) ReadAfter(ctx context.Context, gid string, since int64, limit int) ([]stream.Item, bool, error) {
+	if err := e.use(ctx, gid); err != nil {
+		return nil, false, err
+	}
 	return e.store.ReadAfter(ctx, gid, since, e.Watermark(), limit, e.opts.Limits.MaxReadBytes)
 }
 
