@@ -449,3 +449,95 @@ func TestOwnBatchWaitsForASlowFollower(t *testing.T) {
 		t.Fatalf("B handed its readers %v, want %v", names, want)
 	}
 }
+
+// An instance applies the items of the groups its clients use only: those a reader here
+// follows (Follow, as the hub's tails do) and those it wrote or read within FollowIdle. Of
+// every other group it applies the records (it knows the group and its members) and none of
+// the items, which a read through it still finds in the log.
+func TestInstanceFollowsOnlyGroupsItUses(t *testing.T) {
+	t.Parallel()
+	in := instances(t, natstest.Run(t), 2, rules.Options{FollowIdle: 20 * time.Millisecond})
+	a, b := in[0], in[1]
+	ctx := context.Background()
+	read := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: "read"})
+	quiet := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: "quiet"})
+	waitFor(t, "B to see the groups", func() bool {
+		_, err1 := b.Group(read.Group.ID)
+		_, err2 := b.Group(quiet.Group.ID)
+		return err1 == nil && err2 == nil
+	})
+	if _, err := b.Follow(ctx, read.Group.ID); err != nil {
+		t.Fatal(err)
+	}
+	publishOn := func(x instance, j rules.Joined, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			if _, err := x.Publish(ctx, j.Group.ID, j.Node.ID, []rules.EventIn{{Name: n}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventNames := func(items []stream.Item) []string {
+		var out []string
+		for _, it := range items {
+			if it.Kind == stream.KindEvent {
+				out = append(out, it.Name)
+			}
+		}
+		return out
+	}
+	publishOn(a, read, "r1", "r2", "r3")
+	publishOn(a, quiet, "q1", "q2", "q3")
+	if err := b.Sync(ctx); err != nil { // B applied everything A committed
+		t.Fatal(err)
+	}
+	if got := eventNames(b.seen.of(read.Group.ID)); !slices.Equal(got, []string{"r1", "r2", "r3"}) {
+		t.Fatalf("B handed its readers %v of the group it follows", got)
+	}
+	if got := b.seen.of(quiet.Group.ID); len(got) != 0 {
+		t.Fatalf("B applied %d items of a group nobody reads or writes there", len(got))
+	}
+	if n := b.Followed(); n != 1 {
+		t.Fatalf("B follows %d groups, want 1", n)
+	}
+
+	// A read through B finds the quiet group's items in the log (and follows it a moment).
+	items, _, err := b.ReadAfter(ctx, quiet.Group.ID, 0, 100)
+	if err != nil || !slices.Equal(eventNames(items), []string{"q1", "q2", "q3"}) {
+		t.Fatalf("read of the quiet group through B: %v %v", eventNames(items), err)
+	}
+	waitFor(t, "B to let the read group go after FollowIdle", func() bool { return b.Followed() == 1 })
+
+	// A write through B follows the group first: the batch is committed (it waits for its own
+	// messages, which B's follower delivers only for groups it follows) and B's readers get it.
+	m, err := b.Join(ctx, quiet.Group.ID, rules.NewNode{Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.seen.of(quiet.Group.ID); len(got) != 1 || got[0].Kind != stream.KindJoin || got[0].Node != m.Node.ID {
+		t.Fatalf("B handed its readers %+v of its own join", got)
+	}
+
+	// Nobody reads or writes either group on B any more: B stops applying their items.
+	b.Unfollow(read.Group.ID)
+	waitFor(t, "B to let both groups go", func() bool { return b.Followed() == 0 })
+	// Following another group starts B's follower again, without the two.
+	third := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: "third"})
+	waitFor(t, "B to see the third group", func() bool { _, err := b.Group(third.Group.ID); return err == nil })
+	if _, err := b.Follow(ctx, third.Group.ID); err != nil {
+		t.Fatal(err)
+	}
+	seenRead, seenQuiet := len(b.seen.of(read.Group.ID)), len(b.seen.of(quiet.Group.ID))
+	publishOn(a, read, "late")
+	publishOn(a, quiet, "late")
+	publishOn(a, third, "t1")
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.seen.of(read.Group.ID)) != seenRead || len(b.seen.of(quiet.Group.ID)) != seenQuiet {
+		t.Fatalf("B applied items of groups it let go: %v, %v", eventNames(b.seen.of(read.Group.ID)), eventNames(b.seen.of(quiet.Group.ID)))
+	}
+	if got := eventNames(b.seen.of(third.Group.ID)); !slices.Equal(got, []string{"t1"}) {
+		t.Fatalf("B handed its readers %v of the third group", got)
+	}
+}
