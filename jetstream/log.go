@@ -22,6 +22,9 @@
 //     not MaxAge: the records of live groups share the stream and must outlive the event TTL.
 //   - The lease that picks that one instance lapses by a per-message TTL, judged by the
 //     server: instances whose clocks disagree never both hold it.
+//   - The follower (Follow) delivers every record and mark, but items only of the groups the
+//     instance wants (Want): its consumer filters on their subjects, and starts again, after
+//     a marker per group added, whenever they change (follow.go).
 package jetstream
 
 import (

@@ -230,7 +230,7 @@ func (e *Engine) Storage() stream.StorageStatus {
 
 // Stats reads the current figures.
 func (e *Engine) Stats(ctx context.Context) Stats {
-	st := Stats{Cursor: e.Watermark(), QueueDepth: len(e.ops)}
+	st := Stats{Cursor: e.Watermark(), QueueDepth: len(e.ops), FollowedGroups: e.Followed()}
 	e.mu.RLock()
 	now := e.now()
 	for _, g := range e.groups {
