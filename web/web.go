@@ -190,7 +190,7 @@ func StatsSource(store Store) metrics.StatsSource {
 			GroupsLive: st.Groups, NodesLive: st.Nodes, RetainedItems: st.RetainedItems,
 			OldestRetainedAge: st.OldestItemAge, DatabaseBytes: st.DBBytes, WALBytes: st.WALBytes,
 			WriterQueueDepth: st.QueueDepth, FollowedGroups: st.FollowedGroups,
-			StorageState:     string(st.Storage.State), StorageSince: st.Storage.Since, StorageBudget: st.Storage.Budget,
+			StorageState: string(st.Storage.State), StorageSince: st.Storage.Since, StorageBudget: st.Storage.Budget,
 		}, nil
 	})
 }
