@@ -415,7 +415,7 @@ func (e *Engine) writeLoop() {
 	batch := make([]*op, 0, maxBatchOps)
 	var sweep <-chan time.Time // nil, never ready, unless the log is shared
 	if e.follower != nil {
-		tick := time.NewTicker(e.opts.FollowIdle / 4)
+		tick := time.NewTicker(max(e.opts.FollowIdle/4, time.Millisecond))
 		defer tick.Stop()
 		sweep = tick.C
 	}

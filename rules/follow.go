@@ -496,3 +496,22 @@ func (e *Engine) sweepInterest() {
 		}
 	}
 }
+
+// SyncGroup makes this instance's watermark a fair "now" for a new reader of group gid: when
+// it does not follow the group's items yet, its watermark moved last with the last message its
+// follower delivered, which may be long past (the group's items since then were not
+// delivered), so it syncs with the shared log first. When it follows the group, or over a log
+// of its own, it returns at once.
+func (e *Engine) SyncGroup(ctx context.Context, gid string) error {
+	if e.follower == nil {
+		return nil
+	}
+	e.imu.Lock()
+	i := e.interest[gid]
+	followed := i != nil && i.followed()
+	e.imu.Unlock()
+	if followed {
+		return nil
+	}
+	return e.Sync(ctx)
+}

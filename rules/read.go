@@ -177,6 +177,9 @@ func (e *Engine) filterGroups(keep func(*groupState) bool, limit int) []Group {
 // applying every item after Cursor gives the current state. State and cursor are read under
 // one lock, which commits take to apply both.
 func (e *Engine) Snapshot(ctx context.Context, gid string) (Snapshot, error) {
+	if err := e.SyncGroup(ctx, gid); err != nil {
+		return Snapshot{}, err
+	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	now := e.now()

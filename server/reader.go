@@ -45,6 +45,11 @@ func (s *Server) openReader(r *http.Request, q url.Values, lastEventID string) (
 	// check has a cursor above it, so the reader reads it and ends there (hub.Batch.Gone).
 	// Read after the check, it could lie past a leave committed in between, and the removed
 	// node would go on reading everything after its leave.
+	// On a shared log an instance that does not follow the group yet catches up first, so
+	// "now" is not its follower's last news of the stream, which may be long past.
+	if err := s.store.SyncGroup(r.Context(), gid); err != nil {
+		return reader{}, err
+	}
 	since := s.store.LastCursor()
 	n, ok := chargedNode(r.Context(), gid, tok) // authenticated by limit a moment ago…
 	var err error
