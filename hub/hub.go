@@ -2,6 +2,11 @@
 // of recent items per group with a wake-up signal, falls back to the store for readers behind
 // the tail, and tracks which nodes have a stream open (presence). Readers hold only a cursor, so
 // a slow reader costs no memory and never slows the others.
+//
+// A store shared with other instances applies only the groups followed here: a group's tail
+// follows its group (Store.Follow) before its first reader reads, and lets it go (Unfollow)
+// when the tail is dropped. The global feed (the dashboard's) holds the items this instance
+// applied: those of the groups its clients use.
 package hub
 
 import (
@@ -17,11 +22,14 @@ import (
 	"meshbox/stream"
 )
 
-// Store is what the hub needs of the rules: the watermark, and reads (bounded by it) for
-// readers behind the tail.
+// Store is what the hub needs of the rules: the watermark, reads (bounded by it) for readers
+// behind the tail, and following a group (rules.Engine.Follow): once Follow returned cursor c,
+// every item of the group after c is handed to Publish, and those up to c are in the store.
 type Store interface {
 	ReadAfter(ctx context.Context, gid string, since int64, limit int) ([]stream.Item, bool, error)
 	LastCursor() int64
+	Follow(ctx context.Context, gid string) (int64, error)
+	Unfollow(gid string)
 }
 
 // Options configure a Hub.
@@ -42,6 +50,9 @@ type Options struct {
 	// MaxBatchBytes bounds the encoded items one read returns (at least one item), so a
 	// reader far behind holds a bounded frame rather than thousands of large payloads.
 	MaxBatchBytes int
+	// FollowTimeout bounds how long a new reader of a group waits for the store to follow it
+	// (default 10 s); a reader whose group could not be followed fails its reads.
+	FollowTimeout time.Duration
 }
 
 // Hub fans committed items out to readers.
@@ -131,6 +142,9 @@ type tail struct {
 	// turn rotates where the wake-ups of each append start, so no reader is always the last
 	// of a wave (a map's iteration order did that by chance).
 	turn int
+	// followed tells that the store follows the group for this tail (one Follow, undone by
+	// Unfollow when the tail is dropped). It is set under Hub.mu's write lock.
+	followed atomic.Bool
 }
 
 // view is what a tail holds at one moment. Every reader of a group reads every batch, so what
@@ -189,6 +203,9 @@ func New(store Store, opts Options) *Hub {
 	}
 	if opts.MaxBatchBytes <= 0 {
 		opts.MaxBatchBytes = 256 << 10
+	}
+	if opts.FollowTimeout <= 0 {
+		opts.FollowTimeout = 10 * time.Second
 	}
 	last := store.LastCursor()
 	h := &Hub{
@@ -414,9 +431,15 @@ func (h *Hub) Purged(through int64) {
 func (t *tail) dropThrough(through int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.dropLocked(through)
+}
+
+// dropLocked drops the items up to through and moves the start there, if it is ahead of the
+// start; it reports whether it did. t.mu must be held.
+func (t *tail) dropLocked(through int64) bool {
 	v := *t.v.Load()
 	if through <= v.start {
-		return
+		return false
 	}
 	i := v.index(through)
 	for _, it := range v.items[:i] {
@@ -424,6 +447,7 @@ func (t *tail) dropThrough(through int64) {
 	}
 	v.trim(i, through)
 	t.v.Store(&v)
+	return true
 }
 
 // Batch is what one read returns.
@@ -461,17 +485,27 @@ type Sub struct {
 	// reader that is not one was attributed to (EndAtLeaveOf).
 	owner string
 	// gone is the owner's leave, once a read reached it: later reads after it return nothing.
-	gone      atomic.Pointer[leaveMark]
+	gone atomic.Pointer[leaveMark]
+	// unfollowed is why the store could not follow the group when the reader opened: its
+	// reads fail with it (its client comes back, and the next reader tries again).
+	unfollowed error
+
 	closeOnce sync.Once
 	sigOnce   sync.Once
 	sig       chan struct{}
 }
 
-// Subscribe opens a reader of group gid for node nid over a transport.
+// Subscribe opens a reader of group gid for node nid over a transport. The first reader of a
+// group the store does not follow yet waits until it does (a shared store's follower starts
+// again: milliseconds), at most FollowTimeout.
 func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	t := h.tailOf(gid)
 	t.subs.Add(1)
 	h.mu.RUnlock()
+	var unfollowed error
+	if !t.followed.Load() {
+		unfollowed = h.follow(t, gid)
+	}
 	p := h.presenceOf(gid)
 	p.mu.Lock()
 	p.open[nid]++
@@ -484,7 +518,46 @@ func (h *Hub) Subscribe(gid, nid, transport string) *Sub {
 	}
 	p.mu.Unlock()
 	h.pmu.RUnlock()
-	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport, owner: nid, notifyAt: -1}
+	return &Sub{h: h, t: t, p: p, link: link, group: gid, node: nid, transport: transport, owner: nid, unfollowed: unfollowed, notifyAt: -1}
+}
+
+// follow has the store follow the tail's group, and moves the tail's start to the cursor
+// Follow returned: items up to it never came through Publish (the store did not follow the
+// group), so readers before it read them from the store. Readers opening at once may each
+// call Follow; the first to finish keeps its follow, the others undo theirs. The caller
+// counts among the tail's readers, so the tail is not dropped meanwhile.
+func (h *Hub) follow(t *tail, gid string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FollowTimeout)
+	defer cancel()
+	from, err := h.store.Follow(ctx, gid)
+	if err != nil {
+		return fmt.Errorf("follow group %s: %w", gid, err)
+	}
+	h.mu.Lock()
+	first := !t.followed.Load()
+	if first {
+		t.raiseStart(from)
+		t.followed.Store(true)
+	}
+	h.mu.Unlock()
+	if !first {
+		h.store.Unfollow(gid)
+	}
+	return nil
+}
+
+// raiseStart moves the tail's start up to from (never back), dropping the items up to it, and
+// wakes its waiters: those behind the new start read from the store.
+func (t *tail) raiseStart(from int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.dropLocked(from) {
+		return
+	}
+	if t.wake != nil {
+		close(t.wake)
+		t.wake = make(chan struct{})
+	}
 }
 
 // leaveMark is where and why a reader's node left its group.
@@ -610,6 +683,9 @@ func (s *Sub) Close() {
 // Read returns up to limit items after since without waiting: from memory when since is inside
 // the tail, otherwise from the store.
 func (s *Sub) Read(ctx context.Context, since int64, limit int) (Batch, error) {
+	if s.unfollowed != nil {
+		return Batch{}, s.unfollowed
+	}
 	if since > s.h.store.LastCursor() {
 		return Batch{}, fmt.Errorf("cursor %d: %w", since, rules.ErrCursorAhead)
 	}
@@ -853,13 +929,20 @@ func (h *Hub) Run(ctx context.Context) {
 				p.mu.Unlock()
 			}
 			h.pmu.Unlock()
+			var unfollow []string
 			h.mu.Lock()
 			for gid, t := range h.groups {
 				if t.subs.Load() == 0 && now.Sub(time.Unix(0, t.idleAt.Load())) > h.opts.IdleTail {
 					delete(h.groups, gid)
+					if t.followed.Load() {
+						unfollow = append(unfollow, gid)
+					}
 				}
 			}
 			h.mu.Unlock()
+			for _, gid := range unfollow {
+				h.store.Unfollow(gid)
+			}
 		}
 	}
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,10 +20,16 @@ import (
 
 var _ stream.Follower = (*Log)(nil)
 
-// Follow delivers every message of the stream after the position of the last Load (or Open),
-// in stream order, through one ordered consumer, until ctx ends. It keeps what the log knows
-// of the stream (newest items, records and purge marks) up with what other instances write,
-// before the entry is delivered: a read or a check after an entry sees its effect.
+// Follow delivers the stream's messages after the position of the last Load (or Open), in
+// stream order, through one ordered consumer, until ctx ends: every record, purge mark, check
+// and lease, and the items of the groups wanted (Want). It keeps what the log knows of the
+// stream (newest items, records and purge marks) up with what other instances write, before
+// the entry is delivered: a read or a check after an entry sees its effect.
+//
+// When the wanted groups change, the consumer starts again, at the follower's own next
+// undelivered sequence, with the new filter, after a marker for each group added: so nothing
+// wanted is skipped or delivered twice, and what the marker's Through covers (everything
+// stored before the new consumer's start) is in the stream for ReadAfter.
 func (l *Log) Follow(ctx context.Context) <-chan stream.Entry {
 	ch := make(chan stream.Entry, 1024)
 	go func() {
@@ -43,10 +52,116 @@ func (l *Log) Follow(ctx context.Context) <-chan stream.Entry {
 	return ch
 }
 
-// follow runs one ordered consumer from next and returns the sequence to resume from.
+// Want adds group gid to the groups whose items the follower delivers (on), or drops it. A
+// change makes the follower start its consumer again with the new filter; every group added
+// gets its marker first (see stream.Follower).
+func (l *Log) Want(gid string, on bool) {
+	l.fmu.Lock()
+	if l.wanted[gid] == on {
+		l.fmu.Unlock()
+		return
+	}
+	if on {
+		l.wanted[gid] = true
+		l.added = append(l.added, gid)
+	} else {
+		delete(l.wanted, gid)
+		l.added = slices.DeleteFunc(l.added, func(g string) bool { return g == gid })
+	}
+	l.fmu.Unlock()
+	select {
+	case l.refilter <- struct{}{}:
+	default: // a change is already signalled; the follower reads the whole set
+	}
+}
+
+// Wanted is how many groups' items the follower delivers.
+func (l *Log) Wanted() int {
+	l.fmu.Lock()
+	defer l.fmu.Unlock()
+	return len(l.wanted)
+}
+
+// filter takes the consumer's filter for the wanted groups and the groups owed a marker.
+func (l *Log) filter() (filter, added []string) {
+	l.fmu.Lock()
+	defer l.fmu.Unlock()
+	filter = l.subj.followed()
+	for _, gid := range slices.Sorted(maps.Keys(l.wanted)) {
+		filter = append(filter, l.subj.items(gid))
+	}
+	added, l.added = l.added, nil
+	return filter, added
+}
+
+// owe puts groups back among those owed a marker (their markers could not be made), unless
+// they were dropped meanwhile.
+func (l *Log) owe(gids []string) {
+	l.fmu.Lock()
+	for _, gid := range gids {
+		if l.wanted[gid] && !slices.Contains(l.added, gid) {
+			l.added = append(l.added, gid)
+		}
+	}
+	l.fmu.Unlock()
+}
+
+// cursorThrough is a cursor that covers every item stored at or before stream sequence seq,
+// whatever the message at seq holds (the layout's through, frames.go): positions (Entry.Seq,
+// Position) and cursors (Item.Cursor, Watermark) stay apart everywhere else.
+func (l *Log) cursorThrough(seq int64) int64 { return l.lay.through(seq) }
+
+// markers makes the marker of each group added, for a consumer that starts at next: every
+// item of the group stored before next is covered by cursorThrough(next-1), and its newest
+// item, asked of the stream's leader (a replica may lag), tells the lag check of reads and an
+// ended group's last cursor.
+func (l *Log) markers(ctx context.Context, next int64, added []string) ([]stream.Entry, error) {
+	through := l.cursorThrough(next - 1)
+	out := make([]stream.Entry, 0, len(added))
+	for _, gid := range added {
+		m, err := l.leaderGet(ctx, directRequest{LastFor: l.subj.items(gid)})
+		if err != nil {
+			return nil, fmt.Errorf("newest item of %s: %w", gid, err)
+		}
+		last := l.marks.Mark(gid)
+		if m != nil {
+			last = max(last, l.lay.lastCursor(m.seq, m.header))
+		}
+		out = append(out, stream.Entry{Seq: next - 1, Through: through, Followed: gid, LastItem: last})
+	}
+	l.mu.Lock()
+	for _, en := range out {
+		l.lastItem[en.Followed] = max(l.lastItem[en.Followed], en.LastItem)
+	}
+	l.mu.Unlock()
+	l.advance(through)
+	return out, nil
+}
+
+// follow runs one ordered consumer from next, for the groups wanted now, and returns the
+// sequence to resume from: when the consumer fails, or when the wanted groups changed.
 func (l *Log) follow(ctx context.Context, next int64, ch chan<- stream.Entry) (int64, error) {
+	select {
+	case <-l.refilter: // the set is read below
+	default:
+	}
+	filter, added := l.filter()
+	if len(added) > 0 {
+		marks, err := l.markers(ctx, next, added)
+		if err != nil {
+			l.owe(added)
+			return next, err
+		}
+		for _, en := range marks {
+			select {
+			case ch <- en:
+			case <-ctx.Done():
+				return next, ctx.Err()
+			}
+		}
+	}
 	c, err := l.js.OrderedConsumer(ctx, l.opts.Stream, js.OrderedConsumerConfig{
-		DeliverPolicy: js.DeliverByStartSequencePolicy, OptStartSeq: uint64(next),
+		FilterSubjects: filter, DeliverPolicy: js.DeliverByStartSequencePolicy, OptStartSeq: uint64(next),
 	})
 	if err != nil {
 		return next, fmt.Errorf("create consumer: %w", err)
@@ -60,9 +175,26 @@ func (l *Log) follow(ctx context.Context, next int64, ch chan<- stream.Entry) (i
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	defer it.Stop()
+	// A change of the wanted groups stops the consumer. The watcher is gone before follow
+	// returns, so a change it did not take is seen by the next consumer.
+	var refiltered atomic.Bool
+	done, watched := make(chan struct{}), make(chan struct{})
+	defer func() { close(done); <-watched }()
+	go func() {
+		defer close(watched)
+		select {
+		case <-l.refilter:
+			refiltered.Store(true)
+			it.Stop()
+		case <-done:
+		}
+	}()
 	for {
 		m, err := it.Next()
 		if err != nil {
+			if refiltered.Load() {
+				return next, nil // start again with the new filter, from the first undelivered
+			}
 			return next, fmt.Errorf("next message: %w", err)
 		}
 		md, err := m.Metadata()
@@ -78,7 +210,7 @@ func (l *Log) follow(ctx context.Context, next int64, ch chan<- stream.Entry) (i
 			// A message meshbox cannot read is skipped, not retried forever: it is logged
 			// and its position passed, as nothing else can be done with it.
 			l.log.Error("follow stream: unreadable message", "seq", seq, "subject", m.Subject(), "err", err)
-			en = stream.Entry{Seq: seq}
+			en = stream.Entry{Seq: seq, Through: l.cursorThrough(seq)}
 		}
 		select {
 		case ch <- en:
@@ -92,8 +224,18 @@ func (l *Log) follow(ctx context.Context, next int64, ch chan<- stream.Entry) (i
 // observe updates what the log knows from one message of the stream and returns it as an
 // entry: a frame's items, or a record's change.
 func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
-	en := stream.Entry{Seq: m.seq, Own: strings.HasPrefix(m.header.Get(nats.MsgIdHdr), l.origin+".")}
 	kind, gid, nid, ok := l.subj.parse(m.subject)
+	// Through is the message's own cursor: an items message's last item's, any other's the
+	// first cursor its position could hold (no item holds it). So every instance moves its
+	// watermark to the same cursor for the same message, the writer's own included.
+	through := l.lay.cursor(m.seq, 0)
+	if ok && kind == 'i' {
+		through = l.lay.lastCursor(m.seq, m.header)
+	}
+	en := stream.Entry{Seq: m.seq, Through: through, Own: strings.HasPrefix(m.header.Get(nats.MsgIdHdr), l.origin+".")}
+	// Every item stored up to here is known committed: the wanted groups' were delivered, the
+	// others' are in the stream.
+	defer l.advance(through)
 	if !ok {
 		return en, nil
 	}

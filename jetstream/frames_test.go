@@ -126,6 +126,8 @@ func TestBatchOfAGroupIsOneMessage(t *testing.T) {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	other.pos.Store(0)
+	other.Want("a", true)
+	other.Want("b", true)
 	var followed []stream.Item
 	for en := range other.Follow(fctx) {
 		followed = append(followed, en.Items...)

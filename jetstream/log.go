@@ -24,6 +24,9 @@
 //     not MaxAge: the records of live groups share the stream and must outlive the event TTL.
 //   - The lease that picks that one instance lapses by a per-message TTL, judged by the
 //     server: instances whose clocks disagree never both hold it.
+//   - The follower (Follow) delivers every record and mark, but items only of the groups the
+//     instance wants (Want): its consumer filters on their subjects, and starts again, after
+//     a marker per group added, whenever they change (follow.go).
 package jetstream
 
 import (
@@ -138,6 +141,14 @@ type Log struct {
 
 	// origin starts the message ids of this instance's messages, so its follower tells its own.
 	origin string
+
+	// fmu guards the groups whose items the follower delivers (see Want): wanted, and added,
+	// those wanted since the follower last started its consumer, each owed a marker. refilter
+	// tells the follower that the set changed.
+	fmu      sync.Mutex
+	wanted   map[string]bool
+	added    []string
+	refilter chan struct{}
 }
 
 var _ stream.Log = (*Log)(nil)
@@ -154,6 +165,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 		opts: opts, log: opts.Logger, nc: nc, js: j, subj: subjects{p: opts.Subjects},
 		lastItem: map[string]int64{}, deleted: map[string]bool{},
 		recSeq: map[string]int64{}, domSeq: map[string]int64{}, origin: nuid.Next(),
+		wanted: map[string]bool{}, refilter: make(chan struct{}, 1),
 	}
 	cfg := js.StreamConfig{
 		Name:        opts.Stream,
@@ -211,8 +223,9 @@ func (l *Log) Close() error {
 	return nil
 }
 
-// Watermark is the cursor of the newest committed item this instance knows (or one that covers
-// every item stored up to a position this instance followed).
+// Watermark is the cursor of the newest committed item this instance knows: its own, and
+// those its follower delivered or passed (a follower that delivers only some groups' items
+// moves it past the others' too, which are in the stream for ReadAfter).
 func (l *Log) Watermark() int64 { return l.watermark.Load() }
 
 // Ping checks that the stream has a leader, which it needs to accept writes.

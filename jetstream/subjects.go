@@ -40,6 +40,13 @@ func (s subjects) all() string                { return s.p + ".>" }
 func (s subjects) layout() string             { return s.p + ".v" }
 func (s subjects) allItems() string           { return s.p + ".g.*.i" }
 
+// followed are the subjects every instance's follower delivers, whichever groups it wants:
+// everything but items (records, purge marks, checks, leases, domain marks). They grow with
+// groups and nodes, not with items, and the rules' limits need them all.
+func (s subjects) followed() []string {
+	return []string{s.p + ".g.*.r.>", s.p + ".m.*", s.purged(), s.check(), s.p + ".l.*", s.p + ".d.*"}
+}
+
 // parse tells what a subject of the stream holds and whose it is.
 func (s subjects) parse(subj string) (kind byte, gid, nid string, ok bool) {
 	rest, found := strings.CutPrefix(subj, s.p+".")

@@ -113,8 +113,11 @@ func (b *StoreBackend) Snapshot(ctx context.Context, groupID string) (rules.Snap
 
 // Group implements Backend with the rules' in-memory read; the cursor is read after the
 // group, so nothing of the group's state is newer than it.
-func (b *StoreBackend) Group(_ context.Context, groupID string) (rules.Snapshot, error) {
+func (b *StoreBackend) Group(ctx context.Context, groupID string) (rules.Snapshot, error) {
 	if err := b.store.MeshV2Member(groupID, ""); err != nil {
+		return rules.Snapshot{}, mapErr("group", err)
+	}
+	if err := b.store.SyncGroup(ctx, groupID); err != nil {
 		return rules.Snapshot{}, mapErr("group", err)
 	}
 	g, err := b.store.Group(groupID)

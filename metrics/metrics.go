@@ -42,6 +42,9 @@ type Stats struct {
 	DatabaseBytes     int64         // size of the main SQLite file
 	WALBytes          int64         // size of the -wal file
 	WriterQueueDepth  int           // ops waiting for the single writer
+	// FollowedGroups is how many groups' items the instance follows on a shared log; -1 (not
+	// reported) for a box with a log of its own, which holds every group.
+	FollowedGroups int
 	// StorageState is the log's storage state (ok, pressure, full, recovering; "" when the
 	// log tracks none), StorageSince when it began, StorageBudget the size budget in force.
 	StorageState  string

@@ -15,8 +15,8 @@ type statsCollector struct {
 	src    StatsSource
 	errors prometheus.Counter
 
-	groups, nodes, retained, oldest, dbBytes, walBytes, queue *prometheus.Desc
-	storage, storageSince, budget                             *prometheus.Desc
+	groups, nodes, retained, oldest, dbBytes, walBytes, queue, followed *prometheus.Desc
+	storage, storageSince, budget                                       *prometheus.Desc
 }
 
 func newStatsCollector(src StatsSource) *statsCollector {
@@ -36,6 +36,7 @@ func newStatsCollector(src StatsSource) *statsCollector {
 		dbBytes:  desc("database_size_bytes", "Size of the SQLite database file."),
 		walBytes: desc("database_wal_size_bytes", "Size of the SQLite write-ahead log file."),
 		queue:    desc("writer_queue_depth", "Write operations waiting for the single writer."),
+		followed: desc("followed_groups", "Groups whose items this instance follows on a shared log (NATS): those its clients read or wrote lately. Not reported by a box with a log of its own, which holds every group."),
 		storage: prometheus.NewDesc(prometheus.BuildFQName(namespace, "storage", "state"),
 			"1 for the storage state the box is in (ok: items kept for their TTL; pressure: near the budget, items purged before their TTL; full: writes refused; recovering: writes accepted again, still making room), 0 for the others.",
 			[]string{"state"}, nil),
@@ -47,7 +48,7 @@ func newStatsCollector(src StatsSource) *statsCollector {
 // Describe sends every descriptor this collector can emit.
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.errors.Describe(ch)
-	for _, d := range []*prometheus.Desc{c.groups, c.nodes, c.retained, c.oldest, c.dbBytes, c.walBytes, c.queue, c.storage, c.storageSince, c.budget} {
+	for _, d := range []*prometheus.Desc{c.groups, c.nodes, c.retained, c.oldest, c.dbBytes, c.walBytes, c.queue, c.followed, c.storage, c.storageSince, c.budget} {
 		ch <- d
 	}
 }
@@ -73,6 +74,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.dbBytes, float64(s.DatabaseBytes))
 	gauge(c.walBytes, float64(s.WALBytes))
 	gauge(c.queue, float64(s.WriterQueueDepth))
+	if s.FollowedGroups >= 0 {
+		gauge(c.followed, float64(s.FollowedGroups))
+	}
 	if s.StorageState == "" {
 		return
 	}

@@ -76,6 +76,10 @@ type Options struct {
 	// CatchUpTimeout bounds how long the writer waits for a shared log to tell its position,
 	// and how often it logs that its follower is behind (default 10 s).
 	CatchUpTimeout time.Duration
+	// FollowIdle is how long, over a shared log, a group's items are still followed after this
+	// instance last wrote or read it when no reader here follows it (default 2 min; see
+	// follow.go).
+	FollowIdle time.Duration
 }
 
 // Observer receives the rules' measurements; package metrics implements it.
@@ -155,6 +159,9 @@ func (o *Options) defaults() {
 	if o.CatchUpTimeout <= 0 {
 		o.CatchUpTimeout = 10 * time.Second
 	}
+	if o.FollowIdle <= 0 {
+		o.FollowIdle = 2 * time.Minute
+	}
 }
 
 // Engine applies the group rules over a log.
@@ -215,6 +222,10 @@ type Engine struct {
 	appliedMu sync.Mutex
 	applied   int64
 	appliedCh chan struct{}
+	// interest holds the groups whose items this instance follows on a shared log, and why
+	// (follow.go); imu guards it.
+	imu      sync.Mutex
+	interest map[string]*interest
 }
 
 type groupState struct {
@@ -262,6 +273,7 @@ func New(ctx context.Context, store stream.Log, opts Options) (*Engine, error) {
 		groups:    make(map[string]*groupState, len(st.Groups)),
 		members:   map[string]int{},
 		appliedCh: make(chan struct{}),
+		interest:  map[string]*interest{},
 	}
 	now := e.now()
 	for _, r := range st.Groups {
@@ -401,8 +413,16 @@ func (e *Engine) doOnce(ctx context.Context, fn func(t *tx) error) error {
 func (e *Engine) writeLoop() {
 	defer close(e.stopped)
 	batch := make([]*op, 0, maxBatchOps)
+	var sweep <-chan time.Time // nil, never ready, unless the log is shared
+	if e.follower != nil {
+		tick := time.NewTicker(max(e.opts.FollowIdle/4, time.Millisecond))
+		defer tick.Stop()
+		sweep = tick.C
+	}
 	for {
 		select {
+		case <-sweep:
+			e.sweepInterest()
 		case o := <-e.ops:
 			batch = e.runBatch(batch[:0], o)
 		case en, ok := <-e.entries: // nil, never ready, unless the log is shared
@@ -531,6 +551,11 @@ func (e *Engine) commit(t *tx) error {
 		return nil
 	}
 	if e.follower != nil {
+		// The batch's items must come back through the follower (see catchUp below): their
+		// groups are followed first.
+		if !e.followWrites(t) {
+			return fmt.Errorf("follow the batch's groups: %w", ErrClosed)
+		}
 		e.guard(t)
 		t.groupItems()
 	}

@@ -20,6 +20,19 @@ import (
 // again on the fresh state. A batch the log accepted is applied once the follower delivered
 // everything before it: the other instances' messages first, then the batch itself (its own
 // messages, delivered too, are skipped: they are the batch).
+//
+// An instance holds and follows only the groups its clients use. The follower delivers every
+// state change of every group (records, purge marks: the rules' limits need them, and they
+// grow with groups and nodes, not with items), but items only of the groups this instance
+// wants: those a reader here follows (Follow, until Unfollow: the hub's tails) and those it
+// wrote or read within FollowIdle. Wanting a group makes the follower start again after a
+// marker (stream.Entry.Followed): everything of the group stored before it is covered by its
+// Through, so the watermark moves there and readers read those items from the log; every item
+// after it comes through the follower. A batch that appends items to a group not followed yet
+// follows it first and waits for its marker, since catchUp waits for the batch's own messages.
+// Other instances' items of groups not followed here are never applied: their rate charges
+// (chargeOthers) count only from the marker on, so a node gets at most one burst more per
+// instance it starts writing through.
 
 // maxConflictRetries bounds how often one batch is run again after conflicts, so a group
 // that others change all the time cannot hold a writer forever.
@@ -35,13 +48,19 @@ const maxConflictRetries = 16
 // going on without it would apply this instance's batch before other instances' items that
 // precede it in the log, and readers here, already past them, would never get those.
 func (e *Engine) catchUp(target int64, skipOwn bool) bool {
+	return e.catchUpUntil(func() bool { return e.pos >= target }, skipOwn, "position", target)
+}
+
+// catchUpUntil applies what the follower delivers until done holds (checked after every
+// marker and once the position moved), as catchUp; what and at say what it waits for.
+func (e *Engine) catchUpUntil(done func() bool, skipOwn bool, what string, at any) bool {
 	var pending []stream.Entry
 	if e.entries == nil {
 		return false
 	}
 	slow := time.NewTicker(e.opts.CatchUpTimeout)
 	defer slow.Stop()
-	for e.pos < target {
+	for !done() {
 		var en stream.Entry
 		ok := false
 		select {
@@ -50,7 +69,7 @@ func (e *Engine) catchUp(target int64, skipOwn bool) bool {
 				e.entries = nil // the engine is closing
 			}
 		case <-slow.C:
-			e.log.Error("the log's follower is behind; writes wait for it", "position", e.pos, "target", target)
+			e.log.Error("the log's follower is behind; writes wait for it", "position", e.pos, what, at)
 			continue
 		}
 		if !ok {
@@ -61,7 +80,8 @@ func (e *Engine) catchUp(target int64, skipOwn bool) bool {
 		if skipOwn && en.Own {
 			continue
 		}
-		if pending = append(pending, en); len(pending) == maxBatchOps {
+		// A marker is applied at once: it may be what done waits for.
+		if pending = append(pending, en); len(pending) == maxBatchOps || en.Followed != "" {
 			e.applyEntries(pending)
 			pending = pending[:0]
 		}
@@ -114,9 +134,18 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 	e.chargeOthers(ens)
 	t := e.newTx()
 	var items []stream.Item
-	var purged int64
+	var purged, through int64
+	var followed []stream.Entry
 	for _, en := range ens {
+		through = max(through, en.Through)
 		switch {
+		case en.Followed != "":
+			// Everything of the group before the marker is in the log (through Through); an
+			// ended group's last item may be among it.
+			if g := t.group(en.Followed); g != nil && !g.endedAt.IsZero() && g.endCursor < en.LastItem {
+				t.edit(g).endCursor = en.LastItem
+			}
+			followed = append(followed, en)
 		case len(en.Items) > 0:
 			for _, it := range en.Items {
 				it = it.Slim()
@@ -133,9 +162,8 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 			purged = max(purged, en.Purged)
 		}
 	}
-	var through int64
 	if n := len(items); n > 0 {
-		through = items[n-1].Cursor
+		through = max(through, items[n-1].Cursor)
 	}
 	e.swapIn(t.groups, through)
 	e.pos = max(e.pos, ens[len(ens)-1].Seq)
@@ -146,6 +174,7 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 	if purged > 0 {
 		e.hooks.OnPurge(purged)
 	}
+	e.markFollowed(followed)
 }
 
 // chargeOthers charges the publishes and data changes other instances committed to their
@@ -245,7 +274,7 @@ func (e *Engine) applyChange(t *tx, c stream.Change) {
 
 // guard names what the batch was built on, for a shared log to check.
 func (e *Engine) guard(t *tx) {
-	t.batch.Base = e.pos
+	t.batch.Base = t.base
 	t.batch.Groups = slices.Sorted(maps.Keys(t.groups))
 	t.batch.Domains = t.domains
 }
@@ -312,4 +341,185 @@ func (e *Engine) syncUnknown(ctx context.Context, err error) bool {
 		return false
 	}
 	return true
+}
+
+// interest is why this instance follows a group's items on a shared log.
+type interest struct {
+	// readers counts the Follow calls not yet matched by Unfollow (the hub's tails).
+	readers int
+	// usedAt is when this instance last wrote or read the group.
+	usedAt time.Time
+	// ready is closed once the follower's marker for the group was applied; through is the
+	// marker's Through, set before.
+	ready   chan struct{}
+	through int64
+}
+
+func (i *interest) followed() bool {
+	select {
+	case <-i.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// want returns the group's interest, made (and the group wanted of the follower) if it has
+// none, with readers added and, when use is set, used now. e.imu is held.
+func (e *Engine) want(gid string, readers int, use bool) *interest {
+	i := e.interest[gid]
+	if i == nil {
+		i = &interest{ready: make(chan struct{})}
+		e.interest[gid] = i
+		e.follower.Want(gid, true)
+	}
+	i.readers += readers
+	if use {
+		i.usedAt = e.now()
+	}
+	return i
+}
+
+// Follow makes this instance apply group gid's items, and hand them to OnCommit, until a
+// matching Unfollow, and returns once it does (the hub calls it before it creates the group's
+// tail, Unfollow when it drops it). Every item of the group up to the cursor returned is
+// committed and readable with ReadAfter; every item after it will be handed to OnCommit. An
+// engine over a log of its own applies every group: Follow returns 0 at once. It fails when
+// ctx ends first, or the engine closes; then no Unfollow is due.
+func (e *Engine) Follow(ctx context.Context, gid string) (int64, error) {
+	if e.follower == nil {
+		return 0, nil
+	}
+	e.imu.Lock()
+	i := e.want(gid, 1, false)
+	e.imu.Unlock()
+	if err := e.awaitFollowed(ctx, gid, i); err != nil {
+		e.Unfollow(gid)
+		return 0, err
+	}
+	return i.through, nil
+}
+
+// Unfollow ends what one Follow of group gid started. The group's items are followed on while
+// another reader follows it, and for FollowIdle after this instance last wrote or read it.
+func (e *Engine) Unfollow(gid string) {
+	if e.follower == nil {
+		return
+	}
+	e.imu.Lock()
+	if i := e.interest[gid]; i != nil && i.readers > 0 {
+		i.readers--
+	}
+	e.imu.Unlock()
+}
+
+// use records a read of group gid and returns once its items are followed, so a read of the
+// log knows the group's newest item (a lagging replica cannot make it serve less).
+func (e *Engine) use(ctx context.Context, gid string) error {
+	if e.follower == nil {
+		return nil
+	}
+	e.imu.Lock()
+	i := e.want(gid, 0, true)
+	e.imu.Unlock()
+	return e.awaitFollowed(ctx, gid, i)
+}
+
+func (e *Engine) awaitFollowed(ctx context.Context, gid string, i *interest) error {
+	select {
+	case <-i.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("follow group %s: %w", gid, ctx.Err())
+	case <-e.stop:
+		return fmt.Errorf("follow group %s: %w", gid, ErrClosed)
+	}
+}
+
+// Followed is how many groups' items this instance follows (every group's, over a log of its
+// own: then it reports -1).
+func (e *Engine) Followed() int {
+	if e.follower == nil {
+		return -1
+	}
+	e.imu.Lock()
+	defer e.imu.Unlock()
+	return len(e.interest)
+}
+
+// followWrites follows the groups the batch appends items to, and catches up with the
+// follower until their markers are applied: the batch's commit waits for its own messages
+// (catchUp), which the follower delivers only for groups it follows. It reports false if the
+// follower stopped first. The batch stays built on t.base: the log refuses it if what was
+// applied meanwhile changed a group it was built on.
+func (e *Engine) followWrites(t *tx) bool {
+	var waiting []*interest
+	e.imu.Lock()
+	last := ""
+	for _, it := range t.batch.Items {
+		if it.Group == last {
+			continue // a batch's items come in runs of one group
+		}
+		last = it.Group
+		if i := e.want(it.Group, 0, true); !i.followed() {
+			waiting = append(waiting, i)
+		}
+	}
+	e.imu.Unlock()
+	for _, i := range waiting {
+		if !e.catchUpUntil(i.followed, false, "waiting for", "a group's marker") {
+			return false
+		}
+	}
+	return true
+}
+
+// markFollowed makes the groups whose markers were applied followed: their Follow calls
+// return.
+func (e *Engine) markFollowed(markers []stream.Entry) {
+	if len(markers) == 0 {
+		return
+	}
+	e.imu.Lock()
+	defer e.imu.Unlock()
+	for _, en := range markers {
+		// A marker answers the group's newest interest: one is dropped only once followed,
+		// and the follower marks each group it adds once.
+		if i := e.interest[en.Followed]; i != nil && !i.followed() {
+			i.through = en.Through
+			close(i.ready)
+		}
+	}
+}
+
+// sweepInterest stops following the groups nobody here reads or used within FollowIdle.
+func (e *Engine) sweepInterest() {
+	cutoff := e.now().Add(-e.opts.FollowIdle)
+	e.imu.Lock()
+	defer e.imu.Unlock()
+	for gid, i := range e.interest {
+		if i.readers == 0 && i.followed() && i.usedAt.Before(cutoff) {
+			delete(e.interest, gid)
+			e.follower.Want(gid, false)
+		}
+	}
+}
+
+// SyncGroup makes this instance's watermark a fair "now" for a new reader of group gid: when
+// it does not follow the group's items yet, its watermark moved last with the last message its
+// follower delivered, which may be long past (the group's items since then were not
+// delivered), so it syncs with the shared log first. When it follows the group, or over a log
+// of its own, it returns at once.
+func (e *Engine) SyncGroup(ctx context.Context, gid string) error {
+	if e.follower == nil {
+		return nil
+	}
+	e.imu.Lock()
+	i := e.interest[gid]
+	followed := i != nil && i.followed()
+	e.imu.Unlock()
+	if followed {
+		return nil
+	}
+	return e.Sync(ctx)
 }

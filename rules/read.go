@@ -177,6 +177,9 @@ func (e *Engine) filterGroups(keep func(*groupState) bool, limit int) []Group {
 // applying every item after Cursor gives the current state. State and cursor are read under
 // one lock, which commits take to apply both.
 func (e *Engine) Snapshot(ctx context.Context, gid string) (Snapshot, error) {
+	if err := e.SyncGroup(ctx, gid); err != nil {
+		return Snapshot{}, err
+	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	now := e.now()
@@ -190,8 +193,13 @@ func (e *Engine) Snapshot(ctx context.Context, gid string) (Snapshot, error) {
 }
 
 // ReadAfter reads up to limit committed items of a group after since from the log. It is meant
-// for readers behind the in-memory tail; package hub serves the rest.
+// for readers behind the in-memory tail; package hub serves the rest. Over a shared log it
+// follows the group first (a read is a use, see Follow), so it never serves less than the
+// log holds.
 func (e *Engine) ReadAfter(ctx context.Context, gid string, since int64, limit int) ([]stream.Item, bool, error) {
+	if err := e.use(ctx, gid); err != nil {
+		return nil, false, err
+	}
 	return e.store.ReadAfter(ctx, gid, since, e.Watermark(), limit, e.opts.Limits.MaxReadBytes)
 }
 
@@ -225,7 +233,7 @@ func (e *Engine) Storage() stream.StorageStatus {
 
 // Stats reads the current figures.
 func (e *Engine) Stats(ctx context.Context) Stats {
-	st := Stats{Cursor: e.Watermark(), QueueDepth: len(e.ops)}
+	st := Stats{Cursor: e.Watermark(), QueueDepth: len(e.ops), FollowedGroups: e.Followed()}
 	e.mu.RLock()
 	now := e.now()
 	for _, g := range e.groups {

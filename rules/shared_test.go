@@ -107,7 +107,17 @@ func TestSharedStreamFollowsOtherInstances(t *testing.T) {
 	ctx := context.Background()
 	host := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: "class"})
 	gid := host.Group.ID
-	waitFor(t, "B to see the group", func() bool { _, err := b.Group(gid); return err == nil })
+	// B and C follow the group as their readers' tails do: from then on they hand their
+	// readers every item of it; what came before is in the log.
+	from := map[*rules.Engine]int64{}
+	for _, x := range in[1:] {
+		waitFor(t, "B and C to see the group", func() bool { _, err := x.Group(gid); return err == nil })
+		c, err := x.Follow(ctx, gid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		from[x.Engine] = c
+	}
 	member, err := b.Join(ctx, gid, rules.NewNode{Name: "pupil"})
 	if err != nil {
 		t.Fatalf("join on B: %v", err)
@@ -151,13 +161,19 @@ func TestSharedStreamFollowsOtherInstances(t *testing.T) {
 	for i, x := range in {
 		got := x.seen.of(gid)
 		checkOrder(t, fmt.Sprint("instance ", i), got)
-		if len(got) != len(want) {
-			t.Fatalf("instance %d saw %d items, A %d", i, len(got), len(want))
+		after := slices.DeleteFunc(slices.Clone(want), func(it stream.Item) bool { return it.Cursor <= from[x.Engine] })
+		if len(got) != len(after) {
+			t.Fatalf("instance %d saw %d items, A %d after %d", i, len(got), len(after), from[x.Engine])
 		}
 		for k := range got {
-			if got[k].Cursor != want[k].Cursor || string(got[k].JSON) != string(want[k].JSON) {
-				t.Fatalf("instance %d item %d = %s, A has %s", i, k, got[k].JSON, want[k].JSON)
+			if got[k].Cursor != after[k].Cursor || string(got[k].JSON) != string(after[k].JSON) {
+				t.Fatalf("instance %d item %d = %s, A has %s", i, k, got[k].JSON, after[k].JSON)
 			}
+		}
+		// What came before it followed the group is in the log: a read gets every item.
+		read, _, err := x.ReadAfter(ctx, gid, 0, 1000)
+		if err != nil || len(read) != len(want) {
+			t.Fatalf("instance %d read %d items (%v), A saw %d", i, len(read), err, len(want))
 		}
 		g, err := x.Group(gid)
 		if err != nil || g.Nodes != 3 {
@@ -280,6 +296,12 @@ func TestSharedStreamPublishRateHoldsAcrossInstances(t *testing.T) {
 	host := mustCreateOn(t, in[0].Engine, rules.NewGroup{Domain: "d", Name: "class"})
 	gid, nid := host.Group.ID, host.Node.ID
 	waitFor(t, "B to see the group", func() bool { _, err := in[1].Group(gid); return err == nil })
+	// B serves the class too: a member joins through it, so B follows the group's items (an
+	// instance charges the items of the groups it follows, and writing follows a group).
+	other, err := in[1].Join(ctx, gid, rules.NewNode{Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The burst on A: one publish of three events, then a data change.
 	if _, err := in[0].Publish(ctx, gid, nid, []rules.EventIn{{Name: "a"}, {Name: "b"}, {Name: "c"}}); err != nil {
 		t.Fatal(err)
@@ -297,15 +319,11 @@ func TestSharedStreamPublishRateHoldsAcrossInstances(t *testing.T) {
 	// The publish of three events counts once, like on A: two charges empty the burst of two,
 	// so the next event is a second away (three per event would make it three).
 	var limited *rules.RateLimitError
-	_, err := in[1].Publish(ctx, gid, nid, []rules.EventIn{{Name: "e"}})
+	_, err = in[1].Publish(ctx, gid, nid, []rules.EventIn{{Name: "e"}})
 	if !errors.As(err, &limited) || limited.RetryAfter != time.Second {
 		t.Fatalf("the same node on B after its burst on A: %v (%+v), want rate limited for 1s", err, limited)
 	}
 	// Another node of the group is not charged for it.
-	other, err := in[1].Join(ctx, gid, rules.NewNode{Name: "m"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := in[1].Publish(ctx, gid, other.Node.ID, []rules.EventIn{{Name: "f"}}); err != nil {
 		t.Fatalf("another node on B: %v", err)
 	}
@@ -443,7 +461,13 @@ func TestSharedStreamInterleavedGroupsKeepTheirCursors(t *testing.T) {
 	ctx := context.Background()
 	var classes []rules.Joined
 	for i := range 4 {
-		classes = append(classes, mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: fmt.Sprint("class", i)}))
+		j := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: fmt.Sprint("class", i)})
+		classes = append(classes, j)
+		// B has readers of every class: it follows them.
+		waitFor(t, "B to see the class", func() bool { _, err := b.Group(j.Group.ID); return err == nil })
+		if _, err := b.Follow(ctx, j.Group.ID); err != nil {
+			t.Fatal(err)
+		}
 	}
 	type sent struct {
 		gid, name string
@@ -512,4 +536,96 @@ func TestSharedStreamInterleavedGroupsKeepTheirCursors(t *testing.T) {
 	}
 	checkOrder(t, "A", a.seen.items)
 	checkOrder(t, "B", b.seen.items)
+}
+
+// An instance applies the items of the groups its clients use only: those a reader here
+// follows (Follow, as the hub's tails do) and those it wrote or read within FollowIdle. Of
+// every other group it applies the records (it knows the group and its members) and none of
+// the items, which a read through it still finds in the log.
+func TestInstanceFollowsOnlyGroupsItUses(t *testing.T) {
+	t.Parallel()
+	in := instances(t, natstest.Run(t), 2, rules.Options{FollowIdle: 20 * time.Millisecond})
+	a, b := in[0], in[1]
+	ctx := context.Background()
+	read := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: "read"})
+	quiet := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: "quiet"})
+	waitFor(t, "B to see the groups", func() bool {
+		_, err1 := b.Group(read.Group.ID)
+		_, err2 := b.Group(quiet.Group.ID)
+		return err1 == nil && err2 == nil
+	})
+	if _, err := b.Follow(ctx, read.Group.ID); err != nil {
+		t.Fatal(err)
+	}
+	publishOn := func(x instance, j rules.Joined, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			if _, err := x.Publish(ctx, j.Group.ID, j.Node.ID, []rules.EventIn{{Name: n}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventNames := func(items []stream.Item) []string {
+		var out []string
+		for _, it := range items {
+			if it.Kind == stream.KindEvent {
+				out = append(out, it.Name)
+			}
+		}
+		return out
+	}
+	publishOn(a, read, "r1", "r2", "r3")
+	publishOn(a, quiet, "q1", "q2", "q3")
+	if err := b.Sync(ctx); err != nil { // B applied everything A committed
+		t.Fatal(err)
+	}
+	if got := eventNames(b.seen.of(read.Group.ID)); !slices.Equal(got, []string{"r1", "r2", "r3"}) {
+		t.Fatalf("B handed its readers %v of the group it follows", got)
+	}
+	if got := b.seen.of(quiet.Group.ID); len(got) != 0 {
+		t.Fatalf("B applied %d items of a group nobody reads or writes there", len(got))
+	}
+	if n := b.Followed(); n != 1 {
+		t.Fatalf("B follows %d groups, want 1", n)
+	}
+
+	// A read through B finds the quiet group's items in the log (and follows it a moment).
+	items, _, err := b.ReadAfter(ctx, quiet.Group.ID, 0, 100)
+	if err != nil || !slices.Equal(eventNames(items), []string{"q1", "q2", "q3"}) {
+		t.Fatalf("read of the quiet group through B: %v %v", eventNames(items), err)
+	}
+	waitFor(t, "B to let the read group go after FollowIdle", func() bool { return b.Followed() == 1 })
+
+	// A write through B follows the group first: the batch is committed (it waits for its own
+	// messages, which B's follower delivers only for groups it follows) and B's readers get it.
+	m, err := b.Join(ctx, quiet.Group.ID, rules.NewNode{Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.seen.of(quiet.Group.ID); len(got) != 1 || got[0].Kind != stream.KindJoin || got[0].Node != m.Node.ID {
+		t.Fatalf("B handed its readers %+v of its own join", got)
+	}
+
+	// Nobody reads or writes either group on B any more: B stops applying their items.
+	b.Unfollow(read.Group.ID)
+	waitFor(t, "B to let both groups go", func() bool { return b.Followed() == 0 })
+	// Following another group starts B's follower again, without the two.
+	third := mustCreateOn(t, a.Engine, rules.NewGroup{Domain: "d", Name: "third"})
+	waitFor(t, "B to see the third group", func() bool { _, err := b.Group(third.Group.ID); return err == nil })
+	if _, err := b.Follow(ctx, third.Group.ID); err != nil {
+		t.Fatal(err)
+	}
+	seenRead, seenQuiet := len(b.seen.of(read.Group.ID)), len(b.seen.of(quiet.Group.ID))
+	publishOn(a, read, "late")
+	publishOn(a, quiet, "late")
+	publishOn(a, third, "t1")
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.seen.of(read.Group.ID)) != seenRead || len(b.seen.of(quiet.Group.ID)) != seenQuiet {
+		t.Fatalf("B applied items of groups it let go: %v, %v", eventNames(b.seen.of(read.Group.ID)), eventNames(b.seen.of(quiet.Group.ID)))
+	}
+	if got := eventNames(b.seen.of(third.Group.ID)); !slices.Equal(got, []string{"t1"}) {
+		t.Fatalf("B handed its readers %v of the third group", got)
+	}
 }

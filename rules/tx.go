@@ -27,6 +27,10 @@ type tx struct {
 	// moved maps an item's index as appended (0-based) to its index in batch.Items once
 	// groupItems reordered them (nil: not reordered).
 	moved []int
+	// base is the log position the state the batch is built on reflects (a shared log's):
+	// the writer may apply more before the commit (follow.go, followWrites), which the log's
+	// checks then compare with.
+	base int64
 }
 
 // draft is a group being changed by the batch.
@@ -40,7 +44,7 @@ type draft struct {
 
 func (e *Engine) newTx() *tx {
 	now := e.now()
-	return &tx{e: e, now: now, groups: map[string]*draft{}, batch: stream.Batch{Now: now}}
+	return &tx{e: e, now: now, groups: map[string]*draft{}, batch: stream.Batch{Now: now}, base: e.pos}
 }
 
 // group returns the group as the batch sees it (nil when unknown). The writer is the only

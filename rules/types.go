@@ -98,6 +98,9 @@ type Stats struct {
 	QueueDepth    int           `json:"queueDepth"`
 	// Storage is the log's storage state, since when and why.
 	Storage stream.StorageStatus `json:"storage"`
+	// FollowedGroups is how many groups' items this instance follows on a shared log (see
+	// Engine.Followed); -1 over a log of its own, which holds every group.
+	FollowedGroups int `json:"-"`
 }
 
 // clientKey is the context key of the client a request comes from.

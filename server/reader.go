@@ -45,6 +45,11 @@ func (s *Server) openReader(r *http.Request, q url.Values, lastEventID string) (
 	// check has a cursor above it, so the reader reads it and ends there (hub.Batch.Gone).
 	// Read after the check, it could lie past a leave committed in between, and the removed
 	// node would go on reading everything after its leave.
+	// On a shared log an instance that does not follow the group yet catches up first, so
+	// "now" is not its follower's last news of the stream, which may be long past.
+	if err := s.store.SyncGroup(r.Context(), gid); err != nil {
+		return reader{}, err
+	}
 	since := s.store.LastCursor()
 	n, ok := chargedNode(r.Context(), gid, tok) // authenticated by limit a moment ago…
 	var err error
@@ -66,6 +71,13 @@ func (s *Server) openReader(r *http.Request, q url.Values, lastEventID string) (
 		c, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || c < 0 {
 			return reader{}, errorf(http.StatusBadRequest, "bad_cursor", "cursor must be a non-negative integer, not "+strconv.Quote(raw))
+		}
+		if c > since && s.store.Sync(r.Context()) == nil {
+			// A cursor another instance of a shared log handed out may be ahead of what this
+			// one applied: everything committed before now is applied after Sync (this
+			// instance may follow other groups than the client's, so its watermark moves
+			// only with the messages it follows).
+			since = max(since, s.store.LastCursor())
 		}
 		if c > since {
 			return reader{}, errorf(http.StatusBadRequest, "bad_cursor", "cursor "+raw+" is ahead of the stream (a cursor from another meshbox?)")

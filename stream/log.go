@@ -74,30 +74,51 @@ type Batch struct {
 var ErrConflict = errors.New("state changed by another instance")
 
 // Follower is implemented by a log that several instances share. Every instance follows the
-// log once and applies, in log order, what the others committed.
+// log once and applies, in log order, what the others committed: every state change (group
+// and node records, purge marks), but items only of the groups it wants (Want), so that an
+// instance holds and applies the groups its own clients use, not the district's.
 type Follower interface {
 	// Follow delivers every message of the log after the position of the last Load, in log
 	// order, own ones too (marked Own), until ctx ends; then it closes the channel. Call it
-	// once, after Load.
+	// once, after Load. Items are delivered only for the groups wanted (none at first).
 	Follow(ctx context.Context) <-chan Entry
+	// Want adds group gid to the groups whose items Follow delivers (on) or drops it (off).
+	// Every Want(gid, true) that adds the group is answered by one marker entry
+	// (Entry.Followed == gid), delivered before any item of the group that the marker's
+	// Through does not cover; a group dropped and wanted again gets a new marker. Items of a
+	// dropped group may still come for a moment. It never blocks.
+	Want(gid string, on bool)
 	// Position is the log's newest position now: once a follower delivered it (or anything
 	// after it), it delivered every batch committed before the call. It may write to the log.
 	Position(ctx context.Context) (int64, error)
 }
 
 // Entry is one message of a shared log as its Follower delivers it: items (one message may
-// hold several, in cursor order), a state change, or neither (a message of the log's own
-// bookkeeping, which only moves the position).
+// hold several, in cursor order), a state change, a marker (Followed), or none of these (a
+// message of the log's own bookkeeping, which only moves the position).
+//
+// Positions (Seq) and cursors (Item.Cursor, Through, LastItem) are different numbers: one
+// message may hold several items. Only the log converts between them.
 type Entry struct {
-	// Seq is the message's position in the log (not a cursor: positions and cursors are
-	// different sequences).
+	// Seq is the message's position in the log. A marker shares the position of the entry
+	// before it.
 	Seq int64
+	// Through is a cursor that covers every item stored at or before Seq: once the entry is
+	// applied, every item up to it is either applied (a wanted group's) or readable with
+	// ReadAfter, so a follower's watermark may move to it.
+	Through int64
 	// Own tells that this instance appended the message.
 	Own    bool
 	Items  []Item
 	Change *Change
 	// Purged, when not zero, tells that a purge deleted every item through it.
 	Purged int64
+	// Followed, on a marker, names the group Want just added: from here on the follower
+	// delivers its items, and every item of it stored before is covered by Through.
+	Followed string
+	// LastItem, on a marker, is the cursor of the group's newest item, retained or purged (0:
+	// none), as the log's leader knows it: it may be newer than Through.
+	LastItem int64
 }
 
 // ChangeKind names what a Change does.

@@ -189,8 +189,8 @@ func StatsSource(store Store) metrics.StatsSource {
 		return metrics.Stats{
 			GroupsLive: st.Groups, NodesLive: st.Nodes, RetainedItems: st.RetainedItems,
 			OldestRetainedAge: st.OldestItemAge, DatabaseBytes: st.DBBytes, WALBytes: st.WALBytes,
-			WriterQueueDepth: st.QueueDepth,
-			StorageState:     string(st.Storage.State), StorageSince: st.Storage.Since, StorageBudget: st.Storage.Budget,
+			WriterQueueDepth: st.QueueDepth, FollowedGroups: st.FollowedGroups,
+			StorageState: string(st.Storage.State), StorageSince: st.Storage.Since, StorageBudget: st.Storage.Budget,
 		}, nil
 	})
 }
