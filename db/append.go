@@ -17,6 +17,11 @@ type statements struct {
 	putNode, deleteNode     *sql.Stmt
 	// insertItems[i] inserts insertSizes[i] rows at once.
 	insertItems [len(insertSizes)]*sql.Stmt
+	// pages reads the file's size and free pages (Log.pages); prepared on first use, since
+	// the budget is set up before the other statements are prepared.
+	pages *sql.Stmt
+	// args holds one insert's arguments, reused by every batch.
+	args []any
 }
 
 // insertSizes are the row counts of the prepared multi-row inserts, largest first: a batch's
@@ -68,7 +73,7 @@ func (st *statements) prepare(ctx context.Context, conn *sql.Conn) error {
 }
 
 func (st *statements) close() {
-	for _, s := range append([]*sql.Stmt{st.begin, st.commit, st.rollback, st.putGroup, st.deleteGroup, st.putNode, st.deleteNode}, st.insertItems[:]...) {
+	for _, s := range append([]*sql.Stmt{st.begin, st.commit, st.rollback, st.putGroup, st.deleteGroup, st.putNode, st.deleteNode, st.pages}, st.insertItems[:]...) {
 		if s != nil {
 			s.Close()
 		}
@@ -119,9 +124,7 @@ func (l *Log) Append(ctx context.Context, b *stream.Batch) error {
 	l.roomAgain()
 	l.afterCommit(ctx, walBytes(b))
 	if limit := l.limitPages(); limit > 0 && len(b.Items) > 0 {
-		if total, free, err := l.pages(ctx); err == nil && (total-free)*1000 > limit*highWater {
-			l.purgeDue.Store(true)
-		}
+		l.checkSize(ctx, limit, walBytes(b))
 	}
 	l.marks.Apply(b.Changes)
 	if n := len(b.Items); n > 0 {
@@ -157,7 +160,8 @@ func (l *Log) write(ctx context.Context, b *stream.Batch, at int64) error {
 			return fmt.Errorf("change %d of group %s: %w", c.Kind, c.Group.ID+c.Node.Group, err)
 		}
 	}
-	args := make([]any, 0, 4*insertSizes[0])
+	args := l.stmts.args[:0]
+	defer func() { clear(args); l.stmts.args = args[:0] }() // keep no item alive
 	for done := 0; done < len(b.Items); {
 		left := len(b.Items) - done
 		i := 0
