@@ -281,6 +281,9 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if len(bytes.TrimSpace(buf.Bytes())) == 0 {
 		return decodeError(io.EOF)
 	}
+	if f, ok := v.(fastDecoder); ok && f.decodeFast(buf.Bytes()) {
+		return nil
+	}
 	// Unmarshal (unlike a Decoder) also refuses anything after the one value.
 	if err := json.Unmarshal(buf.Bytes(), v); err != nil {
 		return decodeError(err)
