@@ -343,6 +343,9 @@ func (s *Server) auth(r *http.Request, gid string, allowAdmin bool) (caller, err
 	if tok == "" {
 		return caller{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
 	}
+	if n, ok := chargedMember(r.Context(), gid, tok); ok {
+		return caller{node: n}, nil // limit authenticated it already, for the charge
+	}
 	n, err := s.store.Authenticate(gid, tok)
 	if err == nil {
 		return caller{node: n}, nil
