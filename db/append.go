@@ -25,8 +25,11 @@ type statements struct {
 }
 
 // insertSizes are the row counts of the prepared multi-row inserts, largest first: a batch's
-// items go in as few statements as these sizes allow.
-var insertSizes = [...]int{64, 8, 1}
+// items go in as few statements as these sizes allow — one per bit of its size below 64.
+// Every statement costs far more than a row (the driver's round, SQLite opening the table,
+// its index and the AUTOINCREMENT counter): with sizes 64, 8 and 1 only, a batch of 15 items,
+// common at 32 publishers, took 8 statements instead of 4.
+var insertSizes = [...]int{64, 32, 16, 8, 4, 2, 1}
 
 func insertItemsSQL(rows int) string {
 	return "INSERT INTO items(cursor, group_id, at, body) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", rows), ", ")
