@@ -117,9 +117,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
+	floor := uint64(heapFloorBytes)
 	if limit := debug.SetMemoryLimit(-1); limit < math.MaxInt64 {
 		log.Info("memory limit", "bytes", limit)
+		floor = min(floor, uint64(limit)/8) // a small box's limit, not the floor, decides
 	}
+	defer startHeapFloor(floor, getenv("GOGC") != "")()
 	a, err := app.StartWith(ctx, cfg, log, version, app.Options{Terminal: stdout, Commit: sourceCommit()})
 	if err != nil {
 		return err

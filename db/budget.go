@@ -193,12 +193,43 @@ func (l *Log) setMaxPages(ctx context.Context, n int64) error {
 	return nil
 }
 
-// pages returns the database's size in pages and how many of them are free (reusable).
+// pages returns the database's size in pages and how many of them are free (reusable). The
+// caller holds wmu (or is Open).
 func (l *Log) pages(ctx context.Context) (total, free int64, err error) {
-	if err := l.wconn.QueryRowContext(ctx, "SELECT * FROM pragma_page_count(), pragma_freelist_count()").Scan(&total, &free); err != nil {
+	if l.stmts.pages == nil {
+		if l.stmts.pages, err = l.wconn.PrepareContext(ctx, "SELECT * FROM pragma_page_count(), pragma_freelist_count()"); err != nil {
+			return 0, 0, fmt.Errorf("database size: %w", err)
+		}
+	}
+	if err := l.stmts.pages.QueryRowContext(ctx).Scan(&total, &free); err != nil {
 		return 0, 0, fmt.Errorf("database size: %w", err)
 	}
 	return total, free, nil
+}
+
+// checkSize sets purgeDue once the used pages pass the high-water mark of limit, after an
+// append that wrote about wrote bytes. Reading the size costs about as much as a small
+// batch's insert, so it is read only when the appends since the last reading could have
+// covered a quarter of the distance that reading left to the mark: walBytes overestimates
+// what a batch adds to the file, so the mark is never passed unseen, and near it (or past it)
+// every append reads the size again. The caller holds wmu.
+func (l *Log) checkSize(ctx context.Context, limit, wrote int64) {
+	if l.sizeCheckIn -= wrote; l.sizeCheckIn > 0 && limit == l.sizeCheckLimit {
+		return
+	}
+	total, free, err := l.pages(ctx)
+	if err != nil {
+		l.sizeCheckIn = 0
+		return
+	}
+	mark := limit * highWater / 1000
+	if used := total - free; used > mark {
+		l.purgeDue.Store(true)
+		l.sizeCheckIn = 0
+	} else {
+		l.sizeCheckIn = (mark - used) * l.walPage / 4
+	}
+	l.sizeCheckLimit = limit
 }
 
 func (l *Log) budgetReason(total int64) string {

@@ -96,6 +96,9 @@ type Log struct {
 	fullReason    string
 	ckptFailing   atomic.Bool
 	purgeDue      atomic.Bool // an append passed the high-water mark (PurgeDue)
+	// sizeCheckIn is how many more bytes appends may write (by walBytes) before checkSize
+	// reads the file's size again, while the page limit stays sizeCheckLimit; guarded by wmu.
+	sizeCheckIn, sizeCheckLimit int64
 	// smu guards the storage state.
 	smu   sync.Mutex
 	state stream.StorageStatus

@@ -44,7 +44,10 @@ type draft struct {
 
 func (e *Engine) newTx() *tx {
 	now := e.now()
-	return &tx{e: e, now: now, groups: map[string]*draft{}, batch: stream.Batch{Now: now}, base: e.pos}
+	// Room for as many items as the previous batch had ops (a publish is mostly one event):
+	// under load a batch's items would otherwise be copied through every doubling.
+	return &tx{e: e, now: now, groups: map[string]*draft{}, base: e.pos,
+		batch: stream.Batch{Now: now, Items: make([]stream.Item, 0, min(e.lastOps, maxBatchOps))}}
 }
 
 // group returns the group as the batch sees it (nil when unknown). The writer is the only

@@ -245,9 +245,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	req := struct {
-		Events eventList `json:"events"`
-	}{Events: eventList{limits: s.store.Limits()}}
+	req := publishBody{Events: eventList{limits: s.store.Limits()}}
 	if err := s.decode(w, r, &req); err != nil {
 		s.obs.ObservePublish("rejected")
 		return err

@@ -25,27 +25,85 @@ type eventList struct {
 	events []eventIn
 }
 
-// UnmarshalJSON decodes the array one event at a time.
+// UnmarshalJSON decodes the array one event at a time. encoding/json hands an Unmarshaler
+// only a value it has already checked whole, so an array's elements are found by their
+// nesting and strings alone (nextElement) and each is decoded on its own, with no Decoder,
+// its buffer and its token reads per publish. Anything but an array takes the Decoder, for
+// its exact type error.
 func (l *eventList) UnmarshalJSON(b []byte) error {
 	l.events = l.events[:0]
 	if string(b) == "null" {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := expectDelim(dec, '[', "events", "an array"); err != nil {
-		return err
+	if len(b) == 0 || b[0] != '[' {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		return expectDelim(dec, '[', "events", "an array")
 	}
-	for dec.More() {
+	for rest := b[1:]; ; {
+		elem, after, err := nextElement(rest)
+		if err != nil || elem == nil {
+			return err
+		}
 		if err := l.limits.CheckEventCount(len(l.events) + 1); err != nil {
 			return err
 		}
 		var e eventIn
-		if err := dec.Decode(&e); err != nil {
+		if err := json.Unmarshal(elem, &e); err != nil {
 			return fieldContext(err, fmt.Sprintf("events[%d]", len(l.events)))
 		}
 		l.events = append(l.events, e)
+		rest = after
 	}
-	return nil
+}
+
+// errNotArray answers bytes that do not hold the rest of a well-formed array; encoding/json
+// never hands such bytes to an Unmarshaler.
+var errNotArray = errors.New("malformed JSON array")
+
+// nextElement returns the next element of an array whose opening bracket (or previous
+// element) was consumed, and the bytes after it: nil at the closing bracket. It relies on the
+// array being valid JSON, checking only what it needs not to run past the end.
+func nextElement(b []byte) (elem, rest []byte, err error) {
+	i := skipSpace(b, 0)
+	if i < len(b) && b[i] == ',' {
+		i = skipSpace(b, i+1)
+	}
+	if i >= len(b) {
+		return nil, nil, errNotArray
+	}
+	if b[i] == ']' {
+		return nil, b[i+1:], nil
+	}
+	start, depth := i, 0
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return b[start:i], b[i:], nil
+			}
+			depth--
+		case ',':
+			if depth == 0 {
+				return b[start:i], b[i:], nil
+			}
+		}
+	}
+	return nil, nil, errNotArray
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // dataMap is a data change, at most the rules' MaxDataKeys keys (repeats counted) within

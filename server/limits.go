@@ -59,11 +59,11 @@ func (s *Server) charge(r *http.Request, ip string) (*chargedReader, error) {
 			return nil, s.budgets.ChargeAdmin()
 		}
 		if gid := groupOfPath(r.URL.Path); gid != "" {
-			if n, _, err := s.store.AuthenticateReader(gid, tok); err == nil {
+			if n, ended, err := s.store.AuthenticateReader(gid, tok); err == nil {
 				if err := s.budgets.ChargeNode(n.Group, n.ID); err != nil {
 					return nil, err
 				}
-				return &chargedReader{gid: gid, token: tok, node: n}, nil
+				return &chargedReader{gid: gid, token: tok, node: n, ended: ended}, nil
 			}
 		}
 	}
@@ -76,6 +76,7 @@ type chargedReader struct {
 	context.Context
 	gid, token string
 	node       rules.Node
+	ended      bool // the group is over: node may read it, not write to it
 }
 
 type chargedKey struct{}
@@ -93,6 +94,17 @@ func (c *chargedReader) Value(key any) any {
 func chargedNode(ctx context.Context, gid, tok string) (rules.Node, bool) {
 	c, _ := ctx.Value(chargedKey{}).(*chargedReader)
 	if c == nil || c.gid != gid || c.token != tok {
+		return rules.Node{}, false
+	}
+	return c.node, true
+}
+
+// chargedMember returns the node charge authenticated for this request as a member of live
+// group gid with tok, if it did: what Authenticate would answer a moment later (the writer
+// checks the membership again when it runs the request).
+func chargedMember(ctx context.Context, gid, tok string) (rules.Node, bool) {
+	c, _ := ctx.Value(chargedKey{}).(*chargedReader)
+	if c == nil || c.gid != gid || c.token != tok || c.ended {
 		return rules.Node{}, false
 	}
 	return c.node, true

@@ -281,6 +281,9 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if len(bytes.TrimSpace(buf.Bytes())) == 0 {
 		return decodeError(io.EOF)
 	}
+	if f, ok := v.(fastDecoder); ok && f.decodeFast(buf.Bytes()) {
+		return nil
+	}
 	// Unmarshal (unlike a Decoder) also refuses anything after the one value.
 	if err := json.Unmarshal(buf.Bytes(), v); err != nil {
 		return decodeError(err)
@@ -339,6 +342,9 @@ func (s *Server) auth(r *http.Request, gid string, allowAdmin bool) (caller, err
 	tok := auth.Token(r, nil)
 	if tok == "" {
 		return caller{}, errorf(http.StatusUnauthorized, "unauthorized", "missing token: send Authorization: Bearer TOKEN (or ?token=)")
+	}
+	if n, ok := chargedMember(r.Context(), gid, tok); ok {
+		return caller{node: n}, nil // limit authenticated it already, for the charge
 	}
 	n, err := s.store.Authenticate(gid, tok)
 	if err == nil {
