@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 
 	"meshbox/rules"
 )
@@ -16,38 +14,10 @@ import (
 // database file; it reports items/s. It measures what db's BenchmarkIngest measured before the
 // store was split into rules and log, so the two figures compare.
 func BenchmarkGroupCommit(b *testing.B) {
-	payload := "{\"x\":1,\"y\":2,\"costume\":\"cat-a\"}"
 	for _, perOp := range []int{1, 10} {
 		b.Run(fmt.Sprintf("64-writers/%d-events-per-publish", perOp), func(b *testing.B) {
 			bx := open(b, filepath.Join(b.TempDir(), "bench.db"), rules.Options{}, rules.Hooks{})
-			ctx := context.Background()
-			j, err := bx.CreateGroup(ctx, rules.NewGroup{Domain: "d", Name: "bench"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			events := make([]rules.EventIn, perOp)
-			for i := range events {
-				events[i] = rules.EventIn{Name: "move", Payload: &payload}
-			}
-			const writers = 64
-			ops := b.N/perOp + 1
-			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			for w := range writers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := w; i < ops; i += writers {
-						if _, err := bx.Publish(ctx, j.Group.ID, j.Node.ID, events); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(ops*perOp)/time.Since(start).Seconds(), "items/s")
+			benchPublish(b, bx.Engine, 1, 64, perOp)
 		})
 	}
 }
