@@ -141,7 +141,7 @@ func parseFlags(args []string, out io.Writer) (settings, error) {
 		}
 		return nil
 	})
-	fs.Func("write-urls", "district: comma-separated base URLs that classes write to (and read from, unless --read-urls), class c on the c-th in turn (default --url)", func(v string) error {
+	fs.Func("write-urls", "district: comma-separated base URLs that classes write to (and read from, unless --read-urls), class c on the c-th in turn; publish: publisher i on the i-th in turn, each instance's on a group created through it (default --url)", func(v string) error {
 		for _, u := range strings.Split(v, ",") {
 			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
 				cfg.writeURLs = append(cfg.writeURLs, u)
@@ -197,6 +197,7 @@ publish→receive latency and loss (every reader must get every item once,
 in order). Scenarios:
   fanout     one group, --readers over --transport, --rate events/s
   publish    --publishers posting single events as fast as acks come
+             (spread over --write-urls if given)
   saturate   --readers while --publishers post batches as fast as acks allow
   classroom  --groups × --nodes, each group --data-rate updates/s and
              --event-rate batches/s, every node subscribed
@@ -249,6 +250,12 @@ Flags:
 	case scenarioIdle:
 		cfg.readers = defaultInt(cfg.readers, 10000)
 	case scenarioPublish:
+		if len(cfg.writeURLs) > 1 && (cfg.api != apiMeshbox || cfg.compare != "") {
+			return cfg, fmt.Errorf("bench: publish over several --write-urls drives meshbox instances only, without --compare")
+		}
+		if len(cfg.writeURLs) == 0 {
+			cfg.writeURLs = []string{strings.TrimRight(cfg.url, "/")}
+		}
 	default:
 		return cfg, fmt.Errorf("bench: unknown scenario %q", cfg.scenario)
 	}

@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"meshbox/app"
@@ -128,4 +131,57 @@ func TestDistrictAcrossTwoInstances(t *testing.T) {
 	if r.Readers != 10 || r.Groups != 2 || r.PublishErrors != nil {
 		t.Fatalf("result %+v", r)
 	}
+}
+
+// Publishers spread over several instances (--write-urls): each instance's publishers write to
+// a group created through it, every acknowledgement is counted once, and the groups are
+// dissolved through the instance that created them.
+func TestPublishAcrossInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts NATS and two meshbox instances")
+	}
+	t.Parallel()
+	nats := natstest.Run(t)
+	cfg := func(c *config.Config) {
+		c.NATSURL, c.NATSReplicas = nats.URLs(), 1
+		c.PublishRate, c.NodeByteRate = 0, 0
+		c.IPRate, c.NodeRate, c.GroupRate, c.GroupCreateRate = 0, 0, 0, 0
+		c.MaxConnsPerIP = 0
+	}
+	a, b := app.StartTest(t, cfg), app.StartTest(t, cfg)
+	r := runJSON(t, "--url", a.URL(), "--scenario", "publish", "--publishers", "5",
+		"--write-urls", a.URL()+","+b.URL(), "--duration", "500ms")
+	if r.Publishers != 5 || r.Groups != 2 || r.Published == 0 || r.PublishErrors != nil || r.AckLatency.Count != r.Published {
+		t.Fatalf("result %+v", r)
+	}
+	// Both instances committed events: each served its own publishers.
+	for name, inst := range map[string]*app.App{"A": a, "B": b} {
+		if n := appendedEvents(t, inst.URL()); n == 0 {
+			t.Fatalf("instance %s committed no event", name)
+		}
+	}
+}
+
+// appendedEvents reads meshbox_items_appended_total{kind="event"} from an instance's /metrics.
+func appendedEvents(t *testing.T, base string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, `meshbox_items_appended_total{kind="event"} `); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	return 0
 }

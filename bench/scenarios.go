@@ -178,22 +178,56 @@ func btoi(v bool) int {
 }
 
 // publishLoad: C publishers, each its own node, publishing as fast as acks
-// come back; no readers.
+// come back; no readers. With several --write-urls the publishers are spread
+// over them (publisher i on the i-th in turn), each instance's on a group
+// created through it: a cluster's acknowledged rate from the same closed loop.
 func (b *bench) publishLoad(ctx context.Context) (*Result, error) {
-	g, err := b.newGroup(ctx, 0)
-	if err != nil {
-		return nil, err
+	urls := b.cfg.writeURLs
+	type side struct {
+		b     *bench
+		nodes []member
 	}
-	nodes, err := b.joinNodes(ctx, g, b.cfg.publishers, "publisher")
-	if err != nil {
-		return nil, err
+	var sides []side
+	total := 0
+	for i, u := range urls {
+		n := b.cfg.publishers/len(urls) + btoi(i < b.cfg.publishers%len(urls))
+		if n == 0 {
+			continue
+		}
+		c := b.c
+		if len(urls) > 1 {
+			var err error
+			if c, err = newClient(u, b.cfg.api, 2*n+64); err != nil {
+				return nil, err
+			}
+			defer c.close()
+		}
+		g, err := b.newGroupOn(ctx, c, i)
+		if err != nil {
+			return nil, err
+		}
+		wb := &bench{cfg: b.cfg, c: c, run: b.run}
+		nodes, err := wb.joinNodes(ctx, g, n, fmt.Sprintf("w%d-publisher", i))
+		if err != nil {
+			return nil, err
+		}
+		sides = append(sides, side{wb, nodes})
+		total += n
 	}
 	var acked atomic.Int64
 	p := &publisher{b: b, acked: &acked, ack: &histogram{}, errors: &errorTally{}}
 	srv := b.startSampling(ctx)
 	start := time.Now()
-	b.flood(ctx, nodes, p, func() bool { return true })
-	res := &Result{Groups: 1, Publishers: len(nodes)}
+	var wg sync.WaitGroup
+	for _, sd := range sides {
+		wg.Go(func() {
+			sp := *p
+			sp.b = sd.b
+			sd.b.flood(ctx, sd.nodes, &sp, func() bool { return true })
+		})
+	}
+	wg.Wait()
+	res := &Result{Groups: len(sides), Publishers: total}
 	p.fillPublish(res, time.Since(start))
 	srv.finish(res, 0)
 	return res, ctx.Err()

@@ -49,6 +49,19 @@ for r in $(seq $ROUNDS); do
   wrk -t1 -c32 -d${DUR}s --latency -s publish.lua http://127.0.0.1:8189 -- $PB $OUT/tokb.txt > $OUT/pub-box-$r.txt 2>&1
   b1=$(ticks $BOX); x=$(awk '/Requests\/sec/{print $2}' $OUT/pub-box-$r.txt)
   echo "round $r publish box: $x acked/s; p50 $(awk '/ 50%/{print $2}' $OUT/pub-box-$r.txt) p99 $(awk '/ 99%/{print $2}' $OUT/pub-box-$r.txt) cpu $(( (b1-b0)*10 )) ms; µs/publish $(python3 -c "print(round(($b1-$b0)*10000/($x*$DUR)))"); non-2xx $(grep -c Non-2xx $OUT/pub-box-$r.txt); load $(load)"
+  # the same closed loop by meshbox bench: 32 publishers spread over the instances
+  $BIN bench --scenario publish --publishers 32 --duration ${DUR}s --url $A --write-urls $A,$B,$C \
+    --pids A=${M[1]},B=${M[2]},C=${M[3]},n1=${N[1]},n2=${N[2]},n3=${N[3]} --json > $OUT/bench-publish-cluster-$r.json 2>/dev/null
+  $BIN bench --scenario publish --publishers 32 --duration ${DUR}s --url http://127.0.0.1:8189 --pid $BOX --json > $OUT/bench-publish-box-$r.json 2>/dev/null
+  for side in cluster box; do python3 - $OUT/bench-publish-$side-$r.json $side $r <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ps = r.get('processes') or [dict(r['serverProcess'], name='box')]
+cpu = sum(p['cpuSeconds'] for p in ps)
+print('round %s bench publish %s: %d acked/s, ack p50/p99 %.1f/%.1f ms, CPU µs/publish (all processes) %.0f, errors %s' % (
+  sys.argv[3], sys.argv[2], r['publishedPerSecond'], r['ackLatency']['p50Ms'], r['ackLatency']['p99Ms'], cpu * 1e6 / max(r['published'], 1), r.get('publishErrors')))
+PY
+  done
   if [ "$CLASSES" != 0 ]; then
     $BIN bench --scenario district --classes $CLASSES --duration 20s --url $A --write-urls $A,$B,$C \
       --pids A=${M[1]},B=${M[2]},C=${M[3]},n1=${N[1]},n2=${N[2]},n3=${N[3]} --json > $OUT/district-cluster-$r.json 2>$OUT/district-cluster-$r.err
