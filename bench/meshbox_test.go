@@ -116,14 +116,7 @@ func TestDistrictAcrossTwoInstances(t *testing.T) {
 		t.Skip("starts NATS and two meshbox instances")
 	}
 	t.Parallel()
-	nats := natstest.Run(t)
-	cfg := func(c *config.Config) {
-		c.NATSURL, c.NATSReplicas = nats.URLs(), 1
-		c.PublishRate, c.NodeByteRate = 0, 0
-		c.IPRate, c.NodeRate, c.GroupRate, c.GroupCreateRate = 0, 0, 0, 0
-		c.MaxConnsPerIP = 0
-	}
-	a, b := app.StartTest(t, cfg), app.StartTest(t, cfg)
+	a, b := twoInstances(t)
 	r := runJSON(t, "--url", a.URL(), "--scenario", "district", "--classes", "2", "--nodes", "5",
 		"--write-urls", a.URL()+","+b.URL(), "--read-urls", b.URL()+","+a.URL(),
 		"--burst-interval", "200ms", "--data-interval", "100ms", "--duration", "700ms", "--warmup", "100ms")
@@ -141,14 +134,7 @@ func TestPublishAcrossInstances(t *testing.T) {
 		t.Skip("starts NATS and two meshbox instances")
 	}
 	t.Parallel()
-	nats := natstest.Run(t)
-	cfg := func(c *config.Config) {
-		c.NATSURL, c.NATSReplicas = nats.URLs(), 1
-		c.PublishRate, c.NodeByteRate = 0, 0
-		c.IPRate, c.NodeRate, c.GroupRate, c.GroupCreateRate = 0, 0, 0, 0
-		c.MaxConnsPerIP = 0
-	}
-	a, b := app.StartTest(t, cfg), app.StartTest(t, cfg)
+	a, b := twoInstances(t)
 	r := runJSON(t, "--url", a.URL(), "--scenario", "publish", "--publishers", "5",
 		"--write-urls", a.URL()+","+b.URL(), "--duration", "500ms")
 	if r.Publishers != 5 || r.Groups != 2 || r.Published == 0 || r.PublishErrors != nil || r.AckLatency.Count != r.Published {
@@ -184,4 +170,18 @@ func appendedEvents(t *testing.T, base string) float64 {
 		}
 	}
 	return 0
+}
+
+// twoInstances starts NATS and two meshbox instances sharing groups through it, with the
+// limits that would throttle the tool lifted.
+func twoInstances(t *testing.T) (a, b *app.App) {
+	t.Helper()
+	nats := natstest.Run(t)
+	cfg := func(c *config.Config) {
+		c.NATSURL, c.NATSReplicas = nats.URLs(), 1
+		c.PublishRate, c.NodeByteRate = 0, 0
+		c.IPRate, c.NodeRate, c.GroupRate, c.GroupCreateRate = 0, 0, 0, 0
+		c.MaxConnsPerIP = 0
+	}
+	return app.StartTest(t, cfg), app.StartTest(t, cfg)
 }
