@@ -125,21 +125,27 @@ func (l *Log) purgeBatch(ctx context.Context, cutoff int64, limit int, target in
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := l.withPurgeRoom(ctx, func() error { return l.deleteThrough(ctx, through, lastAt.Int64, perGroup) }); err != nil {
+	if err := l.withPurgeRoom(ctx, func() error { return l.deleteThrough(ctx, "", through, lastAt.Int64, perGroup) }); err != nil {
 		return 0, 0, err
 	}
 	l.marks.Purged(perGroup, through)
 	return n, through, nil
 }
 
-// deleteThrough deletes the items up to through and moves the purge marks, in one transaction.
-func (l *Log) deleteThrough(ctx context.Context, through, throughAt int64, perGroup map[string]int64) error {
+// deleteThrough deletes the items up to through (of group gid only, unless gid is "") and
+// moves the purge marks, each group's in perGroup and the stream's, in one transaction.
+func (l *Log) deleteThrough(ctx context.Context, gid string, through, throughAt int64, perGroup map[string]int64) error {
 	tx, err := l.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("purge: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM items WHERE cursor <= ?`, through); err != nil {
+	if gid == "" {
+		_, err = tx.ExecContext(ctx, `DELETE FROM items WHERE cursor <= ?`, through)
+	} else {
+		_, err = tx.ExecContext(ctx, `DELETE FROM items WHERE group_id = ? AND cursor <= ?`, gid, through)
+	}
+	if err != nil {
 		return fmt.Errorf("purge items: %w", err)
 	}
 	for gid, c := range perGroup {
@@ -237,34 +243,11 @@ func (l *Log) purgeGroupBatch(ctx context.Context, gid string, limit int, target
 		return 0, 0, 0, nil
 	}
 	through = last.Int64
-	if err := l.withPurgeRoom(ctx, func() error { return l.deleteGroupThrough(ctx, gid, through, lastAt.Int64) }); err != nil {
+	if err := l.withPurgeRoom(ctx, func() error { return l.deleteThrough(ctx, gid, through, lastAt.Int64, map[string]int64{gid: through}) }); err != nil {
 		return 0, 0, 0, err
 	}
 	l.marks.Purged(map[string]int64{gid: through}, through)
 	return n, through, size.Int64, nil
-}
-
-// deleteGroupThrough deletes group gid's items up to through and moves its purge mark (and
-// the stream's), in one transaction.
-func (l *Log) deleteGroupThrough(ctx context.Context, gid string, through, throughAt int64) error {
-	tx, err := l.wconn.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("purge: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM items WHERE group_id = ? AND cursor <= ?`, gid, through); err != nil {
-		return fmt.Errorf("purge items: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE groups SET purged_through = max(purged_through, ?) WHERE id = ?`, through, gid); err != nil {
-		return fmt.Errorf("purge marks: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES('purged_through', ?), ('purged_at', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)`, through, throughAt); err != nil {
-		return fmt.Errorf("purge marks: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("purge: %w", err)
-	}
-	return nil
 }
 
 // withPurgeRoom runs one purge transaction with the room it needs, and copies it back into
