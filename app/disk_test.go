@@ -129,6 +129,23 @@ func events(n, size int) string {
 	return sb.String()
 }
 
+// history publishes rounds publishes of 8 events of 16 KiB to each group, every one
+// acknowledged, and returns their cursors by group.
+func (b *diskBox) history(groups []member, rounds int) map[string][]int64 {
+	b.t.Helper()
+	acked := map[string][]int64{}
+	for range rounds {
+		for _, m := range groups {
+			status, code, cursors := b.publish(m, events(8, 16<<10))
+			if status != http.StatusOK {
+				b.t.Fatalf("publish: %d %s", status, code)
+			}
+			acked[m.group] = append(acked[m.group], cursors...)
+		}
+	}
+	return acked
+}
+
 // fill publishes from several groups at once until every publisher has been refused with 507,
 // or (a budget whose purge keeps up never refuses) until they sent three times the
 // filesystem's size in all; it returns the acknowledged cursors per group.
@@ -377,17 +394,8 @@ func TestFullDiskFilledByAnotherProgram(t *testing.T) {
 	}
 	b := startDiskBox(t, dir, nil)
 	groups := []member{b.create("a"), b.create("b")}
-	acked := map[string][]int64{}
 	// Some history first, so meshbox has data of its own to purge.
-	for range 20 {
-		for _, m := range groups {
-			status, code, cursors := b.publish(m, events(8, 16<<10))
-			if status != http.StatusOK {
-				t.Fatalf("publish: %d %s", status, code)
-			}
-			acked[m.group] = append(acked[m.group], cursors...)
-		}
-	}
+	acked := b.history(groups, 20)
 	filler := filepath.Join(dir, "other-program.bin")
 	fillWithFile(t, filler)
 	more := b.fill(groups, events(8, 16<<10))
@@ -449,16 +457,7 @@ func TestFullDiskRestart(t *testing.T) {
 		}
 		b := startDiskBox(t, dir, nil)
 		groups := []member{b.create("a"), b.create("b")}
-		acked := map[string][]int64{}
-		for range 40 {
-			for _, m := range groups {
-				status, code, cursors := b.publish(m, events(8, 16<<10))
-				if status != http.StatusOK {
-					t.Fatalf("publish: %d %s", status, code)
-				}
-				acked[m.group] = append(acked[m.group], cursors...)
-			}
-		}
+		acked := b.history(groups, 40)
 		b.stop()
 		fillWithFile(t, filepath.Join(dir, "other-program.bin"))
 		b2 := startDiskBox(t, dir, nil)
