@@ -56,12 +56,7 @@ func (b *bench) district(ctx context.Context) (*Result, error) {
 		if len(b.cfg.readURLs) > 0 {
 			base = b.cfg.readURLs[i%len(b.cfg.readURLs)]
 		}
-		rs := make([]*reader, len(cl.members))
-		for j, m := range cl.members {
-			rs[j] = &reader{run: b.run, m: m, stats: stats, expected: &cl.acked, base: base}
-		}
-		setReady(rs, cl.members)
-		readers = append(readers, rs...)
+		readers = append(readers, b.classReaders(cl.members, &cl.acked, stats, func(int) string { return base })...)
 	}
 	stop, ready, err := b.startReaders(ctx, readers, b.cfg.transport)
 	if err != nil {

@@ -339,12 +339,7 @@ func (b *bench) classroom(ctx context.Context) (*Result, error) {
 		}
 		cl := &class{members: append([]member{g}, nodes...)}
 		classes[i] = cl
-		var rs []*reader
-		for _, m := range cl.members {
-			rs = append(rs, &reader{run: b.run, m: m, stats: stats, expected: &cl.acked, base: b.readBase(len(rs))})
-		}
-		setReady(rs, cl.members)
-		readers = append(readers, rs...)
+		readers = append(readers, b.classReaders(cl.members, &cl.acked, stats, b.readBase)...)
 	}
 	stop, ready, err := b.startReaders(ctx, readers, b.cfg.transport)
 	if err != nil {

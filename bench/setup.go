@@ -290,3 +290,14 @@ func (b *bench) readBase(i int) string {
 	}
 	return b.cfg.readURLs[i%len(b.cfg.readURLs)]
 }
+
+// classReaders makes one reader per member of a class, the j-th reading from base(j), every
+// one expecting the class's acknowledged items, all ready once the class's members are.
+func (b *bench) classReaders(members []member, acked *atomic.Int64, stats *streamStats, base func(j int) string) []*reader {
+	rs := make([]*reader, len(members))
+	for j, m := range members {
+		rs[j] = &reader{run: b.run, m: m, stats: stats, expected: acked, base: base(j)}
+	}
+	setReady(rs, members)
+	return rs
+}
