@@ -3,9 +3,7 @@ package dashboard_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -134,29 +132,6 @@ func TestGrafanaDashboardQueriesWork(t *testing.T) {
 // (a query that does not parse, or cannot be evaluated).
 func (p *promServer) series(q string) (int, error) {
 	p.t.Helper()
-	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(q))
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var r struct {
-		Status    string `json:"status"`
-		ErrorType string `json:"errorType"`
-		Error     string `json:"error"`
-		Data      struct {
-			ResultType string            `json:"resultType"`
-			Result     []json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return 0, fmt.Errorf("answer %s: %w", raw, err)
-	}
-	if r.Status != "success" {
-		return 0, fmt.Errorf("%s: %s", r.ErrorType, r.Error)
-	}
-	if r.Data.ResultType != "vector" {
-		return 0, fmt.Errorf("result is a %s, not an instant vector", r.Data.ResultType)
-	}
-	return len(r.Data.Result), nil
+	result, err := p.instant(q)
+	return len(result), err
 }

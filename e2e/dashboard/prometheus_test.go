@@ -115,8 +115,11 @@ scrape_configs:
 	}
 }
 
-// query runs an instant query and returns the single value, or false when the result is empty.
-func (p *promServer) query(q string) (float64, bool) {
+// instant runs an instant query and returns its samples, or Prometheus's error (a query that
+// does not parse, cannot be evaluated, or is not an instant vector).
+func (p *promServer) instant(q string) ([]struct {
+	Value [2]any `json:"value"`
+}, error) {
 	p.t.Helper()
 	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(q))
 	if err != nil {
@@ -125,21 +128,39 @@ func (p *promServer) query(q string) (float64, bool) {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+		Data      struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
 				Value [2]any `json:"value"`
 			} `json:"result"`
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(raw, &r); err != nil || r.Status != "success" {
-		p.t.Fatalf("query %s: %v %s", q, err, raw)
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("answer %s: %w", raw, err)
 	}
-	if len(r.Data.Result) == 0 {
+	if r.Status != "success" {
+		return nil, fmt.Errorf("%s: %s", r.ErrorType, r.Error)
+	}
+	if r.Data.ResultType != "vector" {
+		return nil, fmt.Errorf("result is a %s, not an instant vector", r.Data.ResultType)
+	}
+	return r.Data.Result, nil
+}
+
+// query runs an instant query and returns the single value, or false when the result is empty.
+func (p *promServer) query(q string) (float64, bool) {
+	p.t.Helper()
+	result, err := p.instant(q)
+	if err != nil {
+		p.t.Fatalf("query %s: %v", q, err)
+	}
+	if len(result) == 0 {
 		return 0, false
 	}
-	s, _ := r.Data.Result[0].Value[1].(string)
+	s, _ := result[0].Value[1].(string)
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil {
 		p.t.Fatalf("query %s: value %q", q, s)
