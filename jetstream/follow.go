@@ -240,17 +240,21 @@ func (l *Log) observe(m *rawMsg) (stream.Entry, error) {
 		return en, nil
 	}
 	if kind == 'i' {
-		items, err := l.itemsFrom(m, gid)
-		if err != nil {
-			return en, err
+		if en.Own {
+			en.Decode = func() ([]stream.Item, error) { return l.itemsFrom(m, gid) }
+		} else {
+			items, err := l.itemsFrom(m, gid)
+			if err != nil {
+				return en, err
+			}
+			en.Items = items
 		}
-		en.Items = items
-		last := items[len(items)-1]
+		// The frame's header tells its last cursor and its items' time: no need to decode.
+		at, _ := strconv.ParseInt(m.header.Get(hdrAt), 10, 64)
 		l.mu.Lock()
-		l.lastItem[gid] = max(l.lastItem[gid], last.Cursor)
-		l.lastAt = max(l.lastAt, last.At.UnixMilli())
+		l.lastItem[gid] = max(l.lastItem[gid], through)
+		l.lastAt = max(l.lastAt, at)
 		l.mu.Unlock()
-		l.advance(last.Cursor)
 		return en, nil
 	}
 	return en, l.observeState(&en, m, kind, gid, nid)

@@ -146,8 +146,8 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 				t.edit(g).endCursor = en.LastItem
 			}
 			followed = append(followed, en)
-		case len(en.Items) > 0:
-			for _, it := range en.Items {
+		case len(en.Items) > 0 || en.Decode != nil:
+			for _, it := range e.entryItems(en) {
 				it = it.Slim()
 				items = append(items, it)
 				if it.Kind == stream.KindDissolve {
@@ -175,6 +175,19 @@ func (e *Engine) applyEntries(ens []stream.Entry) {
 		e.hooks.OnPurge(purged)
 	}
 	e.markFollowed(followed)
+}
+
+// entryItems returns an entry's items, decoding this instance's own (stream.Entry.Decode);
+// one that cannot be decoded is logged and passed, as the follower does with others'.
+func (e *Engine) entryItems(en stream.Entry) []stream.Item {
+	if en.Decode == nil {
+		return en.Items
+	}
+	items, err := en.Decode()
+	if err != nil {
+		e.log.Error("shared log: unreadable message of this instance", "seq", en.Seq, "err", err)
+	}
+	return items
 }
 
 // chargeOthers charges the publishes and data changes other instances committed to their

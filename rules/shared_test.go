@@ -565,15 +565,6 @@ func TestInstanceFollowsOnlyGroupsItUses(t *testing.T) {
 			}
 		}
 	}
-	eventNames := func(items []stream.Item) []string {
-		var out []string
-		for _, it := range items {
-			if it.Kind == stream.KindEvent {
-				out = append(out, it.Name)
-			}
-		}
-		return out
-	}
 	publishOn(a, read, "r1", "r2", "r3")
 	publishOn(a, quiet, "q1", "q2", "q3")
 	if err := b.Sync(ctx); err != nil { // B applied everything A committed
@@ -628,4 +619,73 @@ func TestInstanceFollowsOnlyGroupsItUses(t *testing.T) {
 	if got := eventNames(b.seen.of(third.Group.ID)); !slices.Equal(got, []string{"t1"}) {
 		t.Fatalf("B handed its readers %v of the third group", got)
 	}
+}
+
+// lostAckLog stores the next batch but reports it failed, as a shared log whose batch failed
+// after a part of it was stored (b.Last set).
+type lostAckLog struct {
+	*jetstream.Log
+	lose atomic.Bool
+}
+
+func (l *lostAckLog) Append(ctx context.Context, b *stream.Batch) error {
+	if err := l.Log.Append(ctx, b); err != nil || !l.lose.CompareAndSwap(true, false) {
+		return err
+	}
+	return errors.New("connection lost after the first part")
+}
+
+// A batch that failed after a part of it was stored is taken in as the log holds it: the
+// writer applies its own stored messages from the follower (decoding them then, which it skips
+// for the batches it committed), so this instance's readers get the items once, in order, and
+// its watermark covers them, like another instance's.
+func TestPartlyStoredBatchIsTakenInFromTheLog(t *testing.T) {
+	t.Parallel()
+	c := natstest.Run(t)
+	name := fmt.Sprintf("rules%d", streams.Add(1))
+	lg, err := jetstream.Open(context.Background(), c.Connect(), jetstream.Options{Stream: name, Subjects: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &lostAckLog{Log: lg}
+	e, err := rules.New(context.Background(), l, rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &seen{}
+	e.Start(rules.Hooks{OnCommit: s.add})
+	t.Cleanup(func() { e.Close(); lg.Close() })
+	ctx := context.Background()
+	host := mustCreateOn(t, e, rules.NewGroup{Domain: "d", Name: "class"})
+	gid := host.Group.ID
+	if _, err := e.Publish(ctx, gid, host.Node.ID, []rules.EventIn{{Name: "before"}}); err != nil {
+		t.Fatal(err)
+	}
+	l.lose.Store(true)
+	if _, err := e.Publish(ctx, gid, host.Node.ID, []rules.EventIn{{Name: "stored"}, {Name: "too"}}); err == nil {
+		t.Fatal("a publish whose batch failed was acknowledged")
+	}
+	if _, err := e.Publish(ctx, gid, host.Node.ID, []rules.EventIn{{Name: "after"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := eventNames(s.of(gid))
+	if !slices.Equal(got, []string{"before", "stored", "too", "after"}) {
+		t.Fatalf("readers were handed %v", got)
+	}
+	checkOrder(t, "readers", s.of(gid))
+	items := s.of(gid)
+	if w := e.Watermark(); w < items[len(items)-1].Cursor {
+		t.Fatalf("watermark %d below the last item %d", w, items[len(items)-1].Cursor)
+	}
+}
+
+// eventNames are the names of the events among items, in order.
+func eventNames(items []stream.Item) []string {
+	var out []string
+	for _, it := range items {
+		if it.Kind == stream.KindEvent {
+			out = append(out, it.Name)
+		}
+	}
+	return out
 }

@@ -109,7 +109,12 @@ type Entry struct {
 	Through int64
 	// Own tells that this instance appended the message.
 	Own    bool
-	Items  []Item
+	Items []Item
+	// Decode, set instead of Items on this instance's own items messages, decodes them when
+	// needed: the writer applies its own batches when they commit and skips their messages,
+	// so decoding each of them on the follower would be work for nothing on its hot path;
+	// only the parts of a batch that failed after some were stored are applied from here.
+	Decode func() ([]Item, error)
 	Change *Change
 	// Purged, when not zero, tells that a purge deleted every item through it.
 	Purged int64
