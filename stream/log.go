@@ -108,7 +108,7 @@ type Entry struct {
 	// ReadAfter, so a follower's watermark may move to it.
 	Through int64
 	// Own tells that this instance appended the message.
-	Own    bool
+	Own   bool
 	Items []Item
 	// Decode, set instead of Items on this instance's own items messages, decodes them when
 	// needed: the writer applies its own batches when they commit and skips their messages,
